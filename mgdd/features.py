@@ -1,0 +1,172 @@
+"""Random ConvNet feature maps phi(x) and the cached real-image moments they need.
+
+phi is a randomly initialised ConvNet-3 body (conv3x3 -> norm -> ReLU -> avgpool2, x depth),
+flattened and scaled by 1/sqrt(d). A fresh network per step approximates the network's
+NNGP kernel (the RFAD idea). mgdd's default is a fixed, seeded *pool* of networks whose
+real-image statistics are computed once:
+
+    gram[k]  = sum_{i in class k} phi(x_i) phi(x_i)^T     (d x d)
+    sums[k]  = sum_{i in class k} phi(x_i)                (d,)
+    counts[k]
+
+The KRR loss and the exact full-data label solve need nothing else of the real data
+(see krr.py), so after caching no real image passes through a network again, and any
+class subset (a meta-learning task) is a sum over its classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .errors import CorruptFile, UsageError
+from .models import ConvNet
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    width: int = 64
+    depth: int = 3
+    norm: str = "instancenorm"
+
+
+class FeatureNet(nn.Module):
+    """phi: (N, C, H, W) -> (N, d), scaled by 1/sqrt(d) so that K = F F^T is O(1)."""
+
+    def __init__(self, config: FeatureConfig, channels: int, image_size):
+        super().__init__()
+        body = ConvNet(channels, 1, tuple(image_size), config.width, config.depth, config.norm)
+        self.body = body.features
+        self.dim = body.feature_dim
+        self.scale = self.dim ** -0.5
+        self.requires_grad_(False)
+
+    def forward(self, x):
+        return self.body(x).flatten(1) * self.scale
+
+
+def make_feature_net(config: FeatureConfig, channels: int, image_size, seed: int) -> FeatureNet:
+    """A deterministic random network: the same seed always gives the same weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return FeatureNet(config, channels, image_size).eval()
+
+
+@dataclass
+class ClassMoments:
+    """Per-class second moments of one network's real features (float64)."""
+
+    gram: torch.Tensor    # (K, d, d)
+    sums: torch.Tensor    # (K, d)
+    counts: torch.Tensor  # (K,) int64
+
+    def for_classes(self, classes=None) -> tuple:
+        """(G (d x d), H (d x c), yy, n) for centred one-hot labels over ``classes``."""
+        if classes is None:
+            classes = list(range(len(self.counts)))
+        idx = torch.as_tensor(list(classes))
+        c = len(idx)
+        gram = self.gram[idx].sum(0)
+        s = self.sums[idx]                                   # (c, d)
+        cross = (s - s.sum(0, keepdim=True) / c).T           # sum_i phi_i (e_k - 1/c)^T: (d, c)
+        n = int(self.counts[idx].sum())
+        yy = n * (c - 1) / c                                 # ||Y||^2 for centred one-hot rows
+        return gram, cross, yy, n
+
+
+@torch.no_grad()
+def compute_moments(net: FeatureNet, x: torch.Tensor, y: torch.Tensor, num_classes: int,
+                    chunk: int = 1024, device="cpu") -> ClassMoments:
+    d = net.dim
+    gram = torch.zeros(num_classes, d, d, dtype=torch.float64)
+    sums = torch.zeros(num_classes, d, dtype=torch.float64)
+    net = net.to(device)
+    for i in range(0, len(x), chunk):
+        f = net(x[i:i + chunk].to(device)).double().cpu()
+        yc = y[i:i + chunk]
+        for k in yc.unique().tolist():
+            fk = f[yc == k]
+            gram[k] += fk.T @ fk
+            sums[k] += fk.sum(0)
+    return ClassMoments(gram, sums, torch.bincount(y, minlength=num_classes))
+
+
+def dataset_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    h = hashlib.sha1()
+    h.update(str(tuple(x.shape)).encode())
+    h.update(x.contiguous().numpy().tobytes())
+    h.update(y.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def feature_cache_dir() -> Path:
+    root = os.environ.get("MGDD_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mgdd"
+    return Path(root) / "features"
+
+
+class FeaturePool:
+    """A fixed, seeded pool of random feature networks with cached real-data moments.
+
+    Network i is seeded with ``seed * 1000 + i``; moments are cached in memory and, when
+    ``cache`` is true, on disk keyed by (dataset fingerprint, config, seed, i).
+    """
+
+    def __init__(self, config: FeatureConfig, channels: int, image_size, size: int = 8, seed: int = 0):
+        if size < 1:
+            raise UsageError(f"the feature pool needs at least 1 network, got {size}.")
+        self.config, self.size, self.seed = config, size, seed
+        self.channels, self.image_size = channels, tuple(image_size)
+        try:
+            self.nets = [make_feature_net(config, channels, image_size, seed * 1000 + i) for i in range(size)]
+        except RuntimeError as e:
+            raise UsageError(f"feature network {config} does not fit {channels}x{image_size} images ({e}).") from None
+        self.dim = self.nets[0].dim
+        self._moments = {}
+
+    def to(self, device):
+        self.nets = [n.to(device) for n in self.nets]
+        return self
+
+    def moments(self, x, y, num_classes: int, cache: bool = True, device="cpu", progress=None) -> list:
+        """ClassMoments of every pool network on (x, y), computed once per dataset."""
+        fp = dataset_fingerprint(x, y)
+        out = []
+        for i, net in enumerate(self.nets):
+            key = (fp, i)
+            if key not in self._moments:
+                self._moments[key] = self._load_or_compute(net, i, fp, x, y, num_classes, cache, device)
+                if progress:
+                    progress(i + 1, self.size)
+            out.append(self._moments[key])
+        return out
+
+    def _cache_path(self, fp: str, i: int) -> Path:
+        cfg = "-".join(f"{k}{v}" for k, v in asdict(self.config).items())
+        return feature_cache_dir() / f"{fp}-{cfg}-s{self.seed}-n{i}.safetensors"
+
+    def _load_or_compute(self, net, i, fp, x, y, num_classes, cache, device) -> ClassMoments:
+        from .io import load_tensors, save_tensors
+
+        path = self._cache_path(fp, i)
+        if cache and path.is_file():
+            try:
+                t, _ = load_tensors(path)
+                m = ClassMoments(t["gram"], t["sums"], t["counts"])
+                if m.gram.shape == (num_classes, self.dim, self.dim):
+                    return m
+            except (CorruptFile, KeyError):
+                pass  # a damaged cache entry is recomputed and replaced
+        m = compute_moments(net, x, y, num_classes, device=device)
+        if cache:
+            try:
+                save_tensors(path, {"gram": m.gram, "sums": m.sums, "counts": m.counts},
+                             {"kind": "feature-moments", "config": asdict(self.config), "seed": self.seed,
+                              "index": i}, force=True)
+            except OSError:
+                pass  # caching is an optimisation; a read-only cache dir is not an error
+        return m

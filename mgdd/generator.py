@@ -1,0 +1,177 @@
+"""The conditional generator: X_s = X_0 + delta(X_0, set context).
+
+Fully convolutional, so it works at any resolution and channel count; the body runs at
+half resolution to stay cheap on a CPU. The last layer is zero-initialised, so an
+unadapted generator is the identity ("real images + least-squares labels").
+
+Set conditioning (DeepSets-style): every image is encoded to a vector e_i; the mean of
+e over its class, the mean over the whole set and log(images in its class) are fed back
+to every block with FiLM. Means make it size-agnostic (any IPC) and permutation-
+equivariant within a class, and let each sample know its siblings.
+
+Shapes: x0 (M, C, H, W), y0 (M,) class indices -> (M, C, H, W).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import __version__
+from .errors import CorruptFile, MgddError, UsageError
+from .io import atomic_path, check_output, load_tensors, read_json, save_tensors
+
+CHECKPOINT_FORMAT = "mgdd.generator/1"
+
+
+@dataclass
+class GeneratorConfig:
+    channels: int = 1
+    width: int = 48          # channels of the half-resolution body
+    stem_width: int = 16     # channels of the full-resolution stem / skip
+    blocks: int = 4
+    context_dim: int = 64
+    dilations: list = field(default_factory=lambda: [1, 2, 1, 2])
+
+
+class FiLMBlock(nn.Module):
+    """Residual block whose normalised activations are modulated by the set context."""
+
+    def __init__(self, width: int, context_dim: int, dilation: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation)
+        self.norm = nn.GroupNorm(8 if width % 8 == 0 else 1, width, affine=False)
+        self.film = nn.Linear(context_dim, 2 * width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+
+    def forward(self, h, ctx):
+        gamma, beta = self.film(ctx).chunk(2, dim=1)                 # (M, width) each
+        z = self.norm(self.conv1(h)) * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+        return h + self.conv2(F.relu(z))
+
+
+class MetaGenerator(nn.Module):
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        if len(config.dilations) != config.blocks:
+            raise UsageError(f"generator config: {config.blocks} blocks need {config.blocks} dilations.")
+        self.config = config
+        c, w, sw, cd = config.channels, config.width, config.stem_width, config.context_dim
+        self.stem = nn.Conv2d(c, sw, 3, padding=1)
+        self.down = nn.Conv2d(sw, w, 3, stride=2, padding=1)
+        self.encode = nn.Sequential(nn.Linear(w, cd), nn.ReLU(), nn.Linear(cd, cd))
+        ctx_dim = 3 * cd + 1   # [own, class mean, set mean, log class size]
+        self.context_proj = nn.Sequential(nn.Linear(ctx_dim, cd), nn.ReLU())
+        self.blocks = nn.ModuleList(FiLMBlock(w, cd, d) for d in config.dilations)
+        self.up = nn.Conv2d(w + sw, sw, 3, padding=1)
+        self.out = nn.Conv2d(sw, c, 3, padding=1)
+        nn.init.zeros_(self.out.weight)   # identity at step 0
+        nn.init.zeros_(self.out.bias)
+
+    # -- the two halves, so large sets can be generated in chunks with one set context
+    def _trunk(self, x):
+        s = F.relu(self.stem(x))                     # (M, sw, H, W)
+        h = F.relu(self.down(s))                     # (M, w, H/2, W/2)
+        e = self.encode(h.mean(dim=(2, 3)))          # (M, cd)
+        return s, h, e
+
+    def set_statistics(self, x0, y0, num_classes: int, chunk: int | None = None) -> dict:
+        """Per-class sums and counts of the encodings (additive over chunks)."""
+        chunk = chunk or len(x0)
+        sums = None
+        for i in range(0, len(x0), chunk):
+            _, _, e = self._trunk(x0[i:i + chunk])
+            part = torch.zeros(num_classes, e.shape[1], dtype=e.dtype, device=e.device).index_add(0, y0[i:i + chunk], e)
+            sums = part if sums is None else sums + part
+        counts = torch.bincount(y0, minlength=num_classes).to(sums)
+        return {"class_sums": sums, "counts": counts}
+
+    def decode(self, x0, y0, stats: dict):
+        s, h, e = self._trunk(x0)
+        counts = stats["counts"]
+        class_mean = stats["class_sums"] / counts.clamp_min(1)[:, None]                # (K, cd)
+        set_mean = stats["class_sums"].sum(0) / counts.sum()                            # (cd,)
+        ctx = torch.cat([e, class_mean[y0], set_mean.expand(len(x0), -1),
+                         torch.log(counts[y0])[:, None]], dim=1)
+        ctx = self.context_proj(ctx)
+        for block in self.blocks:
+            h = block(h, ctx)
+        up = F.interpolate(h, size=x0.shape[2:], mode="bilinear", align_corners=False)
+        delta = self.out(F.relu(self.up(torch.cat([up, s], dim=1))))
+        return x0 + delta
+
+    def forward(self, x0, y0, num_classes: int | None = None):
+        self._check_input(x0, y0)
+        num_classes = num_classes or int(y0.max()) + 1
+        return self.decode(x0, y0, self.set_statistics(x0, y0, num_classes))
+
+    @torch.no_grad()
+    def generate(self, x0, y0, num_classes: int, chunk: int = 256):
+        """Forward in chunks (for large IPCs): same result as forward(), bounded memory."""
+        self._check_input(x0, y0)
+        stats = self.set_statistics(x0, y0, num_classes, chunk)
+        return torch.cat([self.decode(x0[i:i + chunk], y0[i:i + chunk], stats) for i in range(0, len(x0), chunk)])
+
+    def _check_input(self, x0, y0):
+        if x0.dim() != 4 or x0.shape[1] != self.config.channels:
+            raise UsageError(f"the generator takes {self.config.channels}-channel images (N, C, H, W); "
+                             f"got shape {tuple(x0.shape)}. Use a generator made for this dataset's channels.")
+        if min(x0.shape[2:]) < 4:
+            raise UsageError(f"images of size {tuple(x0.shape[2:])} are too small for the generator (min 4x4).")
+        if len(y0) != len(x0):
+            raise UsageError("x0 and y0 differ in length.")
+
+    # -- checkpoints: safetensors weights + JSON config/metadata, no pickle
+    def save_pretrained(self, path, metadata: dict | None = None, force: bool = False) -> Path:
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{path} exists and is not a folder; a generator is saved as a folder.")
+        path.mkdir(parents=True, exist_ok=True)
+        info = {"format": CHECKPOINT_FORMAT, "mgdd_version": __version__, "config": asdict(self.config),
+                "metadata": metadata or {}}
+        check_output(path / "model.safetensors", force)
+        save_tensors(path / "model.safetensors", self.state_dict(), info, force=force)
+        from .io import write_json
+        write_json(path / "config.json", info, force=True)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path) -> "MetaGenerator":
+        path = Path(path)
+        weights = path / "model.safetensors" if path.is_dir() else path
+        if not weights.is_file():
+            raise MgddError(f"no generator at {path}: expected {weights}. Train one with `mgdd adapt` or "
+                            "`mgdd meta-train`, or use the shipped one (omit the path).")
+        tensors, info = load_tensors(weights)
+        if info.get("format") != CHECKPOINT_FORMAT:
+            raise CorruptFile(f"{weights} is not an mgdd generator checkpoint (format {info.get('format')!r}).")
+        try:
+            model = cls(GeneratorConfig(**info["config"]))
+        except (TypeError, KeyError) as e:
+            raise CorruptFile(f"{weights}: generator config is invalid ({e}).") from None
+        expected = model.state_dict()
+        if set(tensors) != set(expected) or any(tensors[k].shape != expected[k].shape for k in expected):
+            raise CorruptFile(f"{weights}: weights do not match the generator config; the checkpoint is corrupt "
+                              "or from an incompatible version.")
+        if not all(torch.isfinite(t).all() for t in tensors.values()):
+            raise CorruptFile(f"{weights}: weights contain NaN/inf.")
+        model.load_state_dict(tensors)
+        model.metadata = info.get("metadata", {})
+        return model
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def clone(model: MetaGenerator) -> MetaGenerator:
+    """A deep copy with its own parameters (learn2learn-style clone for inner loops)."""
+    copy = MetaGenerator(model.config)
+    copy.load_state_dict(model.state_dict())
+    copy.metadata = dict(getattr(model, "metadata", {}))
+    return copy

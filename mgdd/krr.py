@@ -1,0 +1,125 @@
+"""The objective: kernel ridge regression from synthetic to real data, least-squares labels.
+
+For synthetic features F_s (M x d) and real features F_b (B x d) with centred one-hot
+labels Y_b (B x C):
+
+    K_ss = F_s F_s^T,  R = K_ss + lam * mean(diag K_ss) * I
+    A    = F_b F_s^T R^-1                                   (B x M) KRR predictor
+    Y_s* = (A^T A + mu * mean(diag A^T A) * I)^-1 A^T Y_b   (M x C) least-squares labels
+    L    = ||A Y_s* - Y_b||^2 / B
+
+Both regularisers are relative to a trace, so lam and mu mean the same at any M or B.
+A^T A and A^T Y_b only need the real data through G = F_b^T F_b (d x d) and
+H = F_b^T Y_b (d x C):
+
+    A^T A = R^-1 F_s G F_s^T R^-1,   A^T Y_b = R^-1 F_s H,   ||A Y||^2 = tr(Y^T A^T A Y)
+
+so the loss over the *whole* training set costs O(M d^2) per step, and the normal
+equations add up over chunks of real data and over several feature networks (stack the
+rows of A for each network: sum their A^T A and A^T Y). Everything is solved in float64.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from .errors import UsageError, check_range
+
+
+def centered_onehot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(N,) int -> (N, C) float64 with 1 - 1/C on the class and -1/C elsewhere."""
+    out = torch.full((len(y), num_classes), -1.0 / num_classes, dtype=torch.float64)
+    out[torch.arange(len(y)), y] += 1.0
+    return out
+
+
+def _check_reg(lam: float, mu: float) -> None:
+    check_range("lam", lam, 0, low_open=True)
+    check_range("mu", mu, 0, low_open=True)
+
+
+def regularized_gram(f_s: torch.Tensor, lam: float) -> torch.Tensor:
+    k_ss = f_s @ f_s.T
+    ridge = lam * k_ss.diagonal().mean().clamp_min(1e-12)
+    return k_ss + ridge * torch.eye(len(f_s), dtype=k_ss.dtype, device=k_ss.device)
+
+
+def krr_predictor(f_s: torch.Tensor, f_b: torch.Tensor, lam: float) -> torch.Tensor:
+    """A = K_bs (K_ss + lam * mean diag * I)^-1, (B x M), float64."""
+    check_range("lam", lam, 0, low_open=True)
+    f_s, f_b = f_s.double(), f_b.double()
+    r = regularized_gram(f_s, lam)
+    return torch.linalg.solve(r, f_s @ f_b.T).T  # R symmetric: (R^-1 K_sb)^T = K_bs R^-1
+
+
+def solve_normal(ata: torch.Tensor, aty: torch.Tensor, mu: float) -> torch.Tensor:
+    """Y = (A^T A + mu * mean(diag A^T A) * I)^-1 A^T Y via Cholesky; lstsq if that fails."""
+    check_range("mu", mu, 0, low_open=True)
+    m = ata.shape[0]
+    ridge = mu * ata.diagonal().mean().clamp_min(1e-30)
+    lhs = ata + ridge * torch.eye(m, dtype=ata.dtype, device=ata.device)
+    lhs = (lhs + lhs.T) / 2
+    chol, info = torch.linalg.cholesky_ex(lhs)
+    if int(info) == 0:
+        return torch.cholesky_solve(aty, chol)
+    warnings.warn("least-squares label system is ill-conditioned; falling back to lstsq", RuntimeWarning)
+    return torch.linalg.lstsq(lhs, aty).solution
+
+
+def solve_labels(a: torch.Tensor, y_b: torch.Tensor, mu: float) -> torch.Tensor:
+    """Y_s* = argmin ||A Y - Y_b||^2 + mu' ||Y||^2 (mu' = mu * mean diag A^T A)."""
+    a, y_b = a.double(), y_b.double()
+    return solve_normal(a.T @ a, a.T @ y_b, mu)
+
+
+def krr_loss(f_s, f_b, y_b, lam: float, mu: float, f_label=None, y_label=None) -> tuple:
+    """Mini-batch loss. Labels are solved on (f_label, y_label) if given, else on (f_b, y_b).
+
+    Solving and measuring on different real batches avoids the label fit collapsing the
+    loss when M is close to B (DESIGN.md section 2, pitfall). Returns (L, Y_s*).
+    """
+    _check_reg(lam, mu)
+    a = krr_predictor(f_s, f_b, lam)
+    if f_label is None:
+        y_s = solve_labels(a, y_b, mu)
+    else:
+        y_s = solve_labels(krr_predictor(f_s, f_label, lam), y_label, mu)
+    loss = ((a @ y_s - y_b.double()) ** 2).sum() / len(f_b)
+    return loss, y_s
+
+
+def normal_equations(f_s: torch.Tensor, gram: torch.Tensor, cross: torch.Tensor, lam: float) -> tuple:
+    """(A^T A, A^T Y) from real-data moments G = F_b^T F_b and H = F_b^T Y_b."""
+    f_s = f_s.double()
+    r = regularized_gram(f_s, lam)
+    left = torch.linalg.solve(r, f_s)              # R^-1 F_s            (M x d)
+    ata = left @ gram.to(left) @ left.T            # R^-1 F_s G F_s^T R^-1
+    aty = left @ cross.to(left)                    # R^-1 F_s H
+    return (ata + ata.T) / 2, aty
+
+
+def moment_loss(ata: torch.Tensor, aty: torch.Tensor, yy: float, n: int, y_s: torch.Tensor) -> torch.Tensor:
+    """||A Y_s - Y_b||^2 / n from the normal equations."""
+    return (torch.sum(y_s * (ata @ y_s)) - 2 * torch.sum(y_s * aty) + yy) / n
+
+
+def krr_loss_moments(f_s, moments, lam: float, mu: float) -> tuple:
+    """Full-data loss for one network: moments = (G, H, yy, n). Returns (L, Y_s*)."""
+    _check_reg(lam, mu)
+    gram, cross, yy, n = moments
+    if f_s.shape[1] != gram.shape[0]:
+        raise UsageError(f"feature dimension {f_s.shape[1]} does not match the cached moments ({gram.shape[0]}).")
+    ata, aty = normal_equations(f_s, gram, cross, lam)
+    y_s = solve_normal(ata, aty, mu)
+    return moment_loss(ata, aty, yy, n, y_s), y_s
+
+
+def solve_labels_stacked(features: list, moments: list, lam: float, mu: float) -> torch.Tensor:
+    """One joint least-squares solve over several networks (rows of A stacked)."""
+    ata_sum, aty_sum = 0, 0
+    for f_s, (gram, cross, _, _) in zip(features, moments):
+        ata, aty = normal_equations(f_s, gram, cross, lam)
+        ata_sum, aty_sum = ata_sum + ata, aty_sum + aty
+    return solve_normal(ata_sum, aty_sum, mu)

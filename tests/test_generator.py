@@ -1,0 +1,133 @@
+import copy
+
+import pytest
+import torch
+
+from mgdd.adapt import adapt
+from mgdd.data import sample_init
+from mgdd.errors import CorruptFile, UsageError
+from mgdd.generate import generate
+from mgdd.generator import GeneratorConfig, MetaGenerator, clone
+
+
+def small_gen(channels=1, seed=0):
+    torch.manual_seed(seed)
+    g = MetaGenerator(GeneratorConfig(channels=channels, width=8, stem_width=4, blocks=2, context_dim=8,
+                                      dilations=[1, 2]))
+    return g
+
+
+def perturbed(seed=0):
+    g = small_gen(seed=seed)
+    with torch.no_grad():  # make the output layer non-zero so the generator is not the identity
+        g.out.weight.normal_(0, 0.1)
+    return g
+
+
+def test_identity_at_step_zero(tiny_dataset):
+    g = small_gen()
+    x0, y0 = sample_init(tiny_dataset, 3, seed=0)
+    assert torch.equal(g(x0, y0, 3), x0)
+
+
+def test_default_generator_is_small():
+    assert MetaGenerator(GeneratorConfig()).num_parameters() < 1_000_000
+
+
+@pytest.mark.parametrize("ipc", [1, 2, 5])
+def test_shapes_and_determinism(tiny_dataset, ipc):
+    g = perturbed()
+    x0, y0 = sample_init(tiny_dataset, ipc, seed=1)
+    out1, out2 = g(x0, y0, 3), g(x0, y0, 3)
+    assert out1.shape == x0.shape and torch.equal(out1, out2)
+
+
+def test_any_resolution_and_channels():
+    g = MetaGenerator(GeneratorConfig(channels=3, width=8, stem_width=4, blocks=1, context_dim=4, dilations=[1]))
+    for hw in [(8, 8), (13, 17), (32, 32)]:
+        x = torch.randn(4, 3, *hw)
+        assert g(x, torch.tensor([0, 0, 1, 1])).shape == x.shape
+
+
+def test_set_conditioning_is_permutation_equivariant_within_class(tiny_dataset):
+    g = perturbed()
+    x0, y0 = sample_init(tiny_dataset, 4, seed=2)
+    out = g(x0, y0, 3)
+    perm = torch.tensor([3, 1, 0, 2, 4, 5, 6, 7, 11, 9, 10, 8])  # shuffle within classes 0 and 2
+    torch.testing.assert_close(g(x0[perm], y0[perm], 3), out[perm])
+    # and the output of one image depends on its siblings
+    x_other = x0.clone()
+    x_other[1] = x0[1].flip(-1)
+    assert not torch.allclose(g(x_other, y0, 3)[0], out[0])
+
+
+def test_chunked_generation_equals_unbatched(tiny_dataset):
+    g = perturbed()
+    x0, y0 = sample_init(tiny_dataset, 10, seed=3)
+    with torch.no_grad():
+        full = g(x0, y0, 3)
+    torch.testing.assert_close(g.generate(x0, y0, 3, chunk=7), full, rtol=1e-5, atol=1e-5)
+
+
+def test_channel_mismatch_is_clear(tiny_dataset):
+    g = MetaGenerator(GeneratorConfig(channels=3, width=8, stem_width=4, blocks=1, context_dim=4, dilations=[1]))
+    x0, y0 = sample_init(tiny_dataset, 2, seed=0)
+    with pytest.raises(UsageError, match="3-channel"):
+        g(x0, y0)
+
+
+def test_save_load_round_trip(tmp_path, tiny_dataset):
+    g = perturbed()
+    g.save_pretrained(tmp_path / "gen", metadata={"note": "x"})
+    h = MetaGenerator.from_pretrained(tmp_path / "gen")
+    x0, y0 = sample_init(tiny_dataset, 2, seed=0)
+    assert torch.equal(g(x0, y0, 3), h(x0, y0, 3)) and h.metadata == {"note": "x"}
+    with pytest.raises(UsageError, match="exists"):
+        g.save_pretrained(tmp_path / "gen")
+
+
+def test_corrupt_checkpoint(tmp_path):
+    g = small_gen()
+    g.save_pretrained(tmp_path / "gen")
+    p = tmp_path / "gen" / "model.safetensors"
+    p.write_bytes(p.read_bytes()[:-64])
+    with pytest.raises(CorruptFile):
+        MetaGenerator.from_pretrained(tmp_path / "gen")
+
+
+def test_clone_is_independent():
+    g = perturbed()
+    c = clone(g)
+    ref = copy.deepcopy(g)
+    with torch.no_grad():
+        c.out.weight.add_(1.0)
+    assert torch.equal(g.out.weight, ref.out.weight)
+
+
+def test_adaptation_lowers_the_loss(tiny_objective):
+    g = small_gen()
+    log = adapt(g, tiny_objective, steps=30, ipcs=[2], lr=3e-3, progress=False)
+    losses = [h["loss"] for h in log["history"]]
+    assert sum(losses[-5:]) / 5 < losses[0] - 1e-4
+
+
+def test_adapt_resume_equals_uninterrupted(tmp_path, tiny_objective):
+    a = small_gen()
+    adapt(a, tiny_objective, steps=8, ipcs=[1, 2], lr=3e-3, progress=False)
+    b = small_gen()
+    ck = tmp_path / "ck.safetensors"
+    adapt(b, tiny_objective, steps=5, ipcs=[1, 2], lr=3e-3, checkpoint=ck, checkpoint_every=5, progress=False)
+    c = small_gen(seed=123)  # different init: everything must come from the checkpoint
+    adapt(c, tiny_objective, steps=8, ipcs=[1, 2], lr=3e-3, checkpoint=ck, resume=True, progress=False)
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(c.state_dict()[k], v, rtol=1e-6, atol=1e-7)
+
+
+def test_generate_any_ipc(tiny_objective):
+    g = perturbed()
+    for ipc in (1, 3, 7):
+        ds = generate(g, tiny_objective, ipc, seed=0)
+        assert ds.images.shape == (3 * ipc, 1, 12, 12) and ds.labels.shape == (3 * ipc, 3)
+        assert ds.meta["ipc"] == ipc and "generate_seconds" in ds.meta["timing"]
+    with pytest.raises(UsageError, match="IPC"):
+        generate(g, tiny_objective, 50)

@@ -1,0 +1,115 @@
+"""The objective checked against second formulations (numpy float64, batch vs moments)."""
+
+import numpy as np
+import pytest
+import torch
+
+from mgdd import krr
+from mgdd.errors import UsageError
+from mgdd.features import FeatureConfig, compute_moments, make_feature_net
+
+
+def rand(*shape, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).standard_normal(shape))
+
+
+def numpy_reference(fs, fb, yb, lam, mu):
+    fs, fb, yb = fs.numpy(), fb.numpy(), yb.numpy()
+    kss = fs @ fs.T
+    r = kss + lam * np.mean(np.diag(kss)) * np.eye(len(fs))
+    a = (fb @ fs.T) @ np.linalg.inv(r)
+    ata = a.T @ a
+    y = np.linalg.inv(ata + mu * np.mean(np.diag(ata)) * np.eye(len(fs))) @ a.T @ yb
+    return a, y, np.sum((a @ y - yb) ** 2) / len(fb)
+
+
+@pytest.mark.parametrize("m,b,d", [(5, 40, 16), (12, 30, 8), (20, 200, 64)])
+def test_solve_labels_matches_numpy(m, b, d):
+    fs, fb = rand(m, d, seed=1), rand(b, d, seed=2)
+    yb = krr.centered_onehot(torch.arange(b) % 4, 4)
+    a_ref, y_ref, l_ref = numpy_reference(fs, fb, yb, 1e-2, 1e-3)
+    a = krr.krr_predictor(fs, fb, 1e-2)
+    y = krr.solve_labels(a, yb, 1e-3)
+    loss, _ = krr.krr_loss(fs, fb, yb, 1e-2, 1e-3)
+    np.testing.assert_allclose(a.numpy(), a_ref, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(y.numpy(), y_ref, rtol=1e-6, atol=1e-8)
+    assert abs(loss.item() - l_ref) < 1e-9
+
+
+def test_centered_onehot():
+    y = krr.centered_onehot(torch.tensor([0, 2]), 4)
+    assert torch.allclose(y[0], torch.tensor([0.75, -0.25, -0.25, -0.25], dtype=torch.float64))
+    assert torch.allclose(y.sum(1), torch.zeros(2, dtype=torch.float64))
+
+
+def test_moments_equal_batch_formulation():
+    """The normal equations from G = F^T F, H = F^T Y equal those from A itself."""
+    fs, fb = rand(6, 10, seed=3), rand(50, 10, seed=4)
+    yb = krr.centered_onehot(torch.arange(50) % 3, 3)
+    a = krr.krr_predictor(fs, fb, 1e-2)
+    ata, aty = krr.normal_equations(fs, fb.T @ fb, fb.T @ yb, 1e-2)
+    torch.testing.assert_close(ata, a.T @ a, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(aty, a.T @ yb, rtol=1e-9, atol=1e-10)
+    loss_m, y_m = krr.krr_loss_moments(fs, (fb.T @ fb, fb.T @ yb, float((yb ** 2).sum()), 50), 1e-2, 1e-3)
+    loss_b, y_b = krr.krr_loss(fs, fb, yb, 1e-2, 1e-3)
+    torch.testing.assert_close(y_m, y_b, rtol=1e-7, atol=1e-9)
+    assert abs(loss_m.item() - loss_b.item()) < 1e-9
+
+
+def test_chunked_class_moments_equal_one_shot(tiny_dataset):
+    net = make_feature_net(FeatureConfig(width=8, depth=2), 1, (12, 12), seed=0)
+    chunked = compute_moments(net, tiny_dataset.train_x, tiny_dataset.train_y, 3, chunk=5)
+    with torch.no_grad():
+        f = net(tiny_dataset.train_x).double()
+    g, h, yy, n = chunked.for_classes()
+    y = krr.centered_onehot(tiny_dataset.train_y, 3)
+    torch.testing.assert_close(g, f.T @ f)
+    torch.testing.assert_close(h, f.T @ y)
+    assert n == 36 and abs(yy - float((y ** 2).sum())) < 1e-9
+    # a class subset relabels to centred one-hot over the subset
+    g2, h2, _, n2 = chunked.for_classes([0, 2])
+    keep = tiny_dataset.train_y != 1
+    y2 = krr.centered_onehot((tiny_dataset.train_y[keep] == 2).long(), 2)
+    torch.testing.assert_close(h2, f[keep].T @ y2)
+    assert n2 == 24
+
+
+def test_stacked_solve_equals_joint_lstsq():
+    """Stacking two networks' A matrices = summing their normal equations."""
+    fs1, fs2 = rand(5, 8, seed=5), rand(5, 12, seed=6)
+    fb1, fb2 = rand(40, 8, seed=7), rand(40, 12, seed=8)
+    yb = krr.centered_onehot(torch.arange(40) % 2, 2)
+    y = krr.solve_labels_stacked([fs1, fs2], [(fb1.T @ fb1, fb1.T @ yb, 0, 40), (fb2.T @ fb2, fb2.T @ yb, 0, 40)],
+                                 1e-2, 1e-3)
+    a = torch.cat([krr.krr_predictor(fs1, fb1, 1e-2), krr.krr_predictor(fs2, fb2, 1e-2)])
+    torch.testing.assert_close(y, krr.solve_labels(a, torch.cat([yb, yb]), 1e-3))
+
+
+def test_planted_labels_are_recovered():
+    fs, fb = rand(6, 30, seed=9), rand(200, 30, seed=10)
+    y_true = rand(6, 3, seed=11)
+    a = krr.krr_predictor(fs, fb, 1e-3)
+    y = krr.solve_labels(a, a @ y_true, 1e-10)
+    torch.testing.assert_close(y, y_true, rtol=1e-4, atol=1e-4)
+
+
+def test_gradcheck_wrt_synthetic_features():
+    fb = rand(12, 5, seed=12)
+    yb = krr.centered_onehot(torch.arange(12) % 3, 3)
+    fs = rand(4, 5, seed=13).requires_grad_(True)
+    moments = (fb.T @ fb, fb.T @ yb, float((yb ** 2).sum()), 12)
+    assert torch.autograd.gradcheck(lambda f: krr.krr_loss(f, fb, yb, 1e-1, 1e-2)[0], (fs,))
+    assert torch.autograd.gradcheck(lambda f: krr.krr_loss_moments(f, moments, 1e-1, 1e-2)[0], (fs,))
+
+
+@pytest.mark.parametrize("lam,mu", [(0, 1e-3), (1e-3, 0), (-1, 1e-3), (float("nan"), 1e-3)])
+def test_bad_regularisers(lam, mu):
+    with pytest.raises(UsageError):
+        krr.krr_loss(rand(3, 4), rand(5, 4), krr.centered_onehot(torch.arange(5) % 2, 2), lam, mu)
+
+
+def test_ill_conditioned_falls_back_with_warning():
+    ata = torch.zeros(3, 3, dtype=torch.float64)
+    ata[0, 0] = -1.0  # not positive definite: Cholesky fails
+    with pytest.warns(RuntimeWarning, match="lstsq"):
+        krr.solve_normal(ata, torch.ones(3, 1, dtype=torch.float64), 1e-3)
