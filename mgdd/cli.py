@@ -420,7 +420,7 @@ def _add_meta_args(s):
     s.add_argument("--tasks-per-step", type=_positive_int, default=4, help="tasks per meta-step (over all ranks)")
     s.add_argument("--inner-steps", type=_positive_int, default=5)
     s.add_argument("--inner-lr", type=_positive_float, default=1e-3)
-    s.add_argument("--meta-lr", type=_positive_float, default=1.0, help="Reptile step size / FOMAML Adam lr")
+    s.add_argument("--meta-lr", type=_positive_float, default=None, help="Reptile step size (1.0) / FOMAML Adam lr (1e-3)")
     s.add_argument("--ipc-range", type=_ints, default=[1, 50], help="min,max IPC of a task (1,50)")
     s.add_argument("--min-classes", type=_positive_int, default=2)
     s.add_argument("--checkpoint-every", type=_positive_int, default=10)

@@ -1,0 +1,240 @@
+"""Meta-training: learn generator weights that adapt to a new dataset in a few steps.
+
+A *task* is (a class subset of the source of size min_classes..C, an IPC, a seed). Each
+meta-step runs ``tasks_per_step`` tasks; for each, a clone of the generator takes
+``inner_steps`` Adam steps of the KRR loss on that task (learn2learn-style clone/adapt),
+then the meta-update is
+
+    reptile:  theta += meta_lr * mean_task(theta'_task - theta)
+    fomaml:   theta -= Adam(meta_lr) of mean_task grad L_query(theta'_task)   (first-order MAML)
+
+Tasks are independent, so data-parallel meta-training is exact: under torchrun each rank
+runs the tasks j with j % world_size == rank, the task deltas / gradients are summed with
+all_reduce, and rank 0 writes checkpoints. Task randomness comes from (seed, step, j),
+so 1 process and N processes run the same tasks.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from .checkpoint import Interrupted, check_finite, graceful_stop, load_state, save_state, step_rng
+from .data import sample_init
+from .errors import UsageError, check_range
+from .generator import GeneratorConfig, MetaGenerator
+from .objective import KRRObjective
+
+
+# ---------------------------------------------------------------------------- pure updates
+
+def inner_adapt(model: torch.nn.Module, loss_fn, steps: int, lr: float, optimizer: str = "adam"):
+    """Return a clone of ``model`` after ``steps`` steps on ``loss_fn(clone, step)``, and its losses."""
+    fast = copy.deepcopy(model)
+    params = [p for p in fast.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr)
+    losses = []
+    for s in range(steps):
+        loss = loss_fn(fast, s)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return fast, losses
+
+
+def reptile_delta(model: torch.nn.Module, fast: torch.nn.Module) -> list:
+    return [(pf.detach() - p.detach()) for p, pf in zip(model.parameters(), fast.parameters())]
+
+
+def fomaml_grad(fast: torch.nn.Module, query_loss) -> list:
+    """First-order MAML: the query gradient at the adapted weights, used as theta's gradient."""
+    params = list(fast.parameters())
+    grads = torch.autograd.grad(query_loss, params, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, grads)]
+
+
+def all_reduce_sum(tensors: list) -> list:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        flat = torch.cat([t.flatten() for t in tensors])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        out, i = [], 0
+        for t in tensors:
+            out.append(flat[i:i + t.numel()].view_as(t))
+            i += t.numel()
+        return out
+    return tensors
+
+
+def apply_reptile(model: torch.nn.Module, delta_sum: list, num_tasks: int, meta_lr: float) -> None:
+    with torch.no_grad():
+        for p, d in zip(model.parameters(), delta_sum):
+            p.add_(d, alpha=meta_lr / num_tasks)
+
+
+# ---------------------------------------------------------------------------- tasks
+
+def sample_task(num_classes: int, ipc_range, min_classes: int, smallest_class: int, seed: int, step: int, j: int):
+    rng = step_rng(seed, step * 100_003 + j)
+    c = rng.randint(min(min_classes, num_classes), num_classes)
+    classes = sorted(rng.sample(range(num_classes), c))
+    lo, hi = ipc_range
+    ipc = rng.randint(lo, min(hi, smallest_class))
+    return {"classes": classes, "ipc": ipc, "seed": rng.randrange(2**31)}
+
+
+def task_loss_fn(objective: KRRObjective, task: dict):
+    """loss(model, inner_step): a fresh initialization and pool network per inner step."""
+    dataset = objective.dataset
+    classes, ipc = task["classes"], task["ipc"]
+    y0 = torch.arange(len(classes)).repeat_interleave(ipc)
+
+    def loss(model, s):
+        rng = step_rng(task["seed"], s)
+        x0, _ = sample_init(dataset, ipc, seed=rng.randrange(2**31), classes=classes)
+        x_s = model(x0, y0, len(classes))
+        return objective.loss(x_s, net_index=rng.randrange(objective.pool.size), classes=classes,
+                              step_seed=rng.randrange(2**31))
+
+    return loss
+
+
+# ---------------------------------------------------------------------------- the loop
+
+def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: int, algorithm: str = "reptile",
+               tasks_per_step: int = 4, inner_steps: int = 5, inner_lr: float = 1e-3, meta_lr: float | None = None,
+               ipc_range=(1, 50), min_classes: int = 2, seed: int = 0, checkpoint=None, checkpoint_every: int = 10,
+               resume: bool = False, progress: bool = True, log_path=None) -> dict:
+    if algorithm not in ("reptile", "fomaml"):
+        raise UsageError(f"unknown meta algorithm {algorithm!r}; use reptile or fomaml.")
+    meta_lr = meta_lr if meta_lr is not None else (1.0 if algorithm == "reptile" else 1e-3)
+    for name, v in [("meta_steps", meta_steps), ("tasks_per_step", tasks_per_step), ("inner_steps", inner_steps)]:
+        check_range(name, v, 1)
+    check_range("inner_lr", inner_lr, 0, low_open=True)
+    check_range("meta_lr", meta_lr, 0, low_open=True)
+    lo, hi = ipc_range
+    if not 1 <= lo <= hi:
+        raise UsageError(f"--ipc-range must be min,max with 1 <= min <= max; got {lo},{hi}.")
+    dataset = objective.dataset
+    smallest = min(dataset.class_counts())
+    if lo > smallest:
+        raise UsageError(f"--ipc-range minimum {lo} is larger than the smallest source class ({smallest}).")
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    outer = torch.optim.Adam(generator.parameters(), lr=meta_lr) if algorithm == "fomaml" else None
+    start, elapsed, history = 0, 0.0, []
+    if resume and checkpoint and Path(checkpoint).exists():
+        tensors, info = load_state(checkpoint, outer)
+        generator.load_state_dict(tensors)
+        start, elapsed, history = info["step"], info["seconds"], info["history"]
+
+    def save(step):
+        if checkpoint and rank == 0:
+            save_state(checkpoint, generator.state_dict(), outer,
+                       {"step": step, "seconds": elapsed, "history": history, "algorithm": algorithm,
+                        "world_size": world, "settings": settings})
+            if log_path:
+                from .io import write_json
+                write_json(log_path, {"settings": settings, "history": history}, force=True)
+
+    settings = {"algorithm": algorithm, "meta_steps": meta_steps, "tasks_per_step": tasks_per_step,
+                "inner_steps": inner_steps, "inner_lr": inner_lr, "meta_lr": meta_lr, "ipc_range": [lo, hi],
+                "min_classes": min_classes, "seed": seed, "source": dataset.name, "world_size": world}
+    bar = tqdm(range(start, meta_steps), desc=f"meta-train ({algorithm})", initial=start, total=meta_steps,
+               disable=not progress or rank != 0)
+    with graceful_stop() as stop:
+        for step in bar:
+            t0 = time.perf_counter()
+            sums = [torch.zeros_like(p) for p in generator.parameters()]
+            stats = torch.zeros(3, dtype=torch.float64)  # [sum first inner loss, sum last, tasks]
+            for j in range(rank, tasks_per_step, world):
+                task = sample_task(dataset.num_classes, (lo, hi), min_classes, smallest, seed, step, j)
+                loss_fn = task_loss_fn(objective, task)
+                fast, losses = inner_adapt(generator, loss_fn, inner_steps, inner_lr)
+                for v in losses:
+                    check_finite(torch.tensor(v), step, checkpoint)
+                if algorithm == "reptile":
+                    update = reptile_delta(generator, fast)
+                else:
+                    update = fomaml_grad(fast, loss_fn(fast, inner_steps))
+                for s, u in zip(sums, update):
+                    s.add_(u)
+                stats += torch.tensor([losses[0], losses[-1], 1.0], dtype=torch.float64)
+            sums = all_reduce_sum(sums + [stats])
+            sums, stats = sums[:-1], sums[-1]
+            if algorithm == "reptile":
+                apply_reptile(generator, sums, tasks_per_step, meta_lr)
+            else:
+                for p, g in zip(generator.parameters(), sums):
+                    p.grad = g / tasks_per_step
+                outer.step()
+                outer.zero_grad(set_to_none=True)
+            elapsed += time.perf_counter() - t0
+            first, last = (stats[0] / stats[2]).item(), (stats[1] / stats[2]).item()
+            history.append({"step": step + 1, "inner_first": first, "inner_last": last, "seconds": round(elapsed, 2)})
+            bar.set_postfix(first=f"{first:.4f}", last=f"{last:.4f}")
+            if (step + 1) % checkpoint_every == 0 or step + 1 == meta_steps:
+                save(step + 1)
+            stop_now = torch.tensor([1.0 if stop.requested else 0.0])
+            stop_now = all_reduce_sum([stop_now])[0]
+            if stop_now.item() > 0:
+                save(step + 1)
+                raise Interrupted(f"meta-training interrupted at step {step + 1}/{meta_steps}; checkpoint saved to "
+                                  f"{checkpoint}. Rerun with --resume to continue.")
+    return {"settings": settings, "history": history, "seconds": elapsed}
+
+
+# ---------------------------------------------------------------------------- CLI entry
+
+def _init_distributed() -> bool:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        return True
+    return False
+
+
+def meta_train_cli(args) -> None:
+    import platform
+
+    from .cli import _objective, _progress
+    from .data import load_dataset
+    from .io import check_output
+
+    started = _init_distributed()
+    try:
+        out = Path(args.out)
+        if (not dist.is_initialized()) or dist.get_rank() == 0:
+            check_output(out / "model.safetensors", args.force or args.resume)
+        if len(args.ipc_range) != 2:
+            raise UsageError("--ipc-range takes two integers: min,max (e.g. 1,50).")
+        dataset = load_dataset(args.source, args.data_dir, args.download)
+        objective = _objective(args, dataset)
+        torch.manual_seed(args.seed)
+        generator = MetaGenerator(GeneratorConfig(channels=dataset.channels))
+        out.mkdir(parents=True, exist_ok=True)
+        log = meta_train(generator, objective, args.meta_steps, args.algorithm, args.tasks_per_step,
+                         args.inner_steps, args.inner_lr, args.meta_lr, tuple(args.ipc_range), args.min_classes,
+                         args.seed, checkpoint=out / "meta-checkpoint.safetensors",
+                         checkpoint_every=args.checkpoint_every, resume=args.resume, progress=_progress(args),
+                         log_path=out / "meta-log.json")
+        if (not dist.is_initialized()) or dist.get_rank() == 0:
+            import sys
+            generator.save_pretrained(out, metadata={
+                "kind": "meta generator", "source": dataset.name, "source_info": dataset.describe(),
+                "objective": objective.describe(), **log["settings"], "seconds": log["seconds"],
+                "hardware": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, "
+                            f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
+                "command": "mgdd " + " ".join(sys.argv[1:])}, force=True)
+            h = log["history"]
+            print(f"meta-trained {args.meta_steps} steps in {log['seconds']:.1f}s; inner loss "
+                  f"{h[0]['inner_first']:.4f} -> {h[-1]['inner_last']:.4f}; wrote {out}/")
+    finally:
+        if started:
+            dist.destroy_process_group()
