@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .checkpoint import Interrupted, check_finite, graceful_stop, load_state, save_state, step_rng
 from .data import check_ipc, sample_init
 from .errors import UsageError, check_range
+from .generate import synthesize
 from .generator import MetaGenerator
 from .objective import KRRObjective
 
@@ -59,7 +60,8 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
             x0, y0 = sample_init(dataset, ipc, seed=rng.randrange(2**31), classes=classes)
             if classes is not None:
                 y0 = torch.arange(len(classes)).repeat_interleave(ipc)
-            x_s = generator(x0, y0, len(classes) if classes is not None else num_classes)
+            x_s = synthesize(generator, objective, x0, y0, len(classes) if classes is not None else num_classes,
+                             classes=classes)
             loss = objective.loss(x_s, net_index=rng.randrange(objective.pool.size), classes=classes,
                                   step_seed=rng.randrange(2**31))
             check_finite(loss, step, checkpoint)

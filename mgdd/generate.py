@@ -25,6 +25,18 @@ def distilled_meta(dataset: Dataset, ipc: int, method: str, seed: int, objective
     return meta
 
 
+GUIDE_NETS = 2  # pool networks whose mean loss gradient is the generator's guide input
+
+
+def synthesize(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_classes: int, classes=None,
+               chunk: int | None = None):
+    """X_s = G(X_0 [, guide]): the one forward pass (chunked, without autograd, when ``chunk`` is given)."""
+    guide = objective.guide(x0, classes=classes, nets=GUIDE_NETS) if generator.config.guide_input else None
+    if chunk is None:
+        return generator(x0, y0, num_classes, guide=guide)
+    return generator.generate(x0, y0, num_classes, guide=guide, chunk=chunk)
+
+
 def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: int = 0, chunk: int = 256,
              method: str = "mgdd", **extra_meta) -> DistilledSet:
     dataset = objective.dataset
@@ -35,7 +47,7 @@ def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: 
     x0, y0 = sample_init(dataset, ipc, seed)
     generator.eval()
     t0 = time.perf_counter()
-    x_s = generator.generate(x0, y0, dataset.num_classes, chunk=chunk)
+    x_s = synthesize(generator, objective, x0, y0, dataset.num_classes, chunk=chunk)
     t1 = time.perf_counter()
     labels = objective.labels(x_s)
     t2 = time.perf_counter()

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from .checkpoint import Interrupted, check_finite, graceful_stop, load_state, save_state, step_rng
 from .data import sample_init
 from .errors import UsageError, check_range
+from .generate import synthesize
 from .generator import GeneratorConfig, MetaGenerator
 from .objective import KRRObjective
 
@@ -98,7 +99,7 @@ def task_loss_fn(objective: KRRObjective, task: dict):
     def loss(model, s):
         rng = step_rng(task["seed"], s)
         x0, _ = sample_init(dataset, ipc, seed=rng.randrange(2**31), classes=classes)
-        x_s = model(x0, y0, len(classes))
+        x_s = synthesize(model, objective, x0, y0, len(classes), classes=classes)
         return objective.loss(x_s, net_index=rng.randrange(objective.pool.size), classes=classes,
                               step_seed=rng.randrange(2**31))
 

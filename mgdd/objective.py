@@ -80,6 +80,20 @@ class KRRObjective:
                                f_label=fb[:half], y_label=yb[:half].to(self.device))
         return loss
 
+    def guide(self, x0: torch.Tensor, classes=None, nets: int | None = None) -> torch.Tensor:
+        """Gradient of the mean pool loss at X_0, RMS-normalised over the set: (M, C, H, W).
+
+        The generator reads it as an input: it carries the target's real-data statistics into
+        one forward pass (a learned, preconditioned step from the initialization).
+        """
+        self._check(x0)
+        x = x0.detach().to(self.device).requires_grad_(True)
+        n = min(nets or self.pool.size, self.pool.size)
+        with torch.enable_grad():
+            loss = sum(self.loss(x, net_index=i, classes=classes, step_seed=i) for i in range(n)) / n
+            (grad,) = torch.autograd.grad(loss, x)
+        return (grad / grad.pow(2).mean().sqrt().clamp_min(1e-12)).detach()
+
     @torch.no_grad()
     def labels(self, x_s: torch.Tensor, classes=None, chunk: int = 1024) -> torch.Tensor:
         """Exact least-squares labels over the whole training set and every pool network."""

@@ -13,7 +13,7 @@ from mgdd.generator import GeneratorConfig, MetaGenerator, clone
 def small_gen(channels=1, seed=0):
     torch.manual_seed(seed)
     g = MetaGenerator(GeneratorConfig(channels=channels, width=8, stem_width=4, blocks=2, context_dim=8,
-                                      dilations=[1, 2]))
+                                      dilations=[1, 2], guide_input=False))
     return g
 
 
@@ -43,7 +43,8 @@ def test_shapes_and_determinism(tiny_dataset, ipc):
 
 
 def test_any_resolution_and_channels():
-    g = MetaGenerator(GeneratorConfig(channels=3, width=8, stem_width=4, blocks=1, context_dim=4, dilations=[1]))
+    g = MetaGenerator(GeneratorConfig(channels=3, width=8, stem_width=4, blocks=1, context_dim=4, dilations=[1],
+                                      guide_input=False))
     for hw in [(8, 8), (13, 17), (32, 32)]:
         x = torch.randn(4, 3, *hw)
         assert g(x, torch.tensor([0, 0, 1, 1])).shape == x.shape
@@ -70,7 +71,8 @@ def test_chunked_generation_equals_unbatched(tiny_dataset):
 
 
 def test_channel_mismatch_is_clear(tiny_dataset):
-    g = MetaGenerator(GeneratorConfig(channels=3, width=8, stem_width=4, blocks=1, context_dim=4, dilations=[1]))
+    g = MetaGenerator(GeneratorConfig(channels=3, width=8, stem_width=4, blocks=1, context_dim=4, dilations=[1],
+                                      guide_input=False))
     x0, y0 = sample_init(tiny_dataset, 2, seed=0)
     with pytest.raises(UsageError, match="3-channel"):
         g(x0, y0)
@@ -104,27 +106,44 @@ def test_clone_is_independent():
     assert torch.equal(g.out.weight, ref.out.weight)
 
 
+def guided_gen(seed=0):
+    torch.manual_seed(seed)
+    return MetaGenerator(GeneratorConfig(channels=1, width=8, stem_width=4, blocks=2, context_dim=8, dilations=[1, 2]))
+
+
+def test_guided_generator_needs_guide_and_chunks_match(tiny_objective, tiny_dataset):
+    from mgdd.generate import synthesize
+    g = guided_gen()
+    with torch.no_grad():
+        g.out.weight.normal_(0, 0.1)
+    x0, y0 = sample_init(tiny_dataset, 6, seed=0)
+    with pytest.raises(UsageError, match="guide"):
+        g(x0, y0, 3)
+    full = synthesize(g, tiny_objective, x0, y0, 3).detach()
+    torch.testing.assert_close(synthesize(g, tiny_objective, x0, y0, 3, chunk=5), full, rtol=1e-5, atol=1e-5)
+
+
 def test_adaptation_lowers_the_loss(tiny_objective):
-    g = small_gen()
+    g = guided_gen()
     log = adapt(g, tiny_objective, steps=30, ipcs=[2], lr=3e-3, progress=False)
     losses = [h["loss"] for h in log["history"]]
     assert sum(losses[-5:]) / 5 < losses[0] - 1e-4
 
 
 def test_adapt_resume_equals_uninterrupted(tmp_path, tiny_objective):
-    a = small_gen()
+    a = guided_gen()
     adapt(a, tiny_objective, steps=8, ipcs=[1, 2], lr=3e-3, progress=False)
-    b = small_gen()
+    b = guided_gen()
     ck = tmp_path / "ck.safetensors"
     adapt(b, tiny_objective, steps=5, ipcs=[1, 2], lr=3e-3, checkpoint=ck, checkpoint_every=5, progress=False)
-    c = small_gen(seed=123)  # different init: everything must come from the checkpoint
+    c = guided_gen(seed=123)  # different init: everything must come from the checkpoint
     adapt(c, tiny_objective, steps=8, ipcs=[1, 2], lr=3e-3, checkpoint=ck, resume=True, progress=False)
     for k, v in a.state_dict().items():
         torch.testing.assert_close(c.state_dict()[k], v, rtol=1e-6, atol=1e-7)
 
 
 def test_generate_any_ipc(tiny_objective):
-    g = perturbed()
+    g = guided_gen()
     for ipc in (1, 3, 7):
         ds = generate(g, tiny_objective, ipc, seed=0)
         assert ds.images.shape == (3 * ipc, 1, 12, 12) and ds.labels.shape == (3 * ipc, 3)
