@@ -1,0 +1,367 @@
+"""`mgdd bench`: the claim as a file - accuracy vs wall-clock for mgdd and every baseline.
+
+One process, one machine, every stage timed:
+  features   the pool's real-data moments (computed once, shared by every KRR method)
+  random, random+ls, herding        cheap baselines
+  krr-pixel  the iterative method, snapshots at increasing step counts (accuracy-vs-time curve)
+  scratch    the generator adapted K steps from random init (no meta-training)
+  mgdd       the shipped meta generator adapted K steps, then one pass per IPC
+  unseen     mgdd adapted on a subset of IPCs only, generating an IPC it never saw
+Every cell (distilled set + evaluation) is written to OUT/cells/ as it finishes, so an
+interrupted run resumes where it stopped (--resume). Outputs: results.json, results.md,
+plots/*.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .adapt import adapt
+from .baselines import coreset, krr_pixel, random_ls, random_real
+from .data import load_dataset
+from .distilled import DistilledSet, save_grid
+from .errors import UsageError, unknown_name
+from .evaluate import evaluate
+from .features import FeatureConfig
+from .generate import generate
+from .io import check_output, read_json, write_json
+from .objective import KRRObjective
+from .pipeline import load_generator
+
+PRESETS = {
+    # CI-sized: scikit-learn's 8x8 digits, tiny networks, a few steps; same code path.
+    "quick": {"dataset": "digits", "ipcs": [1, 5], "unseen": {"adapt": [1], "generate": 5},
+              "feature": {"width": 16, "depth": 2}, "pool_size": 2, "krr_snapshots": {"1": [5, 10], "5": [5, 10]},
+              "adapt_steps": 5, "adapt_ipcs": [1, 5], "eval_epochs": 20, "runs": 2, "cross_model": "mlp",
+              "cross_ipc": 5, "lr_pixel": 0.01, "lr_adapt": 1e-3},
+    # The headline benchmark on Fashion-MNIST, ConvNet-3 protocol (DESIGN.md section 6).
+    "fmnist": {"dataset": "fashion-mnist", "ipcs": [10, 1, 50], "unseen": {"adapt": [1, 10], "generate": 50},
+               "feature": {"width": 64, "depth": 3}, "pool_size": 8,
+               "krr_snapshots": {"1": [25, 50, 100, 200, 400, 800], "10": [25, 50, 100, 200, 400, 800],
+                                 "50": [50, 200, 800]},
+               "adapt_steps": 200, "adapt_ipcs": [1, 10, 50], "eval_epochs": 300, "runs": 3, "cross_model": "mlp",
+               "cross_ipc": 10, "lr_pixel": 0.01, "lr_adapt": 1e-3},
+}
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "mgdd": __version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+class Bench:
+    def __init__(self, preset: str, out, data_dir=None, resume=False, force=False, seed=0, progress=False):
+        if preset not in PRESETS:
+            raise unknown_name("bench preset", preset, PRESETS)
+        self.cfg, self.preset, self.seed, self.progress = PRESETS[preset], preset, seed, progress
+        self.out = Path(out)
+        if self.out.exists() and any(self.out.iterdir()) and not (resume or force):
+            raise UsageError(f"{self.out} is not empty; pass --resume to continue that run or --force to start over.")
+        if force and not resume and (self.out / "cells").exists():
+            for p in (self.out / "cells").glob("*.json"):
+                p.unlink()
+        for sub in ("cells", "sets", "plots"):
+            (self.out / sub).mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.dataset = load_dataset(self.cfg["dataset"], data_dir)
+        self._objective = None
+
+    # -- cells: one JSON each, reused on resume
+    def cell(self, name: str, fn):
+        path = self.out / "cells" / f"{name}.json"
+        if path.exists():
+            return read_json(path)
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        result = fn()
+        write_json(path, result, force=True)
+        return result
+
+    def objective(self) -> KRRObjective:
+        if self._objective is None:
+            os.environ.setdefault("MGDD_CACHE", str(self.out / "cache"))
+
+            t0 = time.perf_counter()
+            obj = KRRObjective(self.dataset, FeatureConfig(**self.cfg["feature"]), self.cfg["pool_size"],
+                               seed=self.seed)
+            seconds = time.perf_counter() - t0
+            # the first (cold) computation is the one recorded; a resumed run reads the disk cache
+            self.features = self.cell("features", lambda: {"seconds": seconds, "objective": obj.describe()})
+            self._objective = obj
+        return self._objective
+
+    def evaluate_set(self, ds: DistilledSet, name: str, model="convnet") -> dict:
+        set_path = self.out / "sets" / f"{name}.safetensors"
+        if not set_path.exists():
+            ds.save(set_path, force=True)
+        res = evaluate(ds, self.dataset, model=model, epochs=self.cfg["eval_epochs"], runs=self.cfg["runs"],
+                       seed=self.seed, progress=self.progress)
+        return {"accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"],
+                "accuracies": [r["accuracy"] for r in res["per_run"]], "model": model, "epochs": res["epochs"],
+                "runs": res["runs"], "label_kind": res["label_kind"], "set": str(set_path.relative_to(self.out))}
+
+    def set_cell(self, name, make, timing_key="seconds", model="convnet"):
+        """Build a distilled set with ``make() -> (DistilledSet, seconds)`` and evaluate it."""
+        def run():
+            ds, seconds = make()
+            return {"name": name, "seconds": seconds, "timing": ds.meta.get("timing", {}),
+                    **self.evaluate_set(ds, name, model)}
+        return self.cell(name, run)
+
+    def cross_cell(self, name, source_cell):
+        def run():
+            ds = DistilledSet.load(self.out / source_cell["set"])
+            return {"name": name, **self.evaluate_set(ds, name + "-" + self.cfg["cross_model"], self.cfg["cross_model"])}
+        return self.cell(f"{name}-{self.cfg['cross_model']}", run)
+
+    # -- the run
+    def run(self) -> dict:
+        cfg, seed = self.cfg, self.seed
+        obj = self.objective()
+        cells = {"features": self.features}
+        for ipc in cfg["ipcs"]:
+            cells[f"random-ipc{ipc}"] = self.set_cell(f"random-ipc{ipc}", lambda: _timed(random_real, self.dataset, ipc, seed))
+            cells[f"random+ls-ipc{ipc}"] = self.set_cell(f"random+ls-ipc{ipc}", lambda: _timed(random_ls, obj, ipc, seed))
+            cells[f"herding-ipc{ipc}"] = self.set_cell(f"herding-ipc{ipc}",
+                                                       lambda: _timed(coreset, obj, ipc, "herding", seed, True))
+        # the meta generator and the scratch ablation: adapt once each, generate every IPC
+        for source, label in (("meta", "mgdd"), ("scratch", "scratch")):
+            adapt_cell = self.cell(f"{label}-adapt", lambda: self._adapt(source, label, cfg["adapt_ipcs"]))
+            cells[f"{label}-adapt"] = adapt_cell
+            for ipc in cfg["ipcs"]:
+                cells[f"{label}-ipc{ipc}"] = self.set_cell(
+                    f"{label}-ipc{ipc}", lambda: self._generate(label, ipc, adapt_cell))
+        un = cfg["unseen"]
+        unseen_adapt = self.cell("unseen-adapt", lambda: self._adapt("meta", "unseen", un["adapt"]))
+        cells["unseen-adapt"] = unseen_adapt
+        cells[f"unseen-ipc{un['generate']}"] = self.set_cell(
+            f"unseen-ipc{un['generate']}", lambda: self._generate("unseen", un["generate"], unseen_adapt))
+        # the iterative baseline: one optimisation per IPC, evaluated at every snapshot
+        for ipc in cfg["ipcs"]:
+            for step in cfg["krr_snapshots"][str(ipc)]:
+                cells[f"krr-pixel-ipc{ipc}-step{step}"] = self._krr_cell(ipc, step)
+        # cross-architecture column
+        ci = cfg["cross_ipc"]
+        last = max(cfg["krr_snapshots"][str(ci)])
+        for name in (f"random+ls-ipc{ci}", f"mgdd-ipc{ci}", f"scratch-ipc{ci}", f"krr-pixel-ipc{ci}-step{last}"):
+            cells[f"{name}-{cfg['cross_model']}"] = self.cross_cell(name, cells[name])
+        results = self.summarise(cells)
+        write_json(self.out / "results.json", results, force=True)
+        (self.out / "results.md").write_text(self.markdown(results))
+        self.plots(results)
+        return results
+
+    def _adapt(self, source, label, ipcs):
+        obj = self.objective()
+        torch.manual_seed(self.seed)
+        gen, origin = load_generator(source, self.dataset.channels)
+        log = adapt(gen, obj, steps=self.cfg["adapt_steps"], ipcs=ipcs, lr=self.cfg["lr_adapt"], seed=self.seed,
+                    checkpoint=self.out / "cells" / f"{label}-adapt.checkpoint.safetensors", resume=True,
+                    progress=self.progress)
+        gen.save_pretrained(self.out / "sets" / f"{label}-generator", metadata={"from": origin, **{
+            k: log[k] for k in ("steps", "seconds", "ipcs")}}, force=True)
+        return {"from": origin, "steps": log["steps"], "ipcs": log["ipcs"], "seconds": log["seconds"],
+                "final_losses": [h["loss"] for h in log["history"][-10:]]}
+
+    def _generate(self, label, ipc, adapt_cell):
+        from .generator import MetaGenerator
+        gen = MetaGenerator.from_pretrained(self.out / "sets" / f"{label}-generator")
+        ds = generate(gen, self.objective(), ipc, seed=self.seed, method=label, adapted_from=adapt_cell["from"],
+                      adapt_steps=adapt_cell["steps"], adapt_ipcs=adapt_cell["ipcs"])
+        t = ds.meta["timing"]
+        return ds, adapt_cell["seconds"] + t["generate_seconds"] + t["label_seconds"]
+
+    def _krr_cell(self, ipc, step):
+        name = f"krr-pixel-ipc{ipc}-step{step}"
+        path = self.out / "cells" / f"{name}.json"
+        if path.exists():
+            return read_json(path)
+        snaps = self.cfg["krr_snapshots"][str(ipc)]
+        pending = {}
+
+        def on_snapshot(s, ds):
+            if s in snaps and not (self.out / "cells" / f"krr-pixel-ipc{ipc}-step{s}.json").exists():
+                ds.save(self.out / "sets" / f"krr-pixel-ipc{ipc}-step{s}.safetensors", force=True)
+                pending[s] = ds
+
+        # one optimisation run reaches every snapshot; its checkpoint makes it resumable
+        krr_pixel(self.objective(), ipc, max(snaps), snaps, lr=self.cfg["lr_pixel"], seed=self.seed,
+                  checkpoint=self.out / "cells" / f"krr-pixel-ipc{ipc}.checkpoint.safetensors", resume=True,
+                  on_snapshot=on_snapshot, progress=self.progress)
+        for s in snaps:
+            sname = f"krr-pixel-ipc{ipc}-step{s}"
+            spath = self.out / "sets" / f"{sname}.safetensors"
+            if spath.exists():
+                self.cell(sname, lambda: self._krr_eval(sname, spath, s))
+        return read_json(path)
+
+    def _krr_eval(self, name, set_path, step):
+        ds = DistilledSet.load(set_path)
+        return {"name": name, "steps": step, "seconds": ds.meta["timing"]["seconds"], "timing": ds.meta["timing"],
+                **self.evaluate_set(ds, name)}
+
+    # -- reports
+    def summarise(self, cells) -> dict:
+        cfg = self.cfg
+        acc = {}
+        for ipc in cfg["ipcs"]:
+            row = {}
+            for m in ("random", "random+ls", "herding", "scratch", "mgdd"):
+                c = cells[f"{m}-ipc{ipc}"]
+                row[m] = {"mean": c["accuracy_mean"], "std": c["accuracy_std"], "seconds": c["seconds"]}
+            curve = [{"steps": s, "seconds": cells[f"krr-pixel-ipc{ipc}-step{s}"]["seconds"],
+                      "mean": cells[f"krr-pixel-ipc{ipc}-step{s}"]["accuracy_mean"],
+                      "std": cells[f"krr-pixel-ipc{ipc}-step{s}"]["accuracy_std"]} for s in cfg["krr_snapshots"][str(ipc)]]
+            row["krr-pixel"] = curve
+            mg = row["mgdd"]
+            reach = next((p for p in curve if p["mean"] >= mg["mean"]), None)
+            best = max(curve, key=lambda p: p["mean"])
+            row["acceleration"] = {
+                "mgdd_seconds": mg["seconds"],
+                "krr_seconds_to_reach_mgdd": reach["seconds"] if reach else None,
+                "ratio": (reach["seconds"] / mg["seconds"]) if reach else None,
+                "ratio_lower_bound": None if reach else curve[-1]["seconds"] / mg["seconds"],
+                "krr_best": best, "mgdd_minus_krr_best": mg["mean"] - best["mean"],
+                "krr_at_22x_mgdd_time": _interp_curve(curve, 22 * mg["seconds"]),
+            }
+            acc[str(ipc)] = row
+        un = cfg["unseen"]
+        unseen = cells[f"unseen-ipc{un['generate']}"]
+        return {"preset": self.preset, "dataset": self.dataset.describe(), "machine": machine(), "seed": self.seed,
+                "config": cfg, "command": "mgdd " + " ".join(sys.argv[1:]) if sys.argv else "",
+                "protocol": f"ConvNet-3 (width 128, instance norm), SGD lr 0.01 momentum 0.9 wd 5e-4, batch 256, "
+                            f"{cfg['eval_epochs']} epochs, lr x0.1 at half, no augmentation; soft labels -> MSE, "
+                            f"hard -> cross-entropy; {cfg['runs']} runs; full test set",
+                "features": cells["features"], "adapt": {k: cells[f"{k}-adapt"] for k in ("mgdd", "scratch", "unseen")},
+                "accuracy": acc,
+                "unseen": {"adapt_ipcs": un["adapt"], "ipc": un["generate"], "mean": unseen["accuracy_mean"],
+                           "std": unseen["accuracy_std"], "seconds": unseen["seconds"],
+                           "random+ls": acc.get(str(un["generate"]), {}).get("random+ls")},
+                "cross_architecture": {k: {"mean": v["accuracy_mean"], "std": v["accuracy_std"], "model": v["model"]}
+                                       for k, v in cells.items() if k.endswith("-" + cfg["cross_model"])},
+                "cells": cells}
+
+    def markdown(self, r) -> str:
+        cfg = self.cfg
+        pct = lambda d: f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}"  # noqa: E731
+        lines = [f"# mgdd bench: {r['dataset']['name']} (preset `{r['preset']}`)", "",
+                 f"Machine: {r['machine']['processor']}, {r['machine']['cpus']} CPUs, torch {r['machine']['torch']}"
+                 f"{', GPU ' + r['machine']['cuda'] if r['machine']['cuda'] else ', no GPU'}.  ",
+                 f"Protocol: {r['protocol']}.  ",
+                 f"Feature moments (pool of {cfg['pool_size']} random ConvNets, width {cfg['feature']['width']}): "
+                 f"{r['features']['seconds']:.1f} s, shared by every KRR method and not counted below.", "",
+                 "## Test accuracy (%)", "",
+                 "| IPC | random | random+ls | herding+ls | krr-pixel (best) | scratch | **mgdd** |",
+                 "|---|---|---|---|---|---|---|"]
+        for ipc in cfg["ipcs"]:
+            a = r["accuracy"][str(ipc)]
+            best = a["acceleration"]["krr_best"]
+            lines.append(f"| {ipc} | {pct(a['random'])} | {pct(a['random+ls'])} | {pct(a['herding'])} | "
+                         f"{pct(best)} ({best['steps']} steps, {best['seconds']:.0f} s) | {pct(a['scratch'])} | "
+                         f"**{pct(a['mgdd'])}** |")
+        lines += ["", "## Time and acceleration", "",
+                  "mgdd time = adaptation (shared by all IPCs) + generation + label solve for that IPC. "
+                  "Acceleration = time krr-pixel needs to first reach mgdd's mean accuracy / mgdd time.", "",
+                  "| IPC | mgdd s | krr-pixel s to reach mgdd | acceleration | krr-pixel at 22x mgdd time | mgdd - best krr-pixel |",
+                  "|---|---|---|---|---|---|"]
+        for ipc in cfg["ipcs"]:
+            x = r["accuracy"][str(ipc)]["acceleration"]
+            if x["ratio"] is not None:
+                reach, ratio = f"{x['krr_seconds_to_reach_mgdd']:.0f}", f"{x['ratio']:.1f}x"
+            else:
+                reach, ratio = "never (in budget)", f">= {x['ratio_lower_bound']:.1f}x"
+            at22 = x["krr_at_22x_mgdd_time"]
+            at22s = f"{100 * at22:.2f}" if at22 is not None else "n/a"
+            lines.append(f"| {ipc} | {x['mgdd_seconds']:.1f} | {reach} | {ratio} | {at22s} | "
+                         f"{100 * x['mgdd_minus_krr_best']:+.2f} |")
+        lines += ["", "## krr-pixel accuracy vs time", "", "| IPC | steps | seconds | accuracy % |", "|---|---|---|---|"]
+        for ipc in cfg["ipcs"]:
+            for p in r["accuracy"][str(ipc)]["krr-pixel"]:
+                lines.append(f"| {ipc} | {p['steps']} | {p['seconds']:.1f} | {pct(p)} |")
+        u = r["unseen"]
+        lines += ["", "## A size never seen in adaptation", "",
+                  f"mgdd adapted on IPC {u['adapt_ipcs']} only, generating IPC {u['ipc']}: **{100 * u['mean']:.2f} ± "
+                  f"{100 * u['std']:.2f}** (random+ls at IPC {u['ipc']}: "
+                  + (pct(u["random+ls"]) if u["random+ls"] else "n/a") + ")", "",
+                  f"## Cross-architecture ({cfg['cross_model']}, IPC {cfg['cross_ipc']})", "",
+                  "| set | accuracy % |", "|---|---|"]
+        for k, v in r["cross_architecture"].items():
+            lines.append(f"| {k.rsplit('-' + cfg['cross_model'], 1)[0]} | {pct(v)} |")
+        ad = r["adapt"]
+        lines += ["", "## Adaptation", "",
+                  f"mgdd: from `{ad['mgdd']['from']}`, {ad['mgdd']['steps']} steps on IPCs {ad['mgdd']['ipcs']}, "
+                  f"{ad['mgdd']['seconds']:.1f} s. scratch: {ad['scratch']['steps']} steps, {ad['scratch']['seconds']:.1f} s.",
+                  "", f"Command: `{r['command']}`", ""]
+        return "\n".join(lines)
+
+    def plots(self, r) -> None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        cfg = self.cfg
+        ipcs = cfg["ipcs"]
+        fig, axes = plt.subplots(1, len(ipcs), figsize=(5 * len(ipcs), 4), squeeze=False)
+        for ax, ipc in zip(axes[0], ipcs):
+            a = r["accuracy"][str(ipc)]
+            curve = a["krr-pixel"]
+            ax.errorbar([p["seconds"] for p in curve], [100 * p["mean"] for p in curve],
+                        yerr=[100 * p["std"] for p in curve], marker="o", label="krr-pixel")
+            for m, style in (("mgdd", "r*"), ("scratch", "gs")):
+                ax.errorbar([a[m]["seconds"]], [100 * a[m]["mean"]], yerr=[100 * a[m]["std"]], fmt=style,
+                            markersize=12 if m == "mgdd" else 8, label=m)
+            for m, color in (("random", "gray"), ("random+ls", "black"), ("herding", "purple")):
+                ax.axhline(100 * a[m]["mean"], color=color, linestyle="--", linewidth=1, label=m)
+            ax.set_xscale("log")
+            ax.set_xlabel("wall-clock seconds (log)")
+            ax.set_ylabel("test accuracy %")
+            ax.set_title(f"{r['dataset']['name']} IPC {ipc}")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(self.out / "plots" / "accuracy_vs_time.png", dpi=110)
+        plt.close(fig)
+        ipc = cfg["cross_ipc"]
+        last = max(cfg["krr_snapshots"][str(ipc)])
+        for name in (f"random-ipc{ipc}", f"random+ls-ipc{ipc}", f"herding-ipc{ipc}", f"krr-pixel-ipc{ipc}-step{last}",
+                     f"scratch-ipc{ipc}", f"mgdd-ipc{ipc}"):
+            p = self.out / "sets" / f"{name}.safetensors"
+            if p.exists():
+                save_grid(DistilledSet.load(p), self.out / "plots" / f"grid-{name}.png", force=True)
+
+
+def _timed(fn, *args):
+    t0 = time.perf_counter()
+    ds = fn(*args)
+    return ds, time.perf_counter() - t0
+
+
+def _interp_curve(curve, seconds):
+    """krr-pixel accuracy at a given time (linear in log-time between snapshots); None outside the curve."""
+    import math
+    pts = sorted((p["seconds"], p["mean"]) for p in curve)
+    if not pts or seconds < pts[0][0] or seconds > pts[-1][0]:
+        return None
+    for (t0, a0), (t1, a1) in zip(pts, pts[1:]):
+        if t0 <= seconds <= t1:
+            if t1 == t0:
+                return a1
+            w = (math.log(seconds) - math.log(t0)) / (math.log(t1) - math.log(t0))
+            return a0 + w * (a1 - a0)
+    return pts[-1][1]
+
+
+def bench_cli(args) -> None:
+    b = Bench(args.preset, args.out, data_dir=args.data_dir, resume=args.resume, force=args.force, seed=args.seed,
+              progress=not args.quiet and sys.stderr.isatty())
+    r = b.run()
+    print((Path(args.out) / "results.md").read_text())
+    print(f"wrote {args.out}/results.json, results.md, plots/")
