@@ -123,38 +123,47 @@ class Bench:
             return {"name": name, **self.evaluate_set(ds, name + "-" + self.cfg["cross_model"], self.cfg["cross_model"])}
         return self.cell(f"{name}-{self.cfg['cross_model']}", run)
 
-    # -- the run
+    # -- the run: IPC by IPC, so the first finished rows are reported while later ones run
     def run(self) -> dict:
-        cfg, seed = self.cfg, self.seed
-        obj = self.objective()
-        cells = {"features": self.features}
-        for ipc in cfg["ipcs"]:
-            cells[f"random-ipc{ipc}"] = self.set_cell(f"random-ipc{ipc}", lambda: _timed(random_real, self.dataset, ipc, seed))
-            cells[f"random+ls-ipc{ipc}"] = self.set_cell(f"random+ls-ipc{ipc}", lambda: _timed(random_ls, obj, ipc, seed))
-            cells[f"herding-ipc{ipc}"] = self.set_cell(f"herding-ipc{ipc}",
-                                                       lambda: _timed(coreset, obj, ipc, "herding", seed, True))
-        # the meta generator and the scratch ablation: adapt once each, generate every IPC
+        cells = {"features": None}
+        self.objective()
+        cells["features"] = self.features
+        done, results = [], None
+        for ipc in self.cfg["ipcs"]:
+            cells.update(self.ipc_block(ipc))
+            done.append(ipc)
+            results = self.report(cells, done)
+        return results
+
+    def ipc_block(self, ipc) -> dict:
+        cfg, seed, obj, cells = self.cfg, self.seed, self.objective(), {}
+        cells[f"random-ipc{ipc}"] = self.set_cell(f"random-ipc{ipc}", lambda: _timed(random_real, self.dataset, ipc, seed))
+        cells[f"random+ls-ipc{ipc}"] = self.set_cell(f"random+ls-ipc{ipc}", lambda: _timed(random_ls, obj, ipc, seed))
+        cells[f"herding-ipc{ipc}"] = self.set_cell(f"herding-ipc{ipc}",
+                                                   lambda: _timed(coreset, obj, ipc, "herding", seed, True))
+        # the meta generator and the scratch ablation: adapted once each (cached), one pass per IPC
         for source, label in (("meta", "mgdd"), ("scratch", "scratch")):
             adapt_cell = self.cell(f"{label}-adapt", lambda: self._adapt(source, label, cfg["adapt_ipcs"]))
             cells[f"{label}-adapt"] = adapt_cell
-            for ipc in cfg["ipcs"]:
-                cells[f"{label}-ipc{ipc}"] = self.set_cell(
-                    f"{label}-ipc{ipc}", lambda: self._generate(label, ipc, adapt_cell))
+            cells[f"{label}-ipc{ipc}"] = self.set_cell(f"{label}-ipc{ipc}",
+                                                       lambda: self._generate(label, ipc, adapt_cell))
         un = cfg["unseen"]
-        unseen_adapt = self.cell("unseen-adapt", lambda: self._adapt("meta", "unseen", un["adapt"]))
-        cells["unseen-adapt"] = unseen_adapt
-        cells[f"unseen-ipc{un['generate']}"] = self.set_cell(
-            f"unseen-ipc{un['generate']}", lambda: self._generate("unseen", un["generate"], unseen_adapt))
-        # the iterative baseline: one optimisation per IPC, evaluated at every snapshot
-        for ipc in cfg["ipcs"]:
-            for step in cfg["krr_snapshots"][str(ipc)]:
-                cells[f"krr-pixel-ipc{ipc}-step{step}"] = self._krr_cell(ipc, step)
-        # cross-architecture column
-        ci = cfg["cross_ipc"]
-        last = max(cfg["krr_snapshots"][str(ci)])
-        for name in (f"random+ls-ipc{ci}", f"mgdd-ipc{ci}", f"scratch-ipc{ci}", f"krr-pixel-ipc{ci}-step{last}"):
-            cells[f"{name}-{cfg['cross_model']}"] = self.cross_cell(name, cells[name])
-        results = self.summarise(cells)
+        if ipc == un["generate"]:
+            unseen_adapt = self.cell("unseen-adapt", lambda: self._adapt("meta", "unseen", un["adapt"]))
+            cells["unseen-adapt"] = unseen_adapt
+            cells[f"unseen-ipc{ipc}"] = self.set_cell(f"unseen-ipc{ipc}",
+                                                      lambda: self._generate("unseen", ipc, unseen_adapt))
+        # the iterative baseline: one optimisation, evaluated at every snapshot
+        for step in cfg["krr_snapshots"][str(ipc)]:
+            cells[f"krr-pixel-ipc{ipc}-step{step}"] = self._krr_cell(ipc, step)
+        if ipc == cfg["cross_ipc"]:
+            last = max(cfg["krr_snapshots"][str(ipc)])
+            for name in (f"random+ls-ipc{ipc}", f"mgdd-ipc{ipc}", f"scratch-ipc{ipc}", f"krr-pixel-ipc{ipc}-step{last}"):
+                cells[f"{name}-{cfg['cross_model']}"] = self.cross_cell(name, cells[name])
+        return cells
+
+    def report(self, cells, done) -> dict:
+        results = self.summarise(cells, done)
         write_json(self.out / "results.json", results, force=True)
         (self.out / "results.md").write_text(self.markdown(results))
         self.plots(results)
@@ -210,10 +219,10 @@ class Bench:
                 **self.evaluate_set(ds, name)}
 
     # -- reports
-    def summarise(self, cells) -> dict:
+    def summarise(self, cells, done) -> dict:
         cfg = self.cfg
         acc = {}
-        for ipc in cfg["ipcs"]:
+        for ipc in done:
             row = {}
             for m in ("random", "random+ls", "herding", "scratch", "mgdd"):
                 c = cells[f"{m}-ipc{ipc}"]
@@ -235,17 +244,20 @@ class Bench:
             }
             acc[str(ipc)] = row
         un = cfg["unseen"]
-        unseen = cells[f"unseen-ipc{un['generate']}"]
-        return {"preset": self.preset, "dataset": self.dataset.describe(), "machine": machine(), "seed": self.seed,
+        unseen = cells.get(f"unseen-ipc{un['generate']}")
+        pending = [i for i in cfg["ipcs"] if i not in done]
+        return {"preset": self.preset, "complete": not pending, "pending_ipcs": pending, "dataset": self.dataset.describe(), "machine": machine(), "seed": self.seed,
                 "config": cfg, "command": "mgdd " + " ".join(sys.argv[1:]) if sys.argv else "",
                 "protocol": f"ConvNet-3 (width 128, instance norm), SGD lr 0.01 momentum 0.9 wd 5e-4, batch 256, "
                             f"{cfg['eval_epochs']} epochs, lr x0.1 at half, no augmentation; soft labels -> MSE, "
                             f"hard -> cross-entropy; {cfg['runs']} runs; full test set",
-                "features": cells["features"], "adapt": {k: cells[f"{k}-adapt"] for k in ("mgdd", "scratch", "unseen")},
+                "features": cells["features"],
+                "adapt": {k: cells[f"{k}-adapt"] for k in ("mgdd", "scratch", "unseen") if f"{k}-adapt" in cells},
                 "accuracy": acc,
-                "unseen": {"adapt_ipcs": un["adapt"], "ipc": un["generate"], "mean": unseen["accuracy_mean"],
-                           "std": unseen["accuracy_std"], "seconds": unseen["seconds"],
-                           "random+ls": acc.get(str(un["generate"]), {}).get("random+ls")},
+                "unseen": None if unseen is None else {
+                    "adapt_ipcs": un["adapt"], "ipc": un["generate"], "mean": unseen["accuracy_mean"],
+                    "std": unseen["accuracy_std"], "seconds": unseen["seconds"],
+                    "random+ls": acc.get(str(un["generate"]), {}).get("random+ls")},
                 "cross_architecture": {k: {"mean": v["accuracy_mean"], "std": v["accuracy_std"], "model": v["model"]}
                                        for k, v in cells.items() if k.endswith("-" + cfg["cross_model"])},
                 "cells": cells}
@@ -262,7 +274,10 @@ class Bench:
                  "## Test accuracy (%)", "",
                  "| IPC | random | random+ls | herding+ls | krr-pixel (best) | scratch | **mgdd** |",
                  "|---|---|---|---|---|---|---|"]
-        for ipc in cfg["ipcs"]:
+        ipcs = [int(i) for i in r["accuracy"]]
+        if r["pending_ipcs"]:
+            lines[2:2] = [f"**Partial run**: IPC {r['pending_ipcs']} not finished yet (resume with `--resume`).", ""]
+        for ipc in ipcs:
             a = r["accuracy"][str(ipc)]
             best = a["acceleration"]["krr_best"]
             lines.append(f"| {ipc} | {pct(a['random'])} | {pct(a['random+ls'])} | {pct(a['herding'])} | "
@@ -273,7 +288,7 @@ class Bench:
                   "Acceleration = time krr-pixel needs to first reach mgdd's mean accuracy / mgdd time.", "",
                   "| IPC | mgdd s | krr-pixel s to reach mgdd | acceleration | krr-pixel at 22x mgdd time | mgdd - best krr-pixel |",
                   "|---|---|---|---|---|---|"]
-        for ipc in cfg["ipcs"]:
+        for ipc in ipcs:
             x = r["accuracy"][str(ipc)]["acceleration"]
             if x["ratio"] is not None:
                 reach, ratio = f"{x['krr_seconds_to_reach_mgdd']:.0f}", f"{x['ratio']:.1f}x"
@@ -284,23 +299,24 @@ class Bench:
             lines.append(f"| {ipc} | {x['mgdd_seconds']:.1f} | {reach} | {ratio} | {at22s} | "
                          f"{100 * x['mgdd_minus_krr_best']:+.2f} |")
         lines += ["", "## krr-pixel accuracy vs time", "", "| IPC | steps | seconds | accuracy % |", "|---|---|---|---|"]
-        for ipc in cfg["ipcs"]:
+        for ipc in ipcs:
             for p in r["accuracy"][str(ipc)]["krr-pixel"]:
                 lines.append(f"| {ipc} | {p['steps']} | {p['seconds']:.1f} | {pct(p)} |")
         u = r["unseen"]
-        lines += ["", "## A size never seen in adaptation", "",
-                  f"mgdd adapted on IPC {u['adapt_ipcs']} only, generating IPC {u['ipc']}: **{100 * u['mean']:.2f} ± "
-                  f"{100 * u['std']:.2f}** (random+ls at IPC {u['ipc']}: "
-                  + (pct(u["random+ls"]) if u["random+ls"] else "n/a") + ")", "",
-                  f"## Cross-architecture ({cfg['cross_model']}, IPC {cfg['cross_ipc']})", "",
+        if u is not None:
+            lines += ["", "## A size never seen in adaptation", "",
+                      f"mgdd adapted on IPC {u['adapt_ipcs']} only, generating IPC {u['ipc']}: **{100 * u['mean']:.2f} ± "
+                      f"{100 * u['std']:.2f}** (random+ls at IPC {u['ipc']}: "
+                      + (pct(u["random+ls"]) if u["random+ls"] else "n/a") + ")"]
+        lines += ["", f"## Cross-architecture ({cfg['cross_model']}, IPC {cfg['cross_ipc']})", "",
                   "| set | accuracy % |", "|---|---|"]
         for k, v in r["cross_architecture"].items():
             lines.append(f"| {k.rsplit('-' + cfg['cross_model'], 1)[0]} | {pct(v)} |")
         ad = r["adapt"]
-        lines += ["", "## Adaptation", "",
-                  f"mgdd: from `{ad['mgdd']['from']}`, {ad['mgdd']['steps']} steps on IPCs {ad['mgdd']['ipcs']}, "
-                  f"{ad['mgdd']['seconds']:.1f} s. scratch: {ad['scratch']['steps']} steps, {ad['scratch']['seconds']:.1f} s.",
-                  "", f"Command: `{r['command']}`", ""]
+        lines += ["", "## Adaptation", ""]
+        for k, v in ad.items():
+            lines.append(f"- {k}: from `{v['from']}`, {v['steps']} steps on IPCs {v['ipcs']}, {v['seconds']:.1f} s")
+        lines += ["", f"Command: `{r['command']}`", ""]
         return "\n".join(lines)
 
     def plots(self, r) -> None:
@@ -308,7 +324,7 @@ class Bench:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         cfg = self.cfg
-        ipcs = cfg["ipcs"]
+        ipcs = [int(i) for i in r["accuracy"]]
         fig, axes = plt.subplots(1, len(ipcs), figsize=(5 * len(ipcs), 4), squeeze=False)
         for ax, ipc in zip(axes[0], ipcs):
             a = r["accuracy"][str(ipc)]

@@ -226,6 +226,8 @@ def cmd_export(args):
 
 
 def cmd_adapt(args):
+    import torch
+
     from .adapt import adapt
     from .pipeline import load_generator
     from .io import check_output
@@ -233,9 +235,11 @@ def cmd_adapt(args):
     check_output(out / "model.safetensors", args.force or args.resume)
     dataset = _load(args)
     objective = _objective(args, dataset)
+    torch.manual_seed(args.seed)  # a scratch generator's init is part of the run's seed
     generator, origin = load_generator(args.source, dataset.channels)
     log = adapt(generator, objective, steps=args.steps, ipcs=args.ipcs, lr=args.lr, seed=args.seed,
-                checkpoint=out / "adapt-checkpoint.safetensors", resume=args.resume, progress=_progress(args))
+                checkpoint=out / "adapt-checkpoint.safetensors", checkpoint_every=args.checkpoint_every,
+                resume=args.resume, progress=_progress(args))
     generator.save_pretrained(out, metadata={"target": dataset.name, "adapted_from": origin, "steps": args.steps,
                                              "ipcs": log["ipcs"], "seconds": log["seconds"],
                                              "objective": objective.describe()}, force=True)
@@ -375,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
         if name == "adapt":
             s.add_argument("--ipcs", type=_ints, default=[1, 10, 50], help="IPCs to adapt on (1,10,50)")
+            s.add_argument("--checkpoint-every", type=_positive_int, default=25, help="steps between checkpoints")
             _add_out(s, "output generator folder")
             s.set_defaults(func=cmd_adapt)
         else:

@@ -61,6 +61,9 @@ def solve_normal(ata: torch.Tensor, aty: torch.Tensor, mu: float) -> torch.Tenso
     ridge = mu * ata.diagonal().mean().clamp_min(1e-30)
     lhs = ata + ridge * torch.eye(m, dtype=ata.dtype, device=ata.device)
     lhs = (lhs + lhs.T) / 2
+    if not bool(torch.isfinite(lhs).all() and torch.isfinite(aty).all()):
+        # NaN/inf images or features: propagate NaN so the caller reports the failing step
+        return torch.full_like(aty, float("nan")) + 0 * aty.sum() + 0 * lhs.sum()
     chol, info = torch.linalg.cholesky_ex(lhs)
     if int(info) == 0:
         return torch.cholesky_solve(aty, chol)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 from .adapt import adapt
 from .data import Dataset, load_dataset
 from .distilled import save_grid
@@ -64,6 +66,7 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int = 200, adapt_ipcs=None, source
     t0 = time.perf_counter()
     objective = objective or KRRObjective(dataset, seed=seed, **objective_kwargs)
     feature_seconds = time.perf_counter() - t0
+    torch.manual_seed(seed)  # a scratch generator's init is part of the run's seed
     generator, origin = load_generator(source, dataset.channels)
     ckpt = out_dir / "adapt-checkpoint.safetensors" if out_dir else None
     adapt_log = adapt(generator, objective, steps=steps, ipcs=adapt_ipcs, lr=lr, seed=seed, checkpoint=ckpt,
