@@ -282,11 +282,14 @@ def cmd_distill(args):
     from .data import check_ipc
     for ipc in set(args.ipc) | set(args.adapt_ipcs or []):
         check_ipc(dataset, ipc)
+    t0 = time.perf_counter()
     objective = _objective(args, dataset)
+    feature_seconds = time.perf_counter() - t0
     result = distill(dataset, ipcs=args.ipc, steps=args.steps, adapt_ipcs=args.adapt_ipcs, source=args.source,
                      out_dir=args.out, seed=args.seed, lr=args.lr, objective=objective, resume=args.resume,
                      force=args.force, progress=_progress(args))
     summary = result["summary"]
+    summary["feature_seconds"] = feature_seconds
     rows = []
     for ipc, ds in result["sets"].items():
         entry = summary["sets"][str(ipc)]
@@ -297,8 +300,7 @@ def cmd_distill(args):
             acc = f"{100 * res['accuracy_mean']:.2f} +- {100 * res['accuracy_std']:.2f}"
         rows.append([ipc, entry["images"], f"{entry['generate_seconds']:.2f}", f"{entry['label_seconds']:.2f}",
                      acc or "-", entry["file"]])
-    if args.evaluate:
-        write_json(Path(args.out) / "summary.json", summary, force=True)
+    write_json(Path(args.out) / "summary.json", summary, force=True)
     print(f"adapted from {summary['source']} for {args.steps} steps in {summary['adapt_seconds']:.1f}s "
           f"(feature moments {summary['feature_seconds']:.1f}s)")
     _table(rows, ["ipc", "images", "generate s", "labels s", "accuracy %", "file"])

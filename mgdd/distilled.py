@@ -42,6 +42,15 @@ class DistilledSet:
     def hard_labels(self) -> torch.Tensor:
         return self.labels.argmax(1) if self.soft else self.labels
 
+    @property
+    def image_classes(self) -> torch.Tensor:
+        """The class each image was made for: class-major blocks of IPC images (mgdd's layout),
+        else the argmax of the labels."""
+        ipc, n = self.meta.get("ipc"), len(self.images)
+        if isinstance(ipc, int) and ipc > 0 and n == ipc * self.num_classes:
+            return torch.arange(self.num_classes).repeat_interleave(ipc)
+        return self.hard_labels
+
     def save(self, path, force: bool = False) -> Path:
         validate(self.images, self.labels, self.meta, "distilled set")
         meta = dict(self.meta, format=FORMAT, mgdd_version=__version__,
@@ -104,7 +113,7 @@ def save_grid(ds: DistilledSet, path, force: bool = False, max_per_class: int = 
     """A PNG grid: one row per class, up to ``max_per_class`` images each."""
     from PIL import Image
 
-    images, y = ds.denormalized(), ds.hard_labels
+    images, y = ds.denormalized(), ds.image_classes
     rows = []
     for c in range(ds.num_classes):
         rows.append(images[y == c][:max_per_class])
@@ -145,7 +154,7 @@ def export(ds: DistilledSet, out_dir, formats=("png", "imagefolder", "npz", "pt"
         root = out_dir / "imagefolder"
         if root.exists() and not force:
             check_output(root, force)
-        y = ds.hard_labels
+        y = ds.image_classes
         for i, (im, c) in enumerate(zip(pixels, y.tolist())):
             cdir = root / f"{c:03d}_{_safe(ds.meta['classes'][c])}"
             cdir.mkdir(parents=True, exist_ok=True)
