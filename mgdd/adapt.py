@@ -38,6 +38,7 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
         raise UsageError(f"the generator makes {generator.config.channels}-channel images but {dataset.name} has "
                          f"{dataset.channels} channels; adapt a generator built for it (--from scratch).")
     num_classes = dataset.num_classes
+    generator.to(objective.device)
     opt = torch.optim.Adam(generator.parameters(), lr=lr)
     start_step, elapsed, history = 0, 0.0, []
     if resume and checkpoint and Path(checkpoint).exists():

@@ -102,7 +102,7 @@ def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: f
     check_range("lr", lr, 0, low_open=True)
     snapshots = sorted({int(s) for s in snapshots if 0 <= int(s) <= steps} | {steps})
     x0, _ = sample_init(dataset, ipc, seed)
-    x = x0.clone().requires_grad_(True)
+    x = x0.clone().to(objective.device).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
     start, elapsed, history = 0, 0.0, []
     if resume and checkpoint and Path(checkpoint).exists():
@@ -110,14 +110,14 @@ def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: f
         if tensors["x"].shape != x.shape:
             raise UsageError(f"checkpoint {checkpoint} is for another IPC; remove it or drop --resume.")
         with torch.no_grad():
-            x.copy_(tensors["x"])
+            x.copy_(tensors["x"].to(x.device))
         start, elapsed, history = info["step"], info["seconds"], info["history"]
 
     def snapshot(step):
         if on_snapshot is None and step != steps:
             return None
         t0 = time.perf_counter()
-        xs = x.detach().clone()
+        xs = x.detach().cpu().clone()
         labels = objective.labels(xs)
         ds = DistilledSet(xs, labels, distilled_meta(
             dataset, ipc, "krr-pixel", seed, objective,

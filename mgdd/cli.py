@@ -83,6 +83,7 @@ def _add_objective(p):
     g.add_argument("--objective-mode", choices=["pool", "fresh"], default="pool",
                    help="pool: cached full-data moments (fast); fresh: new net + real batches each step")
     g.add_argument("--no-cache", action="store_true", help="do not cache feature moments on disk")
+    g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
 
 
 def _add_out(p, help_text, required=True):
@@ -105,7 +106,18 @@ def _objective(args, dataset):
     cfg = FeatureConfig(width=args.feature_width, depth=args.feature_depth)
     say = (lambda i, n: print(f"  feature moments {i}/{n}", file=sys.stderr)) if not args.quiet else None
     return KRRObjective(dataset, cfg, pool_size=args.pool_size, seed=args.seed, lam=args.lam, mu=args.mu,
-                        mode=args.objective_mode, cache=not args.no_cache, progress=say)
+                        mode=args.objective_mode, cache=not args.no_cache, device=_device(args), progress=say)
+
+
+def _device(args) -> str:
+    import torch
+    if args.device == "auto":
+        if torch.cuda.is_available():
+            return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
+        return "cpu"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: no CUDA device is available here; use --device cpu.")
+    return args.device
 
 
 def _table(rows, headers):

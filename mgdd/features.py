@@ -65,11 +65,14 @@ class ClassMoments:
     sums: torch.Tensor    # (K, d)
     counts: torch.Tensor  # (K,) int64
 
+    def to(self, device) -> "ClassMoments":
+        return ClassMoments(self.gram.to(device), self.sums.to(device), self.counts.to(device))
+
     def for_classes(self, classes=None) -> tuple:
         """(G (d x d), H (d x c), yy, n) for centred one-hot labels over ``classes``."""
         if classes is None:
             classes = list(range(len(self.counts)))
-        idx = torch.as_tensor(list(classes))
+        idx = torch.as_tensor(list(classes), device=self.gram.device)
         c = len(idx)
         gram = self.gram[idx].sum(0)
         s = self.sums[idx]                                   # (c, d)

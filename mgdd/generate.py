@@ -31,6 +31,7 @@ GUIDE_NETS = 2  # pool networks whose mean loss gradient is the generator's guid
 def synthesize(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_classes: int, classes=None,
                chunk: int | None = None):
     """X_s = G(X_0 [, guide]): the one forward pass (chunked, without autograd, when ``chunk`` is given)."""
+    x0, y0 = x0.to(objective.device), y0.to(objective.device)
     guide = objective.guide(x0, classes=classes, nets=GUIDE_NETS) if generator.config.guide_input else None
     if chunk is None:
         return generator(x0, y0, num_classes, guide=guide)
@@ -45,12 +46,12 @@ def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: 
         raise UsageError(f"the generator makes {generator.config.channels}-channel images but {dataset.name} "
                          f"has {dataset.channels}; use a generator adapted to {dataset.name}.")
     x0, y0 = sample_init(dataset, ipc, seed)
-    generator.eval()
+    generator.to(objective.device).eval()
     t0 = time.perf_counter()
     x_s = synthesize(generator, objective, x0, y0, dataset.num_classes, chunk=chunk)
     t1 = time.perf_counter()
     labels = objective.labels(x_s)
     t2 = time.perf_counter()
     timing = {"generate_seconds": t1 - t0, "label_seconds": t2 - t1}
-    return DistilledSet(x_s.float(), labels, distilled_meta(dataset, ipc, method, seed, objective, timing,
+    return DistilledSet(x_s.float().cpu(), labels, distilled_meta(dataset, ipc, method, seed, objective, timing,
                                                             **extra_meta))

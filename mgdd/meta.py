@@ -128,6 +128,7 @@ def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: in
         raise UsageError(f"--ipc-range minimum {lo} is larger than the smallest source class ({smallest}).")
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    generator.to(objective.device)
     outer = torch.optim.Adam(generator.parameters(), lr=meta_lr) if algorithm == "fomaml" else None
     start, elapsed, history = 0, 0.0, []
     if resume and checkpoint and Path(checkpoint).exists():
@@ -153,7 +154,7 @@ def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: in
         for step in bar:
             t0 = time.perf_counter()
             sums = [torch.zeros_like(p) for p in generator.parameters()]
-            stats = torch.zeros(3, dtype=torch.float64)  # [sum first inner loss, sum last, tasks]
+            stats = torch.zeros(3, dtype=torch.float64, device=objective.device)  # [first loss, last loss, tasks]
             for j in range(rank, tasks_per_step, world):
                 task = sample_task(dataset.num_classes, (lo, hi), min_classes, smallest, seed, step, j)
                 loss_fn = task_loss_fn(objective, task)
@@ -166,7 +167,7 @@ def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: in
                     update = fomaml_grad(fast, loss_fn(fast, inner_steps))
                 for s, u in zip(sums, update):
                     s.add_(u)
-                stats += torch.tensor([losses[0], losses[-1], 1.0], dtype=torch.float64)
+                stats += torch.tensor([losses[0], losses[-1], 1.0], dtype=torch.float64, device=stats.device)
             sums = all_reduce_sum(sums + [stats])
             sums, stats = sums[:-1], sums[-1]
             if algorithm == "reptile":
@@ -182,7 +183,7 @@ def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: in
             bar.set_postfix(first=f"{first:.4f}", last=f"{last:.4f}")
             if (step + 1) % checkpoint_every == 0 or step + 1 == meta_steps:
                 save(step + 1)
-            stop_now = torch.tensor([1.0 if stop.requested else 0.0])
+            stop_now = torch.tensor([1.0 if stop.requested else 0.0], device=objective.device)
             stop_now = all_reduce_sum([stop_now])[0]
             if stop_now.item() > 0:
                 save(step + 1)

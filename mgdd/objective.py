@@ -41,8 +41,9 @@ class KRRObjective:
         self.feature_config = feature_config or FeatureConfig()
         self.pool = FeaturePool(self.feature_config, dataset.channels, dataset.image_size, pool_size, seed).to(device)
         self.class_index = dataset.class_indices()
-        self.moments = self.pool.moments(dataset.train_x, dataset.train_y, dataset.num_classes,
-                                         cache=cache, device=device, progress=progress)
+        moments = self.pool.moments(dataset.train_x, dataset.train_y, dataset.num_classes,
+                                    cache=cache, device=device, progress=progress)
+        self.moments = [m.to(device) for m in moments]
 
     def describe(self) -> dict:
         return {"feature": asdict(self.feature_config), "pool_size": self.pool.size, "seed": self.seed,
