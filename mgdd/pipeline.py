@@ -37,14 +37,17 @@ def load_generator(source: str, channels: int) -> tuple:
     """source: 'meta' (the shipped meta generator, scratch if none), 'scratch', or a path."""
     if source == "scratch":
         return MetaGenerator(GeneratorConfig(channels=channels)), "scratch"
-    if source == "meta":
+    shipped = source == "meta"
+    if shipped:
         path = default_meta_generator()
         if path is None:
             return MetaGenerator(GeneratorConfig(channels=channels)), "scratch (no shipped meta generator)"
         source = str(path)
     gen = MetaGenerator.from_pretrained(source)
+    if shipped:
+        source = f"shipped:{DEFAULT_META}"
     if gen.config.channels != channels:
-        if source == str(default_meta_generator()):
+        if shipped:
             # the shipped generator is grey; a colour dataset gets a fresh one
             return MetaGenerator(GeneratorConfig(channels=channels)), "scratch (shipped meta generator is 1-channel)"
         raise UsageError(f"generator {source} makes {gen.config.channels}-channel images but the dataset has "
