@@ -270,6 +270,11 @@ def cmd_generate(args):
             for ipc in args.ipc}
     for o in outs.values():
         check_output(o, args.force)
+    if args.generator == "meta":
+        from .pipeline import default_meta_generator
+        if default_meta_generator() is None:
+            raise MgddError("no shipped meta generator in this installation; adapt one with `mgdd adapt`.")
+        args.generator = str(default_meta_generator())
     generator = MetaGenerator.from_pretrained(args.generator)
     dataset = _load(args)
     from .data import check_ipc
@@ -408,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_common(s)
 
     s = sub.add_parser("generate", help="generate a distilled set of any IPC with an adapted generator")
-    s.add_argument("generator", help="generator folder (from `mgdd adapt`)")
+    s.add_argument("generator", help="generator folder (from `mgdd adapt`), or `meta` for the shipped meta generator")
     _add_data(s)
     s.add_argument("--ipc", type=_ints, required=True, help="IPC(s) to generate, e.g. 50 or 1,7,50")
     _add_objective(s)

@@ -176,8 +176,8 @@ class MetaGenerator(nn.Module):
         path = Path(path)
         weights = path / "model.safetensors" if path.is_dir() else path
         if not weights.is_file():
-            raise MgddError(f"no generator at {path}: expected {weights}. Train one with `mgdd adapt` or "
-                            "`mgdd meta-train`, or use the shipped one (omit the path).")
+            raise MgddError(f"no generator at {path}: expected {weights}. Make one with `mgdd adapt` or "
+                            "`mgdd meta-train`.")
         tensors, info = load_tensors(weights)
         if info.get("format") != CHECKPOINT_FORMAT:
             raise CorruptFile(f"{weights} is not an mgdd generator checkpoint (format {info.get('format')!r}).")

@@ -209,13 +209,13 @@ def meta_train_cli(args) -> None:
     from .data import load_dataset
     from .io import check_output
 
+    if len(args.ipc_range) != 2 or not 1 <= args.ipc_range[0] <= args.ipc_range[1]:
+        raise UsageError(f"--ipc-range must be min,max with 1 <= min <= max (e.g. 1,50); got {args.ipc_range}.")
     started = _init_distributed()
     try:
         out = Path(args.out)
         if (not dist.is_initialized()) or dist.get_rank() == 0:
             check_output(out / "model.safetensors", args.force or args.resume)
-        if len(args.ipc_range) != 2:
-            raise UsageError("--ipc-range takes two integers: min,max (e.g. 1,50).")
         dataset = load_dataset(args.source, args.data_dir, args.download)
         objective = _objective(args, dataset)
         torch.manual_seed(args.seed)
