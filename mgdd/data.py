@@ -451,8 +451,12 @@ def _make_dataset(name, xtr, ytr, xte, yte, names, info) -> Dataset:
     if (counts == 0).any():
         empty = torch.nonzero(counts == 0).flatten().tolist()
         raise CorruptFile(f"{name}: classes {empty} have no training images.")
-    mean = train_x.mean(dim=(0, 2, 3))
-    std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    # float64 numpy reductions: the same bits whatever the torch thread count, so datasets (and the
+    # feature caches keyed by their fingerprint) are identical across processes
+    arr = train_x.numpy().astype(np.float64)
+    mean = torch.from_numpy(arr.mean(axis=(0, 2, 3))).float()
+    std = torch.from_numpy(arr.std(axis=(0, 2, 3), ddof=1)).float().clamp_min(1e-6)
+    del arr
     train_x = (train_x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
     test_x = (test_x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
     return Dataset(name, train_x, train_y, test_x, test_y, names, mean.tolist(), std.tolist(), info)

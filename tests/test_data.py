@@ -156,3 +156,15 @@ def test_real_fashion_mnist_smoke():
     assert ds.train_x.shape == (60000, 1, 28, 28) and ds.test_x.shape == (10000, 1, 28, 28)
     assert ds.class_counts() == [6000] * 10
     assert abs(ds.mean[0] - 0.286) < 0.01
+
+
+def test_normalisation_is_identical_across_thread_counts(tiny_npz):
+    """Feature caches are keyed by the dataset's fingerprint: it must not depend on threads."""
+    import os
+    import subprocess
+    import sys
+    code = ("from mgdd.data import load_dataset; from mgdd.features import dataset_fingerprint; "
+            f"d = load_dataset('npz:{tiny_npz}'); print(dataset_fingerprint(d.train_x, d.train_y))")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=dict(os.environ, OMP_NUM_THREADS=str(t))).stdout for t in (1, 2)}
+    assert len(outs) == 1 and len(outs.pop().strip()) == 16
