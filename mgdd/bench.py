@@ -291,9 +291,9 @@ class Bench:
         for ipc in ipcs:
             x = r["accuracy"][str(ipc)]["acceleration"]
             if x["ratio"] is not None:
-                reach, ratio = f"{x['krr_seconds_to_reach_mgdd']:.0f}", f"{x['ratio']:.1f}x"
+                reach, ratio = f"{x['krr_seconds_to_reach_mgdd']:.1f}", f"{x['ratio']:.3g}x"
             else:
-                reach, ratio = "never (in budget)", f">= {x['ratio_lower_bound']:.1f}x"
+                reach, ratio = "never (in budget)", f">= {x['ratio_lower_bound']:.3g}x"
             at22 = x["krr_at_22x_mgdd_time"]
             at22s = f"{100 * at22:.2f}" if at22 is not None else "n/a"
             lines.append(f"| {ipc} | {x['mgdd_seconds']:.1f} | {reach} | {ratio} | {at22s} | "
