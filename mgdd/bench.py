@@ -14,7 +14,6 @@ plots/*.png.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -32,7 +31,7 @@ from .errors import UsageError, unknown_name
 from .evaluate import evaluate
 from .features import FeatureConfig
 from .generate import generate
-from .io import check_output, read_json, write_json
+from .io import read_json, write_json
 from .objective import KRRObjective
 from .pipeline import load_generator
 
@@ -109,7 +108,7 @@ class Bench:
                 "accuracies": [r["accuracy"] for r in res["per_run"]], "model": model, "epochs": res["epochs"],
                 "runs": res["runs"], "label_kind": res["label_kind"], "set": str(set_path.relative_to(self.out))}
 
-    def set_cell(self, name, make, timing_key="seconds", model="convnet"):
+    def set_cell(self, name, make, model="convnet"):
         """Build a distilled set with ``make() -> (DistilledSet, seconds)`` and evaluate it."""
         def run():
             ds, seconds = make()
@@ -378,6 +377,6 @@ def _interp_curve(curve, seconds):
 def bench_cli(args) -> None:
     b = Bench(args.preset, args.out, data_dir=args.data_dir, resume=args.resume, force=args.force, seed=args.seed,
               progress=not args.quiet and sys.stderr.isatty())
-    r = b.run()
+    b.run()
     print((Path(args.out) / "results.md").read_text())
     print(f"wrote {args.out}/results.json, results.md, plots/")

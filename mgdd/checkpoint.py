@@ -32,7 +32,7 @@ class Interrupted(MgddError):
 
 def save_state(path, tensors: dict, optimizer, info: dict) -> None:
     flat = {f"param.{k}": v.detach().cpu() for k, v in tensors.items()}
-    spec = tensors_to_state("optim", optimizer.state_dict(), flat, {}) if optimizer is not None else None
+    spec = tensors_to_state("optim", optimizer.state_dict(), flat) if optimizer is not None else None
     save_tensors(path, flat, {"format": STATE_FORMAT, "optimizer": spec, **info}, force=True)
 
 

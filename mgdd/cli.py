@@ -7,7 +7,6 @@ one line ("mgdd: error: ...") and exit 2 (usage) or 1 (runtime); --debug shows t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import torch
 
 from . import __version__
 from .data import Dataset, check_ipc, sample_init

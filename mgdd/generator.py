@@ -20,8 +20,6 @@ Shapes: x0, guide (M, C, H, W), y0 (M,) class indices -> (M, C, H, W).
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,7 +29,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .errors import CorruptFile, MgddError, UsageError
-from .io import atomic_path, check_output, load_tensors, read_json, save_tensors
+from .io import check_output, load_tensors, save_tensors
 
 CHECKPOINT_FORMAT = "mgdd.generator/1"
 

@@ -148,7 +148,7 @@ def load_tensors(path) -> tuple[dict, dict]:
     return tensors, meta
 
 
-def tensors_to_state(prefix: str, state, tensors: dict, scalars: dict):
+def tensors_to_state(prefix: str, state, tensors: dict):
     """Flatten a nested state (dicts/lists of tensors and scalars) into safetensors + JSON.
 
     Used for optimizer and RNG state so checkpoints never need pickle.
@@ -157,9 +157,9 @@ def tensors_to_state(prefix: str, state, tensors: dict, scalars: dict):
         tensors[prefix] = state
         return {"__tensor__": prefix}
     if isinstance(state, dict):
-        return {"__dict__": [[k, tensors_to_state(f"{prefix}.{k}", v, tensors, scalars)] for k, v in state.items()]}
+        return {"__dict__": [[k, tensors_to_state(f"{prefix}.{k}", v, tensors)] for k, v in state.items()]}
     if isinstance(state, (list, tuple)):
-        return {"__list__": [tensors_to_state(f"{prefix}.{i}", v, tensors, scalars) for i, v in enumerate(state)]}
+        return {"__list__": [tensors_to_state(f"{prefix}.{i}", v, tensors) for i, v in enumerate(state)]}
     if state is None or isinstance(state, (bool, int, float, str)):
         return state
     raise TypeError(f"cannot serialise {type(state).__name__} at {prefix}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .adapt import adapt
-from .data import Dataset, load_dataset
+from .data import load_dataset
 from .distilled import save_grid
 from .errors import UsageError
 from .generate import generate

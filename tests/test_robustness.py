@@ -1,6 +1,5 @@
 """Interruption, bad input and safe loading (issue: robustness)."""
 
-import os
 import signal
 import subprocess
 import sys
