@@ -25,6 +25,7 @@ import torch
 from . import __version__
 from .adapt import adapt
 from .baselines import coreset, krr_pixel, random_ls, random_real
+from .checkpoint import load_state
 from .data import load_dataset
 from .distilled import DistilledSet, save_grid
 from .errors import UsageError, unknown_name
@@ -39,15 +40,17 @@ PRESETS = {
     # CI-sized: scikit-learn's 8x8 digits, tiny networks, a few steps; same code path.
     "quick": {"dataset": "digits", "ipcs": [1, 5], "unseen": {"adapt": [1], "generate": 5},
               "feature": {"width": 16, "depth": 2}, "pool_size": 2, "krr_snapshots": {"1": [5, 10], "5": [5, 10]},
-              "adapt_steps": 5, "adapt_ipcs": [1, 5], "eval_epochs": 20, "runs": 2, "cross_model": "mlp",
-              "cross_ipc": 5, "lr_pixel": 0.01, "lr_adapt": 1e-3},
+              "adapt_steps": 5, "k_sweep": [0, 2], "adapt_ipcs": [1, 5], "eval_epochs": 20, "runs": 2,
+              "cross_model": "mlp", "cross_ipc": 5, "lr_pixel": 0.01, "lr_adapt": 1e-3},
     # The headline benchmark on Fashion-MNIST, ConvNet-3 protocol (DESIGN.md section 6).
     "fmnist": {"dataset": "fashion-mnist", "ipcs": [10, 1, 50], "unseen": {"adapt": [1, 10], "generate": 50},
                "feature": {"width": 64, "depth": 3}, "pool_size": 8,
-               "krr_snapshots": {"1": [25, 50, 100, 200, 400, 800], "10": [25, 50, 100, 200, 400, 800],
-                                 "50": [50, 200, 800]},
-               "adapt_steps": 200, "adapt_ipcs": [1, 10, 50], "eval_epochs": 300, "runs": 3, "cross_model": "mlp",
-               "cross_ipc": 10, "lr_pixel": 0.01, "lr_adapt": 1e-3},
+               # early snapshots (1..10 steps) keep the acceleration honest for mgdd points that take seconds
+               "krr_snapshots": {"1": [1, 2, 5, 10, 25, 50, 100, 200, 400, 800],
+                                 "10": [1, 2, 5, 10, 25, 50, 100, 200, 400, 800], "50": [10, 25, 50, 200, 800]},
+               # adapt_steps is the main mgdd/scratch pair; k_sweep adds the few-step regime meta-training is for
+               "adapt_steps": 200, "k_sweep": [0, 25], "adapt_ipcs": [1, 10, 50], "eval_epochs": 300, "runs": 3,
+               "cross_model": "mlp", "cross_ipc": 10, "lr_pixel": 0.01, "lr_adapt": 1e-3},
 }
 
 
@@ -144,17 +147,28 @@ class Bench:
         for source, label in (("meta", "mgdd"), ("scratch", "scratch")):
             adapt_cell = self.cell(f"{label}-adapt", lambda: self._adapt(source, label, cfg["adapt_ipcs"]))
             cells[f"{label}-adapt"] = adapt_cell
-            cells[f"{label}-ipc{ipc}"] = self.set_cell(f"{label}-ipc{ipc}",
-                                                       lambda: self._generate(label, ipc, adapt_cell))
+            cells[f"{label}-ipc{ipc}"] = self.set_cell(
+                f"{label}-ipc{ipc}", lambda: self._generate(label, ipc, adapt_cell, (source, cfg["adapt_ipcs"], None)))
         un = cfg["unseen"]
         if ipc == un["generate"]:
             unseen_adapt = self.cell("unseen-adapt", lambda: self._adapt("meta", "unseen", un["adapt"]))
             cells["unseen-adapt"] = unseen_adapt
-            cells[f"unseen-ipc{ipc}"] = self.set_cell(f"unseen-ipc{ipc}",
-                                                      lambda: self._generate("unseen", ipc, unseen_adapt))
+            cells[f"unseen-ipc{ipc}"] = self.set_cell(
+                f"unseen-ipc{ipc}", lambda: self._generate("unseen", ipc, unseen_adapt, ("meta", un["adapt"], None)))
         # the iterative baseline: one optimisation, evaluated at every snapshot
         for step in cfg["krr_snapshots"][str(ipc)]:
             cells[f"krr-pixel-ipc{ipc}-step{step}"] = self._krr_cell(ipc, step)
+        # few-step regime: the same comparison after K adaptation steps (K = 0 is the meta generator as shipped;
+        # scratch at K = 0 is the identity, i.e. exactly random+ls, so it gets no cell of its own)
+        for k in cfg.get("k_sweep", []):
+            for source, label in (("meta", "mgdd"), ("scratch", "scratch")):
+                if source == "scratch" and k == 0:
+                    continue
+                name = f"{label}-k{k}"
+                adapt_cell = self.cell(f"{name}-adapt", lambda: self._adapt(source, name, cfg["adapt_ipcs"], k))
+                cells[f"{name}-adapt"] = adapt_cell
+                cells[f"{name}-ipc{ipc}"] = self.set_cell(
+                    f"{name}-ipc{ipc}", lambda: self._generate(name, ipc, adapt_cell, (source, cfg["adapt_ipcs"], k)))
         if ipc == cfg["cross_ipc"]:
             last = max(cfg["krr_snapshots"][str(ipc)])
             for name in (f"random+ls-ipc{ipc}", f"mgdd-ipc{ipc}", f"scratch-ipc{ipc}", f"krr-pixel-ipc{ipc}-step{last}"):
@@ -168,11 +182,12 @@ class Bench:
         self.plots(results)
         return results
 
-    def _adapt(self, source, label, ipcs):
+    def _adapt(self, source, label, ipcs, steps=None):
         obj = self.objective()
         torch.manual_seed(self.seed)
         gen, origin = load_generator(source, self.dataset.channels)
-        log = adapt(gen, obj, steps=self.cfg["adapt_steps"], ipcs=ipcs, lr=self.cfg["lr_adapt"], seed=self.seed,
+        steps = self.cfg["adapt_steps"] if steps is None else steps
+        log = adapt(gen, obj, steps=steps, ipcs=ipcs, lr=self.cfg["lr_adapt"], seed=self.seed,
                     checkpoint=self.out / "cells" / f"{label}-adapt.checkpoint.safetensors", resume=True,
                     progress=self.progress)
         gen.save_pretrained(self.out / "sets" / f"{label}-generator", metadata={"from": origin, **{
@@ -180,9 +195,14 @@ class Bench:
         return {"from": origin, "steps": log["steps"], "ipcs": log["ipcs"], "seconds": log["seconds"],
                 "final_losses": [h["loss"] for h in log["history"][-10:]]}
 
-    def _generate(self, label, ipc, adapt_cell):
+    def _generate(self, label, ipc, adapt_cell, adapt_args):
         from .generator import MetaGenerator
-        gen = MetaGenerator.from_pretrained(self.out / "sets" / f"{label}-generator")
+        path = self.out / "sets" / f"{label}-generator"
+        if not path.exists():
+            # adapted weights stay local (only cells are committed): a resumed run on another machine
+            # re-runs the same seeded adaptation; the time reported stays the one recorded in adapt_cell
+            self._adapt(adapt_args[0], label, adapt_args[1], adapt_args[2])
+        gen = MetaGenerator.from_pretrained(path)
         ds = generate(gen, self.objective(), ipc, seed=self.seed, method=label, adapted_from=adapt_cell["from"],
                       adapt_steps=adapt_cell["steps"], adapt_ipcs=adapt_cell["ipcs"])
         t = ds.meta["timing"]
@@ -202,9 +222,18 @@ class Bench:
                 pending[s] = ds
 
         # one optimisation run reaches every snapshot; its checkpoint makes it resumable
+        ckpt = self.out / "cells" / f"krr-pixel-ipc{ipc}.checkpoint.safetensors"
+        done_steps = load_state(ckpt)[1]["step"] if ckpt.exists() else 0
+        missing = [s for s in snaps if not (self.out / "cells" / f"krr-pixel-ipc{ipc}-step{s}.json").exists()]
+        early = [s for s in missing if s < done_steps]
+        if early:
+            # snapshots added after the run passed them: replay the start of the same (seeded,
+            # deterministic) trajectory in a run of its own, timed the same way
+            krr_pixel(self.objective(), ipc, max(early), early, lr=self.cfg["lr_pixel"], seed=self.seed,
+                      checkpoint=self.out / "cells" / f"krr-pixel-ipc{ipc}-early.checkpoint.safetensors",
+                      resume=True, on_snapshot=on_snapshot, progress=self.progress)
         krr_pixel(self.objective(), ipc, max(snaps), snaps, lr=self.cfg["lr_pixel"], seed=self.seed,
-                  checkpoint=self.out / "cells" / f"krr-pixel-ipc{ipc}.checkpoint.safetensors", resume=True,
-                  on_snapshot=on_snapshot, progress=self.progress)
+                  checkpoint=ckpt, resume=True, on_snapshot=on_snapshot, progress=self.progress)
         for s in snaps:
             sname = f"krr-pixel-ipc{ipc}-step{s}"
             spath = self.out / "sets" / f"{sname}.safetensors"
@@ -224,35 +253,46 @@ class Bench:
         for ipc in done:
             row = {}
             for m in ("random", "random+ls", "herding", "scratch", "mgdd"):
-                c = cells[f"{m}-ipc{ipc}"]
-                row[m] = {"mean": c["accuracy_mean"], "std": c["accuracy_std"], "seconds": c["seconds"]}
-            curve = [{"steps": s, "seconds": cells[f"krr-pixel-ipc{ipc}-step{s}"]["seconds"],
-                      "mean": cells[f"krr-pixel-ipc{ipc}-step{s}"]["accuracy_mean"],
-                      "std": cells[f"krr-pixel-ipc{ipc}-step{s}"]["accuracy_std"]} for s in cfg["krr_snapshots"][str(ipc)]]
+                row[m] = _point(cells[f"{m}-ipc{ipc}"])
+            curve = [{"steps": s, **_point(cells[f"krr-pixel-ipc{ipc}-step{s}"])} for s in cfg["krr_snapshots"][str(ipc)]]
             row["krr-pixel"] = curve
-            mg = row["mgdd"]
-            reach = next((p for p in curve if p["mean"] >= mg["mean"]), None)
-            best = max(curve, key=lambda p: p["mean"])
-            row["acceleration"] = {
-                "mgdd_seconds": mg["seconds"],
-                "krr_seconds_to_reach_mgdd": reach["seconds"] if reach else None,
-                "ratio": (reach["seconds"] / mg["seconds"]) if reach else None,
-                "ratio_lower_bound": None if reach else curve[-1]["seconds"] / mg["seconds"],
-                "krr_best": best, "mgdd_minus_krr_best": mg["mean"] - best["mean"],
-                "krr_at_22x_mgdd_time": _interp_curve(curve, 22 * mg["seconds"]),
-            }
+            row["acceleration"] = _acceleration(curve, row["mgdd"])
+            # few-step regime: mgdd vs scratch after K adaptation steps (scratch at K = 0 is random+ls)
+            few = []
+            for k in cfg.get("k_sweep", []):
+                mg = _point(cells[f"mgdd-k{k}-ipc{ipc}"])
+                sc = row["random+ls"] if k == 0 else _point(cells[f"scratch-k{k}-ipc{ipc}"])
+                few.append({"k": k, "mgdd": mg, "scratch": sc, "acceleration": _acceleration(curve, mg)})
+            few.append({"k": cfg["adapt_steps"], "mgdd": row["mgdd"], "scratch": row["scratch"],
+                        "acceleration": row["acceleration"]})
+            row["by_k"] = few
             acc[str(ipc)] = row
         un = cfg["unseen"]
         unseen = cells.get(f"unseen-ipc{un['generate']}")
         pending = [i for i in cfg["ipcs"] if i not in done]
+        # "any size": one adaptation serves every IPC, while krr-pixel starts over for each one
+        all_sizes = None
+        if not pending:
+            all_sizes = []
+            for k in [*cfg.get("k_sweep", []), cfg["adapt_steps"]]:
+                prefix = "mgdd" if k == cfg["adapt_steps"] else f"mgdd-k{k}"
+                adapt_s = cells[f"{prefix}-adapt"]["seconds"]
+                gen_s = sum(cells[f"{prefix}-ipc{i}"]["timing"]["generate_seconds"]
+                            + cells[f"{prefix}-ipc{i}"]["timing"]["label_seconds"] for i in done)
+                reach = [next(p for p in acc[str(i)]["by_k"] if p["k"] == k)["acceleration"]["krr_seconds_to_reach_mgdd"]
+                         for i in done]
+                total = adapt_s + gen_s
+                all_sizes.append({"k": k, "ipcs": done, "mgdd_seconds": total, "adapt_seconds": adapt_s,
+                                  "krr_seconds_to_reach": None if None in reach else sum(reach),
+                                  "ratio": None if None in reach else sum(reach) / total})
         return {"preset": self.preset, "complete": not pending, "pending_ipcs": pending, "dataset": self.dataset.describe(), "machine": machine(), "seed": self.seed,
                 "config": cfg, "command": "mgdd " + " ".join(sys.argv[1:]) if sys.argv else "",
                 "protocol": f"ConvNet-3 (width 128, instance norm), SGD lr 0.01 momentum 0.9 wd 5e-4, batch 256, "
                             f"{cfg['eval_epochs']} epochs, lr x0.1 at half, no augmentation; soft labels -> MSE, "
                             f"hard -> cross-entropy; {cfg['runs']} runs; full test set",
                 "features": cells["features"],
-                "adapt": {k: cells[f"{k}-adapt"] for k in ("mgdd", "scratch", "unseen") if f"{k}-adapt" in cells},
-                "accuracy": acc,
+                "adapt": {k[:-len("-adapt")]: v for k, v in cells.items() if k.endswith("-adapt")},
+                "accuracy": acc, "all_sizes": all_sizes,
                 "unseen": None if unseen is None else {
                     "adapt_ipcs": un["adapt"], "ipc": un["generate"], "mean": unseen["accuracy_mean"],
                     "std": unseen["accuracy_std"], "seconds": unseen["seconds"],
@@ -271,6 +311,7 @@ class Bench:
                  f"Feature moments (pool of {cfg['pool_size']} random ConvNets, width {cfg['feature']['width']}): "
                  f"{r['features']['seconds']:.1f} s, shared by every KRR method and not counted below.", "",
                  "## Test accuracy (%)", "",
+                 f"scratch and mgdd: {cfg['adapt_steps']} adaptation steps (fewer steps: the K table below).", "",
                  "| IPC | random | random+ls | herding+ls | krr-pixel (best) | scratch | **mgdd** |",
                  "|---|---|---|---|---|---|---|"]
         ipcs = [int(i) for i in r["accuracy"]]
@@ -283,20 +324,42 @@ class Bench:
                          f"{pct(best)} ({best['steps']} steps, {best['seconds']:.0f} s) | {pct(a['scratch'])} | "
                          f"**{pct(a['mgdd'])}** |")
         lines += ["", "## Time and acceleration", "",
-                  "mgdd time = adaptation (shared by all IPCs) + generation + label solve for that IPC. "
+                  f"mgdd (K = {cfg['adapt_steps']}) time = adaptation (shared by all IPCs) + generation + label solve "
+                  "for that IPC. "
                   "Acceleration = time krr-pixel needs to first reach mgdd's mean accuracy / mgdd time.", "",
                   "| IPC | mgdd s | krr-pixel s to reach mgdd | acceleration | krr-pixel at 22x mgdd time | mgdd - best krr-pixel |",
                   "|---|---|---|---|---|---|"]
         for ipc in ipcs:
             x = r["accuracy"][str(ipc)]["acceleration"]
-            if x["ratio"] is not None:
-                reach, ratio = f"{x['krr_seconds_to_reach_mgdd']:.1f}", f"{x['ratio']:.3g}x"
-            else:
-                reach, ratio = "never (in budget)", f">= {x['ratio_lower_bound']:.3g}x"
+            reach = "never (in budget)" if x["ratio"] is None else f"{x['krr_seconds_to_reach_mgdd']:.1f}"
+            ratio = _ratio_text(x)
             at22 = x["krr_at_22x_mgdd_time"]
             at22s = f"{100 * at22:.2f}" if at22 is not None else "n/a"
             lines.append(f"| {ipc} | {x['mgdd_seconds']:.1f} | {reach} | {ratio} | {at22s} | "
                          f"{100 * x['mgdd_minus_krr_best']:+.2f} |")
+        if cfg.get("k_sweep"):
+            lines += ["", "## mgdd vs scratch after K adaptation steps", "",
+                      "Both adapt with the same steps, tasks and learning rate; mgdd starts from the shipped meta "
+                      "generator, scratch from random init (an identity map, so scratch at K = 0 is random+ls). "
+                      "Time = adaptation + generation + label solve.", "",
+                      "| IPC | K | mgdd % | scratch % | mgdd - scratch | mgdd s | acceleration vs krr-pixel |",
+                      "|---|---|---|---|---|---|---|"]
+            for ipc in ipcs:
+                for p in r["accuracy"][str(ipc)]["by_k"]:
+                    lines.append(f"| {ipc} | {p['k']} | {pct(p['mgdd'])} | {pct(p['scratch'])} | "
+                                 f"{100 * (p['mgdd']['mean'] - p['scratch']['mean']):+.2f} | "
+                                 f"{p['mgdd']['seconds']:.1f} | {_ratio_text(p['acceleration'])} |")
+        if r.get("all_sizes"):
+            lines += ["", "## Every size from one adaptation", "",
+                      "mgdd adapts once and then generates each IPC in one pass; krr-pixel optimises each IPC "
+                      "from scratch. Totals over IPC " + ", ".join(str(i) for i in r["all_sizes"][0]["ipcs"])
+                      + " (krr-pixel: the time it needs to reach mgdd's accuracy at each IPC).", "",
+                      "| K | mgdd s (adapt + all generations) | krr-pixel s to match every IPC | ratio |",
+                      "|---|---|---|---|"]
+            for a in r["all_sizes"]:
+                reach = "never (in budget)" if a["krr_seconds_to_reach"] is None else f"{a['krr_seconds_to_reach']:.1f}"
+                ratio = "n/a" if a["ratio"] is None else f"{a['ratio']:.3g}x"
+                lines.append(f"| {a['k']} | {a['mgdd_seconds']:.1f} | {reach} | {ratio} |")
         lines += ["", "## krr-pixel accuracy vs time", "", "| IPC | steps | seconds | accuracy % |", "|---|---|---|---|"]
         for ipc in ipcs:
             for p in r["accuracy"][str(ipc)]["krr-pixel"]:
@@ -351,6 +414,25 @@ class Bench:
             p = self.out / "sets" / f"{name}.safetensors"
             if p.exists():
                 save_grid(DistilledSet.load(p), self.out / "plots" / f"grid-{name}.png", force=True)
+
+
+def _ratio_text(x) -> str:
+    return f"{x['ratio']:.3g}x" if x["ratio"] is not None else f">= {x['ratio_lower_bound']:.3g}x"
+
+
+def _point(cell) -> dict:
+    return {"mean": cell["accuracy_mean"], "std": cell["accuracy_std"], "seconds": cell["seconds"]}
+
+
+def _acceleration(curve, point) -> dict:
+    """How long krr-pixel needs to first reach ``point``'s mean accuracy, relative to its time."""
+    reach = next((p for p in curve if p["mean"] >= point["mean"]), None)
+    best = max(curve, key=lambda p: p["mean"])
+    return {"mgdd_seconds": point["seconds"], "krr_seconds_to_reach_mgdd": reach["seconds"] if reach else None,
+            "ratio": (reach["seconds"] / point["seconds"]) if reach else None,
+            "ratio_lower_bound": None if reach else curve[-1]["seconds"] / point["seconds"],
+            "krr_best": best, "mgdd_minus_krr_best": point["mean"] - best["mean"],
+            "krr_at_22x_mgdd_time": _interp_curve(curve, 22 * point["seconds"])}
 
 
 def _timed(fn, *args):

@@ -22,6 +22,7 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
         for m in ("random", "random+ls", "herding", "scratch", "mgdd"):
             assert 0 <= row[m]["mean"] <= 1 and row[m]["seconds"] >= 0
         assert [p["steps"] for p in row["krr-pixel"]] == [5, 10]
+        assert [p["k"] for p in row["by_k"]] == [0, 2, 5]
         assert row["krr-pixel"][1]["seconds"] >= row["krr-pixel"][0]["seconds"]
         x = row["acceleration"]
         assert (x["ratio"] is None) != (x["ratio_lower_bound"] is None)
@@ -33,3 +34,52 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     assert again["accuracy"] == r["accuracy"]
     with pytest.raises(UsageError, match="--resume"):
         Bench("quick", out)
+
+
+def test_snapshot_added_after_the_run_replays_the_same_trajectory(tmp_path, monkeypatch):
+    import torch
+
+    from mgdd import bench
+    from mgdd.baselines import krr_pixel
+    from mgdd.distilled import DistilledSet
+
+    monkeypatch.setenv("MGDD_CACHE", str(tmp_path / "cache"))
+    cfg = {**bench.PRESETS["quick"], "ipcs": [1], "krr_snapshots": {"1": [4]}, "k_sweep": [], "runs": 1,
+           "eval_epochs": 2, "adapt_steps": 1, "cross_ipc": 1, "unseen": {"adapt": [1], "generate": 99}}
+    monkeypatch.setitem(bench.PRESETS, "tiny", cfg)
+    out = tmp_path / "bench"
+    first = bench.Bench("tiny", out)
+    first.run()
+    # a snapshot before the checkpoint's step: replayed from the start, same seeded trajectory
+    monkeypatch.setitem(bench.PRESETS, "tiny", {**cfg, "krr_snapshots": {"1": [2, 4]}})
+    r = bench.Bench("tiny", out, resume=True).run()
+    assert [p["steps"] for p in r["accuracy"]["1"]["krr-pixel"]] == [2, 4]
+    replayed = DistilledSet.load(out / "sets" / "krr-pixel-ipc1-step2.safetensors")
+    direct = krr_pixel(first.objective(), 1, 2, lr=cfg["lr_pixel"], progress=False)
+    assert torch.equal(replayed.images, direct.images)
+    assert r["accuracy"]["1"]["krr-pixel"][1] == {"steps": 4, **bench._point(
+        json.loads((out / "cells" / "krr-pixel-ipc1-step4.json").read_text()))}
+
+
+def test_resume_without_local_generator_weights_rebuilds_the_same_set(tmp_path, monkeypatch):
+    """Only cells are committed; a resume elsewhere re-runs the seeded adaptation for missing weights."""
+    import shutil
+
+    import torch
+
+    from mgdd import bench
+    from mgdd.distilled import DistilledSet
+
+    monkeypatch.setenv("MGDD_CACHE", str(tmp_path / "cache"))
+    cfg = {**bench.PRESETS["quick"], "ipcs": [1], "krr_snapshots": {"1": [2]}, "k_sweep": [], "runs": 1,
+           "eval_epochs": 2, "adapt_steps": 2, "cross_ipc": 1, "unseen": {"adapt": [1], "generate": 99}}
+    monkeypatch.setitem(bench.PRESETS, "tiny", cfg)
+    out = tmp_path / "bench"
+    bench.Bench("tiny", out).run()
+    before = DistilledSet.load(out / "sets" / "mgdd-ipc1.safetensors").images
+    shutil.rmtree(out / "sets")
+    for p in [out / "cells" / "mgdd-ipc1.json", *(out / "cells").glob("*.safetensors")]:
+        p.unlink()
+    bench.Bench("tiny", out, resume=True).run()
+    assert (out / "sets" / "mgdd-generator").exists()
+    assert torch.equal(DistilledSet.load(out / "sets" / "mgdd-ipc1.safetensors").images, before)
