@@ -84,7 +84,10 @@ class Bench:
         if path.exists():
             return read_json(path)
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
         result = fn()
+        # wall time of the whole cell (build + evaluation runs): what the bench itself costs
+        result = {**result, "cell_wall_seconds": time.perf_counter() - t0}
         write_json(path, result, force=True)
         return result
 
@@ -292,7 +295,7 @@ class Bench:
                             f"hard -> cross-entropy; {cfg['runs']} runs; full test set",
                 "features": cells["features"],
                 "adapt": {k[:-len("-adapt")]: v for k, v in cells.items() if k.endswith("-adapt")},
-                "accuracy": acc, "all_sizes": all_sizes,
+                "accuracy": acc, "all_sizes": all_sizes, "bench_cost": _bench_cost(cells),
                 "unseen": None if unseen is None else {
                     "adapt_ipcs": un["adapt"], "ipc": un["generate"], "mean": unseen["accuracy_mean"],
                     "std": unseen["accuracy_std"], "seconds": unseen["seconds"],
@@ -378,6 +381,13 @@ class Bench:
         lines += ["", "## Adaptation", ""]
         for k, v in ad.items():
             lines.append(f"- {k}: from `{v['from']}`, {v['steps']} steps on IPCs {v['ipcs']}, {v['seconds']:.1f} s")
+        c = r.get("bench_cost")
+        if c:
+            lines += ["", "## What the bench itself cost", "",
+                      f"{c['cells_timed']} cells timed end to end (build + every evaluation run): "
+                      f"{c['timed_seconds'] / 3600:.2f} h in all, plus {r['features']['seconds']:.0f} s of feature "
+                      "moments; the krr-pixel optimisation runs themselves are in the krr-pixel table." + (f" {c['cells_untimed']} cells come from runs before per-cell timing was "
+                                    "recorded and are not in that sum." if c["cells_untimed"] else "")]
         lines += ["", f"Command: `{r['command']}`", ""]
         return "\n".join(lines)
 
@@ -418,6 +428,12 @@ class Bench:
 
 def _ratio_text(x) -> str:
     return f"{x['ratio']:.3g}x" if x["ratio"] is not None else f">= {x['ratio_lower_bound']:.3g}x"
+
+
+def _bench_cost(cells) -> dict:
+    timed = [c["cell_wall_seconds"] for k, c in cells.items() if k != "features" and "cell_wall_seconds" in c]
+    untimed = [k for k, c in cells.items() if k != "features" and "cell_wall_seconds" not in c]
+    return {"timed_seconds": sum(timed), "cells_timed": len(timed), "cells_untimed": len(untimed)}
 
 
 def _point(cell) -> dict:

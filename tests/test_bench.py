@@ -29,6 +29,7 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     assert saved["unseen"]["ipc"] == 5 and saved["unseen"]["adapt_ipcs"] == [1]
     assert saved["machine"]["cpus"] >= 1 and "protocol" in saved
     assert "| IPC |" in (out / "results.md").read_text()
+    assert saved["bench_cost"]["cells_timed"] > 0 and saved["bench_cost"]["cells_untimed"] == 0
     # finished cells are reused: a resumed run changes nothing
     again = Bench("quick", out, resume=True).run()
     assert again["accuracy"] == r["accuracy"]
