@@ -77,18 +77,24 @@ class Bench:
         self.data_dir = data_dir
         self.dataset = load_dataset(self.cfg["dataset"], data_dir)
         self._objective = None
+        self.cells, self.done = {}, None  # every cell seen so far; IPC blocks finished (None before run())
 
     # -- cells: one JSON each, reused on resume
     def cell(self, name: str, fn):
         path = self.out / "cells" / f"{name}.json"
         if path.exists():
-            return read_json(path)
+            self.cells[name] = read_json(path)
+            return self.cells[name]
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         result = fn()
         # wall time of the whole cell (build + evaluation runs): what the bench itself costs
         result = {**result, "cell_wall_seconds": time.perf_counter() - t0}
         write_json(path, result, force=True)
+        self.cells[name] = result
+        if self.done is not None:
+            # a block can take hours: keep the report current, cell by cell
+            self.report(self.cells, self.done, plots=False)
         return result
 
     def objective(self) -> KRRObjective:
@@ -130,14 +136,12 @@ class Bench:
 
     # -- the run: IPC by IPC, so the first finished rows are reported while later ones run
     def run(self) -> dict:
-        cells = {"features": None}
         self.objective()
-        cells["features"] = self.features
-        done, results = [], None
+        self.done, results = [], None
         for ipc in self.cfg["ipcs"]:
-            cells.update(self.ipc_block(ipc))
-            done.append(ipc)
-            results = self.report(cells, done)
+            self.ipc_block(ipc)
+            self.done.append(ipc)
+            results = self.report(self.cells, self.done)
         return results
 
     def ipc_block(self, ipc) -> dict:
@@ -178,11 +182,12 @@ class Bench:
                 cells[f"{name}-{cfg['cross_model']}"] = self.cross_cell(name, cells[name])
         return cells
 
-    def report(self, cells, done) -> dict:
+    def report(self, cells, done, plots=True) -> dict:
         results = self.summarise(cells, done)
         write_json(self.out / "results.json", results, force=True)
         (self.out / "results.md").write_text(self.markdown(results))
-        self.plots(results)
+        if plots and done:
+            self.plots(results)
         return results
 
     def _adapt(self, source, label, ipcs, steps=None):
@@ -215,7 +220,7 @@ class Bench:
         name = f"krr-pixel-ipc{ipc}-step{step}"
         path = self.out / "cells" / f"{name}.json"
         if path.exists():
-            return read_json(path)
+            return self.cell(name, None)  # finished: read (and registered) from disk
         snaps = self.cfg["krr_snapshots"][str(ipc)]
         pending = {}
 
@@ -242,7 +247,7 @@ class Bench:
             spath = self.out / "sets" / f"{sname}.safetensors"
             if spath.exists():
                 self.cell(sname, lambda: self._krr_eval(sname, spath, s))
-        return read_json(path)
+        return self.cells[name]
 
     def _krr_eval(self, name, set_path, step):
         ds = DistilledSet.load(set_path)
@@ -273,6 +278,11 @@ class Bench:
         un = cfg["unseen"]
         unseen = cells.get(f"unseen-ipc{un['generate']}")
         pending = [i for i in cfg["ipcs"] if i not in done]
+        # cells of blocks still running, so a long block shows its progress
+        in_progress = {str(i): {k: _point(c) for k, c in cells.items()
+                                if (k.endswith(f"-ipc{i}") or f"-ipc{i}-step" in k) and "seconds" in c
+                                and not k.endswith("-" + cfg["cross_model"])}
+                       for i in pending}
         # "any size": one adaptation serves every IPC, while krr-pixel starts over for each one
         all_sizes = None
         if not pending:
@@ -288,7 +298,7 @@ class Bench:
                 all_sizes.append({"k": k, "ipcs": done, "mgdd_seconds": total, "adapt_seconds": adapt_s,
                                   "krr_seconds_to_reach": None if None in reach else sum(reach),
                                   "ratio": None if None in reach else sum(reach) / total})
-        return {"preset": self.preset, "complete": not pending, "pending_ipcs": pending, "dataset": self.dataset.describe(), "machine": machine(), "seed": self.seed,
+        return {"preset": self.preset, "complete": not pending, "pending_ipcs": pending, "in_progress": in_progress, "dataset": self.dataset.describe(), "machine": machine(), "seed": self.seed,
                 "config": cfg, "command": "mgdd " + " ".join(sys.argv[1:]) if sys.argv else "",
                 "protocol": f"ConvNet-3 (width 128, instance norm), SGD lr 0.01 momentum 0.9 wd 5e-4, batch 256, "
                             f"{cfg['eval_epochs']} epochs, lr x0.1 at half, no augmentation; soft labels -> MSE, "
@@ -381,6 +391,11 @@ class Bench:
         lines += ["", "## Adaptation", ""]
         for k, v in ad.items():
             lines.append(f"- {k}: from `{v['from']}`, {v['steps']} steps on IPCs {v['ipcs']}, {v['seconds']:.1f} s")
+        for ipc, got in r.get("in_progress", {}).items():
+            if got:
+                lines += ["", f"## IPC {ipc}: cells finished so far (block in progress)", "",
+                          "| cell | accuracy % | seconds |", "|---|---|---|"]
+                lines += [f"| {k} | {pct(p)} | {p['seconds']:.1f} |" for k, p in got.items()]
         c = r.get("bench_cost")
         if c:
             lines += ["", "## What the bench itself cost", "",

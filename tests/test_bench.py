@@ -84,3 +84,21 @@ def test_resume_without_local_generator_weights_rebuilds_the_same_set(tmp_path, 
     bench.Bench("tiny", out, resume=True).run()
     assert (out / "sets" / "mgdd-generator").exists()
     assert torch.equal(DistilledSet.load(out / "sets" / "mgdd-ipc1.safetensors").images, before)
+
+
+def test_report_shows_cells_of_a_block_still_running(tmp_path, monkeypatch):
+    from mgdd import bench
+
+    monkeypatch.setenv("MGDD_CACHE", str(tmp_path / "cache"))
+    cfg = {**bench.PRESETS["quick"], "ipcs": [1], "krr_snapshots": {"1": [2]}, "k_sweep": [], "runs": 1,
+           "eval_epochs": 2, "adapt_steps": 1, "cross_ipc": 1, "unseen": {"adapt": [1], "generate": 99}}
+    monkeypatch.setitem(bench.PRESETS, "tiny", cfg)
+    b = bench.Bench("tiny", tmp_path / "bench")
+    b.objective()
+    b.done = []  # as run() does before the first block; stop after two cells of it
+    b.set_cell("random-ipc1", lambda: bench._timed(bench.random_real, b.dataset, 1, 0))
+    b.set_cell("random+ls-ipc1", lambda: bench._timed(bench.random_ls, b.objective(), 1, 0))
+    md = (tmp_path / "bench" / "results.md").read_text()
+    assert "IPC 1: cells finished so far" in md and "| random+ls-ipc1 |" in md
+    saved = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert saved["pending_ipcs"] == [1] and set(saved["in_progress"]["1"]) == {"random-ipc1", "random+ls-ipc1"}
