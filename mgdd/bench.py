@@ -373,7 +373,11 @@ class Bench:
                 reach = "never (in budget)" if a["krr_seconds_to_reach"] is None else f"{a['krr_seconds_to_reach']:.1f}"
                 ratio = "n/a" if a["ratio"] is None else f"{a['ratio']:.3g}x"
                 lines.append(f"| {a['k']} | {a['mgdd_seconds']:.1f} | {reach} | {ratio} |")
-        lines += ["", "## krr-pixel accuracy vs time", "", "| IPC | steps | seconds | accuracy % |", "|---|---|---|---|"]
+        lines += ["", "## krr-pixel accuracy vs time", "",
+                  "Seconds are the wall-clock of the optimisation run that wrote the snapshot. Snapshots added "
+                  "to the preset later come from a replay of the same seeded trajectory (same images), timed in "
+                  "that run, so run-to-run timing noise can make the column slightly non-monotone.", "",
+                  "| IPC | steps | seconds | accuracy % |", "|---|---|---|---|"]
         for ipc in ipcs:
             for p in r["accuracy"][str(ipc)]["krr-pixel"]:
                 lines.append(f"| {ipc} | {p['steps']} | {p['seconds']:.1f} | {pct(p)} |")
