@@ -26,6 +26,12 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
         assert row["krr-pixel"][1]["seconds"] >= row["krr-pixel"][0]["seconds"]
         x = row["acceleration"]
         assert (x["ratio"] is None) != (x["ratio_lower_bound"] is None)
+    fresh = saved["accuracy"]["5"]
+    assert [p["steps"] for p in fresh["krr-fresh"]] == [2, 4] and "krr-fresh" not in saved["accuracy"]["1"]
+    assert all("acceleration_fresh" in p for p in fresh["by_k"])
+    from mgdd.distilled import DistilledSet
+    assert DistilledSet.load(out / "sets" / "krr-fresh-ipc5-step4.safetensors").meta["objective"]["mode"] == "fresh"
+    assert "krr-fresh" in (out / "results.md").read_text()
     assert saved["unseen"]["ipc"] == 5 and saved["unseen"]["adapt_ipcs"] == [1]
     assert saved["machine"]["cpus"] >= 1 and "protocol" in saved
     assert "| IPC |" in (out / "results.md").read_text()
