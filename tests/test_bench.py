@@ -64,7 +64,7 @@ def test_snapshot_added_after_the_run_replays_the_same_trajectory(tmp_path, monk
     replayed = DistilledSet.load(out / "sets" / "krr-pixel-ipc1-step2.safetensors")
     direct = krr_pixel(first.objective(), 1, 2, lr=cfg["lr_pixel"], progress=False)
     assert torch.equal(replayed.images, direct.images)
-    assert r["accuracy"]["1"]["krr-pixel"][1] == {"steps": 4, **bench._point(
+    assert r["accuracy"]["1"]["krr-pixel"][1] == {"steps": 4, **bench._krr_point(
         json.loads((out / "cells" / "krr-pixel-ipc1-step4.json").read_text()))}
 
 
