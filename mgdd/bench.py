@@ -218,8 +218,8 @@ class Bench:
         from .generator import MetaGenerator
         path = self.out / "sets" / f"{label}-generator"
         if not path.exists():
-            # adapted weights stay local (only cells are committed): a resumed run on another machine
-            # re-runs the same seeded adaptation; the time reported stays the one recorded in adapt_cell
+            # weights not kept (a resume where sets/ was lost): re-run the same seeded adaptation;
+            # the time reported stays the one recorded in adapt_cell
             self._adapt(adapt_args[0], label, adapt_args[1], adapt_args[2])
         gen = MetaGenerator.from_pretrained(path)
         ds = generate(gen, self.objective(), ipc, seed=self.seed, method=label, adapted_from=adapt_cell["from"],

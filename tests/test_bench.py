@@ -7,6 +7,17 @@ import pytest
 pytest.importorskip("sklearn")
 
 
+def _tiny_preset(tmp_path, monkeypatch, snapshot, adapt_steps):
+    """Register preset "tiny": IPC 1 only, one krr snapshot, 2-epoch single-run evaluations."""
+    from mgdd import bench
+
+    monkeypatch.setenv("MGDD_CACHE", str(tmp_path / "cache"))
+    cfg = {**bench.PRESETS["quick"], "ipcs": [1], "krr_snapshots": {"1": [snapshot]}, "k_sweep": [], "runs": 1,
+           "eval_epochs": 2, "adapt_steps": adapt_steps, "cross_ipc": 1, "unseen": {"adapt": [1], "generate": 99}}
+    monkeypatch.setitem(bench.PRESETS, "tiny", cfg)
+    return cfg
+
+
 def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     from mgdd.bench import Bench
     from mgdd.errors import UsageError
@@ -50,10 +61,7 @@ def test_snapshot_added_after_the_run_replays_the_same_trajectory(tmp_path, monk
     from mgdd.baselines import krr_pixel
     from mgdd.distilled import DistilledSet
 
-    monkeypatch.setenv("MGDD_CACHE", str(tmp_path / "cache"))
-    cfg = {**bench.PRESETS["quick"], "ipcs": [1], "krr_snapshots": {"1": [4]}, "k_sweep": [], "runs": 1,
-           "eval_epochs": 2, "adapt_steps": 1, "cross_ipc": 1, "unseen": {"adapt": [1], "generate": 99}}
-    monkeypatch.setitem(bench.PRESETS, "tiny", cfg)
+    cfg = _tiny_preset(tmp_path, monkeypatch, snapshot=4, adapt_steps=1)
     out = tmp_path / "bench"
     first = bench.Bench("tiny", out)
     first.run()
@@ -77,10 +85,7 @@ def test_resume_without_local_generator_weights_rebuilds_the_same_set(tmp_path, 
     from mgdd import bench
     from mgdd.distilled import DistilledSet
 
-    monkeypatch.setenv("MGDD_CACHE", str(tmp_path / "cache"))
-    cfg = {**bench.PRESETS["quick"], "ipcs": [1], "krr_snapshots": {"1": [2]}, "k_sweep": [], "runs": 1,
-           "eval_epochs": 2, "adapt_steps": 2, "cross_ipc": 1, "unseen": {"adapt": [1], "generate": 99}}
-    monkeypatch.setitem(bench.PRESETS, "tiny", cfg)
+    _tiny_preset(tmp_path, monkeypatch, snapshot=2, adapt_steps=2)
     out = tmp_path / "bench"
     bench.Bench("tiny", out).run()
     before = DistilledSet.load(out / "sets" / "mgdd-ipc1.safetensors").images
@@ -95,10 +100,7 @@ def test_resume_without_local_generator_weights_rebuilds_the_same_set(tmp_path, 
 def test_report_shows_cells_of_a_block_still_running(tmp_path, monkeypatch):
     from mgdd import bench
 
-    monkeypatch.setenv("MGDD_CACHE", str(tmp_path / "cache"))
-    cfg = {**bench.PRESETS["quick"], "ipcs": [1], "krr_snapshots": {"1": [2]}, "k_sweep": [], "runs": 1,
-           "eval_epochs": 2, "adapt_steps": 1, "cross_ipc": 1, "unseen": {"adapt": [1], "generate": 99}}
-    monkeypatch.setitem(bench.PRESETS, "tiny", cfg)
+    _tiny_preset(tmp_path, monkeypatch, snapshot=2, adapt_steps=1)
     b = bench.Bench("tiny", tmp_path / "bench")
     b.objective()
     b.done = []  # as run() does before the first block; stop after two cells of it
