@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .allocator import keep_freed_memory
 from .data import Dataset
 from .distilled import DistilledSet
 from .errors import UsageError, check_range
@@ -112,8 +113,11 @@ def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs:
     check_range("lr", lr, 0, low_open=True)
     check_range("batch_size", batch_size, 1)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    results = [train_once(ds, dataset, model, epochs, seed + r, lr, batch_size, dsa, device, progress)
-               for r in range(runs)]
+    # The training loop frees and re-allocates ~100 MB activations every step; on CPU keep
+    # them in the heap instead of paying the kernel for fresh pages (see allocator.py).
+    with keep_freed_memory():
+        results = [train_once(ds, dataset, model, epochs, seed + r, lr, batch_size, dsa, device, progress)
+                   for r in range(runs)]
     accs = torch.tensor([r["accuracy"] for r in results])
     return {"model": model, "epochs": epochs, "dsa": dsa, "runs": runs, "lr": lr, "batch_size": batch_size,
             "label_kind": "soft" if ds.soft else "hard", "images": len(ds.images),
