@@ -32,13 +32,15 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     for ipc, row in saved["accuracy"].items():
         for m in ("random", "random+ls", "herding", "scratch", "mgdd"):
             assert 0 <= row[m]["mean"] <= 1 and row[m]["seconds"] >= 0
-        assert [p["steps"] for p in row["krr-pixel"]] == [5, 10]
+        assert [p["steps"] for p in row["krr-pixel"]] == [0, 5, 10]
+        # the unoptimised start of the krr curve is the random+ls set itself
+        assert row["krr-pixel"][0] == {"steps": 0, **row["random+ls"]}
         assert [p["k"] for p in row["by_k"]] == [0, 2, 5]
-        assert row["krr-pixel"][1]["seconds"] >= row["krr-pixel"][0]["seconds"]
+        assert row["krr-pixel"][2]["seconds"] >= row["krr-pixel"][1]["seconds"]
         x = row["acceleration"]
         assert (x["ratio"] is None) != (x["ratio_lower_bound"] is None)
     fresh = saved["accuracy"]["5"]
-    assert [p["steps"] for p in fresh["krr-fresh"]] == [2, 4] and "krr-fresh" not in saved["accuracy"]["1"]
+    assert [p["steps"] for p in fresh["krr-fresh"]] == [0, 2, 4] and "krr-fresh" not in saved["accuracy"]["1"]
     assert all("acceleration_fresh" in p for p in fresh["by_k"])
     from mgdd.distilled import DistilledSet
     assert DistilledSet.load(out / "sets" / "krr-fresh-ipc5-step4.safetensors").meta["objective"]["mode"] == "fresh"
@@ -68,11 +70,11 @@ def test_snapshot_added_after_the_run_replays_the_same_trajectory(tmp_path, monk
     # a snapshot before the checkpoint's step: replayed from the start, same seeded trajectory
     monkeypatch.setitem(bench.PRESETS, "tiny", {**cfg, "krr_snapshots": {"1": [2, 4]}})
     r = bench.Bench("tiny", out, resume=True).run()
-    assert [p["steps"] for p in r["accuracy"]["1"]["krr-pixel"]] == [2, 4]
+    assert [p["steps"] for p in r["accuracy"]["1"]["krr-pixel"]] == [0, 2, 4]
     replayed = DistilledSet.load(out / "sets" / "krr-pixel-ipc1-step2.safetensors")
     direct = krr_pixel(first.objective(), 1, 2, lr=cfg["lr_pixel"], progress=False)
     assert torch.equal(replayed.images, direct.images)
-    assert r["accuracy"]["1"]["krr-pixel"][1] == {"steps": 4, **bench._krr_point(
+    assert r["accuracy"]["1"]["krr-pixel"][2] == {"steps": 4, **bench._krr_point(
         json.loads((out / "cells" / "krr-pixel-ipc1-step4.json").read_text()))}
 
 
