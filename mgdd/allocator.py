@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 from contextlib import contextmanager
 
@@ -27,8 +28,12 @@ _DEFAULT_MMAP_MAX = 65536
 
 
 def _glibc():
-    if not sys.platform.startswith("linux"):
-        return None
+    return _load_glibc() if sys.platform.startswith("linux") else None
+
+
+@functools.cache
+def _load_glibc():
+    # find_library runs ldconfig in a subprocess: do it once per process, not per evaluation
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
