@@ -274,6 +274,7 @@ class Bench:
     # -- reports
     def summarise(self, cells, done) -> dict:
         cfg = self.cfg
+        done = sorted(done)  # report rows by IPC, whatever order the preset runs them in
         acc = {}
         for ipc in done:
             row = {}
@@ -476,9 +477,13 @@ class Bench:
                 fresh = a["krr-fresh"]
                 ax.errorbar([p["seconds"] for p in fresh], [100 * p["mean"] for p in fresh],
                             yerr=[100 * p["std"] for p in fresh], marker="^", label="krr-fresh")
-            for m, style in (("mgdd", "r*"), ("scratch", "gs")):
-                ax.errorbar([a[m]["seconds"]], [100 * a[m]["mean"]], yerr=[100 * a[m]["std"]], fmt=style,
-                            markersize=12 if m == "mgdd" else 8, label=m)
+            # mgdd and scratch after K adaptation steps: a line per method, the full-K point starred
+            few = a.get("by_k") or [{"k": cfg["adapt_steps"], "mgdd": a["mgdd"], "scratch": a["scratch"]}]
+            for m, color, marker in (("mgdd", "red", "*"), ("scratch", "green", "s")):
+                pts = [p for p in few if not (m == "scratch" and p["k"] == 0)]  # scratch K=0 is random+ls
+                ax.errorbar([p[m]["seconds"] for p in pts], [100 * p[m]["mean"] for p in pts],
+                            yerr=[100 * p[m]["std"] for p in pts], color=color, marker=marker, linestyle=":",
+                            markersize=12 if m == "mgdd" else 7, label=f"{m} (K = {', '.join(str(p['k']) for p in pts)})")
             for m, color in (("random", "gray"), ("random+ls", "black"), ("herding", "purple")):
                 ax.axhline(100 * a[m]["mean"], color=color, linestyle="--", linewidth=1, label=m)
             ax.set_xscale("log")
