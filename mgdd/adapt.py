@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .allocator import keep_freed_memory
 from .checkpoint import Interrupted, check_finite, graceful_stop, load_state, save_state, step_rng
 from .data import check_ipc, sample_init
 from .errors import UsageError, check_range
@@ -53,7 +54,8 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
                        {"step": step, "seconds": elapsed, "history": history, "ipcs": ipcs, "lr": lr, "seed": seed})
 
     bar = tqdm(range(start_step, steps), desc="adapt", disable=not progress, initial=start_step, total=steps)
-    with graceful_stop() as stop:
+    # the step frees and re-allocates large activations: keep them in the heap (allocator.py)
+    with graceful_stop() as stop, keep_freed_memory():
         for step in bar:
             t0 = time.perf_counter()
             rng = step_rng(seed, step)

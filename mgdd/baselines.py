@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .allocator import keep_freed_memory
 from .checkpoint import Interrupted, check_finite, graceful_stop, load_state, save_state, step_rng
 from .data import Dataset, check_ipc, sample_init
 from .distilled import DistilledSet
@@ -135,7 +136,8 @@ def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: f
         snapshot(0)
     result = None
     bar = tqdm(range(start, steps), desc=f"krr-pixel ipc {ipc}", disable=not progress, initial=start, total=steps)
-    with graceful_stop() as stop:
+    # the step frees and re-allocates large activations: keep them in the heap (allocator.py)
+    with graceful_stop() as stop, keep_freed_memory():
         for step in bar:
             t0 = time.perf_counter()
             rng = step_rng(seed, step)

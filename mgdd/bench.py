@@ -201,14 +201,17 @@ class Bench:
             self.plots(results)
         return results
 
-    def _adapt(self, source, label, ipcs, steps=None):
-        obj = self.objective()
-        torch.manual_seed(self.seed)
+    def _adapted_generator(self, source, ipcs, steps, checkpoint=None):
+        torch.manual_seed(self.seed)  # scratch weights are drawn from it
         gen, origin = load_generator(source, self.dataset.channels)
+        log = adapt(gen, self.objective(), steps=steps, ipcs=ipcs, lr=self.cfg["lr_adapt"], seed=self.seed,
+                    checkpoint=checkpoint, resume=checkpoint is not None, progress=self.progress)
+        return gen, origin, log
+
+    def _adapt(self, source, label, ipcs, steps=None):
         steps = self.cfg["adapt_steps"] if steps is None else steps
-        log = adapt(gen, obj, steps=steps, ipcs=ipcs, lr=self.cfg["lr_adapt"], seed=self.seed,
-                    checkpoint=self.out / "cells" / f"{label}-adapt.checkpoint.safetensors", resume=True,
-                    progress=self.progress)
+        gen, origin, log = self._adapted_generator(
+            source, ipcs, steps, checkpoint=self.out / "cells" / f"{label}-adapt.checkpoint.safetensors")
         gen.save_pretrained(self.out / "sets" / f"{label}-generator", metadata={"from": origin, **{
             k: log[k] for k in ("steps", "seconds", "ipcs")}}, force=True)
         return {"from": origin, "steps": log["steps"], "ipcs": log["ipcs"], "seconds": log["seconds"],
@@ -270,6 +273,81 @@ class Bench:
         ds = DistilledSet.load(set_path)
         return {"name": name, "steps": step, "seconds": ds.meta["timing"]["seconds"], "timing": ds.meta["timing"],
                 **self.evaluate_set(ds, name)}
+
+    # -- re-measure the timings of a finished run, keeping its evaluations
+    def retime(self) -> dict:
+        """Re-run every timed stage of a finished run with this code on this machine.
+
+        Every stage is seeded and deterministic, so each rebuilds exactly the set that was
+        evaluated; that is checked bit for bit, then only the seconds are replaced (the
+        accuracies carry over because the sets are identical). Nothing is written unless every
+        stage matches. Feature moments keep their first (cold) time: a rerun reads the cache.
+        """
+        results_path = self.out / "results.json"
+        if not results_path.exists() or not read_json(results_path).get("complete"):
+            raise UsageError(f"{self.out} holds no finished run to re-time; finish it first with --resume.")
+        from .generator import MetaGenerator
+        self.objective()
+        cells = {p.stem: read_json(p) for p in sorted((self.out / "cells").glob("*.json"))}
+        new = {}  # cell name -> {"seconds", "timing"}
+
+        def check_same(name, ds):
+            stored = DistilledSet.load(self.out / cells[name]["set"])
+            if not (torch.equal(stored.images, ds.images) and torch.equal(stored.labels, ds.labels)):
+                raise UsageError(f"re-time: {name} rebuilt differently from the evaluated set, so its accuracy "
+                                 "would not carry over; nothing was changed. Re-run that cell instead.")
+
+        def record(name, ds, seconds):
+            check_same(name, ds)
+            new[name] = {"seconds": seconds, "timing": ds.meta.get("timing", {})}
+
+        obj, seed = self.objective(), self.seed
+        for ipc in self.cfg["ipcs"]:
+            for name, fn, args in ((f"random-ipc{ipc}", random_real, (self.dataset, ipc, seed)),
+                                   (f"random+ls-ipc{ipc}", random_ls, (obj, ipc, seed)),
+                                   (f"herding-ipc{ipc}", coreset, (obj, ipc, "herding", seed, True))):
+                self._progress_note(name)
+                record(name, *_timed(fn, *args))
+        # generators: adapt again from the same start, then one pass per IPC
+        for adapt_name in [n for n in cells if n.endswith("-adapt")]:
+            label, c = adapt_name[: -len("-adapt")], cells[adapt_name]
+            self._progress_note(adapt_name)
+            gen, _, log = self._adapted_generator("scratch" if c["from"] == "scratch" else "meta", c["ipcs"], c["steps"])
+            stored = MetaGenerator.from_pretrained(self.out / "sets" / f"{label}-generator").state_dict()
+            if not all(torch.equal(v, stored[k]) for k, v in gen.state_dict().items()):
+                raise UsageError(f"re-time: {adapt_name} adapted to different weights than the stored generator; "
+                                 "nothing was changed. Re-run the bench for it instead.")
+            new[adapt_name] = {"seconds": log["seconds"]}
+            for ipc in self.cfg["ipcs"]:
+                name = f"{label}-ipc{ipc}"
+                if name in cells:
+                    ds = generate(gen, obj, ipc, seed=seed, method=label, adapted_from=c["from"],
+                                  adapt_steps=c["steps"], adapt_ipcs=c["ipcs"])
+                    t = ds.meta["timing"]
+                    record(name, ds, log["seconds"] + t["generate_seconds"] + t["label_seconds"])
+        # the iterative curves: one run each, every snapshot timed in that run
+        for variant, key in _SNAPSHOT_KEYS.items():
+            for ipc_key, snaps in self.cfg.get(key, {}).items():
+                self._progress_note(f"{variant}-ipc{ipc_key}")
+
+                def on_snapshot(s, ds, variant=variant, ipc_key=ipc_key):
+                    name = f"{variant}-ipc{ipc_key}-step{s}"
+                    if name in cells:
+                        record(name, ds, ds.meta["timing"]["seconds"])
+
+                krr_pixel(obj if variant == "krr-pixel" else self.fresh_objective(), int(ipc_key), max(snaps), snaps,
+                          lr=self.cfg["lr_pixel"], seed=seed, on_snapshot=on_snapshot, progress=self.progress)
+        # every stage matched: replace the seconds, keeping what was measured before
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        for name, upd in new.items():
+            c = cells[name]
+            c["retimed"] = {"at": stamp, "previous_seconds": c.get("seconds"), "previous_timing": c.get("timing")}
+            c.update(upd)
+            write_json(self.out / "cells" / f"{name}.json", c, force=True)
+        return self.run()
+
+    def _progress_note(self, name):
+        print(f"[bench] re-time {name} ...", file=sys.stderr, flush=True)
 
     # -- reports
     def summarise(self, cells, done) -> dict:
@@ -336,6 +414,7 @@ class Bench:
                 "features": cells["features"],
                 "adapt": {k[:-len("-adapt")]: v for k, v in cells.items() if k.endswith("-adapt")},
                 "accuracy": acc, "all_sizes": all_sizes, "bench_cost": _bench_cost(cells),
+                "retimed": _retimed(cells),
                 "unseen": None if unseen is None else {
                     "adapt_ipcs": un["adapt"], "ipc": un["generate"], "mean": unseen["accuracy_mean"],
                     "std": unseen["accuracy_std"], "seconds": unseen["seconds"],
@@ -360,6 +439,11 @@ class Bench:
         ipcs = [int(i) for i in r["accuracy"]]
         if r["pending_ipcs"]:
             lines[2:2] = [f"**Partial run**: IPC {r['pending_ipcs']} not finished yet (resume with `--resume`).", ""]
+        if r.get("retimed"):
+            lines[2:2] = [f"**Timings re-measured** with `--retime` ({r['retimed']['at']}, {r['retimed']['cells']} "
+                          "cells): every timed stage was re-run with the current code on this machine and rebuilt "
+                          "bit-identical sets, so the accuracies are those of the original evaluations. Each cell "
+                          "keeps its earlier seconds under `retimed`.", ""]
         for ipc in ipcs:
             a = r["accuracy"][str(ipc)]
             best = a["acceleration"]["krr_best"]
@@ -425,9 +509,11 @@ class Bench:
         lines += ["", "## krr-pixel accuracy vs time", "",
                   "Seconds = optimisation + the final label solve, both wall-clock of the run that wrote the "
                   "snapshot (mgdd's time includes its label solve too). Step 0 is the random+ls set: krr-pixel "
-                  "starts from the same real images and solves its labels the same way. Snapshots added "
-                  "to the preset later come from a replay of the same seeded trajectory (same images), timed in "
-                  "that run, so run-to-run timing noise can make the column slightly non-monotone.", "",
+                  "starts from the same real images and solves its labels the same way. "
+                  + ("Every snapshot of a curve was timed in one run (`--retime`)." if r.get("retimed") else
+                     "Snapshots added to the preset later come from a replay of the same seeded trajectory (same "
+                     "images), timed in that run, so run-to-run timing noise can make the column slightly "
+                     "non-monotone."), "",
                   "| IPC | steps | seconds | accuracy % |", "|---|---|---|---|"]
         for ipc in ipcs:
             for p in r["accuracy"][str(ipc)]["krr-pixel"]:
@@ -514,6 +600,11 @@ def _at22_text(x) -> str:
     return f"{100 * at22:.2f}" if at22 is not None else "past the last snapshot"
 
 
+def _retimed(cells) -> dict | None:
+    stamps = [c["retimed"]["at"] for c in cells.values() if "retimed" in c]
+    return {"at": max(stamps), "cells": len(stamps)} if stamps else None
+
+
 def _bench_cost(cells) -> dict:
     timed = [c["cell_wall_seconds"] for k, c in cells.items() if k != "features" and "cell_wall_seconds" in c]
     untimed = [k for k, c in cells.items() if k != "features" and "cell_wall_seconds" not in c]
@@ -562,8 +653,11 @@ def _interp_curve(curve, seconds):
 
 
 def bench_cli(args) -> None:
-    b = Bench(args.preset, args.out, data_dir=args.data_dir, resume=args.resume, force=args.force, seed=args.seed,
+    if args.retime and args.force:
+        raise UsageError("--retime re-measures a finished run and cannot be combined with --force.")
+    b = Bench(args.preset, args.out, data_dir=args.data_dir, resume=args.resume or args.retime, force=args.force,
+              seed=args.seed,
               progress=not args.quiet and sys.stderr.isatty())
-    b.run()
+    b.retime() if args.retime else b.run()
     print((Path(args.out) / "results.md").read_text())
     print(f"wrote {args.out}/results.json, results.md, plots/")

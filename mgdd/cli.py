@@ -429,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_out(s, "results folder")
     s.add_argument("--data-dir", default=None)
     s.add_argument("--resume", action="store_true", help="reuse finished cells in --out")
+    s.add_argument("--retime", action="store_true",
+                   help="re-measure every timed stage of the finished run in --out on this machine, keeping its "
+                        "evaluations (each set is checked to rebuild bit-identically)")
     _add_common(s)
     s.set_defaults(func=cmd_bench)
     return p

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from .allocator import keep_freed_memory
 from .checkpoint import Interrupted, check_finite, graceful_stop, load_state, save_state, step_rng
 from .data import sample_init
 from .errors import UsageError, check_range
@@ -150,7 +151,8 @@ def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: in
                 "min_classes": min_classes, "seed": seed, "source": dataset.name, "world_size": world}
     bar = tqdm(range(start, meta_steps), desc=f"meta-train ({algorithm})", initial=start, total=meta_steps,
                disable=not progress or rank != 0)
-    with graceful_stop() as stop:
+    # the step frees and re-allocates large activations: keep them in the heap (allocator.py)
+    with graceful_stop() as stop, keep_freed_memory():
         for step in bar:
             t0 = time.perf_counter()
             sums = [torch.zeros_like(p) for p in generator.parameters()]

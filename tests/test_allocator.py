@@ -35,6 +35,19 @@ def test_freed_memory_is_reused_inside_and_returned_after():
     assert after * 2 > outside  # the glibc defaults are back: big blocks are unmapped on free again
 
 
+@needs_glibc
+def test_nested_blocks_keep_the_policy_until_the_outermost_exits():
+    outside = _faults_reallocating()
+    if outside < 100:
+        pytest.skip(f"this kernel serves 64 MB with only {outside} faults (huge pages); nothing to observe")
+    with keep_freed_memory():
+        with keep_freed_memory():  # e.g. an evaluation inside a training loop
+            pass
+        still_inside = _faults_reallocating()
+    assert still_inside * 10 < outside
+    assert allocator._depth == 0  # the outermost exit restored the defaults
+
+
 def test_no_op_outside_linux(monkeypatch):
     monkeypatch.setattr(sys, "platform", "darwin")
     with keep_freed_memory() as applied:

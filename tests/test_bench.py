@@ -55,6 +55,25 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match="--resume"):
         Bench("quick", out)
 
+    # re-timing re-runs every timed stage, checks it rebuilds the evaluated sets, keeps accuracies
+    retimed = Bench("quick", out, resume=True).retime()
+    assert retimed["retimed"]["cells"] > 0 and "Timings re-measured" in (out / "results.md").read_text()
+    for ipc, row in retimed["accuracy"].items():
+        for m in ("random+ls", "mgdd", "scratch"):
+            assert row[m]["mean"] == r["accuracy"][ipc][m]["mean"]
+    cell = json.loads((out / "cells" / "mgdd-ipc5.json").read_text())
+    assert cell["retimed"]["previous_seconds"] == r["accuracy"]["5"]["mgdd"]["seconds"]
+    assert cell["seconds"] == retimed["accuracy"]["5"]["mgdd"]["seconds"]
+    assert "retimed" in json.loads((out / "cells" / "krr-fresh-ipc5-step4.json").read_text())
+    # a stored set that the code no longer rebuilds stops the re-time before anything is written
+    before = {p.name: p.read_text() for p in (out / "cells").glob("*.json")}
+    tampered = DistilledSet.load(out / "sets" / "random+ls-ipc1.safetensors")
+    DistilledSet(tampered.images + 1, tampered.labels, tampered.meta).save(
+        out / "sets" / "random+ls-ipc1.safetensors", force=True)
+    with pytest.raises(UsageError, match="random\\+ls-ipc1 rebuilt differently"):
+        Bench("quick", out, resume=True).retime()
+    assert {p.name: p.read_text() for p in (out / "cells").glob("*.json")} == before
+
 
 def test_snapshot_added_after_the_run_replays_the_same_trajectory(tmp_path, monkeypatch):
     import torch
