@@ -15,6 +15,7 @@ plots/*.png.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import platform
 import sys
@@ -123,7 +124,7 @@ class Bench:
             ds.save(set_path, force=True)
         res = evaluate(ds, self.dataset, model=model, epochs=self.cfg["eval_epochs"], runs=self.cfg["runs"],
                        seed=self.seed, progress=self.progress)
-        return {"accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"],
+        return {"accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"], "set_sha256": set_digest(ds),
                 "accuracies": [r["accuracy"] for r in res["per_run"]], "model": model, "epochs": res["epochs"],
                 "runs": res["runs"], "label_kind": res["label_kind"], "set": str(set_path.relative_to(self.out))}
 
@@ -291,15 +292,24 @@ class Bench:
         cells = {p.stem: read_json(p) for p in sorted((self.out / "cells").glob("*.json"))}
         new = {}  # cell name -> {"seconds", "timing"}
 
-        def check_same(name, ds):
-            stored = DistilledSet.load(self.out / cells[name]["set"])
-            if not (torch.equal(stored.images, ds.images) and torch.equal(stored.labels, ds.labels)):
+        def check_same(name, ds) -> bool:
+            """Whether ``ds`` could be checked against the evaluated set (raises if it differs)."""
+            path, digest = self.out / cells[name]["set"], cells[name].get("set_sha256")
+            if path.exists():
+                stored = DistilledSet.load(path)
+                same = torch.equal(stored.images, ds.images) and torch.equal(stored.labels, ds.labels)
+            elif digest:
+                same = set_digest(ds) == digest
+            else:
+                return False  # sets are not committed: a cell from a run before digests were recorded
+            if not same:
                 raise UsageError(f"re-time: {name} rebuilt differently from the evaluated set, so its accuracy "
                                  "would not carry over; nothing was changed. Re-run that cell instead.")
+            return True
 
         def record(name, ds, seconds):
-            check_same(name, ds)
-            new[name] = {"seconds": seconds, "timing": ds.meta.get("timing", {})}
+            verified = check_same(name, ds)
+            new[name] = {"seconds": seconds, "timing": ds.meta.get("timing", {}), "verified": verified}
 
         obj, seed = self.objective(), self.seed
         for ipc in self.cfg["ipcs"]:
@@ -317,7 +327,7 @@ class Bench:
             if not all(torch.equal(v, stored[k]) for k, v in gen.state_dict().items()):
                 raise UsageError(f"re-time: {adapt_name} adapted to different weights than the stored generator; "
                                  "nothing was changed. Re-run the bench for it instead.")
-            new[adapt_name] = {"seconds": log["seconds"]}
+            new[adapt_name] = {"seconds": log["seconds"], "verified": True}
             for ipc in self.cfg["ipcs"]:
                 name = f"{label}-ipc{ipc}"
                 if name in cells:
@@ -340,8 +350,9 @@ class Bench:
         # every stage matched: replace the seconds, keeping what was measured before
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         for name, upd in new.items():
-            c = cells[name]
-            c["retimed"] = {"at": stamp, "previous_seconds": c.get("seconds"), "previous_timing": c.get("timing")}
+            c, upd = cells[name], dict(upd)
+            c["retimed"] = {"at": stamp, "verified": upd.pop("verified"), "previous_seconds": c.get("seconds"),
+                            "previous_timing": c.get("timing")}
             c.update(upd)
             write_json(self.out / "cells" / f"{name}.json", c, force=True)
         return self.run()
@@ -443,7 +454,11 @@ class Bench:
             lines[2:2] = [f"**Timings re-measured** with `--retime` ({r['retimed']['at']}, {r['retimed']['cells']} "
                           "cells): every timed stage was re-run with the current code on this machine and rebuilt "
                           "bit-identical sets, so the accuracies are those of the original evaluations. Each cell "
-                          "keeps its earlier seconds under `retimed`.", ""]
+                          "keeps its earlier seconds under `retimed`."
+                          + (f" {len(r['retimed']['unverified'])} cells could not be checked: their sets predate "
+                             "the recorded digests and are no longer on disk (sets are not committed); they were "
+                             "rebuilt by the same seeded code as the checked ones." if r["retimed"]["unverified"]
+                             else ""), ""]
         for ipc in ipcs:
             a = r["accuracy"][str(ipc)]
             best = a["acceleration"]["krr_best"]
@@ -600,9 +615,20 @@ def _at22_text(x) -> str:
     return f"{100 * at22:.2f}" if at22 is not None else "past the last snapshot"
 
 
+def set_digest(ds: DistilledSet) -> str:
+    """SHA-256 of a set's images and labels: lets --retime check a set that is no longer on disk."""
+    h = hashlib.sha256()
+    for t in (ds.images.float(), ds.labels.float()):
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _retimed(cells) -> dict | None:
-    stamps = [c["retimed"]["at"] for c in cells.values() if "retimed" in c]
-    return {"at": max(stamps), "cells": len(stamps)} if stamps else None
+    done = [c["retimed"] for c in cells.values() if "retimed" in c]
+    if not done:
+        return None
+    return {"at": max(d["at"] for d in done), "cells": len(done),
+            "unverified": sorted(k for k, c in cells.items() if "retimed" in c and not c["retimed"]["verified"])}
 
 
 def _bench_cost(cells) -> dict:
