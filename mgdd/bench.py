@@ -681,6 +681,8 @@ def _interp_curve(curve, seconds):
 def bench_cli(args) -> None:
     if args.retime and args.force:
         raise UsageError("--retime re-measures a finished run and cannot be combined with --force.")
+    if args.retime and not (Path(args.out) / "results.json").exists():  # before Bench creates any folder
+        raise UsageError(f"{args.out} holds no finished run to re-time; finish it first with --resume.")
     b = Bench(args.preset, args.out, data_dir=args.data_dir, resume=args.resume or args.retime, force=args.force,
               seed=args.seed,
               progress=not args.quiet and sys.stderr.isatty())

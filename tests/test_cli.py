@@ -89,12 +89,15 @@ def test_adapt_generate_distill(tmp_path, tiny_npz, capsys):
     (["baseline", "random+ls", "--dataset", "npz:{npz}", "--ipc", "1", "--lam", "-1", "--out", "{tmp}/a.safetensors"],
      2, "must be a finite number > 0"),
     (["evaluate", "{tmp}/x.safetensors", "--model", "vgg"], 2, "unknown model"),
+    (["bench", "--preset", "quick", "--out", "{tmp}/none", "--retime"], 2, "no finished run to re-time"),
+    (["bench", "--preset", "quick", "--out", "{tmp}/none", "--retime", "--force"], 2, "cannot be combined"),
 ])
 def test_bad_input_one_clear_error(tmp_path, tiny_npz, args, code, message):
     args = [a.format(tmp=tmp_path, npz=tiny_npz) for a in args]
     r = subprocess.run([sys.executable, "-m", "mgdd", *args], capture_output=True, text=True)
     assert r.returncode == code, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "none").exists()  # a refused command writes nothing
 
 
 def test_existing_output_is_kept(tmp_path, tiny_npz, capsys):
