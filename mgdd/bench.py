@@ -9,7 +9,9 @@ One process, one machine, every stage timed:
   unseen     mgdd adapted on a subset of IPCs only, generating an IPC it never saw
 Every cell (distilled set + evaluation) is written to OUT/cells/ as it finishes, so an
 interrupted run resumes where it stopped (--resume). Outputs: results.json, results.md,
-plots/*.png.
+plots/*.png. A run that spanned sessions or code changes can have its timings re-measured in
+one pass (--retime): every stage is re-run, checked to rebuild the evaluated set bit for bit,
+and only its seconds are replaced.
 """
 
 from __future__ import annotations
