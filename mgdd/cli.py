@@ -221,7 +221,7 @@ def cmd_evaluate(args):
                    lr=args.lr, dsa=args.dsa, progress=_progress(args))
     res.update(file=str(args.file), dataset=dataset.name, ipc=ds.meta.get("ipc"), method=ds.meta.get("method"))
     _table([[res["method"], res["ipc"], res["model"], res["epochs"], res["runs"],
-             f"{100 * res['accuracy_mean']:.2f} +- {100 * res['accuracy_std']:.2f}"]],
+             _accuracy_text(res)]],
            ["method", "ipc", "model", "epochs", "runs", "test accuracy %"])
     if args.out:
         write_json(args.out, res, force=args.force)
@@ -313,7 +313,7 @@ def cmd_distill(args):
         if args.evaluate:
             res = evaluate(ds, dataset, epochs=args.epochs, runs=args.runs, seed=args.seed, progress=_progress(args))
             entry["evaluation"] = res
-            acc = f"{100 * res['accuracy_mean']:.2f} +- {100 * res['accuracy_std']:.2f}"
+            acc = _accuracy_text(res)
         rows.append([ipc, entry["images"], f"{entry['generate_seconds']:.2f}", f"{entry['label_seconds']:.2f}",
                      acc or "-", entry["file"]])
     write_json(Path(args.out) / "summary.json", summary, force=True)
@@ -326,6 +326,12 @@ def cmd_distill(args):
 def cmd_meta_train(args):
     from .meta import meta_train_cli
     meta_train_cli(args)
+
+
+def _accuracy_text(res) -> str:
+    # a spread needs at least two runs; one run reports its accuracy alone
+    mean = f"{100 * res['accuracy_mean']:.2f}"
+    return f"{mean} +- {100 * res['accuracy_std']:.2f}" if res["runs"] > 1 else f"{mean} (1 run)"
 
 
 def cmd_bench(args):

@@ -31,7 +31,7 @@ def test_baseline_evaluate_export(tmp_path, tiny_npz, capsys):
     assert code == 0 and out.exists() and (tmp_path / "r.png").exists()
     code, text, _ = run(capsys, "evaluate", str(out), "--epochs", "2", "--runs", "2", "--model", "mlp",
                         "--out", str(tmp_path / "res.json"), "--quiet")
-    assert code == 0 and "test accuracy" in text
+    assert code == 0 and "test accuracy" in text and "+-" in text
     res = json.loads((tmp_path / "res.json").read_text())
     assert res["runs"] == 2 and 0 <= res["accuracy_mean"] <= 1 and len(res["per_run"]) == 2
     code, _, _ = run(capsys, "export", str(out), "--out", str(tmp_path / "exp"))
@@ -68,6 +68,7 @@ def test_adapt_generate_distill(tmp_path, tiny_npz, capsys):
     code, text, err = run(capsys, "distill", "--dataset", ds, "--ipc", "1,3", "--steps", "2", "--from", "scratch",
                           "--out", str(tmp_path / "D"), "--evaluate", "--epochs", "2", *OBJ)
     assert code == 0, err
+    assert "(1 run)" in text and "+-" not in text  # no spread from a single run
     summary = json.loads((tmp_path / "D" / "summary.json").read_text())
     assert set(summary["sets"]) == {"1", "3"} and "evaluation" in summary["sets"]["3"]
     assert (tmp_path / "D" / "ipc3.png").exists() and (tmp_path / "D" / "generator" / "model.safetensors").exists()
