@@ -292,7 +292,7 @@ class Bench:
         from .generator import MetaGenerator
         self.objective()
         cells = {p.stem: read_json(p) for p in sorted((self.out / "cells").glob("*.json"))}
-        new = {}  # cell name -> {"seconds", "timing"}
+        new = {}  # cell name -> {"seconds", "timing", "verified"[, "set_sha256"]}
 
         def check_same(name, ds) -> bool:
             """Whether ``ds`` could be checked against the evaluated set (raises if it differs)."""
@@ -312,6 +312,8 @@ class Bench:
         def record(name, ds, seconds):
             verified = check_same(name, ds)
             new[name] = {"seconds": seconds, "timing": ds.meta.get("timing", {}), "verified": verified}
+            if verified:  # from now on the cell can be checked even after its set file is gone
+                new[name]["set_sha256"] = set_digest(ds)
 
         obj, seed = self.objective(), self.seed
         for ipc in self.cfg["ipcs"]:
@@ -325,11 +327,14 @@ class Bench:
             label, c = adapt_name[: -len("-adapt")], cells[adapt_name]
             self._progress_note(adapt_name)
             gen, _, log = self._adapted_generator("scratch" if c["from"] == "scratch" else "meta", c["ipcs"], c["steps"])
-            stored = MetaGenerator.from_pretrained(self.out / "sets" / f"{label}-generator").state_dict()
-            if not all(torch.equal(v, stored[k]) for k, v in gen.state_dict().items()):
-                raise UsageError(f"re-time: {adapt_name} adapted to different weights than the stored generator; "
-                                 "nothing was changed. Re-run the bench for it instead.")
-            new[adapt_name] = {"seconds": log["seconds"], "verified": True}
+            gen_path = self.out / "sets" / f"{label}-generator"
+            if gen_path.exists():
+                stored = MetaGenerator.from_pretrained(gen_path).state_dict()
+                if not all(torch.equal(v, stored[k]) for k, v in gen.state_dict().items()):
+                    raise UsageError(f"re-time: {adapt_name} adapted to different weights than the stored "
+                                     "generator; nothing was changed. Re-run the bench for it instead.")
+            # without the stored weights, the sets it generates below are still checked
+            new[adapt_name] = {"seconds": log["seconds"], "verified": gen_path.exists()}
             for ipc in self.cfg["ipcs"]:
                 name = f"{label}-ipc{ipc}"
                 if name in cells:

@@ -66,10 +66,14 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     assert cell["seconds"] == retimed["accuracy"]["5"]["mgdd"]["seconds"]
     assert json.loads((out / "cells" / "krr-fresh-ipc5-step4.json").read_text())["retimed"]["verified"]
     assert retimed["retimed"]["unverified"] == []
-    # a set no longer on disk is checked against the digest its cell recorded
+    # a set no longer on disk is checked against the digest its cell recorded; lost generator
+    # weights leave the adaptation unchecked but its generated sets are still checked
+    import shutil
     (out / "sets" / "herding-ipc5.safetensors").unlink()
-    Bench("quick", out, resume=True).retime()
+    shutil.rmtree(out / "sets" / "scratch-generator")
+    again = Bench("quick", out, resume=True).retime()
     assert json.loads((out / "cells" / "herding-ipc5.json").read_text())["retimed"]["verified"]
+    assert again["retimed"]["unverified"] == ["scratch-adapt"]
     # a stored set that the code no longer rebuilds stops the re-time before anything is written
     before = {p.name: p.read_text() for p in (out / "cells").glob("*.json")}
     tampered = DistilledSet.load(out / "sets" / "random+ls-ipc1.safetensors")
