@@ -9,13 +9,14 @@ output. The same loop adapts from the meta generator (mgdd) or from random init
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from .allocator import keep_freed_memory
-from .checkpoint import Interrupted, check_finite, graceful_stop, load_state, save_state, step_rng
+from .checkpoint import check_finite, graceful_stop, load_state, load_weights, save_state, step_rng
 from .data import check_ipc, sample_init
 from .errors import UsageError, check_range
 from .generate import synthesize
@@ -25,8 +26,12 @@ from .objective import KRRObjective
 
 def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1, 10, 50), lr: float = 1e-3,
           seed: int = 0, checkpoint=None, checkpoint_every: int = 25, resume: bool = False,
-          progress: bool = True, classes=None) -> dict:
-    """Adapt ``generator`` in place. Returns {"seconds", "history", "steps", ...}."""
+          progress: bool = True, classes=None, source: str | None = None) -> dict:
+    """Adapt ``generator`` in place. Returns {"seconds", "history", "steps", ...}.
+
+    ``source`` names where the generator came from (meta, scratch, a folder); it is recorded
+    in the checkpoint so that a resume from another source is refused.
+    """
     dataset = objective.dataset
     check_range("steps", steps, 0)
     check_range("lr", lr, 0, low_open=True)
@@ -42,16 +47,21 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
     generator.to(objective.device)
     opt = torch.optim.Adam(generator.parameters(), lr=lr)
     start_step, elapsed, history = 0, 0.0, []
+    # what makes this run this run: a resume must match it (checkpoint.check_same_settings)
+    settings = {"ipcs": ipcs, "lr": lr, "seed": seed, "source": source, "dataset": dataset.identity(),
+                "objective": objective.describe(), "generator": asdict(generator.config),
+                "classes": None if classes is None else list(classes)}
     if resume and checkpoint and Path(checkpoint).exists():
-        tensors, info = load_state(checkpoint, opt)
-        generator.load_state_dict(tensors)
+        tensors, info = load_state(checkpoint, opt, settings=settings, steps=steps)
+        load_weights(generator, tensors, checkpoint)
         start_step, elapsed, history = info["step"], info["seconds"], info["history"]
     generator.train()
 
     def save(step):
         if checkpoint:
             save_state(checkpoint, generator.state_dict(), opt,
-                       {"step": step, "seconds": elapsed, "history": history, "ipcs": ipcs, "lr": lr, "seed": seed})
+                       {"step": step, "seconds": elapsed, "history": history, "ipcs": ipcs, "lr": lr, "seed": seed,
+                        "settings": settings})
 
     bar = tqdm(range(start_step, steps), desc="adapt", disable=not progress, initial=start_step, total=steps)
     # the step frees and re-allocates large activations: keep them in the heap (allocator.py)
@@ -78,7 +88,8 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
                 save(step + 1)
             if stop.requested:
                 save(step + 1)
-                raise Interrupted(f"adaptation interrupted at step {step + 1}/{steps}; checkpoint saved to "
+                raise stop.interrupted(f"adaptation interrupted at step {step + 1}/{steps}; checkpoint saved to "
                                   f"{checkpoint}. Rerun with --resume to continue.")
     generator.eval()
     return {"steps": steps, "seconds": elapsed, "history": history, "ipcs": ipcs, "lr": lr, "seed": seed}
+

@@ -17,10 +17,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .allocator import keep_freed_memory
-from .checkpoint import Interrupted, check_finite, graceful_stop, load_state, save_state, step_rng
+from .checkpoint import check_finite, graceful_stop, load_state, save_state, step_rng
 from .data import Dataset, check_ipc, sample_init
 from .distilled import DistilledSet
-from .errors import UsageError, check_range, unknown_name
+from .errors import CorruptFile, check_range, unknown_name
 from .generate import distilled_meta
 from .objective import KRRObjective
 
@@ -106,10 +106,13 @@ def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: f
     x = x0.clone().to(objective.device).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
     start, elapsed, history = 0, 0.0, []
+    settings = {"ipc": ipc, "lr": lr, "seed": seed, "dataset": dataset.identity(),
+                "objective": objective.describe()}
     if resume and checkpoint and Path(checkpoint).exists():
-        tensors, info = load_state(checkpoint, opt)
-        if tensors["x"].shape != x.shape:
-            raise UsageError(f"checkpoint {checkpoint} is for another IPC; remove it or drop --resume.")
+        tensors, info = load_state(checkpoint, opt, settings=settings, steps=steps)
+        if "x" not in tensors or tensors["x"].shape != x.shape:
+            raise CorruptFile(f"checkpoint {checkpoint} does not hold a {tuple(x.shape)} set; remove it or "
+                              "drop --resume.")
         with torch.no_grad():
             x.copy_(tensors["x"].to(x.device))
         start, elapsed, history = info["step"], info["seconds"], info["history"]
@@ -130,7 +133,7 @@ def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: f
     def save(step):
         if checkpoint:
             save_state(checkpoint, {"x": x}, opt, {"step": step, "seconds": elapsed, "history": history,
-                                                  "ipc": ipc, "lr": lr, "seed": seed})
+                                                  "ipc": ipc, "lr": lr, "seed": seed, "settings": settings})
 
     if start == 0 and 0 in snapshots:
         snapshot(0)
@@ -156,7 +159,7 @@ def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: f
                 save(step + 1)
             if stop.requested:
                 save(step + 1)
-                raise Interrupted(f"krr-pixel interrupted at step {step + 1}/{steps}; checkpoint saved to "
+                raise stop.interrupted(f"krr-pixel interrupted at step {step + 1}/{steps}; checkpoint saved to "
                                   f"{checkpoint}. Rerun with --resume to continue.")
     return result if result is not None else snapshot(steps)
 

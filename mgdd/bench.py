@@ -205,10 +205,9 @@ class Bench:
         return results
 
     def _adapted_generator(self, source, ipcs, steps, checkpoint=None):
-        torch.manual_seed(self.seed)  # scratch weights are drawn from it
-        gen, origin = load_generator(source, self.dataset.channels)
+        gen, origin = load_generator(source, self.dataset.channels, seed=self.seed)  # scratch weights use the seed
         log = adapt(gen, self.objective(), steps=steps, ipcs=ipcs, lr=self.cfg["lr_adapt"], seed=self.seed,
-                    checkpoint=checkpoint, resume=checkpoint is not None, progress=self.progress)
+                    checkpoint=checkpoint, resume=checkpoint is not None, progress=self.progress, source=origin)
         return gen, origin, log
 
     def _adapt(self, source, label, ipcs, steps=None):

@@ -13,6 +13,7 @@ they write a checkpoint and raise ``Interrupted``.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import signal
@@ -20,14 +21,21 @@ from pathlib import Path
 
 import torch
 
-from .errors import CorruptFile, MgddError, NonFiniteLoss
+from .errors import CorruptFile, MgddError, NonFiniteLoss, UsageError
 from .io import load_tensors, save_tensors, state_from_tensors, tensors_to_state
 
 STATE_FORMAT = "mgdd.training-state/1"
 
 
 class Interrupted(MgddError):
-    exit_code = 130
+    """A loop stopped by a signal after saving its checkpoint; exits 128 + the signal number
+    (130 for SIGINT, 143 for SIGTERM), the shell convention."""
+
+    exit_code = 128 + signal.SIGINT
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 def save_state(path, tensors: dict, optimizer, info: dict) -> None:
@@ -36,11 +44,22 @@ def save_state(path, tensors: dict, optimizer, info: dict) -> None:
     save_tensors(path, flat, {"format": STATE_FORMAT, "optimizer": spec, **info}, force=True)
 
 
-def load_state(path, optimizer=None) -> tuple:
-    """(tensors, info); loads the optimizer state in place when given."""
+def load_state(path, optimizer=None, settings: dict | None = None, steps: int | None = None) -> tuple:
+    """(tensors, info); loads the optimizer state in place when given.
+
+    With ``settings``, a resume is refused (before anything is loaded) when the checkpoint
+    was written with other settings, naming each one that differs: a resumed run must be
+    the run that was interrupted. ``steps`` may grow (the run continues further, as an
+    uninterrupted run of that length would) but not fall below the checkpoint's step.
+    """
     raw, info = load_tensors(path)
     if info.get("format") != STATE_FORMAT:
         raise CorruptFile(f"{path} is not an mgdd training checkpoint.")
+    if settings is not None:
+        check_same_settings(path, info, settings)
+    if steps is not None and info.get("step", 0) > steps:
+        raise UsageError(f"{path} is at step {info['step']}, past --steps {steps}; give --steps >= {info['step']} "
+                         "to continue that run, or start over without --resume.")
     tensors = {k[len("param."):]: v for k, v in raw.items() if k.startswith("param.")}
     if optimizer is not None and info.get("optimizer") is not None:
         state = state_from_tensors(info["optimizer"], raw)
@@ -50,6 +69,37 @@ def load_state(path, optimizer=None) -> tuple:
         except (ValueError, KeyError, TypeError) as e:
             raise CorruptFile(f"{path}: optimizer state does not fit ({e}); start without --resume.") from None
     return tensors, info
+
+
+def check_same_settings(path, info: dict, settings: dict) -> None:
+    """Refuse a resume whose settings differ from the checkpoint's, naming every difference.
+
+    Checkpoints from before settings were recorded carry some of them at the top level
+    (ipc/ipcs, lr, seed); those are compared, the rest cannot be.
+    """
+    settings = json.loads(json.dumps(settings))  # tuples -> lists, as stored
+    saved = info.get("settings")
+    if not isinstance(saved, dict):
+        saved = {k: info[k] for k in settings if k in info}
+    differ = [f"{k} {_show(saved[k])} (now {_show(v)})" for k, v in settings.items()
+              if k in saved and saved[k] != v]
+    if differ:
+        raise UsageError(f"{path} belongs to a run with other settings: {'; '.join(differ)}. Resume with the same "
+                         "settings, or start over without --resume (another --out, or delete the checkpoint).")
+
+
+def _show(v) -> str:
+    text = json.dumps(v, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def load_weights(model: torch.nn.Module, tensors: dict, path) -> None:
+    try:
+        model.load_state_dict(tensors)
+    except (RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise CorruptFile(f"{path}: the checkpoint's weights do not fit this model ({first}); start over "
+                          "without --resume.") from None
 
 
 def step_rng(seed: int, step: int) -> random.Random:
@@ -66,6 +116,10 @@ def check_finite(loss: torch.Tensor, step: int, checkpoint) -> None:
 
 class StopFlag:
     requested = False
+    signum = signal.SIGINT
+
+    def interrupted(self, message: str) -> Interrupted:
+        return Interrupted(message, self.signum)
 
 
 @contextlib.contextmanager
@@ -73,7 +127,7 @@ def graceful_stop():
     flag = StopFlag()
 
     def handler(signum, frame):
-        flag.requested = True
+        flag.requested, flag.signum = True, signum
 
     old = {}
     for sig in (signal.SIGINT, signal.SIGTERM):

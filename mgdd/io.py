@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import struct
 import tempfile
 from pathlib import Path
@@ -30,24 +31,90 @@ _DTYPE_SIZES = {
 
 
 def check_output(path, force: bool = False) -> Path:
-    """Fail early (before any work) if ``path`` exists without force or is not writable."""
+    """Fail early (before any work) unless ``path`` may be written.
+
+    An existing path is replaced only with ``force``, and only when it is a regular file (not
+    a folder, a device, a FIFO or a symbolic link): mgdd never writes over anything else.
+    """
+    if str(path) == "":
+        raise UsageError("the output path is empty; give a file name.")
     path = Path(path)
-    if path.exists() and not force:
-        raise UsageError(f"{path} already exists; pass --force to overwrite it.")
-    parent = path.parent if str(path.parent) else Path(".")
+    if os.path.lexists(path):
+        if not is_regular_file(path):
+            raise UsageError(f"{path} exists and is not a regular file ({_kind(path)}); mgdd never writes over "
+                             "it, even with --force. Choose another output path.")
+        if not force:
+            raise UsageError(f"{path} already exists; pass --force to overwrite it.")
+    # the folder is made only when the file is written; here we check that it could be: the
+    # nearest existing ancestor must be a writable folder
+    parent = Path(os.path.abspath(path)).parent
+    ancestor = parent
+    while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"cannot create folder {parent}: {ancestor} is a file, not a folder. "
+                         "Choose another output path.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot create {path}: folder {ancestor} is not writable. Choose another output path.")
+    return path
+
+
+def make_parent(path) -> None:
+    """Create ``path``'s folder (and its parents) for writing, with one clear error if we cannot."""
+    parent = Path(path).parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"cannot create folder {parent}: {e.strerror}. Choose another --out.") from None
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"folder {parent} is not writable. Choose another --out.")
-    return path
+        raise UsageError(f"cannot create folder {parent}: {e.strerror}. Choose another output path.") from None
+
+
+def is_regular_file(path) -> bool:
+    """True for a regular file itself (a symbolic link is not followed)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _kind(path) -> str:
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return "unreadable"
+    for test, name in [(stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")]:
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def same_file(a, b) -> bool:
+    """Whether two paths name the same file (or would: compared after resolving links)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def inside(path, folder) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (after resolving links)."""
+    p, f = os.path.realpath(path), os.path.realpath(folder)
+    return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
 
 
 @contextlib.contextmanager
 def atomic_path(path, force: bool = False):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+    """Yield a temporary path beside ``path``; move it onto ``path`` on success.
+
+    With ``force`` the move is a rename over the old regular file. Without it the move is a
+    hard link, which fails if ``path`` appeared since ``check_output`` (say, a second run
+    onto the same output): an existing file is never replaced without ``force``.
+    """
     path = check_output(path, force)
+    make_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
@@ -55,7 +122,20 @@ def atomic_path(path, force: bool = False):
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        if force:
+            if os.path.lexists(path) and not is_regular_file(path):  # appeared since the check
+                raise UsageError(f"{path} exists and is not a regular file ({_kind(path)}); not replaced.")
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise UsageError(f"{path} appeared while mgdd was writing it (another run?); it was kept. "
+                                 "Pass --force to overwrite it.") from None
+            except OSError:  # a file system without hard links: check, then rename
+                if os.path.lexists(path):
+                    raise UsageError(f"{path} already exists; pass --force to overwrite it.") from None
+                os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -97,7 +177,8 @@ def _validate_header(path: Path, raw: bytes) -> dict:
         raise CorruptFile(f"{path} is too short to be a safetensors file ({len(raw)} bytes).")
     (n,) = struct.unpack("<Q", raw[:8])
     if n > MAX_HEADER_BYTES or 8 + n > len(raw):
-        raise CorruptFile(f"{path} has a bad or truncated safetensors header; re-create the file.")
+        raise CorruptFile(f"{path} is not a safetensors file, or is truncated (its header length is "
+                          "impossible); re-create the file.")
     try:
         header = json.loads(raw[8 : 8 + n])
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -125,16 +206,27 @@ def _validate_header(path: Path, raw: bytes) -> dict:
 
 
 def load_tensors(path) -> tuple[dict, dict]:
-    """Load (tensors, metadata) written by ``save_tensors``. Never unpickles."""
+    """Load (tensors, metadata) written by ``save_tensors``. Never unpickles.
+
+    A file is recognised as safetensors by parsing its header (an 8-byte length, then JSON);
+    only when that fails do we say what else it looks like. (The first byte alone says
+    nothing: it is the low byte of the header length, 0x80 for one valid file in 32.)
+    """
     path = Path(path)
     if not path.is_file():
         raise MgddError(f"{path} does not exist or is not a file.")
-    raw = path.read_bytes()
-    if raw[:1] == b"\x80" or raw[:2] == b"PK":
-        kind = "a zip archive (torch.save or .npz)" if raw[:2] == b"PK" else "a pickle"
-        raise CorruptFile(f"{path} is {kind}, not a safetensors file; mgdd loads only safetensors "
-                          "files and never unpickles.")
-    header = _validate_header(path, raw)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise MgddError(f"{path} could not be read ({e.strerror}).") from None
+    try:
+        header = _validate_header(path, raw)
+    except CorruptFile as e:
+        kind = _looks_like(raw)
+        if kind:
+            raise CorruptFile(f"{path} is {kind}, not a safetensors file; mgdd loads only safetensors "
+                              "files and never unpickles.") from None
+        raise e from None
     meta_raw = (header.get("__metadata__") or {}).get("mgdd")
     if meta_raw is None:
         raise CorruptFile(f"{path} is a safetensors file but not one written by mgdd (no 'mgdd' metadata).")
@@ -146,6 +238,19 @@ def load_tensors(path) -> tuple[dict, dict]:
     if not isinstance(meta, dict):
         raise CorruptFile(f"{path}: mgdd metadata is not a JSON object.")
     return tensors, meta
+
+
+def _looks_like(raw: bytes) -> str | None:
+    """What a file that is not safetensors looks like, from its magic bytes (None: no idea)."""
+    if raw[:4] == b"PK\x03\x04":
+        return "a zip archive (torch.save or .npz)"
+    if raw[:6] == b"\x93NUMPY":
+        return "a NumPy .npy array"
+    if raw[:1] == b"\x80" and raw[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a pickle"
+    if raw[:2] == b"\x1f\x8b":
+        return "a gzip file"
+    return None
 
 
 def tensors_to_state(prefix: str, state, tensors: dict):

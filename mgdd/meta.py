@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -26,11 +27,11 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .allocator import keep_freed_memory
-from .checkpoint import Interrupted, check_finite, graceful_stop, load_state, save_state, step_rng
+from .checkpoint import check_finite, graceful_stop, load_state, load_weights, save_state, step_rng
 from .data import sample_init
 from .errors import UsageError, check_range
 from .generate import synthesize
-from .generator import GeneratorConfig, MetaGenerator
+from .generator import MetaGenerator
 from .objective import KRRObjective
 
 
@@ -129,26 +130,33 @@ def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: in
         raise UsageError(f"--ipc-range minimum {lo} is larger than the smallest source class ({smallest}).")
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if min_classes > dataset.num_classes:
+        raise UsageError(f"--min-classes {min_classes} is more than the {dataset.num_classes} classes of "
+                         f"{dataset.name}; use --min-classes <= {dataset.num_classes}.")
     generator.to(objective.device)
     outer = torch.optim.Adam(generator.parameters(), lr=meta_lr) if algorithm == "fomaml" else None
     start, elapsed, history = 0, 0.0, []
+    settings = {"algorithm": algorithm, "meta_steps": meta_steps, "tasks_per_step": tasks_per_step,
+                "inner_steps": inner_steps, "inner_lr": inner_lr, "meta_lr": meta_lr, "ipc_range": [lo, hi],
+                "min_classes": min_classes, "seed": seed, "source": dataset.name, "world_size": world}
+    # a resume must be the interrupted run: everything but the step count (and world size,
+    # which does not change the result) must match
+    must_match = {k: v for k, v in settings.items() if k not in ("meta_steps", "world_size")}
+    must_match.update(dataset=dataset.identity(), objective=objective.describe(), generator=asdict(generator.config))
     if resume and checkpoint and Path(checkpoint).exists():
-        tensors, info = load_state(checkpoint, outer)
-        generator.load_state_dict(tensors)
+        tensors, info = load_state(checkpoint, outer, settings=must_match, steps=meta_steps)
+        load_weights(generator, tensors, checkpoint)
         start, elapsed, history = info["step"], info["seconds"], info["history"]
 
     def save(step):
         if checkpoint and rank == 0:
             save_state(checkpoint, generator.state_dict(), outer,
                        {"step": step, "seconds": elapsed, "history": history, "algorithm": algorithm,
-                        "world_size": world, "settings": settings})
+                        "world_size": world, "settings": {**settings, **must_match}})
             if log_path:
                 from .io import write_json
                 write_json(log_path, {"settings": settings, "history": history}, force=True)
 
-    settings = {"algorithm": algorithm, "meta_steps": meta_steps, "tasks_per_step": tasks_per_step,
-                "inner_steps": inner_steps, "inner_lr": inner_lr, "meta_lr": meta_lr, "ipc_range": [lo, hi],
-                "min_classes": min_classes, "seed": seed, "source": dataset.name, "world_size": world}
     bar = tqdm(range(start, meta_steps), desc=f"meta-train ({algorithm})", initial=start, total=meta_steps,
                disable=not progress or rank != 0)
     # the step frees and re-allocates large activations: keep them in the heap (allocator.py)
@@ -189,56 +197,17 @@ def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: in
             stop_now = all_reduce_sum([stop_now])[0]
             if stop_now.item() > 0:
                 save(step + 1)
-                raise Interrupted(f"meta-training interrupted at step {step + 1}/{meta_steps}; checkpoint saved to "
+                raise stop.interrupted(f"meta-training interrupted at step {step + 1}/{meta_steps}; checkpoint saved to "
                                   f"{checkpoint}. Rerun with --resume to continue.")
     return {"settings": settings, "history": history, "seconds": elapsed}
 
 
 # ---------------------------------------------------------------------------- CLI entry
 
-def _init_distributed() -> bool:
+def init_distributed() -> bool:
+    """Join the torchrun process group when launched with WORLD_SIZE > 1; True if this call did."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)
         return True
     return False
-
-
-def meta_train_cli(args) -> None:
-    import platform
-
-    from .cli import _objective, _progress
-    from .data import load_dataset
-    from .io import check_output
-
-    if len(args.ipc_range) != 2 or not 1 <= args.ipc_range[0] <= args.ipc_range[1]:
-        raise UsageError(f"--ipc-range must be min,max with 1 <= min <= max (e.g. 1,50); got {args.ipc_range}.")
-    started = _init_distributed()
-    try:
-        out = Path(args.out)
-        if (not dist.is_initialized()) or dist.get_rank() == 0:
-            check_output(out / "model.safetensors", args.force or args.resume)
-        dataset = load_dataset(args.source, args.data_dir, args.download)
-        objective = _objective(args, dataset)
-        torch.manual_seed(args.seed)
-        generator = MetaGenerator(GeneratorConfig(channels=dataset.channels))
-        out.mkdir(parents=True, exist_ok=True)
-        log = meta_train(generator, objective, args.meta_steps, args.algorithm, args.tasks_per_step,
-                         args.inner_steps, args.inner_lr, args.meta_lr, tuple(args.ipc_range), args.min_classes,
-                         args.seed, checkpoint=out / "meta-checkpoint.safetensors",
-                         checkpoint_every=args.checkpoint_every, resume=args.resume, progress=_progress(args),
-                         log_path=out / "meta-log.json")
-        if (not dist.is_initialized()) or dist.get_rank() == 0:
-            import sys
-            generator.save_pretrained(out, metadata={
-                "kind": "meta generator", "source": dataset.name, "source_info": dataset.describe(),
-                "objective": objective.describe(), **log["settings"], "seconds": log["seconds"],
-                "hardware": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, "
-                            f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
-                "command": "mgdd " + " ".join(sys.argv[1:])}, force=True)
-            h = log["history"]
-            print(f"meta-trained {args.meta_steps} steps in {log['seconds']:.1f}s; inner loss "
-                  f"{h[0]['inner_first']:.4f} -> {h[-1]['inner_last']:.4f}; wrote {out}/")
-    finally:
-        if started:
-            dist.destroy_process_group()

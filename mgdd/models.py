@@ -140,4 +140,10 @@ MODELS = {
 def create_model(name: str, channels: int, num_classes: int, image_size=(28, 28)) -> nn.Module:
     if name not in MODELS:
         raise unknown_name("model", name, MODELS)
-    return MODELS[name](channels, num_classes, tuple(image_size))
+    try:
+        return MODELS[name](channels, num_classes, tuple(image_size))
+    except RuntimeError as e:  # a layer's output would be empty: the images are too small for it
+        h, w = image_size
+        first = str(e).strip().splitlines()[0][:160]
+        raise UsageError(f"model {name!r} does not fit {channels}x{h}x{w} images ({first}); "
+                         "use convnet or mlp for images this small.") from None

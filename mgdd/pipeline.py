@@ -33,8 +33,12 @@ def default_meta_generator() -> Path | None:
     return path if (path / "model.safetensors").is_file() else None
 
 
-def load_generator(source: str, channels: int) -> tuple:
-    """source: 'meta' (the shipped meta generator, scratch if none), 'scratch', or a path."""
+def load_generator(source: str, channels: int, seed: int | None = None) -> tuple:
+    """(generator, origin) for source 'meta' (the shipped meta generator, scratch if none),
+    'scratch', or a generator folder. ``seed`` seeds torch first: a scratch generator's
+    initial weights are part of the run's seed."""
+    if seed is not None:
+        torch.manual_seed(seed)
     if source == "scratch":
         return MetaGenerator(GeneratorConfig(channels=channels)), "scratch"
     shipped = source == "meta"
@@ -55,25 +59,39 @@ def load_generator(source: str, channels: int) -> tuple:
     return gen, source
 
 
+def distill_outputs(out_dir, ipcs) -> list:
+    """Every file ``distill`` writes into ``out_dir``."""
+    out_dir = Path(out_dir)
+    files = [out_dir / "summary.json", out_dir / "adapt-checkpoint.safetensors",
+             out_dir / "generator" / "model.safetensors", out_dir / "generator" / "config.json"]
+    for ipc in ipcs:
+        files += [out_dir / f"ipc{ipc}.safetensors", out_dir / f"ipc{ipc}.png"]
+    return files
+
+
 def distill(dataset, ipcs=(1, 10, 50), steps: int = 200, adapt_ipcs=None, source: str = "meta", out_dir=None,
             seed: int = 0, lr: float = 1e-3, objective: KRRObjective | None = None, resume: bool = False,
-            force: bool = False, progress: bool = True, data_dir=None, **objective_kwargs) -> dict:
+            force: bool = False, progress: bool = True, data_dir=None, write_summary: bool = True,
+            **objective_kwargs) -> dict:
+    """Adapt once and generate every IPC; with ``out_dir``, write the sets, grids, generator and
+    summary.json there. Existing outputs are replaced only with ``force``, or with ``resume``
+    (which continues the interrupted run that wrote them)."""
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, data_dir)
     ipcs = [int(i) for i in ipcs]
     adapt_ipcs = [int(i) for i in (adapt_ipcs or ipcs)]
     out_dir = Path(out_dir) if out_dir else None
+    replace = force or resume
     if out_dir is not None:
-        for ipc in ipcs:  # fail before any work, not after an hour
-            check_output(out_dir / f"ipc{ipc}.safetensors", force or resume)
+        for path in distill_outputs(out_dir, ipcs):  # fail before any work, not after an hour
+            check_output(path, replace)
     t0 = time.perf_counter()
     objective = objective or KRRObjective(dataset, seed=seed, **objective_kwargs)
     feature_seconds = time.perf_counter() - t0
-    torch.manual_seed(seed)  # a scratch generator's init is part of the run's seed
-    generator, origin = load_generator(source, dataset.channels)
+    generator, origin = load_generator(source, dataset.channels, seed=seed)
     ckpt = out_dir / "adapt-checkpoint.safetensors" if out_dir else None
     adapt_log = adapt(generator, objective, steps=steps, ipcs=adapt_ipcs, lr=lr, seed=seed, checkpoint=ckpt,
-                      resume=resume, progress=progress)
+                      resume=resume, progress=progress, source=origin)
     summary = {"dataset": dataset.describe(), "source": origin, "adapt_steps": steps, "adapt_ipcs": adapt_ipcs,
                "adapt_seconds": adapt_log["seconds"], "feature_seconds": feature_seconds,
                "objective": objective.describe(), "sets": {}}
@@ -84,12 +102,13 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int = 200, adapt_ipcs=None, source
         sets[ipc] = ds
         entry = {"images": len(ds.images), **ds.meta["timing"], "seen_in_adaptation": ipc in adapt_ipcs}
         if out_dir is not None:
-            entry["file"] = str(ds.save(out_dir / f"ipc{ipc}.safetensors", force=True))
-            entry["grid"] = str(save_grid(ds, out_dir / f"ipc{ipc}.png", force=True))
+            entry["file"] = str(ds.save(out_dir / f"ipc{ipc}.safetensors", force=replace))
+            entry["grid"] = str(save_grid(ds, out_dir / f"ipc{ipc}.png", force=replace))
         summary["sets"][str(ipc)] = entry
     if out_dir is not None:
         generator.save_pretrained(out_dir / "generator", metadata={
             "target": dataset.name, "adapted_from": origin, "steps": steps, "ipcs": adapt_ipcs,
-            "seconds": adapt_log["seconds"]}, force=True)
-        write_json(out_dir / "summary.json", summary, force=True)
+            "seconds": adapt_log["seconds"]}, force=replace)
+        if write_summary:
+            write_json(out_dir / "summary.json", summary, force=replace)
     return {"summary": summary, "sets": sets, "generator": generator, "objective": objective}

