@@ -79,6 +79,7 @@ def build_workspace(root) -> dict:
     (root / "dir.safetensors").mkdir()
     (root / "dir.json").mkdir()
     os.mkfifo(root / "fifo.safetensors")
+    os.mkfifo(root / "fifo.json")
     (root / "side.png").write_bytes(b"a grid of someone else")
     (root / "S-step1.safetensors").write_bytes(b"someone's snapshot")
     (root / "E" / "imagefolder").mkdir(parents=True)
@@ -135,7 +136,8 @@ CASES = [
      "side.png already exists"),
     ("snapshot-exists", ["baseline", "krr-pixel", "--dataset", DS, "--ipc", "1", "--steps", "2", "--snapshots", "1,2",
                          "--out", "{t}/S.safetensors", *OBJ], 2, "S-step1.safetensors already exists"),
-    ("evaluate-out-dev-null", ["evaluate", S, "--out", "/dev/null", "--force"], 2, "not a regular file"),
+    # a FIFO stands in for /dev/null: the same refusal, and a regression cannot damage the machine
+    ("evaluate-out-fifo", ["evaluate", S, "--out", "{t}/fifo.json", "--force"], 2, "not a regular file"),
     ("evaluate-out-dir", ["evaluate", S, "--out", "{t}/dir.json", "--force"], 2, "not a regular file"),
     ("evaluate-out-is-input", ["evaluate", S, "--out", S, "--force"], 2, "would overwrite"),
     ("evaluate-out-is-dataset", ["evaluate", S, "--dataset", DS, "--out", "{ds}", "--force"], 2, "would overwrite"),
