@@ -35,7 +35,7 @@ def profile(gen, obj, ipc, film_only, warmup=2, timed=4) -> dict:
         t0 = time.perf_counter()
         xs = synthesize(gen, obj, x0, y0, obj.dataset.num_classes)
         t1 = time.perf_counter()
-        loss = obj.loss(xs, net_index=r % obj.pool.size, step_seed=r)
+        loss = obj.pool_loss(xs, r % obj.pool.size)
         t2 = time.perf_counter()
         loss.backward()
         t3 = time.perf_counter()

@@ -10,20 +10,19 @@
     print(mgdd.evaluate(distilled, dataset, runs=3)["accuracy_mean"])
 """
 
-__version__ = "0.1.0"
-
-from .adapt import adapt  # noqa: E402
-from .baselines import coreset, krr_pixel, random_ls, random_real, run_baseline  # noqa: E402
-from .data import Dataset, load_dataset, sample_init  # noqa: E402
-from .distilled import DistilledSet, export, save_grid  # noqa: E402
-from .errors import CorruptFile, DatasetNotFound, MgddError, UsageError  # noqa: E402
-from .evaluate import evaluate  # noqa: E402
-from .features import FeatureConfig, FeaturePool  # noqa: E402
-from .generate import generate  # noqa: E402
-from .generator import GeneratorConfig, MetaGenerator  # noqa: E402
-from .models import create_model  # noqa: E402
-from .objective import KRRObjective  # noqa: E402
-from .pipeline import default_meta_generator, distill  # noqa: E402
+from .adapt import adapt
+from .baselines import coreset, krr_pixel, random_ls, random_real, run_baseline
+from .data import Dataset, load_dataset, sample_init
+from .distilled import DistilledSet, export, save_grid
+from .errors import CorruptFile, DatasetNotFound, MgddError, UsageError
+from .evaluate import evaluate
+from .features import FeatureConfig, FeaturePool
+from .generate import generate
+from .generator import GeneratorConfig, MetaGenerator
+from .models import create_model
+from .objective import KRRObjective
+from .pipeline import default_meta_generator, distill
+from .version import __version__
 
 __all__ = [
     "__version__", "adapt", "coreset", "krr_pixel", "random_ls", "random_real", "run_baseline", "Dataset",

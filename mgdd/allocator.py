@@ -28,7 +28,8 @@ _DEFAULT_TRIM_THRESHOLD = 128 * 1024
 _DEFAULT_MMAP_MAX = 65536
 
 
-def _glibc():
+def glibc():
+    """The C library when it is glibc on Linux (the malloc policy applies only there), else None."""
     return _load_glibc() if sys.platform.startswith("linux") else None
 
 
@@ -57,7 +58,7 @@ def keep_freed_memory():
     policy was applied.
     """
     global _depth
-    libc = _glibc()
+    libc = glibc()
     if libc is None:
         yield False
         return
@@ -73,3 +74,9 @@ def keep_freed_memory():
             libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
             libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
             libc.malloc_trim(0)
+
+
+def nesting_depth() -> int:
+    """How many keep_freed_memory blocks are open now (0: glibc's defaults are in force)."""
+    return _depth
+

@@ -1,4 +1,4 @@
-"""Baselines on the same objective, features and evaluation (DESIGN.md section 5).
+"""Baselines on the same objective, features and evaluation (docs/design.md §5).
 
 random       random real images, hard labels
 random+ls    random real images, least-squares labels (= the generator at step 0)
@@ -14,14 +14,12 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from .allocator import keep_freed_memory
-from .checkpoint import check_finite, graceful_stop, load_state, save_state, step_rng
+from .checkpoint import check_finite, step_rng
 from .data import Dataset, check_ipc, sample_init
-from .distilled import DistilledSet
+from .distilled import DistilledSet, distilled_meta
 from .errors import CorruptFile, check_range, unknown_name
-from .generate import distilled_meta
+from .loop import run_resumable
 from .objective import KRRObjective
 
 BASELINES = ["random", "random+ls", "krr-pixel", "herding", "kcenter"]
@@ -105,63 +103,54 @@ def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: f
     x0, _ = sample_init(dataset, ipc, seed)
     x = x0.clone().to(objective.device).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
-    start, elapsed, history = 0, 0.0, []
     settings = {"ipc": ipc, "lr": lr, "seed": seed, "dataset": dataset.identity(),
                 "objective": objective.describe()}
-    if resume and checkpoint and Path(checkpoint).exists():
-        tensors, info = load_state(checkpoint, opt, settings=settings, steps=steps)
+
+    def load(tensors):
         if "x" not in tensors or tensors["x"].shape != x.shape:
             raise CorruptFile(f"checkpoint {checkpoint} does not hold a {tuple(x.shape)} set; remove it or "
                               "drop --resume.")
         with torch.no_grad():
             x.copy_(tensors["x"].to(x.device))
-        start, elapsed, history = info["step"], info["seconds"], info["history"]
 
-    def snapshot(step):
-        if on_snapshot is None and step != steps:
-            return None
+    def snapshot(step, seconds):
         t0 = time.perf_counter()
         xs = x.detach().cpu().clone()
         labels = objective.labels(xs)
-        ds = DistilledSet(xs, labels, distilled_meta(
+        return DistilledSet(xs, labels, distilled_meta(
             dataset, ipc, "krr-pixel", seed, objective,
-            {"seconds": elapsed, "steps": step, "label_seconds": time.perf_counter() - t0}, lr=lr))
+            {"seconds": seconds, "steps": step, "label_seconds": time.perf_counter() - t0}, lr=lr))
+
+    def step(s: int) -> dict:
+        loss = objective.loss(x, step_rng(seed, s))
+        check_finite(loss, s, checkpoint)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item()}
+
+    final = []
+
+    def emit(step, seconds):
+        ds = snapshot(step, seconds)
         if on_snapshot is not None:
             on_snapshot(step, ds)
         return ds
 
-    def save(step):
-        if checkpoint:
-            save_state(checkpoint, {"x": x}, opt, {"step": step, "seconds": elapsed, "history": history,
-                                                  "ipc": ipc, "lr": lr, "seed": seed, "settings": settings})
+    def after_step(loop):
+        if loop.step == steps:
+            final.append(emit(steps, loop.seconds))
+        elif loop.step in snapshots and on_snapshot is not None:
+            emit(loop.step, loop.seconds)
 
-    if start == 0 and 0 in snapshots:
-        snapshot(0)
-    result = None
-    bar = tqdm(range(start, steps), desc=f"krr-pixel ipc {ipc}", disable=not progress, initial=start, total=steps)
-    # the step frees and re-allocates large activations: keep them in the heap (allocator.py)
-    with graceful_stop() as stop, keep_freed_memory():
-        for step in bar:
-            t0 = time.perf_counter()
-            rng = step_rng(seed, step)
-            loss = objective.loss(x, net_index=rng.randrange(objective.pool.size), step_seed=rng.randrange(2**31))
-            check_finite(loss, step, checkpoint)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            elapsed += time.perf_counter() - t0
-            history.append({"step": step + 1, "loss": loss.item(), "seconds": round(elapsed, 3)})
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step + 1 in snapshots:
-                save(step + 1)
-                result = snapshot(step + 1)
-            elif (step + 1) % checkpoint_every == 0:
-                save(step + 1)
-            if stop.requested:
-                save(step + 1)
-                raise stop.interrupted(f"krr-pixel interrupted at step {step + 1}/{steps}; checkpoint saved to "
-                                  f"{checkpoint}. Rerun with --resume to continue.")
-    return result if result is not None else snapshot(steps)
+    # a fresh run reports step 0 too (the initialization with solved labels: random+ls)
+    if on_snapshot is not None and 0 in snapshots and not (resume and checkpoint and Path(checkpoint).exists()):
+        emit(0, 0.0)
+    loop = run_resumable(step, steps, name=f"krr-pixel ipc {ipc}", state=lambda: {"x": x}, load=load, optimizer=opt,
+                         settings=settings, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                         progress=progress, save_at=snapshots, after_step=after_step)
+    # a run resumed at its last step takes no step: its final set is made here
+    return final[0] if final else emit(steps, loop.seconds)
 
 
 def run_baseline(name: str, dataset: Dataset, ipc: int, seed: int = 0, objective: KRRObjective | None = None,

@@ -16,7 +16,6 @@ and only its seconds are replaced.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import platform
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .adapt import adapt
 from .baselines import coreset, krr_pixel, random_ls, random_real
 from .checkpoint import load_state
@@ -37,7 +36,7 @@ from .evaluate import evaluate
 from .features import FeatureConfig
 from .generate import generate
 from .io import read_json, write_json
-from .objective import KRRObjective
+from .objective import FreshObjective, KRRObjective
 from .pipeline import load_generator
 
 _SNAPSHOT_KEYS = {"krr-pixel": "krr_snapshots", "krr-fresh": "krr_fresh_snapshots"}
@@ -109,12 +108,11 @@ class Bench:
 
     def objective(self) -> KRRObjective:
         if self._objective is None:
-            os.environ.setdefault("MGDD_CACHE", str(self.out / "cache"))
-
-            t0 = time.perf_counter()
+            # $MGDD_CACHE when set, else a cache inside the results folder
+            cache_dir = None if os.environ.get("MGDD_CACHE") else self.out / "cache"
             obj = KRRObjective(self.dataset, FeatureConfig(**self.cfg["feature"]), self.cfg["pool_size"],
-                               seed=self.seed)
-            seconds = time.perf_counter() - t0
+                               seed=self.seed, cache_dir=cache_dir)
+            seconds = obj.build_seconds
             # the first (cold) computation is the one recorded; a resumed run reads the disk cache
             self.features = self.cell("features", lambda: {"seconds": seconds, "objective": obj.describe()})
             self._objective = obj
@@ -233,9 +231,7 @@ class Bench:
 
     def fresh_objective(self) -> KRRObjective:
         """The same objective, RFAD-style: a new random network and real batches every step."""
-        obj = copy.copy(self.objective())  # shares the pool and its moments (used for the final label solve)
-        obj.mode = "fresh"
-        return obj
+        return FreshObjective.sharing(self.objective())  # the pool serves its final label solve
 
     def _krr_cell(self, ipc, step, variant="krr-pixel"):
         """One snapshot of the pixel-optimisation curve; variant krr-pixel (cached pool) or krr-fresh."""
@@ -697,7 +693,7 @@ def bench_cli(args) -> None:
     if args.retime:
         _check_finished(Path(args.out))  # before Bench creates any folder
     b = Bench(args.preset, args.out, data_dir=args.data_dir, resume=args.resume or args.retime, force=args.force,
-              seed=args.seed, progress=not args.quiet and sys.stderr.isatty())
+              seed=args.seed, progress=not args.quiet)
     b.retime() if args.retime else b.run()
     print((Path(args.out) / "results.md").read_text())
     print(f"wrote {args.out}/results.json, results.md, plots/")

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 from .errors import MgddError, UsageError
 
 
@@ -108,7 +108,8 @@ def _add_out(p, help_text, required=True):
 
 
 def _progress(args):
-    return not args.quiet and sys.stderr.isatty()
+    # a bar on a terminal, plain lines in a log (progress.py); nothing with --quiet
+    return not args.quiet
 
 
 def _load(args):
@@ -118,11 +119,12 @@ def _load(args):
 
 def _objective(args, dataset):
     from .features import FeatureConfig
-    from .objective import KRRObjective
+    from .objective import create_objective
     cfg = FeatureConfig(width=args.feature_width, depth=args.feature_depth)
-    say = (lambda i, n: print(f"  feature moments {i}/{n}", file=sys.stderr)) if not args.quiet else None
-    return KRRObjective(dataset, cfg, pool_size=args.pool_size, seed=args.seed, lam=args.lam, mu=args.mu,
-                        mode=args.objective_mode, cache=not args.no_cache, device=_device(args), progress=say)
+    say = (lambda i, n: print(f"  feature moments {i}/{n}", file=sys.stderr, flush=True)) if not args.quiet else None
+    return create_objective(args.objective_mode, dataset, feature_config=cfg, pool_size=args.pool_size,
+                            seed=args.seed, lam=args.lam, mu=args.mu, cache=not args.no_cache, device=_device(args),
+                            progress=say)
 
 
 def _device(args) -> str:

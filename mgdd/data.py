@@ -76,16 +76,6 @@ class Dataset:
     def class_indices(self) -> list:
         return [torch.nonzero(self.train_y == c).flatten() for c in range(self.num_classes)]
 
-    def subset_classes(self, keep) -> "Dataset":
-        """A dataset restricted to classes ``keep`` (relabelled 0..len(keep)-1)."""
-        keep = list(keep)
-        remap = torch.full((self.num_classes,), -1, dtype=torch.long)
-        remap[torch.tensor(keep)] = torch.arange(len(keep))
-        tr, te = remap[self.train_y] >= 0, remap[self.test_y] >= 0
-        return Dataset(self.name, self.train_x[tr], remap[self.train_y[tr]], self.test_x[te],
-                       remap[self.test_y[te]], [self.classes[k] for k in keep], self.mean, self.std,
-                       dict(self.info, class_subset=keep))
-
     def identity(self) -> dict:
         """What a checkpoint records of its dataset: enough to refuse a resume on another one."""
         return {"name": self.name, "train": len(self.train_y), "classes": self.num_classes,

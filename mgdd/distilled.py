@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .errors import CorruptFile, UsageError
 from .io import atomic_path, check_output, load_tensors, save_tensors
 
@@ -74,6 +74,17 @@ class DistilledSet:
         m = torch.tensor(self.meta["mean"]).view(1, -1, 1, 1)
         s = torch.tensor(self.meta["std"]).view(1, -1, 1, 1)
         return (self.images * s + m).clamp(0, 1)
+
+
+def distilled_meta(dataset, ipc: int, method: str, seed: int, objective, timing: dict, **extra) -> dict:
+    """The metadata every distilled set carries: where it came from and how it was made."""
+    meta = {"dataset": dataset.name, "classes": list(dataset.classes), "mean": dataset.mean, "std": dataset.std,
+            "image_shape": [dataset.channels, *dataset.image_size], "ipc": ipc, "method": method, "seed": seed,
+            "timing": timing, "mgdd_version": __version__}
+    if objective is not None:
+        meta["objective"] = objective.describe()
+    meta.update(extra)
+    return meta
 
 
 def validate(images, labels, meta, what: str) -> None:

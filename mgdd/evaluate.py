@@ -12,13 +12,13 @@ import time
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .allocator import keep_freed_memory
 from .data import Dataset
 from .distilled import DistilledSet
 from .errors import UsageError, check_range
 from .models import create_model
+from .progress import Progress
 
 
 def check_compatible(ds: DistilledSet, dataset: Dataset) -> None:
@@ -76,8 +76,8 @@ def train_once(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed
     x, y = ds.images.to(device), ds.labels.to(device)
     soft = ds.soft
     start = time.perf_counter()
-    bar = tqdm(range(epochs), desc=f"train {model} seed {seed}", disable=not progress, leave=False)
-    for epoch in bar:
+    bar = Progress(epochs, f"train {model} seed {seed}", enabled=progress, leave=False)
+    for epoch in range(epochs):
         if epoch == epochs // 2:
             for group in opt.param_groups:
                 group["lr"] = lr * 0.1
@@ -96,7 +96,8 @@ def train_once(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed
         if not torch.isfinite(loss):
             raise UsageError(f"evaluation training diverged (loss {loss.item()}) at epoch {epoch}; "
                              "the distilled set's values may be extreme. Try a lower --lr.")
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        bar.update(1, loss=f"{loss.item():.4f}")
+    bar.close()
     train_s = time.perf_counter() - start
     acc = test_accuracy(net, dataset.test_x.to(device), dataset.test_y.to(device))
     return {"seed": seed, "accuracy": acc, "train_seconds": train_s}

@@ -120,10 +120,12 @@ class FeaturePool:
     ``cache`` is true, on disk keyed by (dataset fingerprint, config, seed, i).
     """
 
-    def __init__(self, config: FeatureConfig, channels: int, image_size, size: int = 8, seed: int = 0):
+    def __init__(self, config: FeatureConfig, channels: int, image_size, size: int = 8, seed: int = 0,
+                 cache_dir=None):
         if size < 1:
             raise UsageError(f"the feature pool needs at least 1 network, got {size}.")
         self.config, self.size, self.seed = config, size, seed
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None  # None: feature_cache_dir()
         self.channels, self.image_size = channels, tuple(image_size)
         try:
             self.nets = [make_feature_net(config, channels, image_size, seed * 1000 + i) for i in range(size)]
@@ -153,7 +155,8 @@ class FeaturePool:
 
     def _cache_path(self, fp: str, i: int) -> Path:
         cfg = "-".join(f"{k}{v}" for k, v in asdict(self.config).items())
-        return feature_cache_dir() / f"{fp}-{cfg}-s{self.seed}-n{i}.safetensors"
+        root = self.cache_dir if self.cache_dir is not None else feature_cache_dir()
+        return root / f"{fp}-{cfg}-s{self.seed}-n{i}.safetensors"
 
     def _load_or_compute(self, net, i, fp, x, y, num_classes, cache, device) -> ClassMoments:
         from .io import load_tensors, save_tensors

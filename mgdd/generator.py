@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import __version__
+from .version import __version__
 from .errors import CorruptFile, MgddError, UsageError
 from .io import check_output, load_tensors, save_tensors
 
@@ -203,9 +203,8 @@ class MetaGenerator(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def clone(model: MetaGenerator) -> MetaGenerator:
-    """A deep copy with its own parameters (learn2learn-style clone for inner loops)."""
-    copy = MetaGenerator(model.config)
-    copy.load_state_dict(model.state_dict())
-    copy.metadata = dict(getattr(model, "metadata", {}))
-    return copy
+def check_channels(generator: MetaGenerator, dataset) -> None:
+    """The one place that refuses a generator whose channel count does not match the data."""
+    if generator.config.channels != dataset.channels:
+        raise UsageError(f"the generator makes {generator.config.channels}-channel images but {dataset.name} has "
+                         f"{dataset.channels} channels; adapt a generator built for it (--from scratch).")

@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
-from .allocator import keep_freed_memory
-from .checkpoint import check_finite, graceful_stop, load_state, load_weights, save_state, step_rng
-from .data import sample_init
+from .checkpoint import check_finite, load_weights, step_rng
 from .errors import UsageError, check_range
-from .generate import synthesize
+from .generate import task_loss
+from .io import write_json
+from .loop import run_resumable
 from .generator import MetaGenerator
 from .objective import KRRObjective
 
@@ -93,17 +90,10 @@ def sample_task(num_classes: int, ipc_range, min_classes: int, smallest_class: i
 
 
 def task_loss_fn(objective: KRRObjective, task: dict):
-    """loss(model, inner_step): a fresh initialization and pool network per inner step."""
-    dataset = objective.dataset
-    classes, ipc = task["classes"], task["ipc"]
-    y0 = torch.arange(len(classes)).repeat_interleave(ipc)
-
+    """loss(model, inner_step): the shared task loss (generate.task_loss) on the task's classes,
+    with a fresh initialization and pool network per inner step."""
     def loss(model, s):
-        rng = step_rng(task["seed"], s)
-        x0, _ = sample_init(dataset, ipc, seed=rng.randrange(2**31), classes=classes)
-        x_s = synthesize(model, objective, x0, y0, len(classes), classes=classes)
-        return objective.loss(x_s, net_index=rng.randrange(objective.pool.size), classes=classes,
-                              step_seed=rng.randrange(2**31))
+        return task_loss(model, objective, task["ipc"], step_rng(task["seed"], s), classes=task["classes"])
 
     return loss
 
@@ -135,7 +125,6 @@ def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: in
                          f"{dataset.name}; use --min-classes <= {dataset.num_classes}.")
     generator.to(objective.device)
     outer = torch.optim.Adam(generator.parameters(), lr=meta_lr) if algorithm == "fomaml" else None
-    start, elapsed, history = 0, 0.0, []
     settings = {"algorithm": algorithm, "meta_steps": meta_steps, "tasks_per_step": tasks_per_step,
                 "inner_steps": inner_steps, "inner_lr": inner_lr, "meta_lr": meta_lr, "ipc_range": [lo, hi],
                 "min_classes": min_classes, "seed": seed, "source": dataset.name, "world_size": world}
@@ -143,63 +132,46 @@ def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: in
     # which does not change the result) must match
     must_match = {k: v for k, v in settings.items() if k not in ("meta_steps", "world_size")}
     must_match.update(dataset=dataset.identity(), objective=objective.describe(), generator=asdict(generator.config))
-    if resume and checkpoint and Path(checkpoint).exists():
-        tensors, info = load_state(checkpoint, outer, settings=must_match, steps=meta_steps)
-        load_weights(generator, tensors, checkpoint)
-        start, elapsed, history = info["step"], info["seconds"], info["history"]
 
-    def save(step):
-        if checkpoint and rank == 0:
-            save_state(checkpoint, generator.state_dict(), outer,
-                       {"step": step, "seconds": elapsed, "history": history, "algorithm": algorithm,
-                        "world_size": world, "settings": {**settings, **must_match}})
-            if log_path:
-                from .io import write_json
-                write_json(log_path, {"settings": settings, "history": history}, force=True)
+    def step(s: int) -> dict:
+        sums = [torch.zeros_like(p) for p in generator.parameters()]
+        stats = torch.zeros(3, dtype=torch.float64, device=objective.device)  # [first loss, last loss, tasks]
+        for j in range(rank, tasks_per_step, world):
+            task = sample_task(dataset.num_classes, (lo, hi), min_classes, smallest, seed, s, j)
+            loss_fn = task_loss_fn(objective, task)
+            fast, losses = inner_adapt(generator, loss_fn, inner_steps, inner_lr)
+            for v in losses:
+                check_finite(torch.tensor(v), s, checkpoint)
+            update = reptile_delta(generator, fast) if algorithm == "reptile" else fomaml_grad(fast, loss_fn(fast, inner_steps))
+            for acc, u in zip(sums, update):
+                acc.add_(u)
+            stats += torch.tensor([losses[0], losses[-1], 1.0], dtype=torch.float64, device=stats.device)
+        sums = all_reduce_sum(sums + [stats])
+        sums, stats = sums[:-1], sums[-1]
+        if algorithm == "reptile":
+            apply_reptile(generator, sums, tasks_per_step, meta_lr)
+        else:
+            for p, g in zip(generator.parameters(), sums):
+                p.grad = g / tasks_per_step
+            outer.step()
+            outer.zero_grad(set_to_none=True)
+        return {"inner_first": (stats[0] / stats[2]).item(), "inner_last": (stats[1] / stats[2]).item()}
 
-    bar = tqdm(range(start, meta_steps), desc=f"meta-train ({algorithm})", initial=start, total=meta_steps,
-               disable=not progress or rank != 0)
-    # the step frees and re-allocates large activations: keep them in the heap (allocator.py)
-    with graceful_stop() as stop, keep_freed_memory():
-        for step in bar:
-            t0 = time.perf_counter()
-            sums = [torch.zeros_like(p) for p in generator.parameters()]
-            stats = torch.zeros(3, dtype=torch.float64, device=objective.device)  # [first loss, last loss, tasks]
-            for j in range(rank, tasks_per_step, world):
-                task = sample_task(dataset.num_classes, (lo, hi), min_classes, smallest, seed, step, j)
-                loss_fn = task_loss_fn(objective, task)
-                fast, losses = inner_adapt(generator, loss_fn, inner_steps, inner_lr)
-                for v in losses:
-                    check_finite(torch.tensor(v), step, checkpoint)
-                if algorithm == "reptile":
-                    update = reptile_delta(generator, fast)
-                else:
-                    update = fomaml_grad(fast, loss_fn(fast, inner_steps))
-                for s, u in zip(sums, update):
-                    s.add_(u)
-                stats += torch.tensor([losses[0], losses[-1], 1.0], dtype=torch.float64, device=stats.device)
-            sums = all_reduce_sum(sums + [stats])
-            sums, stats = sums[:-1], sums[-1]
-            if algorithm == "reptile":
-                apply_reptile(generator, sums, tasks_per_step, meta_lr)
-            else:
-                for p, g in zip(generator.parameters(), sums):
-                    p.grad = g / tasks_per_step
-                outer.step()
-                outer.zero_grad(set_to_none=True)
-            elapsed += time.perf_counter() - t0
-            first, last = (stats[0] / stats[2]).item(), (stats[1] / stats[2]).item()
-            history.append({"step": step + 1, "inner_first": first, "inner_last": last, "seconds": round(elapsed, 2)})
-            bar.set_postfix(first=f"{first:.4f}", last=f"{last:.4f}")
-            if (step + 1) % checkpoint_every == 0 or step + 1 == meta_steps:
-                save(step + 1)
-            stop_now = torch.tensor([1.0 if stop.requested else 0.0], device=objective.device)
-            stop_now = all_reduce_sum([stop_now])[0]
-            if stop_now.item() > 0:
-                save(step + 1)
-                raise stop.interrupted(f"meta-training interrupted at step {step + 1}/{meta_steps}; checkpoint saved to "
-                                  f"{checkpoint}. Rerun with --resume to continue.")
-    return {"settings": settings, "history": history, "seconds": elapsed}
+    def stop_agreed(requested: bool) -> bool:
+        # every rank stops at the same step, whichever of them got the signal
+        flag = torch.tensor([1.0 if requested else 0.0], device=objective.device)
+        return all_reduce_sum([flag])[0].item() > 0
+
+    def write_log(loop):
+        if log_path:
+            write_json(log_path, {"settings": settings, "history": loop.history}, force=True)
+
+    loop = run_resumable(step, meta_steps, name=f"meta-train ({algorithm})", state=generator.state_dict,
+                         load=lambda t: load_weights(generator, t, checkpoint), optimizer=outer, settings=must_match,
+                         checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                         progress=progress and rank == 0, on_save=write_log, can_save=rank == 0,
+                         stop_agreed=stop_agreed)
+    return {"settings": settings, "history": loop.history, "seconds": loop.seconds}
 
 
 # ---------------------------------------------------------------------------- CLI entry

@@ -1,20 +1,25 @@
-"""KRRObjective: the loss every method minimises and the label solve every method emits.
+"""The objective every method minimises and the label solve every method emits (docs/design.md §1-2).
 
-Binds a dataset, a feature pool and the ridge parameters (lam, mu) to the pure functions
-in krr.py:
+Two estimators of the same KRR loss, with one signature, ``loss(x_s, rng, classes=None)``:
 
-    objective = KRRObjective(dataset)                 # pool of random ConvNets, cached moments
-    loss = objective.loss(x_s, net_index=3)           # full-data KRR loss, one pool network
-    labels = objective.labels(x_s)                    # exact joint solve, all pool networks
+    objective = KRRObjective(dataset)       # pool of random ConvNets, cached full-data moments
+    loss = objective.loss(x_s, rng)         # one pool network, drawn from rng (random.Random)
+    labels = objective.labels(x_s)          # exact joint solve over every pool network
 
-mode="pool" (default): the loss uses a pool network's cached full-data moments, so a step
-costs one forward/backward of the M synthetic images only.
-mode="fresh": a new random network per step and two real batches (labels solved on one,
-loss measured on the other), the RFAD-style estimator. Slower per step; kept to measure.
+``KRRObjective`` (mode "pool", the default): the loss uses a pool network's cached moments
+of the whole training set, so a step costs one forward/backward of the M synthetic images.
+``FreshObjective`` (mode "fresh", RFAD-style): a new random network per step and two real
+batches (labels solved on one, loss measured on the other); slower, kept to measure what
+the cached pool buys. Both solve labels and compute the guide with the pool.
+
+Each loss call draws (network index, step seed) from ``rng`` in that order, whichever
+estimator it is, so a run's randomness does not depend on the estimator.
 """
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import asdict
 
 import torch
@@ -24,26 +29,30 @@ from .data import Dataset
 from .errors import UsageError, check_range, unknown_name
 from .features import FeatureConfig, FeaturePool, make_feature_net
 
-MODES = ("pool", "fresh")
-
 
 class KRRObjective:
+    """The pool estimator; also the shared part (labels, guide) of every estimator."""
+
+    mode = "pool"
+
     def __init__(self, dataset: Dataset, feature_config: FeatureConfig | None = None, pool_size: int = 8,
-                 seed: int = 0, lam: float = 1e-3, mu: float = 1e-3, mode: str = "pool",
-                 batch_size: int = 1024, cache: bool = True, device="cpu", progress=None):
-        if mode not in MODES:
-            raise unknown_name("objective mode", mode, MODES)
+                 seed: int = 0, lam: float = 1e-3, mu: float = 1e-3, batch_size: int = 1024, cache: bool = True,
+                 device="cpu", progress=None, cache_dir=None):
         check_range("lam", lam, 0, low_open=True)
         check_range("mu", mu, 0, low_open=True)
         check_range("batch_size", batch_size, 2)
-        self.dataset, self.lam, self.mu, self.mode = dataset, lam, mu, mode
+        t0 = time.perf_counter()
+        self.dataset, self.lam, self.mu = dataset, lam, mu
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.feature_config = feature_config or FeatureConfig()
-        self.pool = FeaturePool(self.feature_config, dataset.channels, dataset.image_size, pool_size, seed).to(device)
+        self.pool = FeaturePool(self.feature_config, dataset.channels, dataset.image_size, pool_size, seed,
+                                cache_dir=cache_dir).to(device)
         self.class_index = dataset.class_indices()
         moments = self.pool.moments(dataset.train_x, dataset.train_y, dataset.num_classes,
                                     cache=cache, device=device, progress=progress)
         self.moments = [m.to(device) for m in moments]
+        # the one-time precompute (feature moments, or reading them from the cache)
+        self.build_seconds = time.perf_counter() - t0
 
     def describe(self) -> dict:
         return {"feature": asdict(self.feature_config), "pool_size": self.pool.size, "seed": self.seed,
@@ -54,17 +63,59 @@ class KRRObjective:
             raise UsageError(f"synthetic images {tuple(x_s.shape[1:])} do not match {self.dataset.name} "
                              f"images {tuple(self.dataset.train_x.shape[1:])}.")
 
-    def loss(self, x_s: torch.Tensor, net_index: int = 0, classes=None, step_seed: int = 0) -> torch.Tensor:
+    def loss(self, x_s: torch.Tensor, rng: random.Random | None = None, classes=None) -> torch.Tensor:
         """KRR loss of synthetic images x_s (M, C, H, W) against the real data of ``classes``."""
-        self._check(x_s)
-        if self.mode == "pool":
-            net = self.pool.nets[net_index % self.pool.size]
-            stats = self.moments[net_index % self.pool.size].for_classes(classes)
-            loss, _ = krr.krr_loss_moments(net(x_s.to(self.device)), stats, self.lam, self.mu)
-            return loss
-        return self._fresh_loss(x_s, classes, step_seed)
+        net_index, _ = _draw(rng, self.pool.size)
+        return self.pool_loss(x_s, net_index, classes)
 
-    def _fresh_loss(self, x_s, classes, step_seed):
+    def pool_loss(self, x_s: torch.Tensor, net_index: int, classes=None) -> torch.Tensor:
+        """The loss through pool network ``net_index``, from its cached full-data moments."""
+        self._check(x_s)
+        net = self.pool.nets[net_index % self.pool.size]
+        stats = self.moments[net_index % self.pool.size].for_classes(classes)
+        loss, _ = krr.krr_loss_moments(net(x_s.to(self.device)), stats, self.lam, self.mu)
+        return loss
+
+    def guide(self, x0: torch.Tensor, classes=None, nets: int | None = None) -> torch.Tensor:
+        """Gradient of the mean pool loss at X_0 over the first ``nets`` pool networks,
+        RMS-normalised over the set: (M, C, H, W).
+
+        The generator reads it as an input: it carries the target's real-data statistics into
+        one forward pass (a learned, preconditioned step from the initialization).
+        """
+        self._check(x0)
+        x = x0.detach().to(self.device).requires_grad_(True)
+        n = min(nets or self.pool.size, self.pool.size)
+        with torch.enable_grad():
+            loss = sum(self.pool_loss(x, i, classes) for i in range(n)) / n
+            (grad,) = torch.autograd.grad(loss, x)
+        return (grad / grad.pow(2).mean().sqrt().clamp_min(1e-12)).detach()
+
+    @torch.no_grad()
+    def labels(self, x_s: torch.Tensor, classes=None, chunk: int = 1024) -> torch.Tensor:
+        """Exact least-squares labels over the whole training set and every pool network."""
+        self._check(x_s)
+        feats = [torch.cat([net(x_s[i:i + chunk].to(self.device)) for i in range(0, len(x_s), chunk)])
+                 for net in self.pool.nets]
+        stats = [m.for_classes(classes) for m in self.moments]
+        return krr.solve_labels_stacked(feats, stats, self.lam, self.mu).float().cpu()
+
+
+class FreshObjective(KRRObjective):
+    """RFAD-style estimator: a new random network and two real batches every step."""
+
+    mode = "fresh"
+
+    @classmethod
+    def sharing(cls, objective: KRRObjective) -> "FreshObjective":
+        """A fresh estimator that shares ``objective``'s pool (for labels and guide): no recompute."""
+        fresh = cls.__new__(cls)
+        fresh.__dict__.update(objective.__dict__)
+        return fresh
+
+    def loss(self, x_s: torch.Tensor, rng: random.Random | None = None, classes=None) -> torch.Tensor:
+        self._check(x_s)
+        _, step_seed = _draw(rng, self.pool.size)
         g = torch.Generator().manual_seed(int(step_seed))
         net = make_feature_net(self.feature_config, self.dataset.channels, self.dataset.image_size,
                                seed=10**6 + int(step_seed)).to(self.device)
@@ -81,25 +132,19 @@ class KRRObjective:
                                f_label=fb[:half], y_label=yb[:half].to(self.device))
         return loss
 
-    def guide(self, x0: torch.Tensor, classes=None, nets: int | None = None) -> torch.Tensor:
-        """Gradient of the mean pool loss at X_0, RMS-normalised over the set: (M, C, H, W).
 
-        The generator reads it as an input: it carries the target's real-data statistics into
-        one forward pass (a learned, preconditioned step from the initialization).
-        """
-        self._check(x0)
-        x = x0.detach().to(self.device).requires_grad_(True)
-        n = min(nets or self.pool.size, self.pool.size)
-        with torch.enable_grad():
-            loss = sum(self.loss(x, net_index=i, classes=classes, step_seed=i) for i in range(n)) / n
-            (grad,) = torch.autograd.grad(loss, x)
-        return (grad / grad.pow(2).mean().sqrt().clamp_min(1e-12)).detach()
+OBJECTIVES = {"pool": KRRObjective, "fresh": FreshObjective}
 
-    @torch.no_grad()
-    def labels(self, x_s: torch.Tensor, classes=None, chunk: int = 1024) -> torch.Tensor:
-        """Exact least-squares labels over the whole training set and every pool network."""
-        self._check(x_s)
-        feats = [torch.cat([net(x_s[i:i + chunk].to(self.device)) for i in range(0, len(x_s), chunk)])
-                 for net in self.pool.nets]
-        stats = [m.for_classes(classes) for m in self.moments]
-        return krr.solve_labels_stacked(feats, stats, self.lam, self.mu).float().cpu()
+
+def create_objective(mode: str, dataset: Dataset, **kwargs) -> KRRObjective:
+    """An objective by mode name ("pool" or "fresh"), timm-style."""
+    if mode not in OBJECTIVES:
+        raise unknown_name("objective mode", mode, OBJECTIVES)
+    return OBJECTIVES[mode](dataset, **kwargs)
+
+
+def _draw(rng, pool_size: int) -> tuple:
+    """(network index, step seed) for one loss evaluation; (0, 0) without an rng."""
+    if rng is None:
+        return 0, 0
+    return rng.randrange(pool_size), rng.randrange(2**31)

@@ -9,7 +9,7 @@ from mgdd import allocator
 from mgdd.allocator import keep_freed_memory
 from mgdd.models import create_model
 
-needs_glibc = pytest.mark.skipif(allocator._glibc() is None, reason="malloc policy applies to glibc only")
+needs_glibc = pytest.mark.skipif(allocator.glibc() is None, reason="malloc policy applies to glibc only")
 
 
 def _faults_reallocating(mb: int = 64, times: int = 4) -> int:
@@ -45,7 +45,7 @@ def test_nested_blocks_keep_the_policy_until_the_outermost_exits():
             pass
         still_inside = _faults_reallocating()
     assert still_inside * 10 < outside
-    assert allocator._depth == 0  # the outermost exit restored the defaults
+    assert allocator.nesting_depth() == 0  # the outermost exit restored the defaults
 
 
 def test_no_op_outside_linux(monkeypatch):

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from mgdd.checkpoint import load_state, save_state
+from mgdd.checkpoint import load_state
 from mgdd.cli import main
 from mgdd.distilled import DistilledSet
 from mgdd.errors import CorruptFile, UsageError

@@ -1,0 +1,48 @@
+"""Progress for long stages: a bar on a terminal, plain lines in a log.
+
+On a TTY this is a tqdm bar. Without one (``make demo > log``, CI, nohup) a bar would print
+nothing useful, so it writes one line each time another 10% is done or ``every`` seconds
+have passed, whichever comes first: a log shows that a long job is alive and how far it is.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from tqdm.auto import tqdm
+
+
+class Progress:
+    def __init__(self, total: int, desc: str, enabled: bool = True, initial: int = 0, every: float = 30.0,
+                 leave: bool = True, stream=None):
+        self.total, self.desc, self.n, self.every = total, desc, initial, every
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.bar = None
+        if enabled and self.stream.isatty():
+            self.bar = tqdm(total=total, initial=initial, desc=desc, leave=leave, file=self.stream)
+        self._last_time, self._last_tenth = time.monotonic(), self._tenth(initial)
+        self._t0 = time.monotonic()
+
+    def _tenth(self, n: int) -> int:
+        return (10 * n) // self.total if self.total else 10
+
+    def update(self, n: int = 1, **postfix) -> None:
+        self.n += n
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix(**postfix)
+            return
+        now, tenth = time.monotonic(), self._tenth(self.n)
+        if tenth > self._last_tenth or now - self._last_time >= self.every or self.n == self.total:
+            self._last_time, self._last_tenth = now, tenth
+            extra = "".join(f" {k} {v}" for k, v in postfix.items())
+            print(f"[{self.desc}] {self.n}/{self.total}{extra} ({now - self._t0:.0f} s)", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
