@@ -477,9 +477,24 @@ def _accuracy_text(res) -> str:
 
 
 def cmd_bench(args):
-    from .bench import bench_cli
-    _folder_out(args)
-    bench_cli(args)
+    from .bench import Bench, check_finished, rebuild
+    out = _folder_out(args)
+    if args.report:
+        if args.force or args.resume or args.retime:
+            raise UsageError("--report rebuilds the report of the run in --out and takes no other mode.")
+        if not (out / "cells").is_dir():
+            raise UsageError(f"{out} holds no bench cells to report on.")
+        rebuild(out)
+    else:
+        if args.retime and args.force:
+            raise UsageError("--retime re-measures a finished run and cannot be combined with --force.")
+        if args.retime:
+            check_finished(out)  # before any folder is made
+        b = Bench(args.preset, out, data_dir=args.data_dir, resume=args.resume or args.retime, force=args.force,
+                  seed=args.seed, progress=_progress(args))
+        b.retime() if args.retime else b.run()
+    print((out / "results.md").read_text())
+    print(f"wrote {out}/results.json, results.md, plots/")
 
 
 # ---------------------------------------------------------------------------- parser
@@ -581,6 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--retime", action="store_true",
                    help="re-measure every timed stage of the finished run in --out on this machine, keeping its "
                         "evaluations (each set is checked to rebuild bit-identically)")
+    s.add_argument("--report", action="store_true",
+                   help="rebuild results.json, results.md and plots/ from the cells in --out alone (no dataset)")
     _add_common(s)
     s.set_defaults(func=cmd_bench)
     return p

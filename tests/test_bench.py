@@ -1,6 +1,9 @@
 """The quick preset runs the full bench code path on scikit-learn's digits."""
 
 import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +15,8 @@ def _tiny_preset(tmp_path, monkeypatch, snapshot, adapt_steps):
     from mgdd import bench
 
     monkeypatch.setenv("MGDD_CACHE", str(tmp_path / "cache"))
-    cfg = {**bench.PRESETS["quick"], "ipcs": [1], "krr_snapshots": {"1": [snapshot]}, "k_sweep": [], "runs": 1,
-           "eval_epochs": 2, "adapt_steps": adapt_steps, "cross_ipc": 1, "unseen": {"adapt": [1], "generate": 99}}
+    cfg = replace(bench.PRESETS["quick"], ipcs=[1], krr_snapshots={"1": [snapshot]}, k_sweep=[], runs=1,
+                  eval_epochs=2, adapt_steps=adapt_steps, cross_ipc=1, unseen={"adapt": [1], "generate": 99})
     monkeypatch.setitem(bench.PRESETS, "tiny", cfg)
     return cfg
 
@@ -96,13 +99,13 @@ def test_snapshot_added_after_the_run_replays_the_same_trajectory(tmp_path, monk
     first = bench.Bench("tiny", out)
     first.run()
     # a snapshot before the checkpoint's step: replayed from the start, same seeded trajectory
-    monkeypatch.setitem(bench.PRESETS, "tiny", {**cfg, "krr_snapshots": {"1": [2, 4]}})
+    monkeypatch.setitem(bench.PRESETS, "tiny", replace(cfg, krr_snapshots={"1": [2, 4]}))
     r = bench.Bench("tiny", out, resume=True).run()
     assert [p["steps"] for p in r["accuracy"]["1"]["krr-pixel"]] == [0, 2, 4]
     replayed = DistilledSet.load(out / "sets" / "krr-pixel-ipc1-step2.safetensors")
-    direct = krr_pixel(first.objective(), 1, 2, lr=cfg["lr_pixel"], progress=False)
+    direct = krr_pixel(first.objective(), 1, 2, lr=cfg.lr_pixel, progress=False)
     assert torch.equal(replayed.images, direct.images)
-    assert r["accuracy"]["1"]["krr-pixel"][2] == {"steps": 4, **bench._krr_point(
+    assert r["accuracy"]["1"]["krr-pixel"][2] == {"steps": 4, **bench.report.krr_point(
         json.loads((out / "cells" / "krr-pixel-ipc1-step4.json").read_text()))}
 
 
@@ -129,14 +132,26 @@ def test_resume_without_local_generator_weights_rebuilds_the_same_set(tmp_path, 
 
 def test_report_shows_cells_of_a_block_still_running(tmp_path, monkeypatch):
     from mgdd import bench
+    from mgdd.baselines import random_ls, random_real
 
     _tiny_preset(tmp_path, monkeypatch, snapshot=2, adapt_steps=1)
     b = bench.Bench("tiny", tmp_path / "bench")
     b.objective()
-    b.done = []  # as run() does before the first block; stop after two cells of it
-    b.set_cell("random-ipc1", lambda: bench._timed(bench.random_real, b.dataset, 1, 0))
-    b.set_cell("random+ls-ipc1", lambda: bench._timed(bench.random_ls, b.objective(), 1, 0))
+    b.reporting = True  # as run() does before the first block; stop after two cells of it
+    b.set_cell("random-ipc1", lambda: bench.timed(random_real, b.dataset, 1, 0))
+    b.set_cell("random+ls-ipc1", lambda: bench.timed(random_ls, b.objective(), 1, 0))
     md = (tmp_path / "bench" / "results.md").read_text()
     assert "IPC 1: cells finished so far" in md and "| random+ls-ipc1 |" in md
     saved = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert saved["pending_ipcs"] == [1] and set(saved["in_progress"]["1"]) == {"random-ipc1", "random+ls-ipc1"}
+
+
+def test_report_rebuilds_from_the_committed_cells_alone(tmp_path):
+    """results.json and results.md of the Fashion-MNIST bench come back exactly from cells/ (no dataset)."""
+    from mgdd.bench import rebuild
+    src = Path(__file__).resolve().parents[1] / "results" / "fmnist"
+    shutil.copytree(src / "cells", tmp_path / "cells")
+    shutil.copy(src / "results.json", tmp_path / "results.json")
+    rebuild(tmp_path, plots_too=False)
+    assert (tmp_path / "results.md").read_text() == (src / "results.md").read_text()
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads((src / "results.json").read_text())

@@ -1,0 +1,65 @@
+"""The bench's cell cache: one JSON file per finished cell under OUT/cells/, reused on resume.
+
+A cell is one measured thing (a distilled set and its evaluation, an adaptation, the feature
+moments). Sets live under OUT/sets/ (not committed); each evaluated set's SHA-256 digest is
+kept in its cell, so `--retime` can check a rebuilt set even after the file is gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+from ..distilled import DistilledSet
+from ..io import read_json, write_json
+
+
+def set_digest(ds: DistilledSet) -> str:
+    """SHA-256 of a set's images and labels: lets --retime check a set that is no longer on disk."""
+    h = hashlib.sha256()
+    for t in (ds.images.float(), ds.labels.float()):
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def read_cells(out) -> dict:
+    """Every finished cell under OUT/cells/, by name."""
+    return {p.stem: read_json(p) for p in sorted((Path(out) / "cells").glob("*.json"))}
+
+
+class CellStore:
+    """Cells of one results folder: ``get(name, make)`` returns the cell on disk, or runs
+    ``make()``, times it end to end, writes it and returns it."""
+
+    def __init__(self, out, on_new=None):
+        self.dir = Path(out) / "cells"
+        self.cells = {}          # every cell seen so far in this process
+        self.on_new = on_new     # called after each newly written cell (to keep the report current)
+
+    def path(self, name: str) -> Path:
+        return self.dir / f"{name}.json"
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).exists()
+
+    def get(self, name: str, make):
+        path = self.path(name)
+        if path.exists():
+            self.cells[name] = read_json(path)
+            return self.cells[name]
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        result = make()
+        # wall time of the whole cell (build + evaluation runs): what the bench itself costs
+        result = {**result, "cell_wall_seconds": time.perf_counter() - t0}
+        write_json(path, result, force=True)
+        self.cells[name] = result
+        if self.on_new is not None:
+            self.on_new()
+        return result
+
+    def replace(self, name: str, cell: dict) -> None:
+        write_json(self.path(name), cell, force=True)
+        self.cells[name] = cell

@@ -1,0 +1,382 @@
+"""The bench report: pure functions from cells to results.json, results.md and plots/.
+
+    results = summarise(cells, config, done, run)   # every figure, from the cell files
+    text = markdown(results)                          # results.md from results.json alone
+    rebuild(out)                                      # all of it from OUT/cells/ and OUT/run.json
+
+Nothing here loads a dataset or trains a network, so a report can be rebuilt on any machine
+from the committed cells (`mgdd bench --report`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from ..distilled import DistilledSet, save_grid
+from ..io import read_json, write_bytes, write_json
+from ..version import __version__
+from .cells import read_cells
+from .presets import TARGET_SPEEDUP, Preset, block_cells
+
+
+def machine() -> dict:
+    """The machine a run is measured on (recorded in run.json)."""
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "mgdd": __version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def summarise(cells: dict, cfg: dict, done, run: dict) -> dict:
+    """results.json: every figure of the report, from the cells alone (and the run's record)."""
+    done = sorted(done)  # report rows by IPC, whatever order the preset runs them in
+    acc = {}
+    for ipc in done:
+        row = {}
+        for m in ("random", "random+ls", "herding", "scratch", "mgdd"):
+            row[m] = point(cells[f"{m}-ipc{ipc}"])
+        # both krr curves start, at step 0, from exactly the random+ls set (same images, same
+        # label solve): a point below random+ls is reached before the first pixel step
+        start = {"steps": 0, **row["random+ls"]}
+        curve = [start] + [{"steps": s, **krr_point(cells[f"krr-pixel-ipc{ipc}-step{s}"])}
+                           for s in cfg["krr_snapshots"][str(ipc)]]
+        row["krr-pixel"] = curve
+        row["acceleration"] = _acceleration(curve, row["mgdd"])
+        fresh_steps = cfg.get("krr_fresh_snapshots", {}).get(str(ipc), [])
+        fresh = [start] + [{"steps": s, **krr_point(cells[f"krr-fresh-ipc{ipc}-step{s}"])}
+                           for s in fresh_steps] if fresh_steps else []
+        if fresh:
+            row["krr-fresh"] = fresh
+        # few-step regime: mgdd vs scratch after K adaptation steps (scratch at K = 0 is random+ls)
+        few = []
+        for k in cfg.get("k_sweep", []):
+            mg = point(cells[f"mgdd-k{k}-ipc{ipc}"])
+            sc = row["random+ls"] if k == 0 else point(cells[f"scratch-k{k}-ipc{ipc}"])
+            few.append({"k": k, "mgdd": mg, "scratch": sc, "acceleration": _acceleration(curve, mg)})
+        few.append({"k": cfg["adapt_steps"], "mgdd": row["mgdd"], "scratch": row["scratch"],
+                    "acceleration": row["acceleration"]})
+        for p in few:
+            if fresh:
+                p["acceleration_fresh"] = _acceleration(fresh, p["mgdd"])
+        row["by_k"] = few
+        acc[str(ipc)] = row
+    un = cfg["unseen"]
+    unseen = cells.get(f"unseen-ipc{un['generate']}")
+    pending = [i for i in cfg["ipcs"] if i not in done]
+    # cells of blocks still running, so a long block shows its progress
+    in_progress = {str(i): {k: point(c) for k, c in cells.items()
+                            if (k.endswith(f"-ipc{i}") or f"-ipc{i}-step" in k) and "seconds" in c
+                            and not k.endswith("-" + cfg["cross_model"])}
+                   for i in pending}
+    # "any size": one adaptation serves every IPC, while krr-pixel starts over for each one
+    all_sizes = None
+    if not pending:
+        all_sizes = []
+        for k in [*cfg.get("k_sweep", []), cfg["adapt_steps"]]:
+            prefix = "mgdd" if k == cfg["adapt_steps"] else f"mgdd-k{k}"
+            adapt_s = cells[f"{prefix}-adapt"]["seconds"]
+            gen_s = sum(cells[f"{prefix}-ipc{i}"]["timing"]["generate_seconds"]
+                        + cells[f"{prefix}-ipc{i}"]["timing"]["label_seconds"] for i in done)
+            reach = [next(p for p in acc[str(i)]["by_k"] if p["k"] == k)["acceleration"]["krr_seconds_to_reach_mgdd"]
+                     for i in done]
+            total = adapt_s + gen_s
+            all_sizes.append({"k": k, "ipcs": done, "mgdd_seconds": total, "adapt_seconds": adapt_s,
+                              "krr_seconds_to_reach": None if None in reach else sum(reach),
+                              "ratio": None if None in reach else sum(reach) / total})
+    return {"preset": run["preset"], "complete": not pending, "pending_ipcs": pending, "in_progress": in_progress,
+            "dataset": run["dataset"], "machine": run["machine"], "seed": run["seed"],
+            "config": cfg, "command": run["command"],
+            "protocol": f"ConvNet-3 (width 128, instance norm), SGD lr 0.01 momentum 0.9 wd 5e-4, batch 256, "
+                        f"{cfg['eval_epochs']} epochs, lr x0.1 at half, no augmentation; soft labels -> MSE, "
+                        f"hard -> cross-entropy; {cfg['runs']} runs; full test set",
+            "features": cells["features"],
+            "adapt": {k[:-len("-adapt")]: v for k, v in cells.items() if k.endswith("-adapt")},
+            "accuracy": acc, "all_sizes": all_sizes, "bench_cost": _bench_cost(cells),
+            "retimed": _retimed(cells),
+            "unseen": None if unseen is None else {
+                "adapt_ipcs": un["adapt"], "ipc": un["generate"], "mean": unseen["accuracy_mean"],
+                "std": unseen["accuracy_std"], "seconds": unseen["seconds"],
+                "random+ls": acc.get(str(un["generate"]), {}).get("random+ls")},
+            "cross_architecture": {k: {"mean": v["accuracy_mean"], "std": v["accuracy_std"], "model": v["model"]}
+                                   for k, v in cells.items() if k.endswith("-" + cfg["cross_model"])},
+            "cells": cells}
+
+
+def markdown(r: dict) -> str:
+    """results.md, from results.json alone."""
+    cfg = r["config"]
+    pct = lambda d: f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}"  # noqa: E731
+    lines = [f"# mgdd bench: {r['dataset']['name']} (preset `{r['preset']}`)", "",
+             f"Machine: {r['machine']['processor']}, {r['machine']['cpus']} CPUs, torch {r['machine']['torch']}"
+             f"{', GPU ' + r['machine']['cuda'] if r['machine']['cuda'] else ', no GPU'}.  ",
+             f"Protocol: {r['protocol']}.  ",
+             f"Feature moments (pool of {cfg['pool_size']} random ConvNets, width {cfg['feature']['width']}): "
+             f"{r['features']['seconds']:.1f} s, shared by every KRR method and not counted below.", "",
+             "## Test accuracy (%)", "",
+             f"scratch and mgdd: {cfg['adapt_steps']} adaptation steps (fewer steps: the K table below).", "",
+             "| IPC | random | random+ls | herding+ls | krr-pixel (best) | scratch | **mgdd** |",
+             "|---|---|---|---|---|---|---|"]
+    ipcs = [int(i) for i in r["accuracy"]]
+    if r["pending_ipcs"]:
+        lines[2:2] = [f"**Partial run**: IPC {r['pending_ipcs']} not finished yet (resume with `--resume`).", ""]
+    if r.get("retimed"):
+        lines[2:2] = [f"**Timings re-measured** with `--retime` ({r['retimed']['at']}, {r['retimed']['cells']} "
+                      "cells): every timed stage was re-run with the current code on this machine and rebuilt "
+                      "bit-identical sets, so the accuracies are those of the original evaluations. Each cell "
+                      "keeps its earlier seconds under `retimed`."
+                      + (f" {len(r['retimed']['unverified'])} cells could not be checked: their sets predate "
+                         "the recorded digests and are no longer on disk (sets are not committed); they were "
+                         "rebuilt by the same seeded code as the checked ones." if r["retimed"]["unverified"]
+                         else ""), ""]
+    for ipc in ipcs:
+        a = r["accuracy"][str(ipc)]
+        best = a["acceleration"]["krr_best"]
+        lines.append(f"| {ipc} | {pct(a['random'])} | {pct(a['random+ls'])} | {pct(a['herding'])} | "
+                     f"{pct(best)} ({best['steps']} steps, {best['seconds']:.0f} s) | {pct(a['scratch'])} | "
+                     f"**{pct(a['mgdd'])}** |")
+    lines += ["", "## Time and acceleration", "",
+              f"mgdd (K = {cfg['adapt_steps']}) time = adaptation (shared by all IPCs) + generation + label solve "
+              "for that IPC. "
+              "Acceleration = time krr-pixel needs to first reach mgdd's mean accuracy / mgdd time.", "",
+              f"| IPC | mgdd s | krr-pixel s to reach mgdd | acceleration | krr-pixel at {TARGET_SPEEDUP}x mgdd time | mgdd - best krr-pixel |",
+              "|---|---|---|---|---|---|"]
+    for ipc in ipcs:
+        x = r["accuracy"][str(ipc)]["acceleration"]
+        reach = "never (in budget)" if x["ratio"] is None else f"{x['krr_seconds_to_reach_mgdd']:.1f}"
+        ratio = _ratio_text(x)
+        lines.append(f"| {ipc} | {x['mgdd_seconds']:.1f} | {reach} | {ratio} | {_at22_text(x)} | "
+                     f"{100 * x['mgdd_minus_krr_best']:+.2f} |")
+    if cfg.get("k_sweep"):
+        lines += ["", "## mgdd vs scratch after K adaptation steps", "",
+                  "Both adapt with the same steps, tasks and learning rate; mgdd starts from the shipped meta "
+                  "generator, scratch from random init (an identity map, so scratch at K = 0 is random+ls). "
+                  "Time = adaptation + generation + label solve.", "",
+                  "| IPC | K | mgdd % | scratch % | mgdd - scratch | mgdd s | acceleration vs krr-pixel "
+                  f"| krr-pixel % at {TARGET_SPEEDUP}x mgdd time |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for ipc in ipcs:
+            for p in r["accuracy"][str(ipc)]["by_k"]:
+                lines.append(f"| {ipc} | {p['k']} | {pct(p['mgdd'])} | {pct(p['scratch'])} | "
+                             f"{100 * (p['mgdd']['mean'] - p['scratch']['mean']):+.2f} | "
+                             f"{p['mgdd']['seconds']:.1f} | {_ratio_text(p['acceleration'])} | "
+                             f"{_at22_text(p['acceleration'])} |")
+    if r.get("all_sizes"):
+        lines += ["", "## Every size from one adaptation", "",
+                  "mgdd adapts once and then generates each IPC in one pass; krr-pixel optimises each IPC "
+                  "from scratch. Totals over IPC " + ", ".join(str(i) for i in r["all_sizes"][0]["ipcs"])
+                  + " (krr-pixel: the time it needs to reach mgdd's accuracy at each IPC).", "",
+                  "| K | mgdd s (adapt + all generations) | krr-pixel s to match every IPC | ratio |",
+                  "|---|---|---|---|"]
+        for a in r["all_sizes"]:
+            reach = "never (in budget)" if a["krr_seconds_to_reach"] is None else f"{a['krr_seconds_to_reach']:.1f}"
+            ratio = "n/a" if a["ratio"] is None else f"{a['ratio']:.3g}x"
+            lines.append(f"| {a['k']} | {a['mgdd_seconds']:.1f} | {reach} | {ratio} |")
+    fresh_rows = [(ipc, r["accuracy"][str(ipc)]) for ipc in ipcs if "krr-fresh" in r["accuracy"][str(ipc)]]
+    if fresh_rows:
+        lines += ["", "## Against krr-fresh: pixel optimisation without the cached moments", "",
+                  "krr-fresh is krr-pixel as the published iterative methods (KIP/RFAD-style) run it: a new "
+                  "random network and two real batches of 1024 every step instead of the pool's cached "
+                  "full-data moments. Acceleration = seconds krr-fresh needs to first reach mgdd's accuracy "
+                  "/ mgdd seconds.", "",
+                  "| IPC | K | mgdd % | mgdd s | krr-fresh s to reach | acceleration vs krr-fresh | krr-fresh best |",
+                  "|---|---|---|---|---|---|---|"]
+        for ipc, a in fresh_rows:
+            for p in a["by_k"]:
+                x = p["acceleration_fresh"]
+                reach = "never (in budget)" if x["ratio"] is None else f"{x['krr_seconds_to_reach_mgdd']:.1f}"
+                best = x["krr_best"]
+                lines.append(f"| {ipc} | {p['k']} | {pct(p['mgdd'])} | {p['mgdd']['seconds']:.1f} | {reach} | "
+                             f"{_ratio_text(x)} | {pct(best)} ({best['steps']} steps, {best['seconds']:.0f} s) |")
+        lines += ["", "| IPC | krr-fresh steps | seconds | accuracy % |", "|---|---|---|---|"]
+        for ipc, a in fresh_rows:
+            lines += [f"| {ipc} | {p['steps']} | {p['seconds']:.1f} | {pct(p)} |" for p in a["krr-fresh"]]
+    lines += ["", "## krr-pixel accuracy vs time", "",
+              "Seconds = optimisation + the final label solve, both wall-clock of the run that wrote the "
+              "snapshot (mgdd's time includes its label solve too). Step 0 is the random+ls set: krr-pixel "
+              "starts from the same real images and solves its labels the same way. "
+              + ("Every snapshot of a curve was timed in one run (`--retime`)." if r.get("retimed") else
+                 "Snapshots added to the preset later come from a replay of the same seeded trajectory (same "
+                 "images), timed in that run, so run-to-run timing noise can make the column slightly "
+                 "non-monotone."), "",
+              "| IPC | steps | seconds | accuracy % |", "|---|---|---|---|"]
+    for ipc in ipcs:
+        for p in r["accuracy"][str(ipc)]["krr-pixel"]:
+            lines.append(f"| {ipc} | {p['steps']} | {p['seconds']:.1f} | {pct(p)} |")
+    u = r["unseen"]
+    if u is not None:
+        lines += ["", "## A size never seen in adaptation", "",
+                  f"mgdd adapted on IPC {u['adapt_ipcs']} only, generating IPC {u['ipc']}: **{100 * u['mean']:.2f} ± "
+                  f"{100 * u['std']:.2f}** (random+ls at IPC {u['ipc']}: "
+                  + (pct(u["random+ls"]) if u["random+ls"] else "n/a") + ")"]
+    lines += ["", f"## Cross-architecture ({cfg['cross_model']}, IPC {cfg['cross_ipc']})", "",
+              "| set | accuracy % |", "|---|---|"]
+    for k, v in r["cross_architecture"].items():
+        lines.append(f"| {k.rsplit('-' + cfg['cross_model'], 1)[0]} | {pct(v)} |")
+    ad = r["adapt"]
+    lines += ["", "## Adaptation", ""]
+    for k, v in ad.items():
+        lines.append(f"- {k}: from `{v['from']}`, {v['steps']} steps on IPCs {v['ipcs']}, {v['seconds']:.1f} s")
+    for ipc, got in r.get("in_progress", {}).items():
+        if got:
+            lines += ["", f"## IPC {ipc}: cells finished so far (block in progress)", "",
+                      "| cell | accuracy % | seconds |", "|---|---|---|"]
+            lines += [f"| {k} | {pct(p)} | {p['seconds']:.1f} |" for k, p in got.items()]
+    c = r.get("bench_cost")
+    if c:
+        lines += ["", "## What the bench itself cost", "",
+                  f"{c['cells_timed']} cells timed end to end (build + every evaluation run): "
+                  f"{c['timed_seconds'] / 3600:.2f} h in all, plus {r['features']['seconds']:.0f} s of feature "
+                  "moments; the krr-pixel optimisation runs themselves are in the krr-pixel table." + (f" {c['cells_untimed']} cells come from runs before per-cell timing was "
+                                "recorded and are not in that sum." if c["cells_untimed"] else "")]
+    lines += ["", f"Command: `{r['command']}`", ""]
+    return "\n".join(lines)
+
+
+def plots(r: dict, out) -> None:
+    """plots/: accuracy vs time per IPC, and grids of the cross-architecture IPC's sets (when on disk)."""
+    out = Path(out)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cfg = r["config"]
+    ipcs = [int(i) for i in r["accuracy"]]
+    fig, axes = plt.subplots(1, len(ipcs), figsize=(5 * len(ipcs), 4), squeeze=False)
+    for ax, ipc in zip(axes[0], ipcs):
+        a = r["accuracy"][str(ipc)]
+        curve = a["krr-pixel"]
+        ax.errorbar([p["seconds"] for p in curve], [100 * p["mean"] for p in curve],
+                    yerr=[100 * p["std"] for p in curve], marker="o", label="krr-pixel")
+        if "krr-fresh" in a:
+            fresh = a["krr-fresh"]
+            ax.errorbar([p["seconds"] for p in fresh], [100 * p["mean"] for p in fresh],
+                        yerr=[100 * p["std"] for p in fresh], marker="^", label="krr-fresh")
+        # mgdd and scratch after K adaptation steps: a line per method, the full-K point starred
+        few = a.get("by_k") or [{"k": cfg["adapt_steps"], "mgdd": a["mgdd"], "scratch": a["scratch"]}]
+        for m, color, marker in (("mgdd", "red", "*"), ("scratch", "green", "s")):
+            pts = [p for p in few if not (m == "scratch" and p["k"] == 0)]  # scratch K=0 is random+ls
+            ax.errorbar([p[m]["seconds"] for p in pts], [100 * p[m]["mean"] for p in pts],
+                        yerr=[100 * p[m]["std"] for p in pts], color=color, marker=marker, linestyle=":",
+                        markersize=12 if m == "mgdd" else 7, label=f"{m} (K = {', '.join(str(p['k']) for p in pts)})")
+        for m, color in (("random", "gray"), ("random+ls", "black"), ("herding", "purple")):
+            ax.axhline(100 * a[m]["mean"], color=color, linestyle="--", linewidth=1, label=m)
+        ax.set_xscale("log")
+        ax.set_xlabel("wall-clock seconds (log)")
+        ax.set_ylabel("test accuracy %")
+        ax.set_title(f"{r['dataset']['name']} IPC {ipc}")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "plots" / "accuracy_vs_time.png", dpi=110)
+    plt.close(fig)
+    ipc = cfg["cross_ipc"]
+    last = max(cfg["krr_snapshots"][str(ipc)])
+    for name in (f"random-ipc{ipc}", f"random+ls-ipc{ipc}", f"herding-ipc{ipc}", f"krr-pixel-ipc{ipc}-step{last}",
+                 f"scratch-ipc{ipc}", f"mgdd-ipc{ipc}"):
+        p = out / "sets" / f"{name}.safetensors"
+        if p.exists():
+            save_grid(DistilledSet.load(p), out / "plots" / f"grid-{name}.png", force=True)
+
+def _ratio_text(x) -> str:
+    return f"{x['ratio']:.3g}x" if x["ratio"] is not None else f">= {x['ratio_lower_bound']:.3g}x"
+
+
+def _at22_text(x) -> str:
+    # the paper's target read directly: mgdd >= krr-pixel given TARGET_SPEEDUP x mgdd's time
+    at22 = x["krr_at_22x_mgdd_time"]
+    return f"{100 * at22:.2f}" if at22 is not None else "past the last snapshot"
+
+
+def _retimed(cells) -> dict | None:
+    done = [c["retimed"] for c in cells.values() if "retimed" in c]
+    if not done:
+        return None
+    return {"at": max(d["at"] for d in done), "cells": len(done),
+            "unverified": sorted(k for k, c in cells.items() if "retimed" in c and not c["retimed"]["verified"])}
+
+
+def _bench_cost(cells) -> dict:
+    timed = [c["cell_wall_seconds"] for k, c in cells.items() if k != "features" and "cell_wall_seconds" in c]
+    untimed = [k for k, c in cells.items() if k != "features" and "cell_wall_seconds" not in c]
+    return {"timed_seconds": sum(timed), "cells_timed": len(timed), "cells_untimed": len(untimed)}
+
+
+def krr_point(cell) -> dict:
+    # a krr snapshot is usable once its labels are solved: count that, as mgdd's time does
+    return {**point(cell), "seconds": cell["seconds"] + cell["timing"].get("label_seconds", 0.0)}
+
+
+def point(cell) -> dict:
+    return {"mean": cell["accuracy_mean"], "std": cell["accuracy_std"], "seconds": cell["seconds"]}
+
+
+def _acceleration(curve, point) -> dict:
+    """How long krr-pixel needs to first reach ``point``'s mean accuracy, relative to its time."""
+    reach = next((p for p in curve if p["mean"] >= point["mean"]), None)
+    best = max(curve, key=lambda p: p["mean"])
+    return {"mgdd_seconds": point["seconds"], "krr_seconds_to_reach_mgdd": reach["seconds"] if reach else None,
+            "ratio": (reach["seconds"] / point["seconds"]) if reach else None,
+            "ratio_lower_bound": None if reach else curve[-1]["seconds"] / point["seconds"],
+            "krr_best": best, "mgdd_minus_krr_best": point["mean"] - best["mean"],
+            "krr_at_22x_mgdd_time": _interp_curve(curve, TARGET_SPEEDUP * point["seconds"])}
+
+
+def _interp_curve(curve, seconds):
+    """krr-pixel accuracy at a given time (linear in log-time between snapshots); None outside the curve."""
+    pts = sorted((p["seconds"], p["mean"]) for p in curve)
+    if not pts or seconds < pts[0][0] or seconds > pts[-1][0]:
+        return None
+    for (t0, a0), (t1, a1) in zip(pts, pts[1:]):
+        if t0 <= seconds <= t1:
+            if t1 == t0:
+                return a1
+            w = (math.log(seconds) - math.log(t0)) / (math.log(t1) - math.log(t0))
+            return a0 + w * (a1 - a0)
+    return pts[-1][1]
+
+
+def finished_blocks(cells: dict, preset: Preset) -> list:
+    """IPC blocks whose every cell is on disk, in the preset's order."""
+    return [ipc for ipc in preset.ipcs if all(n in cells for n in block_cells(preset, ipc))]
+
+
+def ordered(cells: dict, preset: Preset) -> dict:
+    """Cells in the order a full run makes them (features, then each block's cells), others after:
+    the report's rows and sums do not depend on which process or resume wrote which cell."""
+    names = ["features"] + [n for ipc in preset.ipcs for n in block_cells(preset, ipc)]
+    names = list(dict.fromkeys(n for n in names if n in cells))
+    return {**{n: cells[n] for n in names}, **{n: cells[n] for n in sorted(cells) if n not in names}}
+
+
+def write_report(out, cells: dict, preset: Preset, run: dict, plots_too: bool = True) -> dict:
+    """Summarise ``cells``; write results.json, results.md and (once a block is done) plots/."""
+    out = Path(out)
+    cells = ordered(cells, preset)
+    done = finished_blocks(cells, preset)
+    results = summarise(cells, preset.as_dict(), done, run)
+    write_json(out / "results.json", results, force=True)
+    write_bytes(out / "results.md", markdown(results).encode(), force=True)
+    if plots_too and done:
+        (out / "plots").mkdir(exist_ok=True)
+        plots(results, out)
+    return results
+
+
+def run_record(out) -> dict:
+    """OUT/run.json (preset, config, dataset, machine, seed, command); a run from before it
+    was written falls back to the same fields of its results.json."""
+    out = Path(out)
+    if (out / "run.json").exists():
+        return read_json(out / "run.json")
+    r = read_json(out / "results.json")
+    return {k: r[k] for k in ("preset", "config", "dataset", "machine", "seed", "command")}
+
+
+def rebuild(out, plots_too: bool = True) -> dict:
+    """results.json, results.md and plots/ from OUT/cells/ and OUT/run.json alone."""
+    run = run_record(out)
+    return write_report(out, read_cells(out), Preset(**run["config"]), run, plots_too)

@@ -1,0 +1,257 @@
+"""The bench runner: builds and evaluates every cell of a preset, IPC block by IPC block.
+
+One process, one machine, every stage timed:
+  features   the pool's real-data moments (computed once, shared by every KRR method)
+  random, random+ls, herding        cheap baselines
+  krr-pixel  the iterative method, snapshots at increasing step counts (accuracy-vs-time curve)
+  krr-fresh  the same without the cached moments (a new network and real batches every step)
+  scratch    the generator adapted K steps from random init (no meta-training)
+  mgdd       the shipped meta generator adapted K steps, then one pass per IPC
+  unseen     mgdd adapted on a subset of IPCs only, generating an IPC it never saw
+Each finished cell is written to OUT/cells/ at once (cells.py), so an interrupted run resumes
+where it stopped, and the report (report.py) is rewritten after every cell.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..adapt import adapt
+from ..baselines import coreset, krr_pixel, random_ls, random_real
+from ..checkpoint import load_state
+from ..data import load_dataset
+from ..distilled import DistilledSet
+from ..errors import UsageError
+from ..evaluate import evaluate
+from ..features import FeatureConfig
+from ..generate import generate
+from ..generator import MetaGenerator
+from ..io import write_json
+from ..objective import FreshObjective, KRRObjective
+from ..pipeline import load_generator
+from .cells import CellStore, set_digest
+from .presets import cross_sources, get_preset
+from .report import machine, write_report
+
+VARIANTS = ("krr-pixel", "krr-fresh")
+
+
+def timed(fn, *args):
+    """(fn(*args), its wall-clock seconds)."""
+    t0 = time.perf_counter()
+    ds = fn(*args)
+    return ds, time.perf_counter() - t0
+
+
+def pass_seconds(ds: DistilledSet) -> float:
+    """A generated set's own time: the generator pass and its label solve (adaptation is added by the caller)."""
+    t = ds.meta["timing"]
+    return t["generate_seconds"] + t["label_seconds"]
+
+
+class Bench:
+    def __init__(self, preset: str, out, data_dir=None, resume=False, force=False, seed=0, progress=False):
+        self.cfg, self.preset, self.seed, self.progress = get_preset(preset), preset, seed, progress
+        self.out = Path(out)
+        if self.out.exists() and any(self.out.iterdir()) and not (resume or force):
+            raise UsageError(f"{self.out} is not empty; pass --resume to continue that run or --force to start over.")
+        self.resume, self.force, self.data_dir = resume, force, data_dir
+        self.store = CellStore(self.out, on_new=self._report_progress)
+        self._dataset, self._objective = None, None
+        self.reporting = False  # during run(): the report is kept current cell by cell
+
+    @property
+    def cells(self) -> dict:
+        return self.store.cells
+
+    @property
+    def dataset(self):
+        if self._dataset is None:
+            self._dataset = load_dataset(self.cfg.dataset, self.data_dir)
+        return self._dataset
+
+    def _start(self) -> None:
+        """Make the folders (a forced start drops the old cells) and record the run."""
+        if self.force and not self.resume and (self.out / "cells").exists():
+            for p in (self.out / "cells").glob("*.json"):
+                p.unlink()
+        for sub in ("cells", "sets", "plots"):
+            (self.out / sub).mkdir(parents=True, exist_ok=True)
+        write_json(self.out / "run.json", self.run_record(), force=True)
+
+    def run_record(self) -> dict:
+        return {"preset": self.preset, "config": self.cfg.as_dict(), "dataset": self.dataset.describe(),
+                "machine": machine(), "seed": self.seed,
+                "command": "mgdd " + " ".join(sys.argv[1:]) if sys.argv else ""}
+
+    def cell(self, name: str, fn):
+        return self.store.get(name, fn)
+
+    def objective(self) -> KRRObjective:
+        if self._objective is None:
+            # $MGDD_CACHE when set, else a cache inside the results folder
+            cache_dir = None if os.environ.get("MGDD_CACHE") else self.out / "cache"
+            obj = KRRObjective(self.dataset, FeatureConfig(**self.cfg.feature), self.cfg.pool_size,
+                               seed=self.seed, cache_dir=cache_dir)
+            # the first (cold) computation is the one recorded; a resumed run reads the disk cache
+            self.features = self.cell("features", lambda: {"seconds": obj.build_seconds, "objective": obj.describe()})
+            self._objective = obj
+        return self._objective
+
+    def fresh_objective(self) -> KRRObjective:
+        """The same objective, RFAD-style: a new random network and real batches every step."""
+        return FreshObjective.sharing(self.objective())  # the pool serves its final label solve
+
+    def report(self, plots: bool = True) -> dict:
+        return write_report(self.out, self.cells, self.cfg, self.run_record(), plots_too=plots)
+
+    def _report_progress(self):
+        if self.reporting:  # a block can take hours: keep the report current, cell by cell
+            self.report(plots=False)
+
+    # -- cells
+    def evaluate_set(self, ds: DistilledSet, name: str, model="convnet") -> dict:
+        set_path = self.out / "sets" / f"{name}.safetensors"
+        if not set_path.exists():
+            ds.save(set_path, force=True)
+        res = evaluate(ds, self.dataset, model=model, epochs=self.cfg.eval_epochs, runs=self.cfg.runs,
+                       seed=self.seed, progress=self.progress)
+        return {"accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"], "set_sha256": set_digest(ds),
+                "accuracies": [r["accuracy"] for r in res["per_run"]], "model": model, "epochs": res["epochs"],
+                "runs": res["runs"], "label_kind": res["label_kind"], "set": str(set_path.relative_to(self.out))}
+
+    def set_cell(self, name, make, model="convnet"):
+        """Build a distilled set with ``make() -> (DistilledSet, seconds)`` and evaluate it."""
+        def run():
+            ds, seconds = make()
+            return {"name": name, "seconds": seconds, "timing": ds.meta.get("timing", {}),
+                    **self.evaluate_set(ds, name, model)}
+        return self.cell(name, run)
+
+    def cross_cell(self, name, source_cell):
+        model = self.cfg.cross_model
+
+        def run():
+            ds = DistilledSet.load(self.out / source_cell["set"])
+            return {"name": name, **self.evaluate_set(ds, f"{name}-{model}", model)}
+        return self.cell(f"{name}-{model}", run)
+
+    # -- the run: IPC by IPC, so the first finished rows are reported while later ones run
+    def run(self) -> dict:
+        self._start()
+        self.objective()
+        self.reporting, results = True, None
+        for ipc in self.cfg.ipcs:
+            self.ipc_block(ipc)
+            results = self.report()
+        return results
+
+    def ipc_block(self, ipc) -> dict:
+        cfg, seed, obj, cells = self.cfg, self.seed, self.objective(), {}
+        cells[f"random-ipc{ipc}"] = self.set_cell(f"random-ipc{ipc}", lambda: timed(random_real, self.dataset, ipc, seed))
+        cells[f"random+ls-ipc{ipc}"] = self.set_cell(f"random+ls-ipc{ipc}", lambda: timed(random_ls, obj, ipc, seed))
+        cells[f"herding-ipc{ipc}"] = self.set_cell(f"herding-ipc{ipc}",
+                                                   lambda: timed(coreset, obj, ipc, "herding", seed, True))
+        # the meta generator and the scratch ablation: adapted once each (cached), one pass per IPC
+        for source, label in (("meta", "mgdd"), ("scratch", "scratch")):
+            adapt_cell = self.cell(f"{label}-adapt", lambda: self._adapt(source, label, cfg.adapt_ipcs))
+            cells[f"{label}-adapt"] = adapt_cell
+            cells[f"{label}-ipc{ipc}"] = self.set_cell(
+                f"{label}-ipc{ipc}", lambda: self._generate(label, ipc, adapt_cell, (source, cfg.adapt_ipcs, None)))
+        un = cfg.unseen
+        if ipc == un["generate"]:
+            unseen_adapt = self.cell("unseen-adapt", lambda: self._adapt("meta", "unseen", un["adapt"]))
+            cells["unseen-adapt"] = unseen_adapt
+            cells[f"unseen-ipc{ipc}"] = self.set_cell(
+                f"unseen-ipc{ipc}", lambda: self._generate("unseen", ipc, unseen_adapt, ("meta", un["adapt"], None)))
+        # few-step regime: the same comparison after K adaptation steps (K = 0 is the meta generator as shipped;
+        # scratch at K = 0 is the identity, i.e. exactly random+ls, so it gets no cell of its own)
+        for k in cfg.k_sweep:
+            for source, label in (("meta", "mgdd"), ("scratch", "scratch")):
+                if source == "scratch" and k == 0:
+                    continue
+                name = f"{label}-k{k}"
+                adapt_cell = self.cell(f"{name}-adapt", lambda: self._adapt(source, name, cfg.adapt_ipcs, k))
+                cells[f"{name}-adapt"] = adapt_cell
+                cells[f"{name}-ipc{ipc}"] = self.set_cell(
+                    f"{name}-ipc{ipc}", lambda: self._generate(name, ipc, adapt_cell, (source, cfg.adapt_ipcs, k)))
+        # the iterative baselines: one optimisation per curve, evaluated at every snapshot
+        for variant in VARIANTS:
+            for step in cfg.snapshots(variant).get(str(ipc), []):
+                cells[f"{variant}-ipc{ipc}-step{step}"] = self._krr_cell(ipc, step, variant)
+        if ipc == cfg.cross_ipc:
+            for name in cross_sources(cfg, ipc):
+                cells[f"{name}-{cfg.cross_model}"] = self.cross_cell(name, cells[name])
+        return cells
+
+    # -- generators
+    def adapted_generator(self, source, ipcs, steps, checkpoint=None):
+        gen, origin = load_generator(source, self.dataset.channels, seed=self.seed)  # scratch weights use the seed
+        log = adapt(gen, self.objective(), steps=steps, ipcs=ipcs, lr=self.cfg.lr_adapt, seed=self.seed,
+                    checkpoint=checkpoint, resume=checkpoint is not None, progress=self.progress, source=origin)
+        return gen, origin, log
+
+    def _adapt(self, source, label, ipcs, steps=None):
+        steps = self.cfg.adapt_steps if steps is None else steps
+        gen, origin, log = self.adapted_generator(
+            source, ipcs, steps, checkpoint=self.out / "cells" / f"{label}-adapt.checkpoint.safetensors")
+        gen.save_pretrained(self.out / "sets" / f"{label}-generator", metadata={"from": origin, **{
+            k: log[k] for k in ("steps", "seconds", "ipcs")}}, force=True)
+        return {"from": origin, "steps": log["steps"], "ipcs": log["ipcs"], "seconds": log["seconds"],
+                "final_losses": [h["loss"] for h in log["history"][-10:]]}
+
+    def _generate(self, label, ipc, adapt_cell, adapt_args):
+        path = self.out / "sets" / f"{label}-generator"
+        if not path.exists():
+            # weights not kept (a resume where sets/ was lost): re-run the same seeded adaptation;
+            # the time reported stays the one recorded in adapt_cell
+            self._adapt(adapt_args[0], label, adapt_args[1], adapt_args[2])
+        gen = MetaGenerator.from_pretrained(path)
+        ds = generate(gen, self.objective(), ipc, seed=self.seed, method=label, adapted_from=adapt_cell["from"],
+                      adapt_steps=adapt_cell["steps"], adapt_ipcs=adapt_cell["ipcs"])
+        return ds, adapt_cell["seconds"] + pass_seconds(ds)
+
+    # -- the pixel-optimisation curves
+    def _krr_cell(self, ipc, step, variant="krr-pixel"):
+        """One snapshot of a pixel-optimisation curve; variant krr-pixel (cached pool) or krr-fresh."""
+        name = f"{variant}-ipc{ipc}-step{step}"
+        if self.store.exists(name):
+            return self.cell(name, None)  # finished: read (and registered) from disk
+        snaps = self.cfg.snapshots(variant)[str(ipc)]
+        obj = self.objective() if variant == "krr-pixel" else self.fresh_objective()
+        done = lambda s: self.store.exists(f"{variant}-ipc{ipc}-step{s}")  # noqa: E731
+
+        def on_snapshot(s, ds):
+            if s in snaps and not done(s):
+                ds.save(self.out / "sets" / f"{variant}-ipc{ipc}-step{s}.safetensors", force=True)
+
+        # one optimisation run reaches every snapshot; its checkpoint makes it resumable
+        ckpt = self.out / "cells" / f"{variant}-ipc{ipc}.checkpoint.safetensors"
+        done_steps = load_state(ckpt)[1]["step"] if ckpt.exists() else 0
+        early = [s for s in snaps if not done(s) and s < done_steps]
+        if early:
+            # snapshots added after the run passed them: replay the start of the same (seeded,
+            # deterministic) trajectory in a run of its own, timed the same way
+            krr_pixel(obj, ipc, max(early), early, lr=self.cfg.lr_pixel, seed=self.seed,
+                      checkpoint=self.out / "cells" / f"{variant}-ipc{ipc}-early.checkpoint.safetensors",
+                      resume=True, on_snapshot=on_snapshot, progress=self.progress)
+        krr_pixel(obj, ipc, max(snaps), snaps, lr=self.cfg.lr_pixel, seed=self.seed,
+                  checkpoint=ckpt, resume=True, on_snapshot=on_snapshot, progress=self.progress)
+        for s in snaps:
+            sname = f"{variant}-ipc{ipc}-step{s}"
+            spath = self.out / "sets" / f"{sname}.safetensors"
+            if spath.exists():
+                self.cell(sname, lambda: self._krr_eval(sname, spath, s))
+        return self.cells[name]
+
+    def _krr_eval(self, name, set_path, step):
+        ds = DistilledSet.load(set_path)
+        return {"name": name, "steps": step, "seconds": ds.meta["timing"]["seconds"], "timing": ds.meta["timing"],
+                **self.evaluate_set(ds, name)}
+
+    def retime(self) -> dict:
+        from .retime import retime
+        return retime(self)
