@@ -48,7 +48,7 @@ def _class_features(objective: KRRObjective, c: int, chunk: int = 1024) -> torch
     return torch.cat([net(x[i:i + chunk].to(objective.device)).cpu() for i in range(0, len(x), chunk)])
 
 
-def _herding(f: torch.Tensor, k: int) -> list:
+def herding_indices(f: torch.Tensor, k: int) -> list:
     target, chosen, running = f.mean(0), [], torch.zeros_like(f[0])
     available = torch.ones(len(f), dtype=torch.bool)
     for t in range(1, k + 1):
@@ -60,7 +60,7 @@ def _herding(f: torch.Tensor, k: int) -> list:
     return chosen
 
 
-def _kcenter(f: torch.Tensor, k: int) -> list:
+def kcenter_indices(f: torch.Tensor, k: int) -> list:
     chosen = [int((f - f.mean(0)).pow(2).sum(1).argmin())]  # start at the most central point
     dist = (f - f[chosen[0]]).pow(2).sum(1)
     for _ in range(k - 1):
@@ -73,7 +73,7 @@ def _kcenter(f: torch.Tensor, k: int) -> list:
 def coreset(objective: KRRObjective, ipc: int, method: str, seed: int = 0, soft_labels: bool = False) -> DistilledSet:
     dataset = objective.dataset
     check_ipc(dataset, ipc)
-    pick = {"herding": _herding, "kcenter": _kcenter}[method]
+    pick = {"herding": herding_indices, "kcenter": kcenter_indices}[method]
     t0 = time.perf_counter()
     idx = []
     for c in range(dataset.num_classes):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 from .version import __version__
@@ -392,34 +391,20 @@ def cmd_generate(args):
 
 def cmd_distill(args):
     from .data import check_ipc
-    from .evaluate import evaluate
-    from .io import write_json
     from .pipeline import distill, distill_outputs
     out = _folder_out(args)
-    replace = args.force or args.resume
-    _check_outputs(args, distill_outputs(out, args.ipc), replace)
+    _check_outputs(args, distill_outputs(out, args.ipc), args.force or args.resume)
     dataset = _load(args)
     for ipc in set(args.ipc) | set(args.adapt_ipcs or []):
         check_ipc(dataset, ipc)
-    t0 = time.perf_counter()
-    objective = _objective(args, dataset)
-    feature_seconds = time.perf_counter() - t0
     result = distill(dataset, ipcs=args.ipc, steps=args.steps, adapt_ipcs=args.adapt_ipcs, source=args.source,
-                     out_dir=out, seed=args.seed, lr=args.lr, objective=objective, resume=args.resume,
-                     force=args.force, progress=_progress(args), write_summary=False)
+                     out_dir=out, seed=args.seed, lr=args.lr, objective=_objective(args, dataset),
+                     resume=args.resume, force=args.force, progress=_progress(args), evaluate_sets=args.evaluate,
+                     epochs=args.epochs, runs=args.runs)
     summary = result["summary"]
-    summary["feature_seconds"] = feature_seconds
-    rows = []
-    for ipc, ds in result["sets"].items():
-        entry = summary["sets"][str(ipc)]
-        acc = ""
-        if args.evaluate:
-            res = evaluate(ds, dataset, epochs=args.epochs, runs=args.runs, seed=args.seed, progress=_progress(args))
-            entry["evaluation"] = res
-            acc = _accuracy_text(res)
-        rows.append([ipc, entry["images"], f"{entry['generate_seconds']:.2f}", f"{entry['label_seconds']:.2f}",
-                     acc or "-", entry["file"]])
-    write_json(out / "summary.json", summary, force=replace)
+    rows = [[ipc, e["images"], f"{e['generate_seconds']:.2f}", f"{e['label_seconds']:.2f}",
+             _accuracy_text(e["evaluation"]) if "evaluation" in e else "-", e["file"]]
+            for ipc, e in summary["sets"].items()]
     print(f"adapted from {summary['source']} for {args.steps} steps in {summary['adapt_seconds']:.1f}s "
           f"(feature moments {summary['feature_seconds']:.1f}s)")
     _table(rows, ["ipc", "images", "generate s", "labels s", "accuracy %", "file"])

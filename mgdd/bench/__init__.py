@@ -7,11 +7,11 @@
     report.py   pure functions: cells -> results.json, results.md, plots/ (no dataset needed)
 """
 
-from .cells import CellStore, read_cells, set_digest
+from .cells import CellStore, pass_seconds, read_cells, set_digest, timed
 from .presets import PRESETS, TARGET_SPEEDUP, Preset, block_cells, get_preset
 from .report import markdown, rebuild, summarise
 from .retime import check_finished, retime
-from .runner import Bench, pass_seconds, timed
+from .runner import Bench
 
 __all__ = ["Bench", "CellStore", "PRESETS", "Preset", "TARGET_SPEEDUP", "block_cells", "check_finished",
            "get_preset", "markdown", "pass_seconds", "read_cells", "rebuild", "retime", "set_digest", "summarise",

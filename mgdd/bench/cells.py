@@ -63,3 +63,16 @@ class CellStore:
     def replace(self, name: str, cell: dict) -> None:
         write_json(self.path(name), cell, force=True)
         self.cells[name] = cell
+
+
+def timed(fn, *args):
+    """(fn(*args), its wall-clock seconds)."""
+    t0 = time.perf_counter()
+    ds = fn(*args)
+    return ds, time.perf_counter() - t0
+
+
+def pass_seconds(ds: DistilledSet) -> float:
+    """A generated set's own time: the generator pass and its label solve (adaptation is added by the caller)."""
+    t = ds.meta["timing"]
+    return t["generate_seconds"] + t["label_seconds"]

@@ -11,6 +11,8 @@ from ..errors import unknown_name
 # given 22x mgdd's time.
 TARGET_SPEEDUP = 22
 
+VARIANTS = ("krr-pixel", "krr-fresh")  # the pixel-optimisation curves: with the cached pool, and without
+
 
 @dataclass(frozen=True)
 class Preset:

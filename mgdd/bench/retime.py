@@ -20,8 +20,8 @@ from ..errors import UsageError
 from ..generate import generate
 from ..generator import MetaGenerator
 from ..io import read_json, write_json
-from .cells import read_cells, set_digest
-from .runner import VARIANTS, Bench, pass_seconds, timed
+from .cells import pass_seconds, read_cells, set_digest, timed
+from .presets import VARIANTS
 
 
 def check_finished(out) -> None:
@@ -35,7 +35,7 @@ def _note(name):
     print(f"[bench] re-time {name} ...", file=sys.stderr, flush=True)
 
 
-def retime(bench: "Bench") -> dict:
+def retime(bench) -> dict:
     """Re-run every timed stage of a finished run with this code on this machine.
 
     Every stage is seeded and deterministic, so each rebuilds exactly the set that was

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 from ..adapt import adapt
@@ -32,25 +31,10 @@ from ..generator import MetaGenerator
 from ..io import write_json
 from ..objective import FreshObjective, KRRObjective
 from ..pipeline import load_generator
-from .cells import CellStore, set_digest
-from .presets import cross_sources, get_preset
+from .cells import CellStore, pass_seconds, set_digest, timed
+from .presets import VARIANTS, cross_sources, get_preset
 from .report import machine, write_report
-
-VARIANTS = ("krr-pixel", "krr-fresh")
-
-
-def timed(fn, *args):
-    """(fn(*args), its wall-clock seconds)."""
-    t0 = time.perf_counter()
-    ds = fn(*args)
-    return ds, time.perf_counter() - t0
-
-
-def pass_seconds(ds: DistilledSet) -> float:
-    """A generated set's own time: the generator pass and its label solve (adaptation is added by the caller)."""
-    t = ds.meta["timing"]
-    return t["generate_seconds"] + t["label_seconds"]
-
+from .retime import retime
 
 class Bench:
     def __init__(self, preset: str, out, data_dir=None, resume=False, force=False, seed=0, progress=False):
@@ -253,5 +237,4 @@ class Bench:
                 **self.evaluate_set(ds, name)}
 
     def retime(self) -> dict:
-        from .retime import retime
         return retime(self)

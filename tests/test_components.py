@@ -1,0 +1,231 @@
+"""Each component against a second formulation on tiny data: the objective, the guide, the
+coresets, the evaluation protocol, the feature cache, progress in logs, the module graph."""
+
+import ast
+import io
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mgdd import krr
+from mgdd.data import sample_init
+
+
+def direct_loss(objective, x, i, classes=None):
+    """The KRR loss of pool network i against every training image, from the features themselves."""
+    net, ds = objective.pool.nets[i], objective.dataset
+    keep = torch.ones(len(ds.train_y), dtype=torch.bool) if classes is None else torch.isin(
+        ds.train_y, torch.tensor(classes))
+    ys = ds.train_y[keep]
+    if classes is not None:
+        ys = torch.tensor([list(classes).index(int(c)) for c in ys])
+    c = ds.num_classes if classes is None else len(classes)
+    with torch.no_grad():
+        f_b = net(ds.train_x[keep])
+    return krr.krr_loss(net(x), f_b, krr.centered_onehot(ys, c), objective.lam, objective.mu)
+
+
+@pytest.mark.parametrize("classes", [None, [0, 2]])
+def test_pool_loss_and_labels_equal_a_direct_whole_dataset_solve(tiny_objective, classes):
+    obj = tiny_objective
+    ipc = 2
+    x, _ = sample_init(obj.dataset, ipc, seed=3, classes=classes)
+    for i in range(obj.pool.size):
+        torch.testing.assert_close(obj.pool_loss(x, i, classes), direct_loss(obj, x, i, classes)[0],
+                                   rtol=1e-6, atol=1e-9)
+    # loss(x, rng) is the pool loss of the network the rng draws first
+    i = random.Random(7).randrange(obj.pool.size)
+    torch.testing.assert_close(obj.loss(x, random.Random(7), classes), obj.pool_loss(x, i, classes))
+    # labels: one least-squares solve over the stacked predictors of every pool network
+    a, y = [], []
+    for i, net in enumerate(obj.pool.nets):
+        keep = torch.ones(len(obj.dataset.train_y), dtype=torch.bool) if classes is None else torch.isin(
+            obj.dataset.train_y, torch.tensor(classes))
+        ys = obj.dataset.train_y[keep]
+        if classes is not None:
+            ys = torch.tensor([classes.index(int(c)) for c in ys])
+        with torch.no_grad():
+            a.append(krr.krr_predictor(net(x), net(obj.dataset.train_x[keep]), obj.lam))
+        y.append(krr.centered_onehot(ys, obj.dataset.num_classes if classes is None else len(classes)))
+    direct = krr.solve_labels(torch.cat(a), torch.cat(y), obj.mu).float()
+    torch.testing.assert_close(obj.labels(x, classes=classes), direct, rtol=1e-4, atol=1e-5)
+
+
+def test_guide_is_the_normalised_gradient_of_the_mean_pool_loss(tiny_objective):
+    obj = tiny_objective
+    x0, _ = sample_init(obj.dataset, 2, seed=1)
+    x = x0.clone().requires_grad_(True)
+    mean = sum(direct_loss(obj, x, i)[0] for i in range(2)) / 2
+    (grad,) = torch.autograd.grad(mean, x)
+    ref = grad / grad.pow(2).mean().sqrt()
+    torch.testing.assert_close(obj.guide(x0, nets=2), ref.float(), rtol=1e-4, atol=1e-5)
+
+
+def test_fresh_objective_draws_like_the_pool_and_shares_its_labels(tiny_objective):
+    from mgdd.objective import FreshObjective
+    fresh = FreshObjective.sharing(tiny_objective)
+    x, _ = sample_init(tiny_objective.dataset, 2, seed=0)
+    r1, r2 = random.Random(5), random.Random(5)
+    fresh.loss(x, r1)
+    tiny_objective.loss(x, r2)
+    assert r1.random() == r2.random()  # both drew (network index, step seed): the streams stay aligned
+    assert torch.equal(fresh.labels(x), tiny_objective.labels(x)) and fresh.describe()["mode"] == "fresh"
+    assert tiny_objective.describe()["mode"] == "pool"
+
+
+# ---------------------------------------------------------------------------- coresets
+
+def herding_reference(f, k):
+    """Greedy herding written out with loops: add the point that brings the chosen mean closest to the target."""
+    f = f.double().numpy()
+    target, chosen = f.mean(0), []
+    for _ in range(k):
+        best, best_d = None, None
+        for i in range(len(f)):
+            if i in chosen:
+                continue
+            d = float(((f[chosen + [i]].mean(0) - target) ** 2).sum())
+            if best_d is None or d < best_d - 1e-12:
+                best, best_d = i, d
+        chosen.append(best)
+    return chosen
+
+
+def kcenter_reference(f, k):
+    """Greedy k-center with loops: start at the point nearest the mean, then the farthest point each time."""
+    f = f.double().numpy()
+    dist = lambda a, b: float(((a - b) ** 2).sum())  # noqa: E731
+    chosen = [int(np.argmin([dist(p, f.mean(0)) for p in f]))]
+    for _ in range(k - 1):
+        gaps = [min(dist(p, f[c]) for c in chosen) for p in f]
+        chosen.append(int(np.argmax(gaps)))
+    return chosen
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_herding_and_kcenter_pick_what_the_references_pick(seed):
+    from mgdd.baselines import herding_indices, kcenter_indices
+    f = torch.randn(12, 4, generator=torch.Generator().manual_seed(seed))
+    assert herding_indices(f, 5) == herding_reference(f, 5)
+    assert kcenter_indices(f, 5) == kcenter_reference(f, 5)
+
+
+# ---------------------------------------------------------------------------- evaluation protocol
+
+def test_evaluation_protocol_lr_drop_and_losses(tiny_dataset, monkeypatch):
+    import importlib
+
+    from mgdd.distilled import DistilledSet
+    ev = importlib.import_module("mgdd.evaluate")  # the module (the package exports a function of that name)
+
+    lrs, losses = [], []
+
+    class SpySGD(torch.optim.SGD):
+        def step(self, closure=None):
+            lrs.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    monkeypatch.setattr(ev.torch.optim, "SGD", SpySGD)
+    real_mse, real_ce = ev.F.mse_loss, ev.F.cross_entropy
+    monkeypatch.setattr(ev.F, "mse_loss", lambda *a, **k: losses.append("mse") or real_mse(*a, **k))
+    monkeypatch.setattr(ev.F, "cross_entropy", lambda *a, **k: losses.append("ce") or real_ce(*a, **k))
+    x, y = sample_init(tiny_dataset, 2, seed=0)
+    meta = {"dataset": "tiny", "classes": list(tiny_dataset.classes), "mean": tiny_dataset.mean,
+            "std": tiny_dataset.std, "ipc": 2}
+    soft = DistilledSet(x, torch.nn.functional.one_hot(y, 3).float(), meta)
+    ev.evaluate(soft, tiny_dataset, model="mlp", epochs=4, lr=0.1, progress=False)
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01]) and set(losses) == {"mse"}  # x0.1 at half; soft -> MSE
+    lrs.clear(), losses.clear()
+    ev.evaluate(DistilledSet(x, y, meta), tiny_dataset, model="mlp", epochs=2, lr=0.1, progress=False)
+    assert lrs == pytest.approx([0.1, 0.01]) and set(losses) == {"ce"}  # hard -> cross-entropy
+
+
+# ---------------------------------------------------------------------------- feature cache
+
+def test_feature_cache_is_hit_and_a_corrupt_entry_is_recomputed(tiny_dataset, tmp_path, monkeypatch):
+    import mgdd.features as features
+    from mgdd.features import FeatureConfig
+    from mgdd.objective import KRRObjective
+
+    calls = []
+    real = features.compute_moments
+    monkeypatch.setattr(features, "compute_moments", lambda *a, **k: calls.append(1) or real(*a, **k))
+    build = lambda: KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=2,  # noqa: E731
+                                 cache_dir=tmp_path)
+    first = build()
+    assert len(calls) == 2 and len(list(tmp_path.glob("*.safetensors"))) == 2
+    second = build()
+    assert len(calls) == 2  # both networks read from the cache
+    for a, b in zip(first.moments, second.moments):
+        assert torch.equal(a.gram, b.gram)
+    victim = sorted(tmp_path.glob("*.safetensors"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])  # truncated
+    third = build()
+    assert len(calls) == 3  # only the damaged entry was recomputed ...
+    for a, b in zip(first.moments, third.moments):
+        assert torch.equal(a.gram, b.gram)
+    build()
+    assert len(calls) == 3  # ... and replaced by a good one
+
+
+# ---------------------------------------------------------------------------- progress and structure
+
+class FakeLog(io.StringIO):
+    def isatty(self):
+        return False
+
+
+def test_progress_writes_lines_in_a_log():
+    from mgdd.progress import Progress
+    log = FakeLog()
+    bar = Progress(50, "adapt", stream=log)
+    for _ in range(50):
+        bar.update(1, loss=0.5)
+    lines = log.getvalue().splitlines()
+    assert 10 <= len(lines) <= 11 and lines[-1].startswith("[adapt] 50/50 loss 0.5")
+    quiet = FakeLog()
+    p = Progress(50, "adapt", enabled=False, stream=quiet)
+    p.update(50)
+    assert quiet.getvalue() == ""
+
+
+def module_graph():
+    root = Path(__file__).resolve().parents[1] / "mgdd"
+    mods = {}
+    for p in root.rglob("*.py"):
+        parts = p.relative_to(root.parent).with_suffix("").parts
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph = {}
+    for name, p in mods.items():
+        pkg = name if p.name == "__init__.py" else name.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = pkg.split(".")[: len(pkg.split(".")) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+                deps |= {t for t in [target] + [f"{target}.{a.name}" for a in node.names] if t in mods}
+        graph[name] = deps - {name}
+    return graph
+
+
+def test_no_import_cycle_and_nothing_imports_the_cli():
+    graph = module_graph()
+    # a package's __init__ re-exports its modules: edges into a package are not dependencies
+    packages = {"mgdd", "mgdd.bench"}
+    state = {}
+
+    def visit(n, path):
+        state[n] = "open"
+        for d in graph[n] - packages:
+            assert state.get(d) != "open", f"import cycle: {' -> '.join(path + [d])}"
+            if d not in state:
+                visit(d, path + [d])
+        state[n] = "done"
+
+    for n in graph:
+        if n not in state:
+            visit(n, [n])
+    assert [n for n, d in graph.items() if "mgdd.cli" in d] == ["mgdd.__main__"]
