@@ -20,7 +20,7 @@ from .features import FeatureConfig, FeaturePool
 from .generate import generate
 from .generator import GeneratorConfig, MetaGenerator
 from .models import create_model
-from .objective import KRRObjective
+from .objective import FreshObjective, KRRObjective, create_objective
 from .pipeline import default_meta_generator, distill
 from .version import __version__
 
@@ -28,5 +28,6 @@ __all__ = [
     "__version__", "adapt", "coreset", "krr_pixel", "random_ls", "random_real", "run_baseline", "Dataset",
     "load_dataset", "sample_init", "DistilledSet", "export", "save_grid", "CorruptFile", "DatasetNotFound",
     "MgddError", "UsageError", "evaluate", "FeatureConfig", "FeaturePool", "generate", "GeneratorConfig",
-    "MetaGenerator", "create_model", "KRRObjective", "default_meta_generator", "distill",
+    "MetaGenerator", "create_model", "KRRObjective", "FreshObjective", "create_objective", "default_meta_generator",
+    "distill",
 ]

@@ -339,18 +339,17 @@ def _folder_out(args) -> Path:
 
 
 def cmd_adapt(args):
-    from .adapt import adapt
-    from .pipeline import load_generator
+    from .pipeline import adapted_generator
     out = _folder_out(args)
     replace = args.force or args.resume
     _check_outputs(args, [out / "model.safetensors", out / "config.json", out / "adapt-checkpoint.safetensors"],
                    replace)
     dataset = _load(args)
     objective = _objective(args, dataset)
-    generator, origin = load_generator(args.source, dataset.channels, seed=args.seed)
-    log = adapt(generator, objective, steps=args.steps, ipcs=args.ipcs, lr=args.lr, seed=args.seed,
-                checkpoint=out / "adapt-checkpoint.safetensors", checkpoint_every=args.checkpoint_every,
-                resume=args.resume, progress=_progress(args), source=origin)
+    generator, origin, log = adapted_generator(args.source, objective, args.steps, args.ipcs, lr=args.lr,
+                                               seed=args.seed, checkpoint=out / "adapt-checkpoint.safetensors",
+                                               checkpoint_every=args.checkpoint_every, resume=args.resume,
+                                               progress=_progress(args))
     generator.save_pretrained(out, metadata={"target": dataset.name, "adapted_from": origin, "steps": args.steps,
                                              "ipcs": log["ipcs"], "seconds": log["seconds"],
                                              "objective": objective.describe()}, force=replace)

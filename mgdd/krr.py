@@ -81,7 +81,7 @@ def krr_loss(f_s, f_b, y_b, lam: float, mu: float, f_label=None, y_label=None) -
     """Mini-batch loss. Labels are solved on (f_label, y_label) if given, else on (f_b, y_b).
 
     Solving and measuring on different real batches avoids the label fit collapsing the
-    loss when M is close to B (DESIGN.md section 2, pitfall). Returns (L, Y_s*).
+    loss when M is close to B (docs/design.md §2). Returns (L, Y_s*).
     """
     _check_reg(lam, mu)
     a = krr_predictor(f_s, f_b, lam)

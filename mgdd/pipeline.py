@@ -60,6 +60,16 @@ def load_generator(source: str, channels: int, seed: int | None = None) -> tuple
     return gen, source
 
 
+def adapted_generator(source: str, objective: KRRObjective, steps: int, ipcs, lr: float = 1e-3, seed: int = 0,
+                      checkpoint=None, resume: bool = False, progress: bool = True, checkpoint_every: int = 25):
+    """(generator, origin, log): load ``source`` (seeded: a scratch generator's weights are part of
+    the run's seed) and adapt it for ``steps`` steps on the objective's dataset."""
+    generator, origin = load_generator(source, objective.dataset.channels, seed=seed)
+    log = adapt(generator, objective, steps=steps, ipcs=ipcs, lr=lr, seed=seed, checkpoint=checkpoint,
+                checkpoint_every=checkpoint_every, resume=resume, progress=progress, source=origin)
+    return generator, origin, log
+
+
 def distill_outputs(out_dir, ipcs) -> list:
     """Every file ``distill`` writes into ``out_dir``."""
     out_dir = Path(out_dir)
@@ -92,10 +102,9 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int = 200, adapt_ipcs=None, source
     # 1. the objective: feature pool + real-data moments (computed once per dataset, then cached)
     objective = objective or KRRObjective(dataset, seed=seed, **objective_kwargs)
     # 2-3. the generator, adapted to this dataset
-    generator, origin = load_generator(source, dataset.channels, seed=seed)
     ckpt = out_dir / "adapt-checkpoint.safetensors" if out_dir else None
-    adapt_log = adapt(generator, objective, steps=steps, ipcs=adapt_ipcs, lr=lr, seed=seed, checkpoint=ckpt,
-                      resume=resume, progress=progress, source=origin)
+    generator, origin, adapt_log = adapted_generator(source, objective, steps, adapt_ipcs, lr=lr, seed=seed,
+                                                     checkpoint=ckpt, resume=resume, progress=progress)
     summary = {"dataset": dataset.describe(), "source": origin, "adapt_steps": steps, "adapt_ipcs": adapt_ipcs,
                "adapt_seconds": adapt_log["seconds"], "feature_seconds": objective.build_seconds,
                "objective": objective.describe(), "sets": {}}

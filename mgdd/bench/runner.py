@@ -18,7 +18,6 @@ import os
 import sys
 from pathlib import Path
 
-from ..adapt import adapt
 from ..baselines import coreset, krr_pixel, random_ls, random_real
 from ..checkpoint import load_state
 from ..data import load_dataset
@@ -30,7 +29,7 @@ from ..generate import generate
 from ..generator import MetaGenerator
 from ..io import write_json
 from ..objective import FreshObjective, KRRObjective
-from ..pipeline import load_generator
+from ..pipeline import adapted_generator
 from .cells import CellStore, pass_seconds, set_digest, timed
 from .presets import VARIANTS, cross_sources, get_preset
 from .report import machine, write_report
@@ -173,10 +172,8 @@ class Bench:
 
     # -- generators
     def adapted_generator(self, source, ipcs, steps, checkpoint=None):
-        gen, origin = load_generator(source, self.dataset.channels, seed=self.seed)  # scratch weights use the seed
-        log = adapt(gen, self.objective(), steps=steps, ipcs=ipcs, lr=self.cfg.lr_adapt, seed=self.seed,
-                    checkpoint=checkpoint, resume=checkpoint is not None, progress=self.progress, source=origin)
-        return gen, origin, log
+        return adapted_generator(source, self.objective(), steps, ipcs, lr=self.cfg.lr_adapt, seed=self.seed,
+                                 checkpoint=checkpoint, resume=checkpoint is not None, progress=self.progress)
 
     def _adapt(self, source, label, ipcs, steps=None):
         steps = self.cfg.adapt_steps if steps is None else steps
