@@ -19,7 +19,6 @@ from .adapt import adapt
 from .data import load_dataset
 from .distilled import save_grid
 from .evaluate import evaluate
-from .errors import UsageError
 from .generate import generate
 from .generator import GeneratorConfig, MetaGenerator
 from .io import check_output, write_json
@@ -51,12 +50,10 @@ def load_generator(source: str, channels: int, seed: int | None = None) -> tuple
     gen = MetaGenerator.from_pretrained(source)
     if shipped:
         source = f"shipped:{DEFAULT_META}"
-    if gen.config.channels != channels:
-        if shipped:
-            # the shipped generator is grey; a colour dataset gets a fresh one
-            return MetaGenerator(GeneratorConfig(channels=channels)), "scratch (shipped meta generator is 1-channel)"
-        raise UsageError(f"generator {source} makes {gen.config.channels}-channel images but the dataset has "
-                         f"{channels}; use --from scratch or a generator for this dataset.")
+    if gen.config.channels != channels and shipped:
+        # the shipped generator is grey; a colour dataset gets a fresh one (another generator
+        # folder of the wrong channel count is refused by adapt's channel check)
+        return MetaGenerator(GeneratorConfig(channels=channels)), "scratch (shipped meta generator is 1-channel)"
     return gen, source
 
 
