@@ -14,9 +14,22 @@ H = F_b^T Y_b (d x C):
 
     A^T A = R^-1 F_s G F_s^T R^-1,   A^T Y_b = R^-1 F_s H,   ||A Y||^2 = tr(Y^T A^T A Y)
 
-so the loss over the *whole* training set costs O(M d^2) per step, and the normal
+so the loss over the *whole* training set never touches a real image, and the normal
 equations add up over chunks of real data and over several feature networks (stack the
 rows of A for each network: sum their A^T A and A^T Y). Everything is solved in float64.
+
+Two spaces, one answer (as scikit-learn's ridge picks primal or dual). Every M x M system
+above has rank at most d, so when M > d it is solved in d x d instead, by the push-through
+identity (F F^T + r I_M)^-1 F = F (F^T F + r I_d)^-1, applied twice:
+
+    L = R^-1 F_s = F_s (F_s^T F_s + r I_d)^-1                     (M x d)
+    A^T A = L G L^T,  A^T Y_b = L H,   P = L^T L                    (d x d)
+    Y_s* = (L G L^T + rho I_M)^-1 L H = L (G P + rho I_d)^-1 H = L Z
+    ||A Y_s* - Y_b||^2 = tr((PZ)^T G (PZ)) - 2 tr((PZ)^T H) + ||Y_b||^2
+
+so a step costs O(M d^2) instead of O(M^3). ``space="auto"`` picks the smaller; tests hold
+each path to the other. The joint label solve over P networks has rank <= P d and is
+solved in that space when M exceeds it.
 """
 
 from __future__ import annotations
@@ -108,21 +121,72 @@ def moment_loss(ata: torch.Tensor, aty: torch.Tensor, yy: float, n: int, y_s: to
     return (torch.sum(y_s * (ata @ y_s)) - 2 * torch.sum(y_s * aty) + yy) / n
 
 
-def krr_loss_moments(f_s, moments, lam: float, mu: float) -> tuple:
-    """Full-data loss for one network: moments = (G, H, yy, n). Returns (L, Y_s*)."""
+def pick_space(m: int, rank: int, space: str = "auto") -> str:
+    """'dual' (M x M systems) or 'primal' (rank x rank): the smaller, unless forced."""
+    if space not in ("auto", "dual", "primal"):
+        raise UsageError(f"space must be auto, dual or primal, got {space!r}.")
+    if space != "auto":
+        return space
+    return "primal" if m > rank else "dual"
+
+
+def _push_through_left(f_s: torch.Tensor, lam: float) -> torch.Tensor:
+    """L = R^-1 F_s = F_s (F_s^T F_s + r I_d)^-1 with the same ridge r as regularized_gram (M x d)."""
+    f_s = f_s.double()
+    m, d = f_s.shape
+    ridge = lam * ((f_s * f_s).sum() / m).clamp_min(1e-12)  # mean diag of K_ss = mean squared row norm
+    s = f_s.T @ f_s + ridge * torch.eye(d, dtype=f_s.dtype, device=f_s.device)
+    return torch.linalg.solve(s, f_s.T).T  # S symmetric: (S^-1 F^T)^T = F S^-1
+
+
+def krr_loss_moments(f_s, moments, lam: float, mu: float, space: str = "auto") -> tuple:
+    """Full-data loss for one network: moments = (G, H, yy, n). Returns (L, Y_s*).
+
+    space: "dual" solves M x M systems, "primal" d x d ones (module docstring); "auto" the smaller.
+    """
     _check_reg(lam, mu)
     gram, cross, yy, n = moments
     if f_s.shape[1] != gram.shape[0]:
         raise UsageError(f"feature dimension {f_s.shape[1]} does not match the cached moments ({gram.shape[0]}).")
-    ata, aty = normal_equations(f_s, gram, cross, lam)
-    y_s = solve_normal(ata, aty, mu)
-    return moment_loss(ata, aty, yy, n, y_s), y_s
-
-
-def solve_labels_stacked(features: list, moments: list, lam: float, mu: float) -> torch.Tensor:
-    """One joint least-squares solve over several networks (rows of A stacked)."""
-    ata_sum, aty_sum = 0, 0
-    for f_s, (gram, cross, _, _) in zip(features, moments):
+    if pick_space(f_s.shape[0], f_s.shape[1], space) == "dual":
         ata, aty = normal_equations(f_s, gram, cross, lam)
-        ata_sum, aty_sum = ata_sum + ata, aty_sum + aty
-    return solve_normal(ata_sum, aty_sum, mu)
+        y_s = solve_normal(ata, aty, mu)
+        return moment_loss(ata, aty, yy, n, y_s), y_s
+    left = _push_through_left(f_s, lam)                 # L (M x d)
+    gram, cross = gram.to(left), cross.to(left)
+    p = left.T @ left                                   # P = L^T L (d x d)
+    rho = mu * ((left @ gram) * left).sum().div(len(left)).clamp_min(1e-30)  # mu * mean diag(L G L^T)
+    eye = torch.eye(len(p), dtype=p.dtype, device=p.device)
+    z = torch.linalg.solve(gram @ p + rho * eye, cross)  # Z (d x C); G P + rho I is nonsingular (eig >= rho)
+    pz = p @ z
+    loss = (torch.sum(pz * (gram @ pz)) - 2 * torch.sum(pz * cross) + yy) / n
+    return loss, left @ z
+
+
+def solve_labels_stacked(features: list, moments: list, lam: float, mu: float, space: str = "auto") -> torch.Tensor:
+    """One joint least-squares solve over several networks (rows of A stacked).
+
+    The summed system sum_i L_i G_i L_i^T has rank <= sum_i d_i =: k. With M <= k it is
+    solved in M x M (each L_i by push-through when M > d_i); with M > k in k x k:
+    Y = L_all (G_blk P_all + rho I_k)^-1 H_all, L_all = [L_1 ... L_P], G_blk = diag(G_i).
+    """
+    m = features[0].shape[0]
+    rank = sum(f.shape[1] for f in features)
+    if pick_space(m, rank, space) == "dual":
+        ata_sum, aty_sum = 0, 0
+        for f_s, (gram, cross, _, _) in zip(features, moments):
+            if f_s.shape[0] <= f_s.shape[1]:
+                ata, aty = normal_equations(f_s, gram, cross, lam)
+            else:  # M > d: the same L, by push-through
+                left = _push_through_left(f_s, lam)
+                ata = left @ gram.to(left) @ left.T
+                ata, aty = (ata + ata.T) / 2, left @ cross.to(left)
+            ata_sum, aty_sum = ata_sum + ata, aty_sum + aty
+        return solve_normal(ata_sum, aty_sum, mu)
+    left_all = torch.cat([_push_through_left(f, lam) for f in features], dim=1)  # (M x k)
+    g_blk = torch.block_diag(*[g.to(left_all) for g, _, _, _ in moments])       # (k x k)
+    h_all = torch.cat([h.to(left_all) for _, h, _, _ in moments])               # (k x C)
+    p_all = left_all.T @ left_all
+    rho = mu * ((left_all @ g_blk) * left_all).sum().div(m).clamp_min(1e-30)
+    eye = torch.eye(len(p_all), dtype=p_all.dtype, device=p_all.device)
+    return left_all @ torch.linalg.solve(g_blk @ p_all + rho * eye, h_all)

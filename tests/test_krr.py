@@ -113,3 +113,53 @@ def test_ill_conditioned_falls_back_with_warning():
     ata[0, 0] = -1.0  # not positive definite: Cholesky fails
     with pytest.warns(RuntimeWarning, match="lstsq"):
         krr.solve_normal(ata, torch.ones(3, 1, dtype=torch.float64), 1e-3)
+
+
+# ---------------------------------------------------------------------------- primal and dual spaces
+
+def test_space_is_the_smaller_unless_forced():
+    assert krr.pick_space(10, 64) == "dual" and krr.pick_space(100, 64) == "primal"
+    assert krr.pick_space(100, 64, "dual") == "dual" and krr.pick_space(10, 64, "primal") == "primal"
+    with pytest.raises(UsageError):
+        krr.pick_space(10, 64, "fast")
+
+
+@pytest.mark.parametrize("m,d", [(30, 8), (8, 30), (12, 12)])
+def test_primal_and_dual_loss_agree_with_gradients(m, d):
+    """The push-through (d x d) path and the M x M path give the same loss, labels and gradient,
+    and both equal the loss from A itself (whole real batch)."""
+    fb = rand(80, d, seed=20)
+    yb = krr.centered_onehot(torch.arange(80) % 4, 4)
+    moments = (fb.T @ fb, fb.T @ yb, float((yb ** 2).sum()), 80)
+    out = {}
+    for space in ("dual", "primal"):
+        fs = rand(m, d, seed=21).requires_grad_(True)
+        loss, y = krr.krr_loss_moments(fs, moments, 1e-2, 1e-3, space=space)
+        (grad,) = torch.autograd.grad(loss, fs)
+        out[space] = (loss.detach(), y.detach(), grad)
+    for a, b in zip(out["dual"], out["primal"]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+    direct, y_direct = krr.krr_loss(rand(m, d, seed=21), fb, yb, 1e-2, 1e-3)
+    torch.testing.assert_close(out["primal"][0], direct, rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(out["primal"][1], y_direct, rtol=1e-6, atol=1e-9)
+
+
+def test_primal_loss_gradcheck():
+    fb = rand(20, 4, seed=22)
+    yb = krr.centered_onehot(torch.arange(20) % 3, 3)
+    fs = rand(9, 4, seed=23).requires_grad_(True)  # M > d: the primal path
+    moments = (fb.T @ fb, fb.T @ yb, float((yb ** 2).sum()), 20)
+    assert torch.autograd.gradcheck(lambda f: krr.krr_loss_moments(f, moments, 1e-1, 1e-2)[0], (fs,))
+
+
+@pytest.mark.parametrize("m", [5, 15, 40])  # below both d, between d and the stacked rank 20, above it
+def test_stacked_labels_agree_in_every_space(m):
+    fs1, fs2 = rand(m, 8, seed=24), rand(m, 12, seed=25)
+    fb1, fb2 = rand(60, 8, seed=26), rand(60, 12, seed=27)
+    yb = krr.centered_onehot(torch.arange(60) % 3, 3)
+    moments = [(fb1.T @ fb1, fb1.T @ yb, 0, 60), (fb2.T @ fb2, fb2.T @ yb, 0, 60)]
+    a = torch.cat([krr.krr_predictor(fs1, fb1, 1e-2), krr.krr_predictor(fs2, fb2, 1e-2)])
+    direct = krr.solve_labels(a, torch.cat([yb, yb]), 1e-3)
+    for space in ("auto", "dual", "primal"):
+        y = krr.solve_labels_stacked([fs1, fs2], moments, 1e-2, 1e-3, space=space)
+        torch.testing.assert_close(y, direct, rtol=1e-6, atol=1e-8)
