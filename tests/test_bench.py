@@ -155,3 +155,14 @@ def test_report_rebuilds_from_the_committed_cells_alone(tmp_path):
     rebuild(tmp_path, plots_too=False)
     assert (tmp_path / "results.md").read_text() == (src / "results.md").read_text()
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads((src / "results.json").read_text())
+
+
+def test_cli_report_rebuilds_without_the_dataset(tmp_path, capsys):
+    from mgdd.cli import main
+    src = Path(__file__).resolve().parents[1] / "results" / "fmnist"
+    shutil.copytree(src / "cells", tmp_path / "cells")
+    shutil.copy(src / "results.json", tmp_path / "results.json")
+    assert main(["bench", "--out", str(tmp_path), "--report", "--data-dir", str(tmp_path / "no-data")]) == 0
+    assert (tmp_path / "results.md").read_text() == (src / "results.md").read_text()
+    assert (tmp_path / "plots" / "accuracy_vs_time.png").exists()
+    assert main(["bench", "--out", str(tmp_path / "empty"), "--report"]) == 2
