@@ -122,10 +122,15 @@ class FeaturePool:
     """
 
     def __init__(self, config: FeatureConfig, channels: int, image_size, size: int = 8, seed: int = 0,
-                 cache_dir=None):
+                 cache_dir=None, images_per_network: int | None = None):
         if size < 1:
             raise UsageError(f"the feature pool needs at least 1 network, got {size}.")
+        if images_per_network is not None and images_per_network < 1:
+            raise UsageError(f"images per network must be >= 1, got {images_per_network}.")
         self.config, self.size, self.seed = config, size, seed
+        # None: every network's moments cover the whole training set. n: network i covers its own
+        # seeded, class-stratified subset of about n images (more networks at the same cost)
+        self.images_per_network = images_per_network
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None  # None: feature_cache_dir()
         self.channels, self.image_size = channels, tuple(image_size)
         try:
@@ -157,7 +162,20 @@ class FeaturePool:
     def _cache_path(self, fp: str, i: int) -> Path:
         cfg = "-".join(f"{k}{v}" for k, v in asdict(self.config).items())
         root = self.cache_dir if self.cache_dir is not None else feature_cache_dir()
-        return root / f"{fp}-{cfg}-s{self.seed}-n{i}.safetensors"
+        sub = "" if self.images_per_network is None else f"-sub{self.images_per_network}"
+        return root / f"{fp}-{cfg}-s{self.seed}{sub}-n{i}.safetensors"
+
+    def subset(self, y: torch.Tensor, i: int) -> torch.Tensor | None:
+        """Indices of network i's images: per class, a seeded share proportional to the class size."""
+        if self.images_per_network is None or self.images_per_network >= len(y):
+            return None
+        g = torch.Generator().manual_seed(self.seed * 1000 + i)
+        picks = []
+        for k in y.unique().tolist():
+            idx = torch.nonzero(y == k).flatten()
+            n_k = max(1, round(self.images_per_network * len(idx) / len(y)))
+            picks.append(idx[torch.randperm(len(idx), generator=g)[:n_k]])
+        return torch.cat(picks).sort().values
 
     def _load_or_compute(self, net, i, fp, x, y, num_classes, cache, device) -> ClassMoments:
         from .io import load_tensors, save_tensors
@@ -173,8 +191,10 @@ class FeaturePool:
                 pass  # a damaged cache entry is recomputed and replaced
         # the pass frees and re-allocates large activations: keep them in the heap (allocator.py);
         # measured on Fashion-MNIST (60k images, width 64), 34 s a network instead of 70 s
+        keep = self.subset(y, i)
         with keep_freed_memory():
-            m = compute_moments(net, x, y, num_classes, device=device)
+            m = compute_moments(net, x if keep is None else x[keep], y if keep is None else y[keep], num_classes,
+                                device=device)
         if cache:
             try:
                 save_tensors(path, {"gram": m.gram, "sums": m.sums, "counts": m.counts},

@@ -37,7 +37,7 @@ class KRRObjective:
 
     def __init__(self, dataset: Dataset, feature_config: FeatureConfig | None = None, pool_size: int = 8,
                  seed: int = 0, lam: float = 1e-3, mu: float = 1e-3, batch_size: int = 1024, cache: bool = True,
-                 device="cpu", progress=None, cache_dir=None):
+                 device="cpu", progress=None, cache_dir=None, images_per_network: int | None = None):
         check_range("lam", lam, 0, low_open=True)
         check_range("mu", mu, 0, low_open=True)
         check_range("batch_size", batch_size, 2)
@@ -46,7 +46,7 @@ class KRRObjective:
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.feature_config = feature_config or FeatureConfig()
         self.pool = FeaturePool(self.feature_config, dataset.channels, dataset.image_size, pool_size, seed,
-                                cache_dir=cache_dir).to(device)
+                                cache_dir=cache_dir, images_per_network=images_per_network).to(device)
         self.class_index = dataset.class_indices()
         moments = self.pool.moments(dataset.train_x, dataset.train_y, dataset.num_classes,
                                     cache=cache, device=device, progress=progress)
@@ -55,8 +55,11 @@ class KRRObjective:
         self.build_seconds = time.perf_counter() - t0
 
     def describe(self) -> dict:
-        return {"feature": asdict(self.feature_config), "pool_size": self.pool.size, "seed": self.seed,
-                "lam": self.lam, "mu": self.mu, "mode": self.mode, "feature_dim": self.pool.dim}
+        out = {"feature": asdict(self.feature_config), "pool_size": self.pool.size, "seed": self.seed,
+               "lam": self.lam, "mu": self.mu, "mode": self.mode, "feature_dim": self.pool.dim}
+        if self.pool.images_per_network is not None:  # absent by default: older records stay comparable
+            out["images_per_network"] = self.pool.images_per_network
+        return out
 
     def _check(self, x_s):
         if x_s.shape[1:] != self.dataset.train_x.shape[1:]:

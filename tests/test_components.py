@@ -229,3 +229,22 @@ def test_no_import_cycle_and_nothing_imports_the_cli():
         if n not in state:
             visit(n, [n])
     assert [n for n, d in graph.items() if "mgdd.cli" in d] == ["mgdd.__main__"]
+
+
+def test_images_per_network_gives_each_network_its_own_stratified_subset(tiny_dataset, tmp_path):
+    from mgdd.features import FeatureConfig, compute_moments
+    from mgdd.objective import KRRObjective
+    full = KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=3, cache_dir=tmp_path)
+    sub = KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=3, cache_dir=tmp_path,
+                       images_per_network=18)
+    assert "images_per_network" not in full.describe() and sub.describe()["images_per_network"] == 18
+    subsets = [sub.pool.subset(tiny_dataset.train_y, i) for i in range(3)]
+    assert all(torch.bincount(tiny_dataset.train_y[s], minlength=3).tolist() == [6, 6, 6] for s in subsets)
+    assert not torch.equal(subsets[0], subsets[1])  # each network sees other images
+    for i, s in enumerate(subsets):
+        ref = compute_moments(sub.pool.nets[i], tiny_dataset.train_x[s], tiny_dataset.train_y[s], 3)
+        torch.testing.assert_close(sub.moments[i].gram, ref.gram)
+        assert torch.equal(sub.moments[i].counts, ref.counts)
+    assert len(list(tmp_path.glob("*-sub18-*.safetensors"))) == 3 and len(list(tmp_path.glob("*.safetensors"))) == 6
+    # same networks (same seeds), so the full pool's first network differs only by its data
+    assert not torch.equal(full.moments[0].gram, sub.moments[0].gram)

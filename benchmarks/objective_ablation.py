@@ -1,0 +1,123 @@
+"""Objective ablation on Fashion-MNIST: one change per row, krr-pixel on the same protocol.
+
+    python benchmarks/objective_ablation.py [--rows base,pool32-15k,pool64-7500] [--ipc 10]
+                                            [--steps 200] [--runs 1] [--out results/ablation]
+
+Each row builds the objective with one setting changed from the default, optimises an IPC
+set's pixels with krr-pixel (Adam, lr 0.01, the bench's seed) and evaluates it with the
+default ConvNet-3 protocol (300 epochs). The precompute (feature moments, cache off) is
+timed per row. Rows are cells: OUT/cells/ROW-ipcI-stepsS-runsR.json is written when a row
+finishes and reused on the next run, so the table grows across sessions.
+
+This is the cheap protocol (one IPC, one evaluation run by default). Its rows are
+preliminary until a calibration against the bench's 3-run protocol shows it ranks
+configurations the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mgdd.baselines import krr_pixel  # noqa: E402
+from mgdd.data import load_dataset  # noqa: E402
+from mgdd.evaluate import evaluate  # noqa: E402
+from mgdd.features import FeatureConfig  # noqa: E402
+from mgdd.objective import KRRObjective  # noqa: E402
+
+# one change per row against "base" (the default objective: 8 networks, each on all 60k images)
+ROWS = {
+    "base": {},
+    # pool diversity at about equal precompute: more networks, each on fewer images
+    "pool32-15k": {"pool_size": 32, "images_per_network": 15000},
+    "pool64-7500": {"pool_size": 64, "images_per_network": 7500},
+    "pool128-3750": {"pool_size": 128, "images_per_network": 3750},
+    # the feature network
+    "width128": {"width": 128},
+    "depth2": {"depth": 2},
+    # the ridges
+    "lam1e-2": {"lam": 1e-2},
+    "lam1e-4": {"lam": 1e-4},
+    "mu1e-2": {"mu": 1e-2},
+    "mu1e-4": {"mu": 1e-4},
+}
+
+
+def build(dataset, change: dict) -> KRRObjective:
+    cfg = FeatureConfig(width=change.get("width", 64), depth=change.get("depth", 3))
+    return KRRObjective(dataset, cfg, pool_size=change.get("pool_size", 8), seed=0, lam=change.get("lam", 1e-3),
+                        mu=change.get("mu", 1e-3), cache=False,
+                        images_per_network=change.get("images_per_network"))
+
+
+def run_row(dataset, name: str, ipc: int, steps: int, runs: int) -> dict:
+    change = ROWS[name]
+    obj = build(dataset, change)
+    print(f"[{name}] precompute {obj.build_seconds:.1f} s", flush=True)
+    t0 = time.perf_counter()
+    ds = krr_pixel(obj, ipc, steps, lr=0.01, seed=0, progress=False)
+    krr_seconds = time.perf_counter() - t0
+    res = evaluate(ds, dataset, epochs=300, runs=runs, seed=0, progress=False)
+    print(f"[{name}] {100 * res['accuracy_mean']:.2f} % after {steps} steps ({krr_seconds:.1f} s)", flush=True)
+    return {"row": name, "change": change, "ipc": ipc, "steps": steps, "runs": runs,
+            "precompute_seconds": obj.build_seconds, "krr_seconds": krr_seconds,
+            "accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"],
+            "accuracies": [r["accuracy"] for r in res["per_run"]], "objective": obj.describe(),
+            "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                        "torch": torch.__version__, "device": "cpu"}}
+
+
+def table(cells: list) -> str:
+    lines = ["# Objective ablation (Fashion-MNIST, krr-pixel, cheap protocol: preliminary)", "",
+             "Made by `python benchmarks/objective_ablation.py` (one change per row against `base`; krr-pixel Adam "
+             "lr 0.01, seed 0; ConvNet-3, 300 epochs; precompute with the cache off). 2 CPU cores, no GPU.", "",
+             "| row | change | IPC | steps | runs | accuracy % | precompute s | krr-pixel s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        change = ", ".join(f"{k}={v}" for k, v in c["change"].items()) or "(default)"
+        acc = f"{100 * c['accuracy_mean']:.2f}" + (f" ± {100 * c['accuracy_std']:.2f}" if c["runs"] > 1 else "")
+        lines.append(f"| {c['row']} | {change} | {c['ipc']} | {c['steps']} | {c['runs']} | {acc} | "
+                     f"{c['precompute_seconds']:.0f} | {c['krr_seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", default="base,pool32-15k,pool64-7500")
+    ap.add_argument("--ipc", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "results" / "ablation"))
+    args = ap.parse_args()
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        ap.error(f"unknown rows {unknown}; known: {', '.join(ROWS)}")
+    out = Path(args.out)
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset("fashion-mnist")
+    for name in rows:
+        path = out / "cells" / f"{name}-ipc{args.ipc}-steps{args.steps}-runs{args.runs}.json"
+        if path.exists():
+            continue
+        path.write_text(json.dumps(run_row(dataset, name, args.ipc, args.steps, args.runs), indent=2) + "\n")
+    cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+    order = list(ROWS)
+    cells.sort(key=lambda c: (c["ipc"], order.index(c["row"]) if c["row"] in order else len(order), c["steps"]))
+    (out / "results.md").write_text(table(cells))
+    print(table(cells))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
