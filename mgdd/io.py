@@ -105,6 +105,11 @@ def inside(path, folder) -> bool:
     return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
 
 
+def overlaps(path, src) -> bool:
+    """Whether writing ``path`` would touch ``src``: the same file, or inside the folder ``src``."""
+    return same_file(path, src) or (Path(src).is_dir() and inside(path, src))
+
+
 @contextlib.contextmanager
 def atomic_path(path, force: bool = False):
     """Yield a temporary path beside ``path``; move it onto ``path`` on success.

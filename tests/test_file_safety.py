@@ -204,7 +204,9 @@ def test_npm_failure_says_why(tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sigterm_exits_143_after_saving_a_checkpoint(tmp_path, tiny_npz):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_a_checkpoint_and_exits_128_plus_its_number(tmp_path, tiny_npz, signum):
+    """SIGINT exits 130, SIGTERM 143 (the shell convention), each after saving a checkpoint."""
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "mgdd", "baseline", "krr-pixel", "--dataset", f"npz:{tiny_npz}",
                              "--ipc", "2", "--steps", "100000", "--out", str(out / "k.safetensors"), *OBJ],
@@ -213,7 +215,7 @@ def test_sigterm_exits_143_after_saving_a_checkpoint(tmp_path, tiny_npz):
     deadline = time.time() + 120
     while not ck.exists() and time.time() < deadline and proc.poll() is None:  # ready: training has started
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM and "--resume" in err and "Traceback" not in err
+    assert proc.returncode == 128 + signum and "--resume" in err and "Traceback" not in err
     assert ck.exists() and not (out / "k.safetensors").exists()
