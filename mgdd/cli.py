@@ -422,33 +422,35 @@ def cmd_meta_train(args):
     out = _folder_out(args)
     replace = args.force or args.resume
     started = init_distributed()
-    try:
-        rank0 = (not dist.is_initialized()) or dist.get_rank() == 0
-        if rank0:
-            _check_outputs(args, [out / "model.safetensors", out / "config.json", out / "meta-log.json",
-                                  out / "meta-checkpoint.safetensors"], replace)
-        dataset = load_dataset(args.source, args.data_dir, args.download)
-        objective = _objective(args, dataset)
-        torch.manual_seed(args.seed)
-        generator = MetaGenerator(GeneratorConfig(channels=dataset.channels))
-        log = meta_train(generator, objective, args.meta_steps, args.algorithm, args.tasks_per_step,
-                         args.inner_steps, args.inner_lr, args.meta_lr, tuple(args.ipc_range), args.min_classes,
-                         args.seed, checkpoint=out / "meta-checkpoint.safetensors",
-                         checkpoint_every=args.checkpoint_every, resume=args.resume, progress=_progress(args),
-                         log_path=out / "meta-log.json")
-        if rank0:
-            generator.save_pretrained(out, metadata={
-                "kind": "meta generator", "source": dataset.name, "source_info": dataset.describe(),
-                "objective": objective.describe(), **log["settings"], "seconds": log["seconds"],
-                "hardware": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, "
-                            f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
-                "command": "mgdd " + " ".join(sys.argv[1:])}, force=replace)
-            h = log["history"]
-            print(f"meta-trained {args.meta_steps} steps in {log['seconds']:.1f}s; inner loss "
-                  f"{h[0]['inner_first']:.4f} -> {h[-1]['inner_last']:.4f}; wrote {out}/")
-    finally:
-        if started:
-            dist.destroy_process_group()
+    rank0 = (not dist.is_initialized()) or dist.get_rank() == 0
+    if rank0:
+        _check_outputs(args, [out / "model.safetensors", out / "config.json", out / "meta-log.json",
+                              out / "meta-checkpoint.safetensors"], replace)
+    dataset = load_dataset(args.source, args.data_dir, args.download)
+    objective = _objective(args, dataset)
+    torch.manual_seed(args.seed)
+    generator = MetaGenerator(GeneratorConfig(channels=dataset.channels))
+    log = meta_train(generator, objective, args.meta_steps, args.algorithm, args.tasks_per_step,
+                     args.inner_steps, args.inner_lr, args.meta_lr, tuple(args.ipc_range), args.min_classes,
+                     args.seed, checkpoint=out / "meta-checkpoint.safetensors",
+                     checkpoint_every=args.checkpoint_every, resume=args.resume, progress=_progress(args),
+                     log_path=out / "meta-log.json")
+    if rank0:
+        generator.save_pretrained(out, metadata={
+            "kind": "meta generator", "source": dataset.name, "source_info": dataset.describe(),
+            "objective": objective.describe(), **log["settings"], "seconds": log["seconds"],
+            "hardware": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, "
+                        f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
+            "command": "mgdd " + " ".join(sys.argv[1:])}, force=replace)
+        h = log["history"]
+        print(f"meta-trained {args.meta_steps} steps in {log['seconds']:.1f}s; inner loss "
+              f"{h[0]['inner_first']:.4f} -> {h[-1]['inner_last']:.4f}; wrote {out}/")
+    if started:
+        # only on success: a failing rank leaves the group alone (destroying it while the others
+        # sit in a collective can hang them; torchrun stops them once this process exits).
+        # The barrier keeps any rank from tearing down while another still works (rank 0 saving).
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _accuracy_text(res) -> str:

@@ -90,7 +90,8 @@ def test_torchrun_two_processes_match_single(tmp_path, tiny_npz):
     multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                             "-m", "mgdd", *common, "--out", str(tmp_path / "two")],
                            capture_output=True, text=True, env=env, timeout=300)
-    assert multi.returncode == 0, multi.stderr[-3000:]
+    # both ends of stderr: which rank failed first shows at the top, torchrun's summary at the bottom
+    assert multi.returncode == 0, multi.stderr[:3000] + "\n...\n" + multi.stderr[-3000:]
     from mgdd.generator import MetaGenerator
     one, two = MetaGenerator.from_pretrained(tmp_path / "one"), MetaGenerator.from_pretrained(tmp_path / "two")
     for k, v in one.state_dict().items():
