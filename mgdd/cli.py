@@ -33,14 +33,20 @@ def _ints(text: str) -> list:
     return out
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+def _int_from(low: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        return v
+    return parse
+
+
+_positive_int = _int_from(1)
+_count = _int_from(0)
 
 
 def _positive_float(text: str) -> float:
@@ -93,6 +99,12 @@ def _add_objective(p):
     g.add_argument("--pool-size", type=_positive_int, default=8, help="random feature networks in the pool (8)")
     g.add_argument("--feature-width", type=_positive_int, default=64, help="width of the feature ConvNets (64)")
     g.add_argument("--feature-depth", type=_positive_int, default=3, help="depth of the feature ConvNets (3)")
+    g.add_argument("--images-per-network", type=_positive_int, default=None,
+                   help="each pool network's moments from its own stratified subset of this many images (all)")
+    g.add_argument("--feature-train-steps", type=_count, default=0,
+                   help="train the feature networks on the real data for this many SGD steps (0: random)")
+    g.add_argument("--feature-checkpoints", type=_positive_int, default=4,
+                   help="pool networks per training trajectory, snapshots along it (4)")
     g.add_argument("--lam", type=_positive_float, default=1e-3, help="kernel ridge, relative to mean diag K_ss")
     g.add_argument("--mu", type=_positive_float, default=1e-3, help="label ridge, relative to mean diag A^T A")
     g.add_argument("--objective-mode", choices=["pool", "fresh"], default="pool",
@@ -123,7 +135,8 @@ def _objective(args, dataset):
     say = (lambda i, n: print(f"  feature moments {i}/{n}", file=sys.stderr, flush=True)) if not args.quiet else None
     return create_objective(args.objective_mode, dataset, feature_config=cfg, pool_size=args.pool_size,
                             seed=args.seed, lam=args.lam, mu=args.mu, cache=not args.no_cache, device=_device(args),
-                            progress=say)
+                            progress=say, images_per_network=args.images_per_network,
+                            train_steps=args.feature_train_steps, checkpoints=args.feature_checkpoints)
 
 
 def _device(args) -> str:

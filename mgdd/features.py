@@ -16,6 +16,7 @@ class subset (a meta-learning task) is a sum over its classes.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import sys
@@ -101,6 +102,33 @@ def compute_moments(net: FeatureNet, x: torch.Tensor, y: torch.Tensor, num_class
     return ClassMoments(gram, sums, torch.bincount(y, minlength=num_classes))
 
 
+def train_trajectory(net: FeatureNet, x: torch.Tensor, y: torch.Tensor, num_classes: int, stops: list,
+                     seed: int, batch_size: int = 128, lr: float = 0.01, device="cpu") -> list:
+    """Train ``net``'s body with a seeded linear head on real data; its weights at each of ``stops``.
+
+    Plain SGD as in the evaluation protocol (momentum 0.9, weight decay 5e-4), cross-entropy,
+    batches drawn with replacement from a seeded generator. ``net`` is left unchanged.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        body = copy.deepcopy(net.body).to(device).requires_grad_(True).train()
+        head = nn.Linear(net.dim, num_classes).to(device)
+    params = list(body.parameters()) + list(head.parameters())
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
+    states, step = [], 0
+    for stop in sorted(stops):
+        while step < stop:
+            idx = torch.randint(len(x), (batch_size,), generator=g)
+            loss = nn.functional.cross_entropy(head(body(x[idx].to(device)).flatten(1)), y[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+        states.append({k: v.detach().clone() for k, v in body.state_dict().items()})
+    return states
+
+
 def dataset_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
     h = hashlib.sha1()
     h.update(str(tuple(x.shape)).encode())
@@ -122,12 +150,21 @@ class FeaturePool:
     """
 
     def __init__(self, config: FeatureConfig, channels: int, image_size, size: int = 8, seed: int = 0,
-                 cache_dir=None, images_per_network: int | None = None):
+                 cache_dir=None, images_per_network: int | None = None, train_steps: int = 0,
+                 checkpoints: int = 4):
         if size < 1:
             raise UsageError(f"the feature pool needs at least 1 network, got {size}.")
         if images_per_network is not None and images_per_network < 1:
             raise UsageError(f"images per network must be >= 1, got {images_per_network}.")
+        if train_steps < 0 or checkpoints < 1:
+            raise UsageError(f"train steps must be >= 0 and checkpoints >= 1, got {train_steps} and {checkpoints}.")
         self.config, self.size, self.seed = config, size, seed
+        # 0: random networks. T > 0: trained features (FRePo's idea, design §1): networks are
+        # trained on the real data in trajectories of T SGD steps, and each trajectory gives
+        # ``checkpoints`` pool networks, snapshots at T/C, 2T/C, ..., T; the training is
+        # part of the one-time precompute and its weights are cached with the moments
+        self.train_steps, self.checkpoints = train_steps, min(checkpoints, size)
+        self._snapshots = {}
         # None: every network's moments cover the whole training set. n: network i covers its own
         # seeded, class-stratified subset of about n images (more networks at the same cost)
         self.images_per_network = images_per_network
@@ -149,6 +186,12 @@ class FeaturePool:
     def moments(self, x, y, num_classes: int, cache: bool = True, device="cpu", progress=None) -> list:
         """ClassMoments of every pool network on (x, y), computed once per dataset."""
         fp = dataset_fingerprint(x, y)
+        if self.train_steps:
+            # trained networks belong to the data they were trained on
+            if getattr(self, "_trained_on", fp) != fp:
+                raise UsageError("a pool of trained feature networks serves one dataset; build a new objective "
+                                 "for another.")
+            self._trained_on = fp
         out = []
         for i, net in enumerate(self.nets):
             key = (fp, i)
@@ -163,7 +206,20 @@ class FeaturePool:
         cfg = "-".join(f"{k}{v}" for k, v in asdict(self.config).items())
         root = self.cache_dir if self.cache_dir is not None else feature_cache_dir()
         sub = "" if self.images_per_network is None else f"-sub{self.images_per_network}"
-        return root / f"{fp}-{cfg}-s{self.seed}{sub}-n{i}.safetensors"
+        trained = f"-train{self.train_steps}x{self.checkpoints}" if self.train_steps else ""
+        return root / f"{fp}-{cfg}-s{self.seed}{sub}{trained}-n{i}.safetensors"
+
+    def _trained_weights(self, i: int, x, y, num_classes: int, device) -> dict:
+        """Network i's weights: snapshot i % C of trajectory i // C (trained once, on demand)."""
+        r, j = divmod(i, self.checkpoints)
+        if (r, j) not in self._snapshots:
+            first = r * self.checkpoints
+            start = make_feature_net(self.config, self.channels, self.image_size, self.seed * 1000 + first)
+            stops = [round(self.train_steps * (k + 1) / self.checkpoints) for k in range(self.checkpoints)]
+            states = train_trajectory(start, x, y, num_classes, stops, seed=self.seed * 1000 + first,
+                                      device=device)
+            self._snapshots.update({(r, k): st for k, st in enumerate(states)})
+        return self._snapshots.pop((r, j))
 
     def subset(self, y: torch.Tensor, i: int) -> torch.Tensor | None:
         """Indices of network i's images: per class, a seeded share proportional to the class size."""
@@ -186,9 +242,15 @@ class FeaturePool:
                 t, _ = load_tensors(path)
                 m = ClassMoments(t["gram"], t["sums"], t["counts"])
                 if m.gram.shape == (num_classes, self.dim, self.dim):
+                    if self.train_steps:
+                        net.body.load_state_dict({k[2:]: v for k, v in t.items() if k.startswith("w.")})
                     return m
-            except (CorruptFile, KeyError):
+            except (CorruptFile, KeyError, RuntimeError):
                 pass  # a damaged cache entry is recomputed and replaced
+        weights = {}
+        if self.train_steps:
+            weights = self._trained_weights(i, x, y, num_classes, device)
+            net.body.load_state_dict(weights)
         # the pass frees and re-allocates large activations: keep them in the heap (allocator.py);
         # measured on Fashion-MNIST (60k images, width 64), 34 s a network instead of 70 s
         keep = self.subset(y, i)
@@ -197,9 +259,10 @@ class FeaturePool:
                                 device=device)
         if cache:
             try:
-                save_tensors(path, {"gram": m.gram, "sums": m.sums, "counts": m.counts},
+                save_tensors(path, {"gram": m.gram, "sums": m.sums, "counts": m.counts,
+                                    **{f"w.{k}": v.cpu() for k, v in weights.items()}},
                              {"kind": "feature-moments", "config": asdict(self.config), "seed": self.seed,
-                              "index": i}, force=True)
+                              "index": i, "train_steps": self.train_steps}, force=True)
             except (OSError, MgddError) as e:
                 # caching is an optimisation; a read-only cache is not an error, but say so once
                 if not FeaturePool._warned_cache:

@@ -37,7 +37,8 @@ class KRRObjective:
 
     def __init__(self, dataset: Dataset, feature_config: FeatureConfig | None = None, pool_size: int = 8,
                  seed: int = 0, lam: float = 1e-3, mu: float = 1e-3, batch_size: int = 1024, cache: bool = True,
-                 device="cpu", progress=None, cache_dir=None, images_per_network: int | None = None):
+                 device="cpu", progress=None, cache_dir=None, images_per_network: int | None = None,
+                 train_steps: int = 0, checkpoints: int = 4):
         check_range("lam", lam, 0, low_open=True)
         check_range("mu", mu, 0, low_open=True)
         check_range("batch_size", batch_size, 2)
@@ -46,7 +47,8 @@ class KRRObjective:
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.feature_config = feature_config or FeatureConfig()
         self.pool = FeaturePool(self.feature_config, dataset.channels, dataset.image_size, pool_size, seed,
-                                cache_dir=cache_dir, images_per_network=images_per_network).to(device)
+                                cache_dir=cache_dir, images_per_network=images_per_network,
+                                train_steps=train_steps, checkpoints=checkpoints).to(device)
         self.class_index = dataset.class_indices()
         moments = self.pool.moments(dataset.train_x, dataset.train_y, dataset.num_classes,
                                     cache=cache, device=device, progress=progress)
@@ -59,6 +61,8 @@ class KRRObjective:
                "lam": self.lam, "mu": self.mu, "mode": self.mode, "feature_dim": self.pool.dim}
         if self.pool.images_per_network is not None:  # absent by default: older records stay comparable
             out["images_per_network"] = self.pool.images_per_network
+        if self.pool.train_steps:
+            out["train_steps"], out["checkpoints"] = self.pool.train_steps, self.pool.checkpoints
         return out
 
     def _check(self, x_s):

@@ -48,6 +48,17 @@ def test_other_baselines(tmp_path, tiny_npz, capsys, name):
     assert code == 0, err
 
 
+def test_krr_pixel_on_trained_features_records_them(tmp_path, tiny_npz, capsys):
+    out = tmp_path / "t.safetensors"
+    code, _, err = run(capsys, "baseline", "krr-pixel", "--dataset", f"npz:{tiny_npz}", "--ipc", "2", "--steps", "3",
+                       "--feature-train-steps", "4", "--feature-checkpoints", "2", "--images-per-network", "12",
+                       "--no-cache", "--out", str(out), *OBJ)
+    assert code == 0, err
+    from mgdd.distilled import DistilledSet
+    objective = DistilledSet.load(out).meta["objective"]
+    assert (objective["train_steps"], objective["checkpoints"], objective["images_per_network"]) == (4, 2, 12)
+
+
 def test_krr_pixel_snapshots_and_resume(tmp_path, tiny_npz, capsys):
     out = tmp_path / "k.safetensors"
     args = ["baseline", "krr-pixel", "--dataset", f"npz:{tiny_npz}", "--ipc", "2", "--steps", "6",

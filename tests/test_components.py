@@ -248,3 +248,46 @@ def test_images_per_network_gives_each_network_its_own_stratified_subset(tiny_da
     assert len(list(tmp_path.glob("*-sub18-*.safetensors"))) == 3 and len(list(tmp_path.glob("*.safetensors"))) == 6
     # same networks (same seeds), so the full pool's first network differs only by its data
     assert not torch.equal(full.moments[0].gram, sub.moments[0].gram)
+
+
+def test_train_trajectory_snapshots_are_points_on_one_run(tiny_dataset):
+    from mgdd.features import FeatureConfig, make_feature_net, train_trajectory
+    x, y = tiny_dataset.train_x, tiny_dataset.train_y
+    net = make_feature_net(FeatureConfig(width=8, depth=2), 1, tiny_dataset.image_size, seed=3)
+    before = {k: v.clone() for k, v in net.body.state_dict().items()}
+    both = train_trajectory(net, x, y, 3, [2, 5], seed=7, batch_size=8)
+    alone = [train_trajectory(net, x, y, 3, [s], seed=7, batch_size=8)[0] for s in (2, 5)]
+    for snap, ref in zip(both, alone):
+        for k in ref:
+            assert torch.equal(snap[k], ref[k])
+    assert all(torch.equal(v, before[k]) for k, v in net.body.state_dict().items())  # net itself untouched
+    changed = [k for k in before if not torch.equal(both[0][k], before[k])]
+    assert changed and any(not torch.equal(both[0][k], both[1][k]) for k in changed)
+
+
+def test_trained_pool_caches_its_weights_and_serves_one_dataset(tiny_dataset, tmp_path):
+    from mgdd.errors import UsageError
+    from mgdd.features import FeatureConfig, compute_moments
+    from mgdd.objective import KRRObjective
+    cfg = FeatureConfig(width=8, depth=2)
+    kw = dict(pool_size=4, cache_dir=tmp_path, train_steps=4, checkpoints=2)
+    first = KRRObjective(tiny_dataset, cfg, **kw)
+    again = KRRObjective(tiny_dataset, cfg, **kw)            # every network from the cache
+    random_pool = KRRObjective(tiny_dataset, cfg, pool_size=4, cache=False)
+    assert first.describe()["train_steps"] == 4 and "train_steps" not in random_pool.describe()
+    assert len(list(tmp_path.glob("*-train4x2-n*.safetensors"))) == 4
+    x = tiny_dataset.train_x[:6]
+    for i in range(4):
+        a, b = first.pool.nets[i].body.state_dict(), again.pool.nets[i].body.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert first.pool_loss(x, i).item() == again.pool_loss(x, i).item()
+        # the cached moments are those of the trained network, not of its random start
+        ref = compute_moments(again.pool.nets[i], tiny_dataset.train_x, tiny_dataset.train_y, 3)
+        torch.testing.assert_close(again.moments[i].gram, ref.gram)
+        assert not torch.equal(first.moments[i].gram, random_pool.moments[i].gram)
+    # networks 0 and 1 are two snapshots of one trajectory; 2 starts another
+    w = [first.pool.nets[i].body[0].weight for i in range(3)]
+    assert not torch.equal(w[0], w[1]) and not torch.equal(w[0], w[2])
+    other = tiny_dataset.train_x.flip(-1)
+    with pytest.raises(UsageError, match="one dataset"):
+        first.pool.moments(other, tiny_dataset.train_y, 3, cache=False)
