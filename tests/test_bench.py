@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
+
 pytest.importorskip("sklearn")
 
 
@@ -166,3 +168,19 @@ def test_cli_report_rebuilds_without_the_dataset(tmp_path, capsys):
     assert (tmp_path / "results.md").read_text() == (src / "results.md").read_text()
     assert (tmp_path / "plots" / "accuracy_vs_time.png").exists()
     assert main(["bench", "--out", str(tmp_path / "empty"), "--report"]) == 2
+
+
+def test_protocol_calibration_counts_agreeing_pairs():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("calibration", ROOT / "benchmarks" / "protocol_calibration.py")
+    cal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cal)
+    assert cal.ranks([3.0, 1.0, 3.0, 2.0]) == [2.5, 0.0, 2.5, 1.0]
+    assert cal.spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert cal.spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+    # means 0.80, 0.81, 0.85; run 0 swaps the first two (0.3 pt apart), keeps the third on top
+    cells = [{"ipc": 10, "accuracies": [0.812, 0.794, 0.794]}, {"ipc": 10, "accuracies": [0.805, 0.812, 0.813]},
+             {"ipc": 10, "accuracies": [0.85, 0.85, 0.85]}]
+    (row,) = cal.calibrate(cells)
+    assert row["cells"] == 3 and row["pairs"][0.0] == (3, 2) and row["pairs"][1.0] == (2, 2)
+    assert row["rho"] == pytest.approx(0.5)
