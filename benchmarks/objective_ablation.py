@@ -48,6 +48,8 @@ ROWS = {
     # trained features (FRePo): 2 trajectories of 150 SGD steps (batch 128), 4 snapshots each
     "trained150": {"train_steps": 150},
     "trained300": {"train_steps": 300},
+    # augmentation inside the objective (DSA-style, fresh each step)
+    "augment": {"augment": True},
     # the pixel optimiser (same objective as base: its moments come from the cache)
     "lr0.03": {"lr": 0.03},
     "lr0.003": {"lr": 0.003},
@@ -70,7 +72,7 @@ def build(dataset, change: dict) -> KRRObjective:
     return KRRObjective(dataset, cfg, pool_size=change.get("pool_size", 8), seed=0, lam=change.get("lam", 1e-3),
                         mu=change.get("mu", 1e-3), cache=not fresh,
                         images_per_network=change.get("images_per_network"),
-                        train_steps=change.get("train_steps", 0))
+                        train_steps=change.get("train_steps", 0), augment=change.get("augment", False))
 
 
 def run_row(dataset, name: str, ipc: int, steps: int, runs: int) -> dict:

@@ -105,6 +105,8 @@ def _add_objective(p):
                    help="train the feature networks on the real data for this many SGD steps (0: random)")
     g.add_argument("--feature-checkpoints", type=_positive_int, default=4,
                    help="pool networks per training trajectory, snapshots along it (4)")
+    g.add_argument("--objective-augment", action="store_true",
+                   help="the loss sees the synthetic images under DSA-style augmentation, fresh each step")
     g.add_argument("--lam", type=_positive_float, default=1e-3, help="kernel ridge, relative to mean diag K_ss")
     g.add_argument("--mu", type=_positive_float, default=1e-3, help="label ridge, relative to mean diag A^T A")
     g.add_argument("--objective-mode", choices=["pool", "fresh"], default="pool",
@@ -136,7 +138,8 @@ def _objective(args, dataset):
     return create_objective(args.objective_mode, dataset, feature_config=cfg, pool_size=args.pool_size,
                             seed=args.seed, lam=args.lam, mu=args.mu, cache=not args.no_cache, device=_device(args),
                             progress=say, images_per_network=args.images_per_network,
-                            train_steps=args.feature_train_steps, checkpoints=args.feature_checkpoints)
+                            train_steps=args.feature_train_steps, checkpoints=args.feature_checkpoints,
+                            augment=args.objective_augment)
 
 
 def _device(args) -> str:

@@ -25,6 +25,7 @@ from dataclasses import asdict
 import torch
 
 from . import krr
+from .augment import augment
 from .data import Dataset
 from .errors import UsageError, check_range, unknown_name
 from .features import FeatureConfig, FeaturePool, make_feature_net
@@ -38,13 +39,16 @@ class KRRObjective:
     def __init__(self, dataset: Dataset, feature_config: FeatureConfig | None = None, pool_size: int = 8,
                  seed: int = 0, lam: float = 1e-3, mu: float = 1e-3, batch_size: int = 1024, cache: bool = True,
                  device="cpu", progress=None, cache_dir=None, images_per_network: int | None = None,
-                 train_steps: int = 0, checkpoints: int = 4):
+                 train_steps: int = 0, checkpoints: int = 4, augment: bool = False):
         check_range("lam", lam, 0, low_open=True)
         check_range("mu", mu, 0, low_open=True)
         check_range("batch_size", batch_size, 2)
         t0 = time.perf_counter()
         self.dataset, self.lam, self.mu = dataset, lam, mu
         self.batch_size, self.seed, self.device = batch_size, seed, device
+        # True: each loss() sees the synthetic images under a fresh DSA-style augmentation
+        # (drawn from the step seed), so the set is fitted for networks trained with it
+        self.augment = augment
         self.feature_config = feature_config or FeatureConfig()
         self.pool = FeaturePool(self.feature_config, dataset.channels, dataset.image_size, pool_size, seed,
                                 cache_dir=cache_dir, images_per_network=images_per_network,
@@ -63,6 +67,8 @@ class KRRObjective:
             out["images_per_network"] = self.pool.images_per_network
         if self.pool.train_steps:
             out["train_steps"], out["checkpoints"] = self.pool.train_steps, self.pool.checkpoints
+        if self.augment:
+            out["augment"] = True
         return out
 
     def _check(self, x_s):
@@ -72,8 +78,14 @@ class KRRObjective:
 
     def loss(self, x_s: torch.Tensor, rng: random.Random | None = None, classes=None) -> torch.Tensor:
         """KRR loss of synthetic images x_s (M, C, H, W) against the real data of ``classes``."""
-        net_index, _ = _draw(rng, self.pool.size)
-        return self.pool_loss(x_s, net_index, classes)
+        net_index, step_seed = _draw(rng, self.pool.size)
+        return self.pool_loss(self._augmented(x_s, step_seed), net_index, classes)
+
+    def _augmented(self, x_s: torch.Tensor, step_seed: int) -> torch.Tensor:
+        if not self.augment:
+            return x_s
+        self._check(x_s)
+        return augment(x_s, torch.Generator().manual_seed(int(step_seed)))
 
     def pool_loss(self, x_s: torch.Tensor, net_index: int, classes=None) -> torch.Tensor:
         """The loss through pool network ``net_index``, from its cached full-data moments."""
@@ -135,6 +147,7 @@ class FreshObjective(KRRObjective):
         yb = krr.centered_onehot(torch.tensor([remap[int(c)] for c in self.dataset.train_y[picks]]), len(classes))
         with torch.no_grad():
             fb = net(xb)
+        x_s = self._augmented(x_s, step_seed)
         loss, _ = krr.krr_loss(net(x_s.to(self.device)), fb[half:], yb[half:].to(self.device), self.lam, self.mu,
                                f_label=fb[:half], y_label=yb[:half].to(self.device))
         return loss

@@ -291,3 +291,24 @@ def test_trained_pool_caches_its_weights_and_serves_one_dataset(tiny_dataset, tm
     other = tiny_dataset.train_x.flip(-1)
     with pytest.raises(UsageError, match="one dataset"):
         first.pool.moments(other, tiny_dataset.train_y, 3, cache=False)
+
+
+def test_objective_augmentation_is_drawn_from_the_step_and_differentiable(tiny_dataset):
+    from mgdd.features import FeatureConfig
+    from mgdd.objective import KRRObjective
+    cfg = FeatureConfig(width=8, depth=2)
+    plain = KRRObjective(tiny_dataset, cfg, pool_size=2, cache=False)
+    aug = KRRObjective(tiny_dataset, cfg, pool_size=2, cache=False, augment=True)
+    assert aug.describe()["augment"] is True and "augment" not in plain.describe()
+    x = tiny_dataset.train_x[:6].clone().requires_grad_(True)
+    same = [aug.loss(x, random.Random(5)) for _ in range(2)]
+    assert same[0].item() == same[1].item()                       # the step's rng fixes the draw
+    assert aug.loss(x, random.Random(6)).item() != same[0].item()  # another step, another draw
+    # not the plain loss, and the same as the plain loss of the augmented images
+    rng = random.Random(5)
+    net_index, step_seed = rng.randrange(2), rng.randrange(2**31)
+    from mgdd.augment import augment
+    ref = plain.pool_loss(augment(x, torch.Generator().manual_seed(step_seed)), net_index)
+    assert same[0].item() == pytest.approx(ref.item()) and same[0].item() != plain.loss(x, random.Random(5)).item()
+    (grad,) = torch.autograd.grad(same[0], x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
