@@ -75,13 +75,16 @@ def build(dataset, change: dict) -> KRRObjective:
                         train_steps=change.get("train_steps", 0), augment=change.get("augment", False))
 
 
-def run_row(dataset, name: str, ipc: int, steps: int, runs: int) -> dict:
+def run_row(dataset, name: str, ipc: int, steps: int, runs: int, out: Path) -> dict:
     change = ROWS[name]
     obj = build(dataset, change)
     print(f"[{name}] precompute {obj.build_seconds:.1f} s", flush=True)
     t0 = time.perf_counter()
     ds = krr_pixel(obj, ipc, steps, lr=change.get("lr", 0.01), seed=0, progress=False)
     krr_seconds = time.perf_counter() - t0
+    # the set itself, so other protocols (DSA, other architectures) can evaluate it later
+    (out / "sets").mkdir(parents=True, exist_ok=True)
+    ds.save(out / "sets" / f"{name}-ipc{ipc}-steps{steps}.safetensors", force=True)
     res = evaluate(ds, dataset, epochs=300, runs=runs, seed=0, progress=False)
     print(f"[{name}] {100 * res['accuracy_mean']:.2f} % after {steps} steps ({krr_seconds:.1f} s)", flush=True)
     return {"row": name, "change": change, "ipc": ipc, "steps": steps, "runs": runs,
@@ -127,7 +130,7 @@ def main() -> int:
         path = out / "cells" / f"{name}-ipc{args.ipc}-steps{args.steps}-runs{args.runs}.json"
         if path.exists():
             continue
-        path.write_text(json.dumps(run_row(dataset, name, args.ipc, args.steps, args.runs), indent=2) + "\n")
+        path.write_text(json.dumps(run_row(dataset, name, args.ipc, args.steps, args.runs, out), indent=2) + "\n")
     cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
     order = list(ROWS)
     cells.sort(key=lambda c: (c["ipc"], order.index(c["row"]) if c["row"] in order else len(order), c["steps"]))

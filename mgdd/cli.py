@@ -319,7 +319,7 @@ def cmd_evaluate(args):
     if args.out is not None and not args.dataset:  # the dataset named inside the set is an input too
         _check_outputs(argparse.Namespace(**{**vars(args), "dataset": ds.meta["dataset"]}), [args.out], args.force)
     res = evaluate(ds, dataset, model=args.model, epochs=args.epochs, runs=args.runs, seed=args.seed,
-                   lr=args.lr, dsa=args.dsa, progress=_progress(args))
+                   lr=args.lr, dsa=args.dsa, progress=_progress(args), temperature=args.temperature)
     res.update(file=str(args.file), dataset=dataset.name, ipc=ds.meta.get("ipc"), method=ds.meta.get("method"))
     _table([[res["method"], res["ipc"], res["model"], res["epochs"], res["runs"],
              _accuracy_text(res)]],
@@ -538,6 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=_positive_int, default=None, help="default 300 (1000 with --dsa)")
     s.add_argument("--lr", type=_positive_float, default=0.01)
     s.add_argument("--dsa", action="store_true", help="DSA-style augmentation during training")
+    s.add_argument("--temperature", type=_positive_float, default=None,
+                   help="soft labels: cross-entropy against softmax(labels / T) instead of MSE")
     _add_out(s, "write the result as JSON here", required=False)
     _add_common(s)
     s.set_defaults(func=cmd_evaluate)

@@ -143,6 +143,24 @@ def test_evaluation_protocol_lr_drop_and_losses(tiny_dataset, monkeypatch):
     assert lrs == pytest.approx([0.1, 0.01]) and set(losses) == {"ce"}  # hard -> cross-entropy
 
 
+
+def test_soft_label_cross_entropy_matches_kl_to_the_tempered_labels():
+    from mgdd.evaluate import soft_label_loss
+    g = torch.Generator().manual_seed(0)
+    out, target = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    assert soft_label_loss(out, target, None).item() == pytest.approx(torch.nn.functional.mse_loss(out, target).item())
+    p = torch.softmax(target / 0.5, 1)
+    # cross-entropy = KL(p || q) + H(p), term by term
+    kl = torch.nn.functional.kl_div(torch.log_softmax(out, 1), p, reduction="batchmean")
+    entropy = -(p * p.log()).sum(1).mean()
+    assert soft_label_loss(out, target, 0.5).item() == pytest.approx((kl + entropy).item(), rel=1e-6)
+    # one-hot-like labels at a low temperature: the hard-label cross-entropy
+    hard = torch.randint(0, 4, (5,), generator=g)
+    onehot = torch.nn.functional.one_hot(hard, 4).float()
+    ce = torch.nn.functional.cross_entropy(out, hard).item()
+    assert soft_label_loss(out, onehot, 1e-3).item() == pytest.approx(ce, rel=1e-5)
+
+
 # ---------------------------------------------------------------------------- feature cache
 
 def test_feature_cache_is_hit_and_a_corrupt_entry_is_recomputed(tiny_dataset, tmp_path, monkeypatch):
