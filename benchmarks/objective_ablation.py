@@ -53,6 +53,10 @@ ROWS = {
     # the pixel optimiser (same objective as base: its moments come from the cache)
     "lr0.03": {"lr": 0.03},
     "lr0.003": {"lr": 0.003},
+    "lr0.1": {"lr": 0.1},
+    # the criterion: cross-entropy on a real batch at its Platt temperature instead of the
+    # full-data squared error (labels still least squares)
+    "platt": {"criterion": "platt"},
     # the ridges
     "lam1e-2": {"lam": 1e-2},
     "lam1e-4": {"lam": 1e-4},
@@ -80,7 +84,8 @@ def build(dataset, change: dict) -> tuple:
     fp = dataset_fingerprint(dataset.train_x, dataset.train_y)
     cached = all(probe._cache_path(fp, i).is_file() for i in range(probe.size))
     obj = KRRObjective(dataset, cfg, seed=0, lam=change.get("lam", 1e-3), mu=change.get("mu", 1e-3), cache=True,
-                       cache_dir=cache_dir, augment=change.get("augment", False), **pool)
+                       cache_dir=cache_dir, augment=change.get("augment", False),
+                       criterion=change.get("criterion", "mse"), **pool)
     return obj, cached
 
 

@@ -105,6 +105,8 @@ def _add_objective(p):
                    help="train the feature networks on the real data for this many SGD steps (0: random)")
     g.add_argument("--feature-checkpoints", type=_positive_int, default=4,
                    help="pool networks per training trajectory, snapshots along it (4)")
+    g.add_argument("--objective-criterion", choices=["mse", "platt"], default="mse",
+                   help="mse: full-data squared error (moments); platt: cross-entropy on a real batch, Platt-scaled")
     g.add_argument("--objective-augment", action="store_true",
                    help="the loss sees the synthetic images under DSA-style augmentation, fresh each step")
     g.add_argument("--lam", type=_positive_float, default=1e-3, help="kernel ridge, relative to mean diag K_ss")
@@ -139,7 +141,7 @@ def _objective(args, dataset):
                             seed=args.seed, lam=args.lam, mu=args.mu, cache=not args.no_cache, device=_device(args),
                             progress=say, images_per_network=args.images_per_network,
                             train_steps=args.feature_train_steps, checkpoints=args.feature_checkpoints,
-                            augment=args.objective_augment)
+                            augment=args.objective_augment, criterion=args.objective_criterion)
 
 
 def _device(args) -> str:

@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict
 
 import torch
+import torch.nn.functional as F
 
 from . import krr
 from .augment import augment
@@ -39,16 +40,26 @@ class KRRObjective:
     def __init__(self, dataset: Dataset, feature_config: FeatureConfig | None = None, pool_size: int = 8,
                  seed: int = 0, lam: float = 1e-3, mu: float = 1e-3, batch_size: int = 1024, cache: bool = True,
                  device="cpu", progress=None, cache_dir=None, images_per_network: int | None = None,
-                 train_steps: int = 0, checkpoints: int = 4, augment: bool = False):
+                 train_steps: int = 0, checkpoints: int = 4, augment: bool = False, criterion: str = "mse"):
         check_range("lam", lam, 0, low_open=True)
         check_range("mu", mu, 0, low_open=True)
         check_range("batch_size", batch_size, 2)
+        if criterion not in CRITERIA:
+            raise unknown_name("criterion", criterion, CRITERIA)
+        if criterion != "mse" and self.mode != "pool":
+            raise UsageError(f"the {criterion} criterion is for the pool objective; drop it or use "
+                             "--objective-mode pool.")
         t0 = time.perf_counter()
         self.dataset, self.lam, self.mu = dataset, lam, mu
         self.batch_size, self.seed, self.device = batch_size, seed, device
         # True: each loss() sees the synthetic images under a fresh DSA-style augmentation
         # (drawn from the step seed), so the set is fitted for networks trained with it
         self.augment = augment
+        # "mse": the loss is the squared error of the KRR predictor over the whole training set,
+        # from the moments. "platt": cross-entropy of the same predictor (labels still solved
+        # from the moments) on a real batch drawn each step, at its best temperature (Platt
+        # scaling, as RFAD does); the batch's features are computed without gradient
+        self.criterion = criterion
         self.feature_config = feature_config or FeatureConfig()
         self.pool = FeaturePool(self.feature_config, dataset.channels, dataset.image_size, pool_size, seed,
                                 cache_dir=cache_dir, images_per_network=images_per_network,
@@ -69,6 +80,8 @@ class KRRObjective:
             out["train_steps"], out["checkpoints"] = self.pool.train_steps, self.pool.checkpoints
         if self.augment:
             out["augment"] = True
+        if self.criterion != "mse":
+            out["criterion"] = self.criterion
         return out
 
     def _check(self, x_s):
@@ -79,7 +92,32 @@ class KRRObjective:
     def loss(self, x_s: torch.Tensor, rng: random.Random | None = None, classes=None) -> torch.Tensor:
         """KRR loss of synthetic images x_s (M, C, H, W) against the real data of ``classes``."""
         net_index, step_seed = _draw(rng, self.pool.size)
-        return self.pool_loss(self._augmented(x_s, step_seed), net_index, classes)
+        x_s = self._augmented(x_s, step_seed)
+        if self.criterion == "platt":
+            return self._platt_loss(x_s, net_index, step_seed, classes)
+        return self.pool_loss(x_s, net_index, classes)
+
+    def _platt_loss(self, x_s: torch.Tensor, net_index: int, step_seed: int, classes=None) -> torch.Tensor:
+        self._check(x_s)
+        i = net_index % self.pool.size
+        net = self.pool.nets[i]
+        f_s = net(x_s.to(self.device))                                        # (M, d)
+        _, y_s = krr.krr_loss_moments(f_s, self.moments[i].for_classes(classes), self.lam, self.mu)  # (M, c)
+        xb, yb = self._real_batch(classes, step_seed, self.batch_size)
+        with torch.no_grad():
+            f_b = net(xb).double()                                            # (B, d)
+        logits = f_b @ krr.left_factor(f_s, self.lam).T @ y_s                 # KRR predictions (B, c)
+        return F.cross_entropy(krr.platt_scale(logits, yb) * logits, yb)
+
+    def _real_batch(self, classes, step_seed: int, size: int) -> tuple:
+        """``size`` real images of ``classes`` drawn from the step seed, labels renumbered 0..c-1."""
+        g = torch.Generator().manual_seed(int(step_seed))
+        classes = list(range(self.dataset.num_classes)) if classes is None else list(classes)
+        pool = torch.cat([self.class_index[c] for c in classes])
+        remap = torch.full((self.dataset.num_classes,), -1, dtype=torch.long)
+        remap[torch.tensor(classes)] = torch.arange(len(classes))
+        picks = pool[torch.randperm(len(pool), generator=g)[:size]]
+        return self.dataset.train_x[picks].to(self.device), remap[self.dataset.train_y[picks]].to(self.device)
 
     def _augmented(self, x_s: torch.Tensor, step_seed: int) -> torch.Tensor:
         if not self.augment:
@@ -135,16 +173,12 @@ class FreshObjective(KRRObjective):
     def loss(self, x_s: torch.Tensor, rng: random.Random | None = None, classes=None) -> torch.Tensor:
         self._check(x_s)
         _, step_seed = _draw(rng, self.pool.size)
-        g = torch.Generator().manual_seed(int(step_seed))
         net = make_feature_net(self.feature_config, self.dataset.channels, self.dataset.image_size,
                                seed=10**6 + int(step_seed)).to(self.device)
-        classes = list(range(self.dataset.num_classes)) if classes is None else list(classes)
-        pool = torch.cat([self.class_index[c] for c in classes])
-        remap = {c: i for i, c in enumerate(classes)}
-        picks = pool[torch.randperm(len(pool), generator=g)[: 2 * self.batch_size]]
-        half = len(picks) // 2
-        xb = self.dataset.train_x[picks].to(self.device)
-        yb = krr.centered_onehot(torch.tensor([remap[int(c)] for c in self.dataset.train_y[picks]]), len(classes))
+        ncls = self.dataset.num_classes if classes is None else len(classes)
+        xb, labels = self._real_batch(classes, step_seed, 2 * self.batch_size)
+        half = len(xb) // 2
+        yb = krr.centered_onehot(labels.cpu(), ncls)
         with torch.no_grad():
             fb = net(xb)
         x_s = self._augmented(x_s, step_seed)
@@ -154,6 +188,7 @@ class FreshObjective(KRRObjective):
 
 
 OBJECTIVES = {"pool": KRRObjective, "fresh": FreshObjective}
+CRITERIA = ("mse", "platt")
 
 
 def create_objective(mode: str, dataset: Dataset, **kwargs) -> KRRObjective:

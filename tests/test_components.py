@@ -330,3 +330,57 @@ def test_objective_augmentation_is_drawn_from_the_step_and_differentiable(tiny_d
     assert same[0].item() == pytest.approx(ref.item()) and same[0].item() != plain.loss(x, random.Random(5)).item()
     (grad,) = torch.autograd.grad(same[0], x)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_platt_scale_finds_the_best_temperature():
+    from mgdd.krr import platt_scale
+    g = torch.Generator().manual_seed(1)
+    logits, y = torch.randn(64, 5, generator=g).double(), torch.randint(0, 5, (64,), generator=g)
+    logits[torch.arange(64), y] += 0.5   # informative logits: a finite best temperature
+    t = platt_scale(logits, y)
+    grid = torch.linspace(0.05, 20, 4000, dtype=torch.float64).view(-1, 1, 1)
+    ce = -(grid * logits).log_softmax(2).gather(2, y.view(1, -1, 1).expand(len(grid), -1, 1)).mean((1, 2))
+    assert t.item() == pytest.approx(grid.flatten()[ce.argmin()].item(), abs=0.01)
+
+
+def test_platt_criterion_is_cross_entropy_of_the_krr_predictor_on_a_real_batch(tmp_path):
+    from mgdd import krr
+    from mgdd.data import load_dataset
+    from mgdd.errors import UsageError
+    from mgdd.features import FeatureConfig
+    from mgdd.objective import KRRObjective
+    from conftest import make_npz
+    # shuffled labels: the predictor cannot fit the batch, so the best temperature is finite
+    make_npz(tmp_path / "t.npz")
+    arrays = dict(np.load(tmp_path / "t.npz"))
+    arrays["y_train"] = np.random.default_rng(0).permutation(arrays["y_train"])
+    np.savez(tmp_path / "shuffled.npz", **arrays)
+    tiny_dataset = load_dataset(f"npz:{tmp_path / 'shuffled.npz'}")
+    cfg = FeatureConfig(width=8, depth=2)
+    obj = KRRObjective(tiny_dataset, cfg, pool_size=2, cache=False, criterion="platt", batch_size=12)
+    assert obj.describe()["criterion"] == "platt"
+    with pytest.raises(UsageError, match="criterion"):
+        KRRObjective(tiny_dataset, cfg, pool_size=1, cache=False, criterion="hinge")
+    from mgdd.objective import FreshObjective
+    with pytest.raises(UsageError, match="pool objective"):
+        FreshObjective(tiny_dataset, cfg, pool_size=1, cache=False, criterion="platt")
+    x = tiny_dataset.train_x[:6].clone().requires_grad_(True)
+    loss = obj.loss(x, random.Random(3), classes=[0, 2])
+    # the second formulation: dual KRR predictor, labels from the moments in the dual space
+    rng = random.Random(3)
+    i, step_seed = rng.randrange(2), rng.randrange(2**31)
+    net = obj.pool.nets[i]
+    xb, yb = obj._real_batch([0, 2], step_seed, 12)
+    assert set(yb.tolist()) <= {0, 1} and len(yb) == 12
+    assert torch.equal(tiny_dataset.train_y[torch.nonzero(
+        (tiny_dataset.train_x.flatten(1)[:, None] == xb.flatten(1)[None]).all(2))[:, 0]].unique(), torch.tensor([0, 2]))
+    with torch.no_grad():
+        f_s = net(x)
+        _, y_s = krr.krr_loss_moments(f_s, obj.moments[i].for_classes([0, 2]), obj.lam, obj.mu, space="dual")
+        logits = krr.krr_predictor(f_s, net(xb), obj.lam) @ y_s
+        ts = torch.linspace(0.01, 50, 20000, dtype=torch.float64).view(-1, 1, 1)
+        ce = -(ts * logits).log_softmax(2).gather(2, yb.view(1, -1, 1).expand(len(ts), -1, 1)).mean((1, 2))
+        ref = ce.min().item()
+    assert loss.item() == pytest.approx(ref, rel=1e-4) and loss.item() > 0.1
+    (grad,) = torch.autograd.grad(loss, x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
