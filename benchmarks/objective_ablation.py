@@ -1,5 +1,7 @@
 """Objective ablation on Fashion-MNIST: one change per row, krr-pixel on the same protocol.
 
+Rows named with a "+" stack changes that helped alone; every other row is one change.
+
     python benchmarks/objective_ablation.py [--rows base,pool32-15k,pool64-7500] [--ipc 10]
                                             [--steps 200] [--runs 1] [--out results/ablation]
 
@@ -57,6 +59,8 @@ ROWS = {
     # the criterion: cross-entropy on a real batch at its Platt temperature instead of the
     # full-data squared error (labels still least squares)
     "platt": {"criterion": "platt"},
+    # stacked (not one change): the pixel lr and pool diversity that helped alone
+    "lr0.03+pool64-7500": {"lr": 0.03, "pool_size": 64, "images_per_network": 7500},
     # the ridges
     "lam1e-2": {"lam": 1e-2},
     "lam1e-4": {"lam": 1e-4},

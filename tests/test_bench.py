@@ -59,6 +59,14 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     assert again["accuracy"] == r["accuracy"]
     with pytest.raises(UsageError, match="--resume"):
         Bench("quick", out)
+    # a resume under changed settings (a new default) is refused, not mixed into the table
+    from mgdd import bench
+    monkeypatch.setitem(bench.PRESETS, "quick", replace(bench.PRESETS["quick"], lr_pixel=0.5))
+    for attempt in (lambda b: b.run(), lambda b: b.retime()):
+        with pytest.raises(UsageError, match="lr_pixel"):
+            attempt(Bench("quick", out, resume=True))
+    monkeypatch.undo()
+    monkeypatch.setenv("MGDD_CACHE", str(tmp_path / "cache"))
 
     # re-timing re-runs every timed stage, checks it rebuilds the evaluated sets, keeps accuracies
     retimed = Bench("quick", out, resume=True).retime()

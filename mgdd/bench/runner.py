@@ -14,6 +14,7 @@ where it stopped, and the report (report.py) is rewritten after every cell.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -58,12 +59,26 @@ class Bench:
 
     def _start(self) -> None:
         """Make the folders (a forced start drops the old cells) and record the run."""
+        self._check_same_settings()
         if self.force and not self.resume and (self.out / "cells").exists():
             for p in (self.out / "cells").glob("*.json"):
                 p.unlink()
         for sub in ("cells", "sets", "plots"):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
         write_json(self.out / "run.json", self.run_record(), force=True)
+
+    def _check_same_settings(self) -> None:
+        """A resumed (or re-timed) run must be the recorded one: cells made under other settings
+        (a changed default, say) would be mixed into one table."""
+        record = self.out / "run.json"
+        if not (self.resume and record.is_file()):
+            return
+        old = json.loads(record.read_text()).get("config", {})
+        new = json.loads(json.dumps(self.cfg.as_dict()))
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if changed:
+            raise UsageError(f"{self.out} was made with other {self.preset} settings ({', '.join(changed)}); "
+                             "use a new --out, or --force to start over.")
 
     def run_record(self) -> dict:
         return {"preset": self.preset, "config": self.cfg.as_dict(), "dataset": self.dataset.describe(),
@@ -234,4 +249,5 @@ class Bench:
                 **self.evaluate_set(ds, name)}
 
     def retime(self) -> dict:
+        self._check_same_settings()
         return retime(self)
