@@ -86,7 +86,7 @@ def coreset(objective: KRRObjective, ipc: int, method: str, seed: int = 0, soft_
                                                   objective, {"seconds": time.perf_counter() - t0}))
 
 
-def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: float = 0.01, seed: int = 0,
+def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: float = 0.03, seed: int = 0,
               checkpoint=None, checkpoint_every: int = 50, resume: bool = False, on_snapshot=None,
               progress: bool = True) -> DistilledSet:
     """Optimise the synthetic pixels directly with the KRR loss (Adam).

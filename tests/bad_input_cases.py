@@ -59,7 +59,7 @@ def build_workspace(root) -> dict:
     run("baseline", "random", "--dataset", f"npz:{ds}", "--ipc", "2", "--out", root / "set.safetensors")
     run("baseline", "random", "--dataset", f"npz:{root / 'small8.npz'}", "--ipc", "1", "--out", root / "set8.safetensors")
     run("baseline", "random", "--dataset", f"npz:{root / 'small2.npz'}", "--ipc", "1", "--out", root / "set2.safetensors")
-    # a finished krr-pixel run leaves its checkpoint (lr 0.01, seed 0, ipc 1, 2 steps)
+    # a finished krr-pixel run leaves its checkpoint (lr 0.03 (the default), seed 0, ipc 1, 2 steps)
     run("baseline", "krr-pixel", "--dataset", f"npz:{ds}", "--ipc", "1", "--steps", "2", "--out", root / "K.safetensors", *OBJ)
     # a finished adaptation from scratch on IPCs 1,2 for 2 steps, with its checkpoint
     run("adapt", "--dataset", f"npz:{ds}", "--from", "scratch", "--steps", "2", "--ipcs", "1,2",
@@ -175,7 +175,7 @@ CASES = [
     ("checkpoint-without-resume", ["baseline", "krr-pixel", "--dataset", DS, "--ipc", "1", "--steps", "2",
                                    "--out", "{t}/K3.safetensors", *OBJ], 2, "pass --resume to continue it"),
     ("krr-resume-other-lr", ["baseline", "krr-pixel", "--dataset", DS, "--ipc", "1", "--steps", "4", "--lr", "0.5",
-                             "--out", "{t}/K.safetensors", "--resume", *OBJ], 2, "lr 0.01 (now 0.5)"),
+                             "--out", "{t}/K.safetensors", "--resume", *OBJ], 2, "lr 0.03 (now 0.5)"),
     ("krr-resume-other-ipc", ["baseline", "krr-pixel", "--dataset", DS, "--ipc", "2", "--steps", "4",
                               "--out", "{t}/K.safetensors", "--resume", *OBJ], 2, "ipc 1 (now 2)"),
     ("adapt-resume-other-ipcs", ["adapt", "--dataset", DS, "--from", "scratch", "--steps", "4", "--ipcs", "1",

@@ -30,7 +30,7 @@ class Preset:
     runs: int = 3
     cross_model: str = "mlp"
     cross_ipc: int = 10
-    lr_pixel: float = 0.01
+    lr_pixel: float = 0.03  # results/ablation: +2.5 at IPC 1, +1.0 at IPC 10 over 0.01
     lr_adapt: float = 1e-3
 
     def snapshots(self, variant: str) -> dict:
@@ -46,7 +46,7 @@ PRESETS = {
     "quick": Preset(dataset="digits", ipcs=[1, 5], unseen={"adapt": [1], "generate": 5},
                     feature={"width": 16, "depth": 2}, pool_size=2, krr_snapshots={"1": [5, 10], "5": [5, 10]},
                     krr_fresh_snapshots={"5": [2, 4]}, adapt_steps=5, k_sweep=[0, 2], adapt_ipcs=[1, 5],
-                    eval_epochs=20, runs=2, cross_model="mlp", cross_ipc=5, lr_pixel=0.01, lr_adapt=1e-3),
+                    eval_epochs=20, runs=2, cross_model="mlp", cross_ipc=5, lr_pixel=0.03, lr_adapt=1e-3),
     # The headline benchmark on Fashion-MNIST, ConvNet-3 protocol (docs/design.md §6).
     "fmnist": Preset(dataset="fashion-mnist", ipcs=[10, 1, 50], unseen={"adapt": [1, 10], "generate": 50},
                      feature={"width": 64, "depth": 3}, pool_size=8,
@@ -59,7 +59,7 @@ PRESETS = {
                      krr_fresh_snapshots={"1": [1, 2, 5, 25, 100], "10": [1, 2, 5, 10, 25, 50, 100, 200]},
                      # adapt_steps is the main mgdd/scratch pair; k_sweep adds the few-step regime meta-training is for
                      adapt_steps=200, k_sweep=[0, 25], adapt_ipcs=[1, 10, 50], eval_epochs=300, runs=3,
-                     cross_model="mlp", cross_ipc=10, lr_pixel=0.01, lr_adapt=1e-3),
+                     cross_model="mlp", cross_ipc=10, lr_pixel=0.03, lr_adapt=1e-3),
 }
 
 
