@@ -159,12 +159,13 @@ class FeaturePool:
         if train_steps < 0 or checkpoints < 1:
             raise UsageError(f"train steps must be >= 0 and checkpoints >= 1, got {train_steps} and {checkpoints}.")
         self.config, self.size, self.seed = config, size, seed
-        # 0: random networks. T > 0: trained features (FRePo's idea, design §1): networks are
+        # 0: random networks. T > 0: trained features (FRePo's idea, docs/design.md §2): networks are
         # trained on the real data in trajectories of T SGD steps, and each trajectory gives
         # ``checkpoints`` pool networks, snapshots at T/C, 2T/C, ..., T; the training is
         # part of the one-time precompute and its weights are cached with the moments
         self.train_steps, self.checkpoints = train_steps, min(checkpoints, size)
         self._snapshots = {}
+        self._trained_on = None  # the fingerprint of the data a trained pool belongs to
         # None: every network's moments cover the whole training set. n: network i covers its own
         # seeded, class-stratified subset of about n images (more networks at the same cost)
         self.images_per_network = images_per_network
@@ -188,7 +189,7 @@ class FeaturePool:
         fp = dataset_fingerprint(x, y)
         if self.train_steps:
             # trained networks belong to the data they were trained on
-            if getattr(self, "_trained_on", fp) != fp:
+            if self._trained_on not in (None, fp):
                 raise UsageError("a pool of trained feature networks serves one dataset; build a new objective "
                                  "for another.")
             self._trained_on = fp
