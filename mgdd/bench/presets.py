@@ -33,6 +33,10 @@ class Preset:
     lr_pixel: float = 0.03  # results/ablation: +2.5 at IPC 1, +1.0 at IPC 10 over 0.01
     lr_adapt: float = 1e-3
 
+    # the fields that only say which cells exist: a resume may add cells (a snapshot, an IPC
+    # block, a K); every other field changes what a cell computes and must match to resume
+    CELL_LISTS = ("ipcs", "krr_snapshots", "krr_fresh_snapshots", "k_sweep")
+
     def snapshots(self, variant: str) -> dict:
         """{"ipc": [steps]} of the krr-pixel or krr-fresh curve."""
         return self.krr_snapshots if variant == "krr-pixel" else self.krr_fresh_snapshots

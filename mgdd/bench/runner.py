@@ -68,14 +68,16 @@ class Bench:
         write_json(self.out / "run.json", self.run_record(), force=True)
 
     def _check_same_settings(self) -> None:
-        """A resumed (or re-timed) run must be the recorded one: cells made under other settings
-        (a changed default, say) would be mixed into one table."""
+        """A resumed (or re-timed) run must compute its cells as the recorded one did: cells made
+        under other settings (a changed default, say) would be mixed into one table. Adding
+        cells (Preset.CELL_LISTS) is what a resume is for."""
         record = self.out / "run.json"
         if not (self.resume and record.is_file()):
             return
         old = json.loads(record.read_text()).get("config", {})
         new = json.loads(json.dumps(self.cfg.as_dict()))
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        changed = sorted(k for k in set(old) | set(new)
+                         if k not in self.cfg.CELL_LISTS and old.get(k) != new.get(k))
         if changed:
             raise UsageError(f"{self.out} was made with other {self.preset} settings ({', '.join(changed)}); "
                              "use a new --out, or --force to start over.")
