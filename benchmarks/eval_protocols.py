@@ -43,7 +43,8 @@ def settings(variant: str) -> dict:
 def table(cells: list) -> str:
     lines = ["# Distilled sets under other evaluation protocols", "",
              "Made by `python benchmarks/eval_protocols.py` (seed 0; 300 epochs unless DSA, which trains "
-             "1,000 epochs with augmentation). 2 CPU cores, no GPU.", "",
+             "1,000 epochs with augmentation). 2 CPU cores, no GPU; the training times were measured with "
+             "up to four jobs sharing those cores, so they are not comparable with each other.", "",
              "| set | variant | model | epochs | soft-label loss | runs | accuracy % | train s/run |",
              "|---|---|---|---|---|---|---|---|"]
     for c in cells:
