@@ -122,7 +122,6 @@ class KRRObjective:
     def _augmented(self, x_s: torch.Tensor, step_seed: int) -> torch.Tensor:
         if not self.augment:
             return x_s
-        self._check(x_s)
         return augment(x_s, torch.Generator().manual_seed(int(step_seed)))
 
     def pool_loss(self, x_s: torch.Tensor, net_index: int, classes=None) -> torch.Tensor:
