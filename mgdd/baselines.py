@@ -29,7 +29,7 @@ def random_real(dataset: Dataset, ipc: int, seed: int = 0) -> DistilledSet:
     t0 = time.perf_counter()
     x, y = sample_init(dataset, ipc, seed)
     return DistilledSet(x, y, distilled_meta(dataset, ipc, "random", seed, None,
-                                             {"seconds": time.perf_counter() - t0}))
+                                             {"seconds": time.perf_counter() - t0}), dataset.zca)
 
 
 def random_ls(objective: KRRObjective, ipc: int, seed: int = 0) -> DistilledSet:
@@ -38,7 +38,7 @@ def random_ls(objective: KRRObjective, ipc: int, seed: int = 0) -> DistilledSet:
     t0 = time.perf_counter()
     labels = objective.labels(x)
     return DistilledSet(x, labels, distilled_meta(dataset, ipc, "random+ls", seed, objective,
-                                                  {"label_seconds": time.perf_counter() - t0}))
+                                                  {"label_seconds": time.perf_counter() - t0}), dataset.zca)
 
 
 @torch.no_grad()
@@ -83,7 +83,7 @@ def coreset(objective: KRRObjective, ipc: int, method: str, seed: int = 0, soft_
     x, y = dataset.train_x[idx].clone(), dataset.train_y[idx].clone()
     labels = objective.labels(x) if soft_labels else y
     return DistilledSet(x, labels, distilled_meta(dataset, ipc, method + ("+ls" if soft_labels else ""), seed,
-                                                  objective, {"seconds": time.perf_counter() - t0}))
+                                                  objective, {"seconds": time.perf_counter() - t0}), dataset.zca)
 
 
 def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: float = 0.03, seed: int = 0,
@@ -119,7 +119,7 @@ def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: f
         labels = objective.labels(xs)
         return DistilledSet(xs, labels, distilled_meta(
             dataset, ipc, "krr-pixel", seed, objective,
-            {"seconds": seconds, "steps": step, "label_seconds": time.perf_counter() - t0}, lr=lr))
+            {"seconds": seconds, "steps": step, "label_seconds": time.perf_counter() - t0}, lr=lr), dataset.zca)
 
     def step(s: int) -> dict:
         loss = objective.loss(x, step_rng(seed, s))

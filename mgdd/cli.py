@@ -92,6 +92,12 @@ def _add_data(p, required=True):
                    help="fashion-mnist, mnist, cifar10, cifar100, svhn, digits, imagefolder:PATH or npz:PATH")
     p.add_argument("--data-dir", default=None, help="where datasets live (also $MGDD_DATA)")
     p.add_argument("--download", action="store_true", help="download with torchvision if it is installed")
+    p.add_argument("--image-size", type=_positive_int, default=None,
+                   help="resize images to N x N (imagefolder: default 32; others: their own size)")
+    if required:  # a set made from whitened data carries its transform; evaluate takes it from there
+        p.add_argument("--zca", type=_positive_float, default=None, metavar="REG",
+                       help="ZCA-whiten the images, regularised by REG x the mean eigenvalue (e.g. 0.1); "
+                            "the transform is stored in every distilled set")
 
 
 def _add_objective(p):
@@ -129,7 +135,8 @@ def _progress(args):
 
 def _load(args):
     from .data import load_dataset
-    return load_dataset(args.dataset, args.data_dir, args.download)
+    return load_dataset(args.dataset, args.data_dir, args.download, image_size=args.image_size,
+                        zca=getattr(args, "zca", None))
 
 
 def _objective(args, dataset):
@@ -304,7 +311,7 @@ def cmd_baseline(args):
 
 
 def cmd_evaluate(args):
-    from .data import load_dataset
+    from .data import MIN_IMAGE_SIZE, load_dataset
     from .distilled import DistilledSet
     from .evaluate import evaluate
     from .io import write_json
@@ -317,7 +324,10 @@ def cmd_evaluate(args):
             raise UsageError("--out is empty; give a file name for the JSON result.")
         _check_outputs(args, [args.out], args.force)
     ds = DistilledSet.load(args.file)
-    dataset = load_dataset(args.dataset or ds.meta["dataset"], args.data_dir, args.download)
+    # the set's own image size (a resized dataset is loaded at it); its ZCA transform travels inside it
+    h, w = ds.images.shape[-2:]
+    size = args.image_size or (h if h == w and h >= MIN_IMAGE_SIZE else None)
+    dataset = load_dataset(args.dataset or ds.meta["dataset"], args.data_dir, args.download, image_size=size)
     if args.out is not None and not args.dataset:  # the dataset named inside the set is an input too
         _check_outputs(argparse.Namespace(**{**vars(args), "dataset": ds.meta["dataset"]}), [args.out], args.force)
     res = evaluate(ds, dataset, model=args.model, epochs=args.epochs, runs=args.runs, seed=args.seed,
@@ -383,13 +393,13 @@ def cmd_generate(args):
     ipcs = sorted(set(args.ipc))
     outs = {ipc: base if len(ipcs) == 1 else Path(f"{base.with_suffix('')}-ipc{ipc}.safetensors") for ipc in ipcs}
     _check_outputs(args, [p for o in outs.values() for p in (o, o.with_suffix(".png"))], args.force)
+    dataset = _load(args)
     if args.generator == "meta":
         from .pipeline import default_meta_generator
-        if default_meta_generator() is None:
+        if default_meta_generator(dataset.channels) is None:
             raise MgddError("no shipped meta generator in this installation; adapt one with `mgdd adapt`.")
-        args.generator = str(default_meta_generator())
+        args.generator = str(default_meta_generator(dataset.channels))
     generator = MetaGenerator.from_pretrained(args.generator)
-    dataset = _load(args)
     for ipc in ipcs:
         check_ipc(dataset, ipc)
     objective = _objective(args, dataset)
@@ -444,7 +454,7 @@ def cmd_meta_train(args):
     if rank0:
         _check_outputs(args, [out / "model.safetensors", out / "config.json", out / "meta-log.json",
                               out / "meta-checkpoint.safetensors"], replace)
-    dataset = load_dataset(args.source, args.data_dir, args.download)
+    dataset = load_dataset(args.source, args.data_dir, args.download, image_size=args.image_size)
     objective = _objective(args, dataset)
     torch.manual_seed(args.seed)
     generator = MetaGenerator(GeneratorConfig(channels=dataset.channels))
@@ -611,6 +621,7 @@ def _add_meta_args(s):
     s.add_argument("--source", required=True, help="source dataset name (e.g. mnist)")
     s.add_argument("--data-dir", default=None)
     s.add_argument("--download", action="store_true")
+    s.add_argument("--image-size", type=_positive_int, default=None, help="resize the source to N x N")
     s.add_argument("--algorithm", choices=["reptile", "fomaml"], default="reptile")
     s.add_argument("--meta-steps", type=_positive_int, default=200)
     s.add_argument("--tasks-per-step", type=_positive_int, default=4, help="tasks per meta-step (over all ranks)")

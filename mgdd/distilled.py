@@ -3,6 +3,8 @@
 Tensors:
   images  (N, C, H, W) float32, normalised with ``mean``/``std`` below
   labels  (N, num_classes) float32 soft labels, or (N,) int64 hard labels
+  zca_mean (d,), zca_matrix (d, d)   only for sets made from ZCA-whitened data (zca.py): the
+          images live in the whitened space, and evaluation whitens the test images with these
 Metadata (JSON, in the safetensors header under "mgdd"):
   format, mgdd_version, dataset, classes, mean, std, ipc, method, seed, label_kind,
   evaluation (recommended settings), timing, and anything the method adds.
@@ -30,6 +32,7 @@ class DistilledSet:
     images: torch.Tensor
     labels: torch.Tensor
     meta: dict = field(default_factory=dict)
+    zca: object = None   # zca.ZCA of the dataset the set was made from, if it was whitened
 
     @property
     def soft(self) -> bool:
@@ -57,7 +60,12 @@ class DistilledSet:
         meta = dict(self.meta, format=FORMAT, mgdd_version=__version__,
                     label_kind="soft" if self.soft else "hard")
         meta.setdefault("evaluation", DEFAULT_EVALUATION)
-        return save_tensors(path, {"images": self.images.float(), "labels": self.labels}, meta, force)
+        tensors = {"images": self.images.float(), "labels": self.labels}
+        meta.pop("zca", None)
+        if self.zca is not None:
+            tensors.update(self.zca.tensors())
+            meta["zca"] = self.zca.describe()
+        return save_tensors(path, tensors, meta, force)
 
     @classmethod
     def load(cls, path) -> "DistilledSet":
@@ -65,15 +73,24 @@ class DistilledSet:
         if meta.get("format") != FORMAT:
             raise CorruptFile(f"{path} is not an mgdd distilled set (format {meta.get('format')!r}, "
                               f"expected {FORMAT!r}).")
-        if set(tensors) != {"images", "labels"}:
-            raise CorruptFile(f"{path} must hold exactly 'images' and 'labels', found {sorted(tensors)}.")
+        from .zca import TENSORS, ZCA
+        if set(tensors) not in ({"images", "labels"}, {"images", "labels", *TENSORS}):
+            raise CorruptFile(f"{path} must hold 'images' and 'labels' (and, if whitened, {' and '.join(TENSORS)}), "
+                              f"found {sorted(tensors)}.")
         validate(tensors["images"], tensors["labels"], meta, str(path))
-        return cls(tensors["images"], tensors["labels"], meta)
+        zca = None
+        if "zca_matrix" in tensors:
+            zca = ZCA.from_tensors(tensors, meta.get("zca"), str(path))
+            if zca.mean.numel() != tensors["images"][0].numel():
+                raise CorruptFile(f"{path}: the stored ZCA transform does not fit its images.")
+        return cls(tensors["images"], tensors["labels"], meta, zca)
 
     def denormalized(self) -> torch.Tensor:
+        """Pixels in [0, 1] (un-whitened first for a ZCA set)."""
+        images = self.images if self.zca is None else self.zca.invert(self.images)
         m = torch.tensor(self.meta["mean"]).view(1, -1, 1, 1)
         s = torch.tensor(self.meta["std"]).view(1, -1, 1, 1)
-        return (self.images * s + m).clamp(0, 1)
+        return (images * s + m).clamp(0, 1)
 
 
 def distilled_meta(dataset, ipc: int, method: str, seed: int, objective, timing: dict, **extra) -> dict:

@@ -32,6 +32,21 @@ def check_compatible(ds: DistilledSet, dataset: Dataset) -> None:
         raise UsageError(f"the distilled set has {ds.num_classes} classes, {dataset.name} has {dataset.num_classes}.")
 
 
+def images_to_test(ds: DistilledSet, dataset: Dataset) -> torch.Tensor:
+    """The test images in the set's space: whitened with the set's own ZCA transform when it has one."""
+    if ds.zca is None:
+        if dataset.zca is not None:
+            raise UsageError("the distilled set was made without ZCA whitening but the dataset is whitened; "
+                             "evaluate it on the dataset loaded without --zca.")
+        return dataset.test_x
+    if dataset.zca is None:
+        return ds.zca.apply(dataset.test_x)
+    if not ds.zca.same_as(dataset.zca):
+        raise UsageError("the distilled set and the dataset are whitened with different ZCA transforms; "
+                         "evaluate on the dataset loaded without --zca (the set carries its own).")
+    return dataset.test_x
+
+
 @torch.no_grad()
 def test_accuracy(net, x, y, batch_size: int = 1024) -> float:
     net.eval()
@@ -49,7 +64,8 @@ def soft_label_loss(out: torch.Tensor, target: torch.Tensor, temperature: float 
 
 
 def train_once(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed: int, lr: float,
-               batch_size: int, dsa: bool, device, progress: bool, temperature: float | None = None) -> dict:
+               batch_size: int, dsa: bool, device, progress: bool, temperature: float | None = None,
+               test_x: torch.Tensor | None = None) -> dict:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     net = create_model(model, dataset.channels, dataset.num_classes, dataset.image_size).to(device)
@@ -80,7 +96,8 @@ def train_once(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed
         bar.update(1, loss=f"{loss.item():.4f}")
     bar.close()
     train_s = time.perf_counter() - start
-    acc = test_accuracy(net, dataset.test_x.to(device), dataset.test_y.to(device))
+    test_x = dataset.test_x if test_x is None else test_x
+    acc = test_accuracy(net, test_x.to(device), dataset.test_y.to(device))
     return {"seed": seed, "accuracy": acc, "train_seconds": train_s}
 
 
@@ -89,6 +106,7 @@ def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs:
              device=None, progress: bool = True, temperature: float | None = None) -> dict:
     """Train ``runs`` fresh networks on ``ds`` and test them on ``dataset``'s test split."""
     check_compatible(ds, dataset)
+    test_x = images_to_test(ds, dataset)
     epochs = epochs if epochs is not None else (1000 if dsa else 300)
     check_range("epochs", epochs, 1)
     check_range("runs", runs, 1)
@@ -101,7 +119,7 @@ def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs:
     # them in the heap instead of paying the kernel for fresh pages (see allocator.py).
     with keep_freed_memory():
         results = [train_once(ds, dataset, model, epochs, seed + r, lr, batch_size, dsa, device, progress,
-                              temperature)
+                              temperature, test_x)
                    for r in range(runs)]
     accs = torch.tensor([r["accuracy"] for r in results])
     return {"model": model, "epochs": epochs, "dsa": dsa, "runs": runs, "lr": lr, "batch_size": batch_size,

@@ -58,4 +58,4 @@ def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: 
     t2 = time.perf_counter()
     timing = {"generate_seconds": t1 - t0, "label_seconds": t2 - t1}
     return DistilledSet(x_s.float().cpu(), labels, distilled_meta(dataset, ipc, method, seed, objective, timing,
-                                                                  **extra_meta))
+                                                                  **extra_meta), dataset.zca)

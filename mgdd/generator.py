@@ -15,6 +15,13 @@ e over its class, the mean over the whole set and log(images in its class) are f
 to every block with FiLM. Means make it size-agnostic (any IPC) and permutation-
 equivariant within a class, and let each sample know its siblings.
 
+Channel folding (docs/design.md §3): a grey (1-channel) generator also serves C-channel
+images. Each channel becomes a grey image of the same class, (M, C, H, W) -> (M*C, 1, H, W),
+so the class and set means above run over every channel of every image of the class: that
+is the cross-channel context. Class sizes stay counted in images, not channel-images, so the
+log-size feature means what it meant in meta-training. A C-channel generator serves only
+C-channel images.
+
 Shapes: x0, guide (M, C, H, W), y0 (M,) class indices -> (M, C, H, W).
 """
 
@@ -109,6 +116,15 @@ class MetaGenerator(nn.Module):
         stats["class_sums"] = sums
         return stats
 
+    def _fold(self, x0, y0, guide):
+        """(M, C, H, W) -> (M*C, 1, H, W) for a grey generator on C-channel data (else unchanged);
+        returns the folded inputs and C (the fold, 1 when nothing was folded)."""
+        c = x0.shape[1]
+        if c == self.config.channels:
+            return x0, y0, guide, 1
+        flat = lambda t: None if t is None else t.reshape(-1, 1, *t.shape[2:])  # noqa: E731
+        return flat(x0), y0.repeat_interleave(c), flat(guide), c
+
     def _pixel_context(self, x, y, stats):
         if not self.config.pixel_context:
             return None
@@ -122,8 +138,8 @@ class MetaGenerator(nn.Module):
         counts = stats["counts"]
         class_mean = stats["class_sums"] / counts.clamp_min(1)[:, None]                # (K, cd)
         set_mean = stats["class_sums"].sum(0) / counts.sum()                            # (cd,)
-        ctx = torch.cat([e, class_mean[y0], set_mean.expand(len(x0), -1),
-                         torch.log(counts[y0])[:, None]], dim=1)
+        images = counts[y0] / stats.get("fold", 1)                                     # images, not channels
+        ctx = torch.cat([e, class_mean[y0], set_mean.expand(len(x0), -1), torch.log(images)[:, None]], dim=1)
         ctx = self.context_proj(ctx)
         for block in self.blocks:
             h = block(h, ctx)
@@ -134,22 +150,32 @@ class MetaGenerator(nn.Module):
     def forward(self, x0, y0, num_classes: int | None = None, guide=None):
         self._check_input(x0, y0, guide)
         num_classes = num_classes or int(y0.max()) + 1
-        return self.decode(x0, y0, self.set_statistics(x0, y0, num_classes, guide), guide)
+        shape = x0.shape
+        x0, y0, guide, fold = self._fold(x0, y0, guide)
+        stats = dict(self.set_statistics(x0, y0, num_classes, guide), fold=fold)
+        return self.decode(x0, y0, stats, guide).reshape(shape)
 
     @torch.no_grad()
     def generate(self, x0, y0, num_classes: int, guide=None, chunk: int = 256):
-        """Forward in chunks (for large IPCs): same result as forward(), bounded memory."""
+        """Forward in chunks of ``chunk`` images (for large IPCs): same result as forward(), bounded memory."""
         self._check_input(x0, y0, guide)
-        stats = self.set_statistics(x0, y0, num_classes, guide, chunk)
+        shape = x0.shape
+        x0, y0, guide, fold = self._fold(x0, y0, guide)
+        chunk *= fold
+        stats = dict(self.set_statistics(x0, y0, num_classes, guide, chunk), fold=fold)
         part = lambda t, i: None if t is None else t[i:i + chunk]  # noqa: E731
         return torch.cat([self.decode(x0[i:i + chunk], y0[i:i + chunk], stats, part(guide, i))
-                          for i in range(0, len(x0), chunk)])
+                          for i in range(0, len(x0), chunk)]).reshape(shape)
+
+    def serves(self, channels: int) -> bool:
+        """Whether this generator makes ``channels``-channel images: its own count, or any count by folding."""
+        return channels == self.config.channels or self.config.channels == 1
 
     def _check_input(self, x0, y0, guide=None):
         if self.config.guide_input and (guide is None or guide.shape != x0.shape):
             raise UsageError("this generator takes the KRR-loss gradient at X_0 as input (guide=objective.guide(x0)); "
                              "pass a guide of the same shape as x0.")
-        if x0.dim() != 4 or x0.shape[1] != self.config.channels:
+        if x0.dim() != 4 or not self.serves(x0.shape[1]):
             raise UsageError(f"the generator takes {self.config.channels}-channel images (N, C, H, W); "
                              f"got shape {tuple(x0.shape)}. Use a generator made for this dataset's channels.")
         if min(x0.shape[2:]) < 4:
@@ -204,7 +230,9 @@ class MetaGenerator(nn.Module):
 
 
 def check_channels(generator: MetaGenerator, dataset) -> None:
-    """The one place that refuses a generator whose channel count does not match the data."""
-    if generator.config.channels != dataset.channels:
+    """The one place that refuses a generator that cannot make the data's channel count
+    (a grey generator serves any count by folding; a colour one only its own)."""
+    if not generator.serves(dataset.channels):
         raise UsageError(f"the generator makes {generator.config.channels}-channel images but {dataset.name} has "
-                         f"{dataset.channels} channels; adapt a generator built for it (--from scratch).")
+                         f"{dataset.channels} channels; adapt a generator built for it (--from scratch), or a grey "
+                         "one, which serves any channel count.")

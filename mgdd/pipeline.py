@@ -25,36 +25,39 @@ from .io import check_output, write_json
 from .objective import KRRObjective
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-DEFAULT_META = "meta-mnist"
+# The shipped meta generators by the channel count they were made for. The grey one serves
+# any channel count by folding channels into the batch (generator.py, docs/design.md §3).
+SHIPPED = {1: "meta-mnist"}
+DEFAULT_META = SHIPPED[1]
 
 
-def default_meta_generator() -> Path | None:
-    path = PRETRAINED_DIR / DEFAULT_META
-    return path if (path / "model.safetensors").is_file() else None
+def default_meta_generator(channels: int = 1) -> Path | None:
+    """The shipped meta generator for ``channels``-channel data: one made for that count when one
+    ships, else the grey one (which folds channels); None when none is installed."""
+    for name in (SHIPPED.get(channels), SHIPPED[1]):
+        if name and (PRETRAINED_DIR / name / "model.safetensors").is_file():
+            return PRETRAINED_DIR / name
+    return None
 
 
 def load_generator(source: str, channels: int, seed: int | None = None) -> tuple:
-    """(generator, origin) for source 'meta' (the shipped meta generator, scratch if none),
-    'scratch', or a generator folder. ``seed`` seeds torch first: a scratch generator's
-    initial weights are part of the run's seed."""
+    """(generator, origin) for source 'meta' (the shipped meta generator for this channel count,
+    scratch if none is installed), 'scratch', or a generator folder. ``seed`` seeds torch first:
+    a scratch generator's initial weights are part of the run's seed."""
     if seed is not None:
         torch.manual_seed(seed)
     if source == "scratch":
         return MetaGenerator(GeneratorConfig(channels=channels)), "scratch"
-    shipped = source == "meta"
-    if shipped:
-        path = default_meta_generator()
-        if path is None:
-            return MetaGenerator(GeneratorConfig(channels=channels)), "scratch (no shipped meta generator)"
-        source = str(path)
-    gen = MetaGenerator.from_pretrained(source)
-    if shipped:
-        source = f"shipped:{DEFAULT_META}"
-    if gen.config.channels != channels and shipped:
-        # the shipped generator is grey; a colour dataset gets a fresh one (another generator
-        # folder of the wrong channel count is refused by adapt's channel check)
-        return MetaGenerator(GeneratorConfig(channels=channels)), "scratch (shipped meta generator is 1-channel)"
-    return gen, source
+    if source != "meta":
+        return MetaGenerator.from_pretrained(source), source
+    path = default_meta_generator(channels)
+    if path is None:
+        return MetaGenerator(GeneratorConfig(channels=channels)), "scratch (no shipped meta generator)"
+    gen = MetaGenerator.from_pretrained(path)
+    origin = f"shipped:{path.name}"
+    if gen.config.channels != channels:
+        origin += f" (grey, {channels} channels folded)"
+    return gen, origin
 
 
 def adapted_generator(source: str, objective: KRRObjective, steps: int, ipcs, lr: float = 1e-3, seed: int = 0,

@@ -64,6 +64,9 @@ def build_workspace(root) -> dict:
     # a finished adaptation from scratch on IPCs 1,2 for 2 steps, with its checkpoint
     run("adapt", "--dataset", f"npz:{ds}", "--from", "scratch", "--steps", "2", "--ipcs", "1,2",
         "--checkpoint-every", "1", "--out", root / "G", *OBJ)
+    # a colour (3-channel) generator
+    run("adapt", "--dataset", f"npz:{root / 'rgb.npz'}", "--from", "scratch", "--steps", "1", "--ipcs", "1",
+        "--out", root / "G3", *OBJ)
     # a finished distill folder
     run("distill", "--dataset", f"npz:{ds}", "--from", "scratch", "--steps", "1", "--ipc", "1",
         "--out", root / "D", *OBJ)
@@ -88,6 +91,18 @@ def build_workspace(root) -> dict:
     (root / "X" / "distilled.npz").write_bytes(b"an older export")
     (root / "corrupt.tgz").write_bytes(b"\x1f\x8b\x08\x00 not really gzip")
     (root / "results.json").write_text(json.dumps({"mine": True}))
+    # colour photo folders (issue #17): one with no images, one with an unreadable image, one
+    # whose class "b" has 2 photos (1 for training after the 80/20 split)
+    from PIL import Image
+    for c in ("a", "b"):
+        (root / "imgs_empty" / c).mkdir(parents=True)
+    (root / "imgs_empty" / "a" / "notes.txt").write_text("not an image")
+    for folder, counts in {"imgs_bad": {"a": 3, "b": 3}, "imgs_few": {"a": 6, "b": 2}}.items():
+        for c, n in counts.items():
+            (root / folder / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (10 + i, 12), (40 * i, 100, 200)).save(root / folder / c / f"{i}.png")
+    (root / "imgs_bad" / "b" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     return {"t": str(root), "ds": str(ds)}
 
 
@@ -124,6 +139,16 @@ CASES = [
     ("ipc-range", ["meta-train", "--source", DS, "--ipc-range", "5,2", "--out", "{t}/M", *OBJ], 2, "ipc-range"),
     ("min-classes", ["meta-train", "--source", DS, "--min-classes", "50", "--out", "{t}/M", *OBJ], 2, "--min-classes"),
     ("fetch-unknown", ["fetch", "cifar"], 2, "knows only 'mnist'"),
+    ("imagefolder-no-images", ["distill", "--dataset", "imagefolder:{t}/imgs_empty", "--out", "{t}/D2", *OBJ], 1,
+     "no images found"),
+    ("imagefolder-unreadable", ["distill", "--dataset", "imagefolder:{t}/imgs_bad", "--out", "{t}/D2", *OBJ], 1,
+     "broken.jpg is not a readable image"),
+    ("imagefolder-class-too-small", ["distill", "--dataset", "imagefolder:{t}/imgs_few", "--ipc", "2",
+                                     "--out", "{t}/D2", *OBJ], 2, "larger than the smallest class"),
+    ("image-size-too-small", ["distill", "--dataset", "imagefolder:{t}/imgs_few", "--ipc", "1", "--image-size", "4",
+                              "--out", "{t}/D2", *OBJ], 2, "too small"),
+    ("zca-too-large", ["baseline", "random", "--dataset", "imagefolder:{t}/imgs_few", "--ipc", "1", "--image-size",
+                       "64", "--zca", "0.1", "--out", "{t}/a.safetensors"], 2, "smaller --image-size"),
     ("bench-preset", ["bench", "--preset", "nope", "--out", "{t}/B"], 2, "preset"),
     ("bench-retime-none", ["bench", "--preset", "quick", "--out", "{t}/B", "--retime"], 2, "no finished run"),
     ("bench-report-none", ["bench", "--out", "{t}/B", "--report"], 2, "no bench cells"),
@@ -220,6 +245,7 @@ CASES = [
      "does not fit 1x2x2"),
     ("generate-no-generator", ["generate", "{t}/X", "--dataset", DS, "--ipc", "1", "--out", "{t}/g.safetensors"],
      1, "no generator"),
-    ("generate-rgb-with-grey-generator", ["generate", "{t}/G", "--dataset", "npz:{t}/rgb.npz", "--ipc", "1",
-                                          "--out", "{t}/g.safetensors", *OBJ], 2, "channel"),
+    # a grey generator serves colour data by folding channels; a colour one cannot serve grey data
+    ("generate-grey-with-colour-generator", ["generate", "{t}/G3", "--dataset", DS, "--ipc", "1",
+                                             "--out", "{t}/g.safetensors", *OBJ], 2, "3-channel images"),
 ]

@@ -104,8 +104,34 @@ def test_imagefolder(tmp_path):
             (tmp_path / split / c).mkdir(parents=True)
             for i in range(3):
                 Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / split / c / f"{i}.png")
-    ds = load_dataset(f"imagefolder:{tmp_path}")
-    assert ds.classes == ["cat", "dog"] and ds.train_x.shape == (6, 1, 8, 8)
+    ds = load_dataset(f"imagefolder:{tmp_path}", image_size=8)
+    assert ds.classes == ["cat", "dog"] and ds.train_x.shape == (6, 1, 8, 8)   # grey stays 1 channel
+    assert load_dataset(f"imagefolder:{tmp_path}").train_x.shape == (6, 1, 32, 32)  # the default size
+
+
+def test_imagefolder_mixed_sizes_and_modes(tmp_path):
+    """Photos of any size and mode become RGB, shorter side resized, centre-cropped (aspect kept)."""
+    from PIL import Image
+    wide = np.zeros((20, 40, 3), np.uint8)
+    wide[:, 10:30] = 255                       # white centre square, black outer quarters
+    for c, images in {"a": [Image.fromarray(wide), Image.new("L", (10, 10), 128)],
+                      "b": [Image.new("RGBA", (12, 30), (0, 0, 255, 100)), Image.new("P", (16, 16))]}.items():
+        (tmp_path / c).mkdir()
+        for i, im in enumerate(images * 3):
+            im.save(tmp_path / c / f"{i}.png")
+    ds = load_dataset(f"imagefolder:{tmp_path}", image_size=16)
+    assert ds.train_x.shape[1:] == (3, 16, 16) and len(ds.train_y) + len(ds.test_y) == 12
+    pixels = ds.denormalize(torch.cat([ds.train_x, ds.test_x]))
+    labels = torch.cat([ds.train_y, ds.test_y])
+    whites = [p for p, y in zip(pixels, labels) if y == 0 and p.min() > 0.9]
+    assert whites, "the wide image's centre crop should be all white"
+
+
+def test_any_dataset_resizes(tiny_npz):
+    ds = load_dataset(f"npz:{tiny_npz}", image_size=8)
+    assert ds.train_x.shape == (36, 1, 8, 8) and ds.info["resized_from"] == [12, 12]
+    with pytest.raises(UsageError, match="too small"):
+        load_dataset(f"npz:{tiny_npz}", image_size=4)
 
 
 def test_npz_and_digits(tiny_npz):
