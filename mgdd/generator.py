@@ -15,7 +15,7 @@ e over its class, the mean over the whole set and log(images in its class) are f
 to every block with FiLM. Means make it size-agnostic (any IPC) and permutation-
 equivariant within a class, and let each sample know its siblings.
 
-Channel folding (docs/design.md §3): a grey (1-channel) generator also serves C-channel
+Channel folding (docs/design.md §4): a grey (1-channel) generator also serves C-channel
 images. Each channel becomes a grey image of the same class, (M, C, H, W) -> (M*C, 1, H, W),
 so the class and set means above run over every channel of every image of the class: that
 is the cross-channel context. Class sizes stay counted in images, not channel-images, so the

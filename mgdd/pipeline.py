@@ -26,7 +26,7 @@ from .objective import KRRObjective
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 # The shipped meta generators by the channel count they were made for. The grey one serves
-# any channel count by folding channels into the batch (generator.py, docs/design.md §3).
+# any channel count by folding channels into the batch (generator.py, docs/design.md §4).
 SHIPPED = {1: "meta-mnist"}
 DEFAULT_META = SHIPPED[1]
 

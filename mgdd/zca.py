@@ -2,7 +2,7 @@
 
 Fitted once on a dataset's (mean/std-normalised) training images, applied to its training
 and test images, and stored inside every distilled set made from it, so `evaluate` puts the
-test images in the same space as the set's images (docs/design.md §1).
+test images in the same space as the set's images (docs/design.md §9).
 
 With x the flattened image (d = C*H*W) and Sigma = U diag(s) U^T the training covariance,
 
