@@ -20,6 +20,7 @@ from .data import load_dataset
 from .distilled import save_grid
 from .evaluate import evaluate
 from .generate import generate
+from .errors import MgddError
 from .generator import GeneratorConfig, MetaGenerator
 from .io import check_output, write_json
 from .objective import KRRObjective
@@ -41,9 +42,10 @@ def default_meta_generator(channels: int = 1) -> Path | None:
 
 
 def load_generator(source: str, channels: int, seed: int | None = None) -> tuple:
-    """(generator, origin) for source 'meta' (the shipped meta generator for this channel count,
-    scratch if none is installed), 'scratch', or a generator folder. ``seed`` seeds torch first:
-    a scratch generator's initial weights are part of the run's seed."""
+    """(generator, origin) for source 'meta' (the shipped meta generator for this channel count),
+    'scratch', or a generator folder. ``seed`` seeds torch first: a scratch generator's initial
+    weights are part of the run's seed. A request for the meta generator is served or refused,
+    never quietly replaced by another."""
     if seed is not None:
         torch.manual_seed(seed)
     if source == "scratch":
@@ -52,7 +54,8 @@ def load_generator(source: str, channels: int, seed: int | None = None) -> tuple
         return MetaGenerator.from_pretrained(source), source
     path = default_meta_generator(channels)
     if path is None:
-        return MetaGenerator(GeneratorConfig(channels=channels)), "scratch (no shipped meta generator)"
+        raise MgddError(f"no shipped meta generator in this installation (looked in {PRETRAINED_DIR}); "
+                        "reinstall mgdd, or pass --from scratch or a generator folder.")
     gen = MetaGenerator.from_pretrained(path)
     origin = f"shipped:{path.name}"
     if gen.config.channels != channels:

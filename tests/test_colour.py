@@ -37,7 +37,6 @@ def run(capsys, *args):
     return out
 
 
-@pytest.mark.skipif(default_meta_generator() is None, reason="no shipped meta generator in this installation")
 def test_photo_folder_distill_evaluate_export_with_the_meta_generator(tmp_path, capsys):
     data = f"imagefolder:{photo_folder(tmp_path / 'photos')}"
     out = tmp_path / "D"
@@ -79,8 +78,7 @@ def test_cifar_layout_with_the_meta_generator(tmp_path, capsys):
         pickle.dump({b"data": rng.integers(0, 255, (20, 3072), dtype=np.uint8), b"labels": labels},
                     open(root / name, "wb"))
     gen, origin = load_generator("meta", 3)
-    expect = "scratch (no shipped meta generator)" if default_meta_generator() is None else "channels folded"
-    assert expect in origin
+    assert gen.config.channels == 1 and origin == "shipped:meta-mnist (grey, 3 channels folded)"
     run(capsys, "distill", "--dataset", "cifar10", "--data-dir", tmp_path, "--ipc", "1", "--steps", "0",
         "--out", tmp_path / "D", *OBJ)
     assert DistilledSet.load(tmp_path / "D" / "ipc1.safetensors").images.shape == (10, 3, 32, 32)
@@ -93,3 +91,14 @@ def test_adapt_from_meta_on_colour_and_a_colour_generator_refuses_grey(tmp_path,
     code = main(["generate", str(tmp_path / "G"), "--dataset", f"npz:{tiny_npz}", "--ipc", "1",
                  "--out", str(tmp_path / "g.safetensors"), *OBJ])
     assert code == 2 and "3-channel images" in capsys.readouterr().err
+
+
+def test_a_missing_meta_generator_is_refused_not_replaced(tmp_path, monkeypatch, capsys):
+    import mgdd.pipeline
+    monkeypatch.setattr(mgdd.pipeline, "PRETRAINED_DIR", tmp_path / "empty")
+    assert default_meta_generator(3) is None
+    data = f"imagefolder:{photo_folder(tmp_path / 'photos')}"
+    code = main(["distill", "--dataset", data, "--image-size", "12", "--ipc", "1", "--steps", "0",
+                 "--out", str(tmp_path / "D"), *OBJ])
+    assert code == 1 and "no shipped meta generator" in capsys.readouterr().err
+    assert not (tmp_path / "D" / "summary.json").exists()
