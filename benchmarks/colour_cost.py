@@ -38,8 +38,6 @@ OUT = ROOT / "results" / "colour"
 
 
 def stage(name: str, size: int, data: str, cache_dir: str, eval_epochs: int) -> dict:
-    import torch
-
     from mgdd.adapt import adapt
     from mgdd.data import load_dataset
     from mgdd.evaluate import evaluate

@@ -5,7 +5,6 @@ import json
 import pickle
 
 import numpy as np
-import pytest
 
 from mgdd.cli import main
 from mgdd.distilled import DistilledSet
