@@ -6,15 +6,17 @@
 Dataset: tinted-mnist (benchmarks/colour_data.py; 8,000 training and 2,000 test images,
 3 channels), resized to each size with --image-size semantics (load_dataset(image_size=N)).
 Every stage runs in its own process, so its peak resident memory (ru_maxrss, dataset load
-included) is its own:
+included) is its own; every stage but evaluate also holds the objective's moments, whose
+size grows with the feature dimension d = 64 * (size/8)^2 (1,024 at 32x32, 4,096 at 64x64):
 
   precompute   the default objective's feature moments (8 random ConvNet-3, width 64), no cache
   adapt        one adaptation step from the shipped colour meta generator, mean of 5
                steps after one warm-up step; at IPC 50 for 32x32, but at IPC 10 for 64x64: an
-               IPC-50 step at 64x64 would need ~4x the 32x32 peak, more than this 24 GB machine
-               can spare beside the other jobs it was sharing with
+               IPC-50 step there would hold the 64x64 moments (~11 GB) plus about 4x the 32x32
+               step's autograd memory, too close to this machine's 24 GB to risk
   generate     one generator pass at IPC 50 (guide + forward) and the least-squares label solve
-  evaluate     ConvNet-3 training on the IPC-50 set: --eval-epochs epochs measured, the time of
+  evaluate     ConvNet-3 training on the IPC-50 set (saved by generate; no objective loaded):
+               --eval-epochs epochs measured, the time of
                the default 300 epochs extrapolated from them (stated as such), plus the test pass
 
 Writes results/colour/cost.json and results/colour/cost.md.
@@ -43,15 +45,27 @@ ADAPT_IPC = {64: 10}   # see the docstring: other sizes adapt at IPC 50
 def stage(name: str, size: int, data: str, cache_dir: str, eval_epochs: int) -> dict:
     from mgdd.adapt import adapt
     from mgdd.data import load_dataset
+    from mgdd.distilled import DistilledSet
     from mgdd.evaluate import evaluate
     from mgdd.generate import generate
     from mgdd.objective import KRRObjective
     from mgdd.pipeline import load_generator
 
     dataset = load_dataset(f"npz:{data}", image_size=size)
+    out = {"stage": name, "size": size, "train_images": len(dataset.train_y)}
+    set_path = Path(cache_dir) / "ipc50.safetensors"
+    if name == "evaluate":  # the set from the generate stage: this process never holds the moments
+        ds = DistilledSet.load(set_path)
+        t0 = time.perf_counter()
+        res = evaluate(ds, dataset, epochs=eval_epochs, runs=1, progress=False)
+        wall = time.perf_counter() - t0
+        train = res["per_run"][0]["train_seconds"]
+        out.update(epochs_measured=eval_epochs, train_seconds_measured=train, test_seconds=wall - train,
+                   seconds_300_epochs_extrapolated=train / eval_epochs * 300 + (wall - train))
+        return out
     t0 = time.perf_counter()
     objective = KRRObjective(dataset, cache=True, cache_dir=cache_dir)
-    out = {"stage": name, "size": size, "train_images": len(dataset.train_y)}
+    out["feature_dim"] = objective.pool.dim
     if name == "precompute":
         out["seconds"] = time.perf_counter() - t0
         return out
@@ -64,15 +78,8 @@ def stage(name: str, size: int, data: str, cache_dir: str, eval_epochs: int) -> 
         out.update(seconds_per_step=log["seconds"] / 5, ipc=ipc)
         return out
     ds = generate(gen, objective, 50, seed=0)
-    if name == "generate":
-        out.update(pass_seconds=ds.meta["timing"]["generate_seconds"], label_seconds=ds.meta["timing"]["label_seconds"])
-        return out
-    t0 = time.perf_counter()
-    res = evaluate(ds, dataset, epochs=eval_epochs, runs=1, progress=False)
-    wall = time.perf_counter() - t0
-    train = res["per_run"][0]["train_seconds"]
-    out.update(epochs_measured=eval_epochs, train_seconds_measured=train, test_seconds=wall - train,
-               seconds_300_epochs_extrapolated=train / eval_epochs * 300 + (wall - train))
+    ds.save(set_path, force=True)
+    out.update(pass_seconds=ds.meta["timing"]["generate_seconds"], label_seconds=ds.meta["timing"]["label_seconds"])
     return out
 
 
