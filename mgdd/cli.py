@@ -396,9 +396,10 @@ def cmd_generate(args):
     dataset = _load(args)
     if args.generator == "meta":
         from .pipeline import default_meta_generator
-        if default_meta_generator(dataset.channels) is None:
+        path = default_meta_generator(dataset.channels)
+        if path is None:
             raise MgddError("no shipped meta generator in this installation; adapt one with `mgdd adapt`.")
-        args.generator = str(default_meta_generator(dataset.channels))
+        args.generator = str(path)
     generator = MetaGenerator.from_pretrained(args.generator)
     for ipc in ipcs:
         check_ipc(dataset, ipc)

@@ -31,7 +31,6 @@ PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 # colour by folding channels into the batch (generator.py, docs/design.md §4); on a colour
 # target the colour one measured better (results/colour/table.md), so it serves 3 channels.
 SHIPPED = {1: "meta-mnist", 3: "meta-tinted"}
-DEFAULT_META = SHIPPED[1]
 
 
 def default_meta_generator(channels: int = 1) -> Path | None:
