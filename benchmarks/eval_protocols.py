@@ -3,8 +3,9 @@
     python benchmarks/eval_protocols.py SET.safetensors [SET ...] [--variants default,T0.25,dsa,mlp]
                                         [--runs 1] [--out results/ablation]
 
-Variants: ``default`` (ConvNet-3, 300 epochs, MSE on soft labels); ``T<t>`` (the same, with
-cross-entropy against softmax(labels / t)); ``dsa`` (DSA-style augmentation, 1,000
+Variants: ``default`` (ConvNet-3, 300 epochs, the soft-label loss the set records: MSE for
+sets saved before cross-entropy at T = 0.25 became the default, that after); ``mse`` (MSE on
+the soft labels); ``T<t>`` (cross-entropy against softmax(labels / t)); ``dsa`` (DSA-style augmentation, 1,000
 epochs, as DC/DSA/DM/IDC report); an architecture name from mgdd.models (``mlp``,
 ``lenet``, ``alexnet``, ``resnet18``, ``convnet-bn``; 300 epochs). Each (set, variant, runs)
 is a cell under OUT/protocol-cells/, reused when present; OUT/protocols.md is the table.
@@ -33,6 +34,8 @@ from mgdd.evaluate import evaluate  # noqa: E402
 def settings(variant: str) -> dict:
     if variant == "default":
         return {}
+    if variant == "mse":
+        return {"soft_loss": "mse"}
     if variant.startswith("T"):
         return {"temperature": float(variant[1:])}
     if variant == "dsa":

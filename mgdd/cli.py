@@ -115,7 +115,8 @@ def _add_objective(p):
                    help="mse: full-data squared error (moments); platt: cross-entropy on a real batch, Platt-scaled")
     g.add_argument("--objective-augment", action="store_true",
                    help="the loss sees the synthetic images under DSA-style augmentation, fresh each step")
-    g.add_argument("--lam", type=_positive_float, default=1e-3, help="kernel ridge, relative to mean diag K_ss")
+    g.add_argument("--lam", type=_positive_float, default=1e-3,
+                   help="kernel ridge, relative to mean diag K_ss (1e-3; results/ablation)")
     g.add_argument("--mu", type=_positive_float, default=1e-3, help="label ridge, relative to mean diag A^T A")
     g.add_argument("--objective-mode", choices=["pool", "fresh"], default="pool",
                    help="pool: cached full-data moments (fast); fresh: new net + real batches each step")
@@ -313,7 +314,7 @@ def cmd_baseline(args):
 def cmd_evaluate(args):
     from .data import MIN_IMAGE_SIZE, load_dataset
     from .distilled import DistilledSet
-    from .evaluate import evaluate
+    from .evaluate import evaluate, resolve_soft_loss
     from .io import write_json
     from .models import MODELS
     from .errors import unknown_name
@@ -324,6 +325,7 @@ def cmd_evaluate(args):
             raise UsageError("--out is empty; give a file name for the JSON result.")
         _check_outputs(args, [args.out], args.force)
     ds = DistilledSet.load(args.file)
+    resolve_soft_loss(ds, args.soft_loss, args.temperature)  # refuse a bad combination before loading data
     # the set's own image size (a resized dataset is loaded at it); its ZCA transform travels inside it
     h, w = ds.images.shape[-2:]
     size = args.image_size or (h if h == w and h >= MIN_IMAGE_SIZE else None)
@@ -331,11 +333,12 @@ def cmd_evaluate(args):
     if args.out is not None and not args.dataset:  # the dataset named inside the set is an input too
         _check_outputs(argparse.Namespace(**{**vars(args), "dataset": ds.meta["dataset"]}), [args.out], args.force)
     res = evaluate(ds, dataset, model=args.model, epochs=args.epochs, runs=args.runs, seed=args.seed,
-                   lr=args.lr, dsa=args.dsa, progress=_progress(args), temperature=args.temperature)
+                   lr=args.lr, dsa=args.dsa, progress=_progress(args), soft_loss=args.soft_loss,
+                   temperature=args.temperature)
     res.update(file=str(args.file), dataset=dataset.name, ipc=ds.meta.get("ipc"), method=ds.meta.get("method"))
     _table([[res["method"], res["ipc"], res["model"], res["epochs"], res["runs"],
-             _accuracy_text(res)]],
-           ["method", "ipc", "model", "epochs", "runs", "test accuracy %"])
+             res["soft_loss"] if res["label_kind"] == "soft" else "cross-entropy", _accuracy_text(res)]],
+           ["method", "ipc", "model", "epochs", "runs", "loss", "test accuracy %"])
     if args.out is not None:
         write_json(args.out, res, force=args.force)
         print(f"wrote {args.out}")
@@ -552,8 +555,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=_positive_int, default=None, help="default 300 (1000 with --dsa)")
     s.add_argument("--lr", type=_positive_float, default=0.01)
     s.add_argument("--dsa", action="store_true", help="DSA-style augmentation during training")
+    s.add_argument("--soft-loss", choices=["ce", "mse"], default=None,
+                   help="soft labels: cross-entropy to softmax(labels / T) or MSE (default: what the set "
+                        "records; ce for sets made now, mse for sets saved before it was recorded)")
     s.add_argument("--temperature", type=_positive_float, default=None,
-                   help="soft labels: cross-entropy against softmax(labels / T) instead of MSE")
+                   help="T of the cross-entropy soft-label loss (default 0.25, or the set's own)")
     _add_out(s, "write the result as JSON here", required=False)
     _add_common(s)
     s.set_defaults(func=cmd_evaluate)

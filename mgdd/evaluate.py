@@ -1,9 +1,13 @@
 """The evaluation protocol: train a fresh network on a distilled set, test on real data.
 
 DD community protocol (DC/DSA/DM code): SGD momentum 0.9, lr 0.01, weight decay 5e-4,
-batch 256, 300 epochs (1000 with DSA augmentation), lr x0.1 at half. Soft labels are
-regressed with MSE (or, with ``temperature``, fitted by cross-entropy to softmax(labels / T)),
-hard labels use cross-entropy. Reported: mean +- std over runs.
+batch 256, 300 epochs (1000 with DSA augmentation), lr x0.1 at half. Hard labels use
+cross-entropy. Soft labels are fitted by cross-entropy to softmax(labels / T), T = 0.25
+(``soft_loss="ce"``), or regressed with MSE (``soft_loss="mse"``). Each set records the
+soft-label loss it is meant for in its evaluation settings, and that is what ``evaluate``
+uses unless told otherwise: sets saved before cross-entropy became the default
+(results/ablation/protocols.md, docs/design.md §6) record MSE and keep it.
+Reported: mean +- std over runs.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import torch.nn.functional as F
 from .allocator import keep_freed_memory
 from .augment import augment
 from .data import Dataset
-from .distilled import DistilledSet
+from .distilled import DEFAULT_TEMPERATURE, DistilledSet
 from .errors import UsageError, check_range
 from .models import create_model
 from .progress import Progress
@@ -56,8 +60,48 @@ def test_accuracy(net, x, y, batch_size: int = 1024) -> float:
     return correct / len(x)
 
 
+SOFT_LOSSES = ("ce", "mse")
+
+
+def recorded_soft_loss(ds: DistilledSet) -> tuple:
+    """(soft loss, temperature) a set's evaluation settings ask for: ("ce", T) or ("mse", None).
+
+    Sets saved before the soft-label loss was recorded say "mse for soft labels" in their
+    ``loss`` text, which is what they were evaluated with; a set with no settings gets today's.
+    """
+    settings = ds.meta.get("evaluation") or {}
+    loss = settings.get("soft_loss")
+    if loss is None and str(settings.get("loss", "")).startswith("mse"):
+        loss = "mse"
+    if loss == "mse":
+        return "mse", None
+    return "ce", float(settings.get("temperature", DEFAULT_TEMPERATURE))
+
+
+def resolve_soft_loss(ds: DistilledSet, soft_loss: str | None = None, temperature: float | None = None) -> tuple:
+    """(soft loss, temperature) for an evaluation: what is asked, else what the set records.
+
+    A temperature alone means cross-entropy at that temperature; MSE takes no temperature.
+    """
+    if soft_loss is not None and soft_loss not in SOFT_LOSSES:
+        raise UsageError(f"soft-label loss must be one of {', '.join(SOFT_LOSSES)}, got {soft_loss!r}.")
+    if temperature is not None:
+        check_range("temperature", temperature, 0, low_open=True)
+        if soft_loss == "mse":
+            raise UsageError("a temperature is for the cross-entropy soft-label loss; drop --temperature or "
+                             "use --soft-loss ce.")
+        return "ce", float(temperature)
+    if soft_loss is None:
+        return recorded_soft_loss(ds)
+    return ("mse", None) if soft_loss == "mse" else ("ce", DEFAULT_TEMPERATURE)
+
+
 def soft_label_loss(out: torch.Tensor, target: torch.Tensor, temperature: float | None) -> torch.Tensor:
-    """MSE on the soft labels (None, the default), or cross-entropy against softmax(labels / T)."""
+    """Cross-entropy against softmax(labels / T), or MSE on the soft labels when T is None.
+
+    out, target: (B, C). Least-squares labels are centred one-hot-like rows (about -1/C..1 - 1/C),
+    so T = 0.25 turns a clear row into a confident but not one-hot target distribution.
+    """
     if temperature is None:
         return F.mse_loss(out, target)
     return -(F.softmax(target / temperature, dim=1) * F.log_softmax(out, dim=1)).sum(1).mean()
@@ -103,8 +147,13 @@ def train_once(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed
 
 def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs: int | None = None,
              runs: int = 1, seed: int = 0, lr: float = 0.01, batch_size: int = 256, dsa: bool = False,
-             device=None, progress: bool = True, temperature: float | None = None) -> dict:
-    """Train ``runs`` fresh networks on ``ds`` and test them on ``dataset``'s test split."""
+             device=None, progress: bool = True, soft_loss: str | None = None,
+             temperature: float | None = None) -> dict:
+    """Train ``runs`` fresh networks on ``ds`` and test them on ``dataset``'s test split.
+
+    Soft labels: ``soft_loss`` "ce" (at ``temperature``, default 0.25) or "mse"; None uses
+    what the set records (resolve_soft_loss).
+    """
     check_compatible(ds, dataset)
     test_x = images_to_test(ds, dataset)
     epochs = epochs if epochs is not None else (1000 if dsa else 300)
@@ -112,8 +161,7 @@ def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs:
     check_range("runs", runs, 1)
     check_range("lr", lr, 0, low_open=True)
     check_range("batch_size", batch_size, 1)
-    if temperature is not None:
-        check_range("temperature", temperature, 0, low_open=True)
+    soft_loss, temperature = resolve_soft_loss(ds, soft_loss, temperature)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     # The training loop frees and re-allocates ~100 MB activations every step; on CPU keep
     # them in the heap instead of paying the kernel for fresh pages (see allocator.py).
@@ -124,6 +172,6 @@ def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs:
     accs = torch.tensor([r["accuracy"] for r in results])
     return {"model": model, "epochs": epochs, "dsa": dsa, "runs": runs, "lr": lr, "batch_size": batch_size,
             "label_kind": "soft" if ds.soft else "hard", "images": len(ds.images),
-            "soft_loss": "mse" if temperature is None else f"cross-entropy, T={temperature}",
+            "soft_loss": "mse" if soft_loss == "mse" else f"cross-entropy, T={temperature}",
             "accuracy_mean": accs.mean().item(), "accuracy_std": accs.std().item() if runs > 1 else 0.0,
             "per_run": results, "device": str(device)}

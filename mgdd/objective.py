@@ -32,13 +32,20 @@ from .errors import UsageError, check_range, unknown_name
 from .features import FeatureConfig, FeaturePool, make_feature_net
 
 
+# The kernel ridge, relative to mean diag K_ss. In the objective ablation (results/ablation)
+# 0.03-0.1 beat 1e-3 when the sets are scored with MSE on their labels (IPC 10: 84.7 vs 83.6),
+# but 1e-3 stays the default: under the default evaluation (cross-entropy to softmax(labels /
+# 0.25)) its sets score higher (IPC 1: 77.19 vs 75.11, 3 runs).
+DEFAULT_LAM = 1e-3
+
+
 class KRRObjective:
     """The pool estimator; also the shared part (labels, guide) of every estimator."""
 
     mode = "pool"
 
     def __init__(self, dataset: Dataset, feature_config: FeatureConfig | None = None, pool_size: int = 8,
-                 seed: int = 0, lam: float = 1e-3, mu: float = 1e-3, batch_size: int = 1024, cache: bool = True,
+                 seed: int = 0, lam: float = DEFAULT_LAM, mu: float = 1e-3, batch_size: int = 1024, cache: bool = True,
                  device="cpu", progress=None, cache_dir=None, images_per_network: int | None = None,
                  train_steps: int = 0, checkpoints: int = 4, augment: bool = False, criterion: str = "mse"):
         check_range("lam", lam, 0, low_open=True)

@@ -134,6 +134,8 @@ CASES = [
      "unknown baseline"),
     ("unknown-model", ["evaluate", S, "--model", "vgg"], 2, "unknown model"),
     ("epochs-0", ["evaluate", S, "--epochs", "0"], 2, "must be >= 1"),
+    ("mse-with-temperature", ["evaluate", S, "--soft-loss", "mse", "--temperature", "0.5"], 2,
+     "temperature is for the cross-entropy"),
     ("snapshot-past-steps", ["baseline", "krr-pixel", "--dataset", DS, "--ipc", "1", "--steps", "2", "--snapshots", "5",
                              "--out", "{t}/a.safetensors", *OBJ], 2, "past --steps"),
     ("ipc-range", ["meta-train", "--source", DS, "--ipc-range", "5,2", "--out", "{t}/M", *OBJ], 2, "ipc-range"),

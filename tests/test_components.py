@@ -129,19 +129,51 @@ def test_evaluation_protocol_lr_drop_and_losses(tiny_dataset, monkeypatch):
             return super().step(closure)
 
     monkeypatch.setattr(ev.torch.optim, "SGD", SpySGD)
-    real_mse, real_ce = ev.F.mse_loss, ev.F.cross_entropy
-    monkeypatch.setattr(ev.F, "mse_loss", lambda *a, **k: losses.append("mse") or real_mse(*a, **k))
+    real_soft, real_ce = ev.soft_label_loss, ev.F.cross_entropy
+    monkeypatch.setattr(ev, "soft_label_loss", lambda o, t, temp: losses.append(("soft", temp)) or real_soft(o, t, temp))
     monkeypatch.setattr(ev.F, "cross_entropy", lambda *a, **k: losses.append("ce") or real_ce(*a, **k))
     x, y = sample_init(tiny_dataset, 2, seed=0)
     meta = {"dataset": "tiny", "classes": list(tiny_dataset.classes), "mean": tiny_dataset.mean,
             "std": tiny_dataset.std, "ipc": 2}
     soft = DistilledSet(x, torch.nn.functional.one_hot(y, 3).float(), meta)
-    ev.evaluate(soft, tiny_dataset, model="mlp", epochs=4, lr=0.1, progress=False)
-    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01]) and set(losses) == {"mse"}  # x0.1 at half; soft -> MSE
+    res = ev.evaluate(soft, tiny_dataset, model="mlp", epochs=4, lr=0.1, progress=False)
+    # x0.1 at half; soft labels -> cross-entropy to softmax(labels / 0.25) by default
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01]) and set(losses) == {("soft", 0.25)}
+    assert res["soft_loss"] == "cross-entropy, T=0.25"
     lrs.clear(), losses.clear()
+    res = ev.evaluate(soft, tiny_dataset, model="mlp", epochs=2, lr=0.1, progress=False, soft_loss="mse")
+    assert set(losses) == {("soft", None)} and res["soft_loss"] == "mse"  # None: MSE
+    losses.clear()
     ev.evaluate(DistilledSet(x, y, meta), tiny_dataset, model="mlp", epochs=2, lr=0.1, progress=False)
-    assert lrs == pytest.approx([0.1, 0.01]) and set(losses) == {"ce"}  # hard -> cross-entropy
+    assert set(losses) == {"ce"}  # hard -> cross-entropy
 
+
+def test_soft_label_loss_follows_what_the_set_records(tmp_path):
+    from mgdd.distilled import DEFAULT_EVALUATION, DistilledSet
+    from mgdd.errors import UsageError
+    from mgdd.evaluate import resolve_soft_loss
+
+    x, y = torch.rand(4, 1, 8, 8), torch.rand(4, 2)
+    meta = {"dataset": "tiny", "classes": ["a", "b"], "mean": [0.5], "std": [0.25], "ipc": 2}
+    # a set saved now records cross-entropy at T = 0.25 and reads it back
+    path = DistilledSet(x, y, dict(meta)).save(tmp_path / "new.safetensors")
+    new = DistilledSet.load(path)
+    assert new.meta["evaluation"]["soft_loss"] == "ce" and resolve_soft_loss(new) == ("ce", 0.25)
+    # a set saved before the soft loss was recorded says MSE in its text, and keeps MSE
+    old_eval = {**{k: v for k, v in DEFAULT_EVALUATION.items() if k not in ("soft_loss", "temperature")},
+                "loss": "mse for soft labels, cross-entropy for hard"}
+    old = DistilledSet.load(DistilledSet(x, y, {**meta, "evaluation": old_eval}).save(tmp_path / "old.safetensors"))
+    assert resolve_soft_loss(old) == ("mse", None)
+    # its own temperature; what the caller asks wins; a temperature alone means cross-entropy
+    own = DistilledSet(x, y, {**meta, "evaluation": {"soft_loss": "ce", "temperature": 0.5}})
+    assert resolve_soft_loss(own) == ("ce", 0.5)
+    assert resolve_soft_loss(own, "mse") == ("mse", None)
+    assert resolve_soft_loss(old, "ce") == ("ce", 0.25)
+    assert resolve_soft_loss(old, temperature=0.1) == ("ce", 0.1)
+    with pytest.raises(UsageError, match="temperature is for the cross-entropy"):
+        resolve_soft_loss(own, "mse", 0.5)
+    with pytest.raises(UsageError, match="soft-label loss must be"):
+        resolve_soft_loss(own, "kl")
 
 
 def test_soft_label_cross_entropy_matches_kl_to_the_tempered_labels():

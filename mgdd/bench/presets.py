@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ..distilled import DEFAULT_TEMPERATURE
 from ..errors import unknown_name
+from ..objective import DEFAULT_LAM
 
 # The paper's headline: MGDD matches the iterative state of the art in 1/22 of its time
 # (docs/design.md §8). The report reads this target directly: krr-pixel's accuracy when it is
@@ -32,6 +34,11 @@ class Preset:
     cross_ipc: int = 10
     lr_pixel: float = 0.03  # results/ablation: +2.5 at IPC 1, +1.0 at IPC 10 over 0.01
     lr_adapt: float = 1e-3
+    # soft-label loss of the evaluation: cross-entropy to softmax(labels / T), or MSE when None
+    # (runs from before this field evaluated with MSE, and read back as None)
+    eval_temperature: float | None = None
+    # the objective's kernel ridge (runs from before this field used 1e-3)
+    lam: float = 1e-3
 
     # the fields that only say which cells exist: a resume may add cells (a snapshot, an IPC
     # block, a K); every other field changes what a cell computes and must match to resume
@@ -50,7 +57,8 @@ PRESETS = {
     "quick": Preset(dataset="digits", ipcs=[1, 5], unseen={"adapt": [1], "generate": 5},
                     feature={"width": 16, "depth": 2}, pool_size=2, krr_snapshots={"1": [5, 10], "5": [5, 10]},
                     krr_fresh_snapshots={"5": [2, 4]}, adapt_steps=5, k_sweep=[0, 2], adapt_ipcs=[1, 5],
-                    eval_epochs=20, runs=2, cross_model="mlp", cross_ipc=5, lr_pixel=0.03, lr_adapt=1e-3),
+                    eval_epochs=20, runs=2, cross_model="mlp", cross_ipc=5, lr_pixel=0.03, lr_adapt=1e-3,
+                    eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM),
     # The headline benchmark on Fashion-MNIST, ConvNet-3 protocol (docs/design.md §6).
     "fmnist": Preset(dataset="fashion-mnist", ipcs=[10, 1, 50], unseen={"adapt": [1, 10], "generate": 50},
                      feature={"width": 64, "depth": 3}, pool_size=8,
@@ -63,7 +71,8 @@ PRESETS = {
                      krr_fresh_snapshots={"1": [1, 2, 5, 25, 100], "10": [1, 2, 5, 10, 25, 50, 100, 200]},
                      # adapt_steps is the main mgdd/scratch pair; k_sweep adds the few-step regime meta-training is for
                      adapt_steps=200, k_sweep=[0, 25], adapt_ipcs=[1, 10, 50], eval_epochs=300, runs=3,
-                     cross_model="mlp", cross_ipc=10, lr_pixel=0.03, lr_adapt=1e-3),
+                     cross_model="mlp", cross_ipc=10, lr_pixel=0.03, lr_adapt=1e-3,
+                     eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM),
 }
 
 

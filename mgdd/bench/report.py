@@ -92,8 +92,10 @@ def summarise(cells: dict, cfg: dict, done, run: dict) -> dict:
             "dataset": run["dataset"], "machine": run["machine"], "seed": run["seed"],
             "config": cfg, "command": run["command"],
             "protocol": f"ConvNet-3 (width 128, instance norm), SGD lr 0.01 momentum 0.9 wd 5e-4, batch 256, "
-                        f"{cfg['eval_epochs']} epochs, lr x0.1 at half, no augmentation; soft labels -> MSE, "
-                        f"hard -> cross-entropy; {cfg['runs']} runs; full test set",
+                        f"{cfg['eval_epochs']} epochs, lr x0.1 at half, no augmentation; soft labels -> "
+                        + ("MSE" if cfg.get("eval_temperature") is None
+                           else f"cross-entropy to softmax(labels / {cfg['eval_temperature']})")
+                        + f", hard -> cross-entropy; {cfg['runs']} runs; full test set",
             "features": cells["features"],
             "adapt": {k[:-len("-adapt")]: v for k, v in cells.items() if k.endswith("-adapt")},
             "accuracy": acc, "all_sizes": all_sizes, "bench_cost": _bench_cost(cells),

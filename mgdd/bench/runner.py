@@ -95,7 +95,7 @@ class Bench:
             # $MGDD_CACHE when set, else a cache inside the results folder
             cache_dir = None if os.environ.get("MGDD_CACHE") else self.out / "cache"
             obj = KRRObjective(self.dataset, FeatureConfig(**self.cfg.feature), self.cfg.pool_size,
-                               seed=self.seed, cache_dir=cache_dir)
+                               seed=self.seed, lam=self.cfg.lam, cache_dir=cache_dir)
             # the first (cold) computation is the one recorded; a resumed run reads the disk cache
             self.features = self.cell("features", lambda: {"seconds": obj.build_seconds, "objective": obj.describe()})
             self._objective = obj
@@ -117,8 +117,9 @@ class Bench:
         set_path = self.out / "sets" / f"{name}.safetensors"
         if not set_path.exists():
             ds.save(set_path, force=True)
+        t = self.cfg.eval_temperature
         res = evaluate(ds, self.dataset, model=model, epochs=self.cfg.eval_epochs, runs=self.cfg.runs,
-                       seed=self.seed, progress=self.progress)
+                       seed=self.seed, progress=self.progress, soft_loss="mse" if t is None else "ce", temperature=t)
         return {"accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"], "set_sha256": set_digest(ds),
                 "accuracies": [r["accuracy"] for r in res["per_run"]], "model": model, "epochs": res["epochs"],
                 "runs": res["runs"], "label_kind": res["label_kind"], "set": str(set_path.relative_to(self.out))}
