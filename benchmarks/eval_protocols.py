@@ -5,9 +5,10 @@
 
 Variants: ``default`` (ConvNet-3, 300 epochs, the soft-label loss the set records: MSE for
 sets saved before cross-entropy at T = 0.25 became the default, that after); ``mse`` (MSE on
-the soft labels); ``T<t>`` (cross-entropy against softmax(labels / t)); ``dsa`` (DSA-style augmentation, 1,000
-epochs, as DC/DSA/DM/IDC report); an architecture name from mgdd.models (``mlp``,
-``lenet``, ``alexnet``, ``resnet18``, ``convnet-bn``; 300 epochs). Each (set, variant, runs)
+the soft labels); ``T<t>`` (cross-entropy against softmax(labels / t)); ``dsa`` (DSA-style
+augmentation, 1,000 epochs, as DC/DSA/DM/IDC report); an architecture name from mgdd.models
+(``mlp``, ``lenet``, ``alexnet``, ``resnet18``, ``convnet-bn``; 300 epochs); ``a+b`` joins two
+(``dsa+T0.25``). Each (set, variant, runs)
 is a cell under OUT/protocol-cells/, reused when present; OUT/protocols.md is the table.
 """
 
@@ -32,6 +33,12 @@ from mgdd.evaluate import evaluate  # noqa: E402
 
 
 def settings(variant: str) -> dict:
+    """evaluate() keywords of a variant; "a+b" joins two (e.g. dsa+T0.25, mlp+T0.25)."""
+    if "+" in variant:
+        out = {}
+        for part in variant.split("+"):
+            out.update(settings(part))
+        return out
     if variant == "default":
         return {}
     if variant == "mse":
