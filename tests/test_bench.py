@@ -54,6 +54,9 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     assert saved["machine"]["cpus"] >= 1 and "protocol" in saved
     assert "| IPC |" in (out / "results.md").read_text()
     assert saved["bench_cost"]["cells_timed"] > 0 and saved["bench_cost"]["cells_untimed"] == 0
+    # the preset's soft-label loss (cross-entropy at T = 0.25) is the one each cell was scored with
+    assert json.loads((out / "cells" / "random+ls-ipc1.json").read_text())["soft_loss"] == "cross-entropy, T=0.25"
+    assert "cross-entropy to softmax(labels / 0.25)" in saved["protocol"]
     # finished cells are reused: a resumed run changes nothing
     again = Bench("quick", out, resume=True).run()
     assert again["accuracy"] == r["accuracy"]

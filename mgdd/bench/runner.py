@@ -122,7 +122,8 @@ class Bench:
                        seed=self.seed, progress=self.progress, soft_loss="mse" if t is None else "ce", temperature=t)
         return {"accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"], "set_sha256": set_digest(ds),
                 "accuracies": [r["accuracy"] for r in res["per_run"]], "model": model, "epochs": res["epochs"],
-                "runs": res["runs"], "label_kind": res["label_kind"], "set": str(set_path.relative_to(self.out))}
+                "runs": res["runs"], "label_kind": res["label_kind"], "soft_loss": res["soft_loss"],
+                "set": str(set_path.relative_to(self.out))}
 
     def set_cell(self, name, make, model="convnet"):
         """Build a distilled set with ``make() -> (DistilledSet, seconds)`` and evaluate it."""
