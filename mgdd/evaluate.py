@@ -81,7 +81,8 @@ def recorded_soft_loss(ds: DistilledSet) -> tuple:
 def resolve_soft_loss(ds: DistilledSet, soft_loss: str | None = None, temperature: float | None = None) -> tuple:
     """(soft loss, temperature) for an evaluation: what is asked, else what the set records.
 
-    A temperature alone means cross-entropy at that temperature; MSE takes no temperature.
+    A temperature alone means cross-entropy at that temperature; cross-entropy without one uses
+    the set's own temperature, else 0.25; MSE takes no temperature.
     """
     if soft_loss is not None and soft_loss not in SOFT_LOSSES:
         raise UsageError(f"soft-label loss must be one of {', '.join(SOFT_LOSSES)}, got {soft_loss!r}.")
@@ -91,8 +92,9 @@ def resolve_soft_loss(ds: DistilledSet, soft_loss: str | None = None, temperatur
             raise UsageError("a temperature is for the cross-entropy soft-label loss; drop --temperature or "
                              "use --soft-loss ce.")
         return "ce", float(temperature)
-    if soft_loss is None:
-        return recorded_soft_loss(ds)
+    recorded = recorded_soft_loss(ds)
+    if soft_loss is None or soft_loss == recorded[0]:
+        return recorded
     return ("mse", None) if soft_loss == "mse" else ("ce", DEFAULT_TEMPERATURE)
 
 

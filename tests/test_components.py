@@ -168,6 +168,7 @@ def test_soft_label_loss_follows_what_the_set_records(tmp_path):
     own = DistilledSet(x, y, {**meta, "evaluation": {"soft_loss": "ce", "temperature": 0.5}})
     assert resolve_soft_loss(own) == ("ce", 0.5)
     assert resolve_soft_loss(own, "mse") == ("mse", None)
+    assert resolve_soft_loss(own, "ce") == ("ce", 0.5)
     assert resolve_soft_loss(old, "ce") == ("ce", 0.25)
     assert resolve_soft_loss(old, temperature=0.1) == ("ce", 0.1)
     with pytest.raises(UsageError, match="temperature is for the cross-entropy"):
