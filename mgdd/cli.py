@@ -116,7 +116,10 @@ def _add_objective(p):
     g.add_argument("--objective-augment", action="store_true",
                    help="the loss sees the synthetic images under DSA-style augmentation, fresh each step")
     g.add_argument("--lam", type=_positive_float, default=1e-3,
-                   help="kernel ridge, relative to mean diag K_ss (1e-3; results/ablation)")
+                   help="kernel ridge, relative to what --ridge says (1e-3; results/ablation)")
+    g.add_argument("--ridge", choices=["kernel", "feature"], default="kernel",
+                   help="kernel: lam * mean diag K_ss, the same at every size; feature: lam * trace(K_ss) / d, "
+                        "growing with the set (docs/design.md §2)")
     g.add_argument("--mu", type=_positive_float, default=1e-3, help="label ridge, relative to mean diag A^T A")
     g.add_argument("--objective-mode", choices=["pool", "fresh"], default="pool",
                    help="pool: cached full-data moments (fast); fresh: new net + real batches each step")
@@ -149,7 +152,7 @@ def _objective(args, dataset):
                             seed=args.seed, lam=args.lam, mu=args.mu, cache=not args.no_cache, device=_device(args),
                             progress=say, images_per_network=args.images_per_network,
                             train_steps=args.feature_train_steps, checkpoints=args.feature_checkpoints,
-                            augment=args.objective_augment, criterion=args.objective_criterion)
+                            augment=args.objective_augment, criterion=args.objective_criterion, ridge=args.ridge)
 
 
 def _device(args) -> str:

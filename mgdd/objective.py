@@ -37,6 +37,10 @@ from .features import FeatureConfig, FeaturePool, make_feature_net
 # 0.1 at IPC 50 (87.09 against 85.77 there). 1e-3 stays the default until a size-aware ridge is
 # built and tested.
 DEFAULT_LAM = 1e-3
+# How lam is scaled (docs/design.md §2). "kernel": the ridge is lam * mean diag K_ss, the same
+# at every M. "feature": lam * trace(K_ss) / d, i.e. lam times the mean eigenvalue of the d x d
+# feature covariance F_s^T F_s, so the kernel-scale ridge grows as lam * M / d with the set.
+RIDGES = ("kernel", "feature")
 
 
 class KRRObjective:
@@ -47,8 +51,11 @@ class KRRObjective:
     def __init__(self, dataset: Dataset, feature_config: FeatureConfig | None = None, pool_size: int = 8,
                  seed: int = 0, lam: float = DEFAULT_LAM, mu: float = 1e-3, batch_size: int = 1024, cache: bool = True,
                  device="cpu", progress=None, cache_dir=None, images_per_network: int | None = None,
-                 train_steps: int = 0, checkpoints: int = 4, augment: bool = False, criterion: str = "mse"):
+                 train_steps: int = 0, checkpoints: int = 4, augment: bool = False, criterion: str = "mse",
+                 ridge: str = "kernel"):
         check_range("lam", lam, 0, low_open=True)
+        if ridge not in RIDGES:
+            raise unknown_name("ridge", ridge, RIDGES)
         check_range("mu", mu, 0, low_open=True)
         check_range("batch_size", batch_size, 2)
         if criterion not in CRITERIA:
@@ -57,7 +64,7 @@ class KRRObjective:
             raise UsageError(f"the {criterion} criterion is for the pool objective; drop it or use "
                              "--objective-mode pool.")
         t0 = time.perf_counter()
-        self.dataset, self.lam, self.mu = dataset, lam, mu
+        self.dataset, self.lam, self.mu, self.ridge = dataset, lam, mu, ridge
         self.batch_size, self.seed, self.device = batch_size, seed, device
         # True: each loss() sees the synthetic images under a fresh DSA-style augmentation
         # (drawn from the step seed), so the set is fitted for networks trained with it
@@ -89,7 +96,18 @@ class KRRObjective:
             out["augment"] = True
         if self.criterion != "mse":
             out["criterion"] = self.criterion
+        if self.ridge != "kernel":
+            out["ridge"] = self.ridge
         return out
+
+    def lam_for(self, m: int) -> float:
+        """The lam the krr solvers get for a set of m images (they scale it by mean diag K_ss).
+
+        ridge "feature": lam * trace(K_ss) / d = (lam * m / d) * mean diag K_ss.
+        """
+        if self.ridge == "kernel":
+            return self.lam
+        return self.lam * m / self.pool.dim
 
     def _check(self, x_s):
         if x_s.shape[1:] != self.dataset.train_x.shape[1:]:
@@ -109,11 +127,12 @@ class KRRObjective:
         i = net_index % self.pool.size
         net = self.pool.nets[i]
         f_s = net(x_s.to(self.device))                                        # (M, d)
-        _, y_s = krr.krr_loss_moments(f_s, self.moments[i].for_classes(classes), self.lam, self.mu)  # (M, c)
+        lam = self.lam_for(len(f_s))
+        _, y_s = krr.krr_loss_moments(f_s, self.moments[i].for_classes(classes), lam, self.mu)  # (M, c)
         xb, yb = self._real_batch(classes, step_seed, self.batch_size)
         with torch.no_grad():
             f_b = net(xb).double()                                            # (B, d)
-        logits = f_b @ krr.left_factor(f_s, self.lam).T @ y_s                 # KRR predictions (B, c)
+        logits = f_b @ krr.left_factor(f_s, lam).T @ y_s                      # KRR predictions (B, c)
         return F.cross_entropy(krr.platt_scale(logits, yb) * logits, yb)
 
     def _real_batch(self, classes, step_seed: int, size: int) -> tuple:
@@ -136,7 +155,7 @@ class KRRObjective:
         self._check(x_s)
         net = self.pool.nets[net_index % self.pool.size]
         stats = self.moments[net_index % self.pool.size].for_classes(classes)
-        loss, _ = krr.krr_loss_moments(net(x_s.to(self.device)), stats, self.lam, self.mu)
+        loss, _ = krr.krr_loss_moments(net(x_s.to(self.device)), stats, self.lam_for(len(x_s)), self.mu)
         return loss
 
     def guide(self, x0: torch.Tensor, classes=None, nets: int | None = None) -> torch.Tensor:
@@ -161,7 +180,7 @@ class KRRObjective:
         feats = [torch.cat([net(x_s[i:i + chunk].to(self.device)) for i in range(0, len(x_s), chunk)])
                  for net in self.pool.nets]
         stats = [m.for_classes(classes) for m in self.moments]
-        return krr.solve_labels_stacked(feats, stats, self.lam, self.mu).float().cpu()
+        return krr.solve_labels_stacked(feats, stats, self.lam_for(len(x_s)), self.mu).float().cpu()
 
 
 class FreshObjective(KRRObjective):
@@ -188,7 +207,8 @@ class FreshObjective(KRRObjective):
         with torch.no_grad():
             fb = net(xb)
         x_s = self._augmented(x_s, step_seed)
-        loss, _ = krr.krr_loss(net(x_s.to(self.device)), fb[half:], yb[half:].to(self.device), self.lam, self.mu,
+        loss, _ = krr.krr_loss(net(x_s.to(self.device)), fb[half:], yb[half:].to(self.device), self.lam_for(len(x_s)),
+                               self.mu,
                                f_label=fb[:half], y_label=yb[:half].to(self.device))
         return loss
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mgdd import krr
+from mgdd.errors import UsageError
 from mgdd.data import sample_init
 
 
@@ -52,6 +53,37 @@ def test_pool_loss_and_labels_equal_a_direct_whole_dataset_solve(tiny_objective,
         y.append(krr.centered_onehot(ys, obj.dataset.num_classes if classes is None else len(classes)))
     direct = krr.solve_labels(torch.cat(a), torch.cat(y), obj.mu).float()
     torch.testing.assert_close(obj.labels(x, classes=classes), direct, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("ipc", [1, 4])
+def test_feature_ridge_is_primal_ridge_regression_at_the_mean_feature_eigenvalue(tiny_dataset, ipc):
+    from mgdd.features import FeatureConfig
+    from mgdd.objective import KRRObjective
+    obj = KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=2, cache=False,
+                       lam=0.3, ridge="feature")
+    x, _ = sample_init(tiny_dataset, ipc, seed=2)
+    y_b = krr.centered_onehot(tiny_dataset.train_y, tiny_dataset.num_classes)
+    a_all = []
+    for i, net in enumerate(obj.pool.nets):
+        with torch.no_grad():
+            f_s, f_b = net(x).double(), net(tiny_dataset.train_x).double()
+        d = f_s.shape[1]
+        # second formulation: ridge regression on the features (primal, d x d), with the ridge
+        # lam times the mean eigenvalue of F_s^T F_s, i.e. trace / d
+        r = 0.3 * torch.trace(f_s.T @ f_s) / d
+        a = f_b @ torch.linalg.solve(f_s.T @ f_s + r * torch.eye(d, dtype=f_s.dtype), f_s.T)   # (N, M)
+        ata = a.T @ a
+        y_s = torch.linalg.solve(ata + obj.mu * ata.diagonal().mean() * torch.eye(len(x), dtype=a.dtype), a.T @ y_b)
+        ref = ((a @ y_s - y_b) ** 2).sum() / len(f_b)
+        torch.testing.assert_close(obj.pool_loss(x, i), ref, rtol=1e-6, atol=1e-9)
+        a_all.append(a)
+    # the kernel-scale ridge grows with the set: lam * M / d
+    assert obj.lam_for(len(x)) == pytest.approx(0.3 * len(x) / obj.pool.dim)
+    direct = krr.solve_labels(torch.cat(a_all), torch.cat([y_b, y_b]), obj.mu).float()
+    torch.testing.assert_close(obj.labels(x), direct, rtol=1e-4, atol=1e-5)
+    assert obj.describe()["ridge"] == "feature"
+    with pytest.raises(UsageError, match="ridge"):
+        KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=1, cache=False, ridge="trace")
 
 
 def test_guide_is_the_normalised_gradient_of_the_mean_pool_loss(tiny_objective):

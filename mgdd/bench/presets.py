@@ -39,6 +39,8 @@ class Preset:
     eval_temperature: float | None = None
     # the objective's kernel ridge (runs from before this field used 1e-3)
     lam: float = 1e-3
+    # how lam is scaled (objective.RIDGES; runs from before this field used "kernel")
+    ridge: str = "kernel"
 
     # the fields that only say which cells exist: a resume may add cells (a snapshot, an IPC
     # block, a K); every other field changes what a cell computes and must match to resume

@@ -95,7 +95,7 @@ class Bench:
             # $MGDD_CACHE when set, else a cache inside the results folder
             cache_dir = None if os.environ.get("MGDD_CACHE") else self.out / "cache"
             obj = KRRObjective(self.dataset, FeatureConfig(**self.cfg.feature), self.cfg.pool_size,
-                               seed=self.seed, lam=self.cfg.lam, cache_dir=cache_dir)
+                               seed=self.seed, lam=self.cfg.lam, ridge=self.cfg.ridge, cache_dir=cache_dir)
             # the first (cold) computation is the one recorded; a resumed run reads the disk cache
             self.features = self.cell("features", lambda: {"seconds": obj.build_seconds, "objective": obj.describe()})
             self._objective = obj
