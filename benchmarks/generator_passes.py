@@ -39,7 +39,7 @@ PIXEL_STEPS = (1, 2, 5, 10, 25, 50, 100, 200)
 @torch.no_grad()
 def pool_loss(obj: KRRObjective, x: torch.Tensor) -> float:
     """Full-data KRR loss averaged over every pool network (what krr-pixel samples one of per step)."""
-    losses = [krr.krr_loss_moments(net(x), m.for_classes(None), obj.lam, obj.mu)[0].item()
+    losses = [krr.krr_loss_moments(net(x), m.for_classes(None), obj.lam_for(len(x)), obj.mu)[0].item()
               for net, m in zip(obj.pool.nets, obj.moments)]
     return sum(losses) / len(losses)
 
@@ -78,7 +78,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "results" / "extra" / "generator-passes"))
     args = ap.parse_args()
     dataset = load_dataset("fashion-mnist")
-    obj = KRRObjective(dataset)
+    # the settings results/extra/generator-passes.* was made with (the default objective then)
+    obj = KRRObjective(dataset, lam=1e-3, ridge="kernel")
     gen, origin = load_generator("meta", dataset.channels)
     gen.eval()
     rows = []

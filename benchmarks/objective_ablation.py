@@ -85,11 +85,16 @@ ROWS = {
     # still solved with the pool at the end
     "lr0.03+fresh": {"lr": 0.03, "mode": "fresh"},
     # the ridge scaled with the set: lam * trace(K_ss) / d instead of lam * mean diag K_ss
-    # (d = 576 here, so lam 0.1 acts as 0.0017 / 0.017 / 0.087 at IPC 1 / 10 / 50)
+    # (d = 1024 here, so lam 0.1 acts as 0.001 / 0.01 / 0.05 at IPC 1 / 10 / 50)
     "lr0.03+ridgef0.05": {"lr": 0.03, "ridge": "feature", "lam": 0.05},
     "lr0.03+ridgef0.1": {"lr": 0.03, "ridge": "feature", "lam": 0.1},
     "lr0.03+ridgef0.2": {"lr": 0.03, "ridge": "feature", "lam": 0.2},
     "lr0.03+ridgef0.4": {"lr": 0.03, "ridge": "feature", "lam": 0.4},
+    # one change each against lr0.03+ridgef0.1 (the default since that row)
+    "lr0.03+ridgef0.1+pool64-7500": {"lr": 0.03, "ridge": "feature", "lam": 0.1, "pool_size": 64,
+                                     "images_per_network": 7500},
+    "lr0.03+ridgef0.1+width128-15k": {"lr": 0.03, "ridge": "feature", "lam": 0.1, "width": 128,
+                                      "images_per_network": 15000},
     # ZCA whitening of the data (regularization 0.1 of the mean eigenvalue), as KIP and FRePo
     # pre-process; the objective, the set and the evaluation all live in the whitened space
     "lr0.03+zca": {"lr": 0.03, "zca": 0.1},

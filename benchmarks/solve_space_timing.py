@@ -35,7 +35,7 @@ from mgdd.objective import KRRObjective  # noqa: E402
 def pixel_step(obj, x, space):
     x = x.clone().requires_grad_(True)
     t0 = time.perf_counter()
-    loss, _ = krr.krr_loss_moments(obj.pool.nets[0](x), obj.moments[0].for_classes(None), obj.lam, obj.mu,
+    loss, _ = krr.krr_loss_moments(obj.pool.nets[0](x), obj.moments[0].for_classes(None), obj.lam_for(len(x)), obj.mu,
                                    space=space)
     loss.backward()
     return time.perf_counter() - t0, loss.item()
@@ -45,11 +45,11 @@ def math_only(obj, feats, space):
     """The same step and solve with the features already computed: the KRR systems alone."""
     f = feats[0].clone().requires_grad_(True)
     t0 = time.perf_counter()
-    loss, _ = krr.krr_loss_moments(f, obj.moments[0].for_classes(None), obj.lam, obj.mu, space=space)
+    loss, _ = krr.krr_loss_moments(f, obj.moments[0].for_classes(None), obj.lam_for(len(f)), obj.mu, space=space)
     loss.backward()
     t1 = time.perf_counter()
     with torch.no_grad():
-        krr.solve_labels_stacked(feats, [m.for_classes(None) for m in obj.moments], obj.lam, obj.mu, space=space)
+        krr.solve_labels_stacked(feats, [m.for_classes(None) for m in obj.moments], obj.lam_for(len(feats[0])), obj.mu, space=space)
     return t1 - t0, time.perf_counter() - t1
 
 
@@ -57,7 +57,7 @@ def math_only(obj, feats, space):
 def label_solve(obj, x, space):
     t0 = time.perf_counter()
     feats = [torch.cat([net(x[i:i + 1024]) for i in range(0, len(x), 1024)]) for net in obj.pool.nets]
-    y = krr.solve_labels_stacked(feats, [m.for_classes(None) for m in obj.moments], obj.lam, obj.mu, space=space)
+    y = krr.solve_labels_stacked(feats, [m.for_classes(None) for m in obj.moments], obj.lam_for(len(feats[0])), obj.mu, space=space)
     return time.perf_counter() - t0, y
 
 

@@ -115,11 +115,13 @@ def _add_objective(p):
                    help="mse: full-data squared error (moments); platt: cross-entropy on a real batch, Platt-scaled")
     g.add_argument("--objective-augment", action="store_true",
                    help="the loss sees the synthetic images under DSA-style augmentation, fresh each step")
-    g.add_argument("--lam", type=_positive_float, default=1e-3,
-                   help="kernel ridge, relative to what --ridge says (1e-3; results/ablation)")
-    g.add_argument("--ridge", choices=["kernel", "feature"], default="kernel",
-                   help="kernel: lam * mean diag K_ss, the same at every size; feature: lam * trace(K_ss) / d, "
-                        "growing with the set (docs/design.md §2)")
+    # None: the objective's own defaults (objective.DEFAULT_LAM, DEFAULT_RIDGE), so they live in
+    # one place and the CLI does not import torch to print its help
+    g.add_argument("--lam", type=_positive_float, default=None,
+                   help="kernel ridge, scaled as --ridge says (default 0.1; results/ablation)")
+    g.add_argument("--ridge", choices=["feature", "kernel"], default=None,
+                   help="feature (default): lam * trace(K_ss) / d, so the ridge grows with the set; kernel: "
+                        "lam * mean diag K_ss, the same at every size (docs/design.md §2)")
     g.add_argument("--mu", type=_positive_float, default=1e-3, help="label ridge, relative to mean diag A^T A")
     g.add_argument("--objective-mode", choices=["pool", "fresh"], default="pool",
                    help="pool: cached full-data moments (fast); fresh: new net + real batches each step")
@@ -148,11 +150,12 @@ def _objective(args, dataset):
     from .objective import create_objective
     cfg = FeatureConfig(width=args.feature_width, depth=args.feature_depth)
     say = (lambda i, n: print(f"  feature moments {i}/{n}", file=sys.stderr, flush=True)) if not args.quiet else None
+    ridge = {k: v for k, v in (("lam", args.lam), ("ridge", args.ridge)) if v is not None}
     return create_objective(args.objective_mode, dataset, feature_config=cfg, pool_size=args.pool_size,
-                            seed=args.seed, lam=args.lam, mu=args.mu, cache=not args.no_cache, device=_device(args),
+                            seed=args.seed, mu=args.mu, cache=not args.no_cache, device=_device(args),
                             progress=say, images_per_network=args.images_per_network,
                             train_steps=args.feature_train_steps, checkpoints=args.feature_checkpoints,
-                            augment=args.objective_augment, criterion=args.objective_criterion, ridge=args.ridge)
+                            augment=args.objective_augment, criterion=args.objective_criterion, **ridge)
 
 
 def _device(args) -> str:

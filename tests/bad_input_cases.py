@@ -134,6 +134,8 @@ CASES = [
      "unknown baseline"),
     ("unknown-model", ["evaluate", S, "--model", "vgg"], 2, "unknown model"),
     ("epochs-0", ["evaluate", S, "--epochs", "0"], 2, "must be >= 1"),
+    ("unknown-ridge", ["baseline", "random+ls", "--dataset", DS, "--ipc", "1", "--ridge", "trace",
+                       "--out", "{t}/a.safetensors", *OBJ], 2, "invalid choice: 'trace'"),
     ("mse-with-temperature", ["evaluate", S, "--soft-loss", "mse", "--temperature", "0.5"], 2,
      "temperature is for the cross-entropy"),
     ("snapshot-past-steps", ["baseline", "krr-pixel", "--dataset", DS, "--ipc", "1", "--steps", "2", "--snapshots", "5",

@@ -57,6 +57,11 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     # the preset's soft-label loss (cross-entropy at T = 0.25) is the one each cell was scored with
     assert json.loads((out / "cells" / "random+ls-ipc1.json").read_text())["soft_loss"] == "cross-entropy, T=0.25"
     assert "cross-entropy to softmax(labels / 0.25)" in saved["protocol"]
+    # the preset's ridge is the objective's default, used by every KRR cell and named in the report
+    from mgdd.objective import DEFAULT_LAM, DEFAULT_RIDGE
+    krr_set = DistilledSet.load(out / "sets" / "krr-fresh-ipc5-step4.safetensors").meta["objective"]
+    assert krr_set["lam"] == DEFAULT_LAM and krr_set.get("ridge", "kernel") == DEFAULT_RIDGE
+    assert f"kernel ridge {DEFAULT_LAM}, {DEFAULT_RIDGE}-scaled" in (out / "results.md").read_text()
     # finished cells are reused: a resumed run changes nothing
     again = Bench("quick", out, resume=True).run()
     assert again["accuracy"] == r["accuracy"]

@@ -27,6 +27,22 @@ def test_help_for_every_subcommand(capsys):
     assert r.returncode == 0 and "usage" in r.stdout
 
 
+def test_ridge_defaults_come_from_the_objective_and_flags_override_them(tmp_path, tiny_npz, capsys):
+    from mgdd.distilled import DistilledSet
+    from mgdd.objective import DEFAULT_LAM, DEFAULT_RIDGE
+    with pytest.raises(SystemExit):
+        main(["baseline", "--help"])
+    assert f"default {DEFAULT_LAM}" in " ".join(capsys.readouterr().out.split())  # the help tells the truth
+    common = ["--dataset", f"npz:{tiny_npz}", "--ipc", "1", "--steps", "1", "--feature-width", "8",
+              "--feature-depth", "2", "--pool-size", "1", "--no-cache", "--quiet"]
+    for flags, lam, ridge in (([], DEFAULT_LAM, DEFAULT_RIDGE), (["--lam", "0.01", "--ridge", "kernel"], 0.01, "kernel")):
+        out = tmp_path / f"{ridge}.safetensors"
+        code, _, err = run(capsys, "baseline", "krr-pixel", *common, *flags, "--out", str(out))
+        assert code == 0, err
+        recorded = DistilledSet.load(out).meta["objective"]
+        assert recorded["lam"] == lam and recorded.get("ridge", "kernel") == ridge
+
+
 def test_baseline_evaluate_export(tmp_path, tiny_npz, capsys):
     ds = f"npz:{tiny_npz}"
     out = tmp_path / "r.safetensors"

@@ -26,7 +26,7 @@ def direct_loss(objective, x, i, classes=None):
     c = ds.num_classes if classes is None else len(classes)
     with torch.no_grad():
         f_b = net(ds.train_x[keep])
-    return krr.krr_loss(net(x), f_b, krr.centered_onehot(ys, c), objective.lam, objective.mu)
+    return krr.krr_loss(net(x), f_b, krr.centered_onehot(ys, c), objective.lam_for(len(x)), objective.mu)
 
 
 @pytest.mark.parametrize("classes", [None, [0, 2]])
@@ -49,7 +49,7 @@ def test_pool_loss_and_labels_equal_a_direct_whole_dataset_solve(tiny_objective,
         if classes is not None:
             ys = torch.tensor([classes.index(int(c)) for c in ys])
         with torch.no_grad():
-            a.append(krr.krr_predictor(net(x), net(obj.dataset.train_x[keep]), obj.lam))
+            a.append(krr.krr_predictor(net(x), net(obj.dataset.train_x[keep]), obj.lam_for(len(x))))
         y.append(krr.centered_onehot(ys, obj.dataset.num_classes if classes is None else len(classes)))
     direct = krr.solve_labels(torch.cat(a), torch.cat(y), obj.mu).float()
     torch.testing.assert_close(obj.labels(x, classes=classes), direct, rtol=1e-4, atol=1e-5)
@@ -441,8 +441,8 @@ def test_platt_criterion_is_cross_entropy_of_the_krr_predictor_on_a_real_batch(t
         (tiny_dataset.train_x.flatten(1)[:, None] == xb.flatten(1)[None]).all(2))[:, 0]].unique(), torch.tensor([0, 2]))
     with torch.no_grad():
         f_s = net(x)
-        _, y_s = krr.krr_loss_moments(f_s, obj.moments[i].for_classes([0, 2]), obj.lam, obj.mu, space="dual")
-        logits = krr.krr_predictor(f_s, net(xb), obj.lam) @ y_s
+        _, y_s = krr.krr_loss_moments(f_s, obj.moments[i].for_classes([0, 2]), obj.lam_for(len(x)), obj.mu, space="dual")
+        logits = krr.krr_predictor(f_s, net(xb), obj.lam_for(len(x))) @ y_s
         ts = torch.linspace(0.01, 50, 20000, dtype=torch.float64).view(-1, 1, 1)
         ce = -(ts * logits).log_softmax(2).gather(2, yb.view(1, -1, 1).expand(len(ts), -1, 1)).mean((1, 2))
         ref = ce.min().item()

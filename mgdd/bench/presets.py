@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..distilled import DEFAULT_TEMPERATURE
 from ..errors import unknown_name
-from ..objective import DEFAULT_LAM
+from ..objective import DEFAULT_LAM, DEFAULT_RIDGE
 
 # The paper's headline: MGDD matches the iterative state of the art in 1/22 of its time
 # (docs/design.md §8). The report reads this target directly: krr-pixel's accuracy when it is
@@ -60,7 +60,7 @@ PRESETS = {
                     feature={"width": 16, "depth": 2}, pool_size=2, krr_snapshots={"1": [5, 10], "5": [5, 10]},
                     krr_fresh_snapshots={"5": [2, 4]}, adapt_steps=5, k_sweep=[0, 2], adapt_ipcs=[1, 5],
                     eval_epochs=20, runs=2, cross_model="mlp", cross_ipc=5, lr_pixel=0.03, lr_adapt=1e-3,
-                    eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM),
+                    eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM, ridge=DEFAULT_RIDGE),
     # The headline benchmark on Fashion-MNIST, ConvNet-3 protocol (docs/design.md §6).
     "fmnist": Preset(dataset="fashion-mnist", ipcs=[10, 1, 50], unseen={"adapt": [1, 10], "generate": 50},
                      feature={"width": 64, "depth": 3}, pool_size=8,
@@ -74,7 +74,7 @@ PRESETS = {
                      # adapt_steps is the main mgdd/scratch pair; k_sweep adds the few-step regime meta-training is for
                      adapt_steps=200, k_sweep=[0, 25], adapt_ipcs=[1, 10, 50], eval_epochs=300, runs=3,
                      cross_model="mlp", cross_ipc=10, lr_pixel=0.03, lr_adapt=1e-3,
-                     eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM),
+                     eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM, ridge=DEFAULT_RIDGE),
 }
 
 

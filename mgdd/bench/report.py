@@ -118,7 +118,8 @@ def markdown(r: dict) -> str:
              f"{', GPU ' + r['machine']['cuda'] if r['machine']['cuda'] else ', no GPU'}.  ",
              f"Protocol: {r['protocol']}.  ",
              f"Feature moments (pool of {cfg['pool_size']} random ConvNets, width {cfg['feature']['width']}): "
-             f"{r['features']['seconds']:.1f} s, shared by every KRR method and not counted below.", "",
+             f"{r['features']['seconds']:.1f} s, shared by every KRR method and not counted below; kernel ridge "
+             f"{cfg.get('lam', 1e-3)}, {cfg.get('ridge', 'kernel')}-scaled (docs/design.md §2).", "",
              "## Test accuracy (%)", "",
              f"scratch and mgdd: {cfg['adapt_steps']} adaptation steps (fewer steps: the K table below).", "",
              "| IPC | random | random+ls | herding+ls | krr-pixel (best) | scratch | **mgdd** |",
