@@ -41,7 +41,13 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
         # the unoptimised start of the krr curve is the random+ls set itself
         assert row["krr-pixel"][0] == {"steps": 0, **row["random+ls"]}
         assert [p["k"] for p in row["by_k"]] == [0, 2, 5]
-        assert row["krr-pixel"][2]["seconds"] >= row["krr-pixel"][1]["seconds"]
+        # one optimisation run reaches both snapshots, so its clock (label solves not counted) is
+        # cumulative; the curve's points add each snapshot's own label solve, which load can vary
+        cell = lambda s: json.loads((out / "cells" / f"krr-pixel-ipc{ipc}-step{s}.json").read_text())  # noqa: E731
+        assert cell(10)["seconds"] >= cell(5)["seconds"]
+        for p in row["krr-pixel"][1:]:
+            c = cell(p["steps"])
+            assert p["seconds"] == pytest.approx(c["seconds"] + c["timing"]["label_seconds"])
         x = row["acceleration"]
         assert (x["ratio"] is None) != (x["ratio_lower_bound"] is None)
     fresh = saved["accuracy"]["5"]
