@@ -6,7 +6,8 @@ Rows named with a "+" stack changes that helped alone; every other row is one ch
                                             [--steps 200] [--runs 1] [--out results/ablation]
 
 Each row builds the objective with one setting changed from the default, optimises an IPC
-set's pixels with krr-pixel (Adam, lr 0.01, the bench's seed) and evaluates it with the
+set's pixels with krr-pixel (Adam, lr 0.01, from the bench's seeded random X_0 unless the row
+names another init) and evaluates it with the
 default ConvNet-3 protocol (300 epochs). The precompute of each feature setting is timed
 from scratch the first time (its moments are then cached under the mgdd cache's
 ablation/ folder). Rows are cells: OUT/cells/ROW-ipcI-stepsS-runsR.json is written when a
@@ -95,6 +96,10 @@ ROWS = {
                                      "images_per_network": 7500},
     "lr0.03+ridgef0.1+width128-15k": {"lr": 0.03, "ridge": "feature", "lam": 0.1, "width": 128,
                                       "images_per_network": 15000},
+    # where the pixels start: a feature-space coreset (herding / k-center, pool network 0)
+    # instead of random real images
+    "lr0.03+ridgef0.1+herding": {"lr": 0.03, "ridge": "feature", "lam": 0.1, "init": "herding"},
+    "lr0.03+ridgef0.1+kcenter": {"lr": 0.03, "ridge": "feature", "lam": 0.1, "init": "kcenter"},
     # ZCA whitening of the data (regularization 0.1 of the mean eigenvalue), as KIP and FRePo
     # pre-process; the objective, the set and the evaluation all live in the whitened space
     "lr0.03+zca": {"lr": 0.03, "zca": 0.1},
@@ -147,7 +152,8 @@ def run_row(dataset, name: str, ipc: int, steps: int, runs: int, out: Path, soft
         ds, krr_seconds = DistilledSet.load(set_path), json.loads(earlier.read_text())["krr_seconds"]
     else:
         t0 = time.perf_counter()
-        ds = krr_pixel(obj, ipc, steps, lr=change.get("lr", 0.01), seed=0, progress=False)
+        ds = krr_pixel(obj, ipc, steps, lr=change.get("lr", 0.01), seed=0, progress=False,
+                       init=change.get("init", "random"))
         krr_seconds = time.perf_counter() - t0
         # the set itself, so other protocols (DSA, other architectures) can evaluate it later
         set_path.parent.mkdir(parents=True, exist_ok=True)

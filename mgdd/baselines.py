@@ -23,6 +23,8 @@ from .loop import run_resumable
 from .objective import KRRObjective
 
 BASELINES = ["random", "random+ls", "krr-pixel", "herding", "kcenter"]
+# where krr-pixel starts: random real images (the bench's seeded X_0) or a feature-space coreset
+INITS = ("random", "herding", "kcenter")
 
 
 def random_real(dataset: Dataset, ipc: int, seed: int = 0) -> DistilledSet:
@@ -70,16 +72,21 @@ def kcenter_indices(f: torch.Tensor, k: int) -> list:
     return chosen
 
 
+def coreset_indices(objective: KRRObjective, ipc: int, method: str) -> torch.Tensor:
+    """Training-set indices of a per-class coreset, class-major like sample_init: (C * ipc,)."""
+    pick = {"herding": herding_indices, "kcenter": kcenter_indices}[method]
+    idx = []
+    for c in range(objective.dataset.num_classes):
+        local = pick(_class_features(objective, c), ipc)
+        idx.append(objective.class_index[c][torch.tensor(local)])
+    return torch.cat(idx)
+
+
 def coreset(objective: KRRObjective, ipc: int, method: str, seed: int = 0, soft_labels: bool = False) -> DistilledSet:
     dataset = objective.dataset
     check_ipc(dataset, ipc)
-    pick = {"herding": herding_indices, "kcenter": kcenter_indices}[method]
     t0 = time.perf_counter()
-    idx = []
-    for c in range(dataset.num_classes):
-        local = pick(_class_features(objective, c), ipc)
-        idx.append(objective.class_index[c][torch.tensor(local)])
-    idx = torch.cat(idx)
+    idx = coreset_indices(objective, ipc, method)
     x, y = dataset.train_x[idx].clone(), dataset.train_y[idx].clone()
     labels = objective.labels(x) if soft_labels else y
     return DistilledSet(x, labels, distilled_meta(dataset, ipc, method + ("+ls" if soft_labels else ""), seed,
@@ -88,8 +95,12 @@ def coreset(objective: KRRObjective, ipc: int, method: str, seed: int = 0, soft_
 
 def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: float = 0.03, seed: int = 0,
               checkpoint=None, checkpoint_every: int = 50, resume: bool = False, on_snapshot=None,
-              progress: bool = True) -> DistilledSet:
+              progress: bool = True, init: str = "random") -> DistilledSet:
     """Optimise the synthetic pixels directly with the KRR loss (Adam).
+
+    ``init`` is where the pixels start: "random" real images (seeded, the bench's X_0) or a
+    "herding" / "kcenter" coreset in pool network 0's feature space (deterministic; its
+    selection time is counted in the optimisation time).
 
     ``on_snapshot(step, distilled_set)`` is called at each step count in ``snapshots``
     (and at the end); each snapshot carries its cumulative optimisation time in
@@ -99,12 +110,22 @@ def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: f
     check_ipc(dataset, ipc)
     check_range("steps", steps, 0)
     check_range("lr", lr, 0, low_open=True)
+    if init not in INITS:
+        raise unknown_name("init", init, INITS)
     snapshots = sorted({int(s) for s in snapshots if 0 <= int(s) <= steps} | {steps})
-    x0, _ = sample_init(dataset, ipc, seed)
+    t_init = time.perf_counter()
+    if init == "random":
+        x0, _ = sample_init(dataset, ipc, seed)
+    else:
+        x0 = dataset.train_x[coreset_indices(objective, ipc, init)]
+    init_seconds = time.perf_counter() - t_init if init != "random" else 0.0
     x = x0.clone().to(objective.device).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
     settings = {"ipc": ipc, "lr": lr, "seed": seed, "dataset": dataset.identity(),
                 "objective": objective.describe()}
+    extra = {"lr": lr}
+    if init != "random":  # absent means random: checkpoints and sets from before the option stay valid
+        settings["init"] = extra["init"] = init
 
     def load(tensors):
         if "x" not in tensors or tensors["x"].shape != x.shape:
@@ -119,7 +140,8 @@ def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: f
         labels = objective.labels(xs)
         return DistilledSet(xs, labels, distilled_meta(
             dataset, ipc, "krr-pixel", seed, objective,
-            {"seconds": seconds, "steps": step, "label_seconds": time.perf_counter() - t0}, lr=lr), dataset.zca)
+            {"seconds": init_seconds + seconds, "steps": step, "label_seconds": time.perf_counter() - t0}, **extra),
+            dataset.zca)
 
     def step(s: int) -> dict:
         loss = objective.loss(x, step_rng(seed, s))

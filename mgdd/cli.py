@@ -284,6 +284,8 @@ def cmd_baseline(args):
     # of a finished run) may be replaced; anything else needs --force
     replace = args.force or args.resume
     snaps = sorted(set(args.snapshots or [])) if args.name == "krr-pixel" else []
+    if args.init is not None and args.name != "krr-pixel":
+        raise UsageError(f"--init is where krr-pixel starts; {args.name} takes no --init. Drop it.")
     bad = [s for s in snaps if s > args.steps]
     if bad:
         raise UsageError(f"--snapshots {','.join(map(str, bad))} lie past --steps {args.steps}.")
@@ -310,7 +312,8 @@ def cmd_baseline(args):
 
             ds = krr_pixel(objective, args.ipc, args.steps, snaps, lr=args.lr, seed=args.seed,
                            checkpoint=checkpoint, resume=args.resume,
-                           on_snapshot=on_snapshot if snaps else None, progress=_progress(args))
+                           on_snapshot=on_snapshot if snaps else None, progress=_progress(args),
+                           init=args.init or "random")
     path = ds.save(out, force=replace)
     grid = save_grid(ds, out.with_suffix(".png"), force=replace)
     _table([[args.name, args.ipc, len(ds.images), "soft" if ds.soft else "hard", str(path), str(grid)]],
@@ -546,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--snapshots", type=_ints, default=None, help="krr-pixel: save sets at these steps, e.g. 50,100,300")
     s.add_argument("--lr", type=_positive_float, default=0.03,
                    help="krr-pixel: Adam learning rate (0.03, the best of results/ablation)")
+    s.add_argument("--init", default=None,
+                   help="krr-pixel: start from random real images (random, the default) or a feature-space "
+                        "coreset (herding, kcenter)")
     s.add_argument("--soft-labels", action="store_true", help="herding/kcenter: least-squares labels")
     s.add_argument("--resume", action="store_true", help="krr-pixel: continue from the checkpoint beside --out")
     _add_objective(s)

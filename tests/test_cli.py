@@ -75,6 +75,20 @@ def test_krr_pixel_on_trained_features_records_them(tmp_path, tiny_npz, capsys):
     assert (objective["train_steps"], objective["checkpoints"], objective["images_per_network"]) == (4, 2, 12)
 
 
+def test_krr_pixel_init_flag(tmp_path, tiny_npz, capsys):
+    out = tmp_path / "h.safetensors"
+    base = ["--dataset", f"npz:{tiny_npz}", "--ipc", "2", *OBJ]
+    code, _, err = run(capsys, "baseline", "krr-pixel", *base, "--steps", "2", "--init", "herding", "--out", str(out))
+    assert code == 0, err
+    from mgdd.distilled import DistilledSet
+    assert DistilledSet.load(out).meta["init"] == "herding"
+    code, _, err = run(capsys, "baseline", "krr-pixel", *base, "--steps", "2", "--init", "mean",
+                       "--out", str(tmp_path / "m.safetensors"))
+    assert code == 2 and "herding" in err and "Traceback" not in err
+    code, _, err = run(capsys, "baseline", "random+ls", *base, "--init", "herding", "--out", str(tmp_path / "r.safetensors"))
+    assert code == 2 and "--init" in err and not (tmp_path / "r.safetensors").exists()
+
+
 def test_krr_pixel_snapshots_and_resume(tmp_path, tiny_npz, capsys):
     out = tmp_path / "k.safetensors"
     args = ["baseline", "krr-pixel", "--dataset", f"npz:{tiny_npz}", "--ipc", "2", "--steps", "6",

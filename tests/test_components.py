@@ -145,6 +145,27 @@ def test_herding_and_kcenter_pick_what_the_references_pick(seed):
     assert kcenter_indices(f, 5) == kcenter_reference(f, 5)
 
 
+@pytest.mark.parametrize("init", ["herding", "kcenter"])
+def test_krr_pixel_from_a_coreset_starts_at_that_coreset(tiny_objective, init):
+    from mgdd.baselines import coreset, krr_pixel
+    obj = tiny_objective
+    start = {}
+    krr_pixel(obj, 2, 3, snapshots=[0], init=init, progress=False, on_snapshot=lambda s, d: start.setdefault(s, d))
+    picked = coreset(obj, 2, init)
+    # step 0 is the coreset itself, class-major, with the coreset's own soft labels
+    torch.testing.assert_close(start[0].images, picked.images)
+    torch.testing.assert_close(start[0].labels, obj.labels(picked.images))
+    assert start[0].meta["init"] == init and start[3].meta["init"] == init
+    assert not torch.equal(start[3].images, picked.images)  # and the pixels then move
+    # the default start is the seeded random X_0 and records no init (older sets read the same)
+    rand = {}
+    krr_pixel(obj, 2, 1, snapshots=[0], seed=5, progress=False, on_snapshot=lambda s, d: rand.setdefault(s, d))
+    torch.testing.assert_close(rand[0].images, sample_init(obj.dataset, 2, seed=5)[0])
+    assert "init" not in rand[0].meta
+    with pytest.raises(UsageError, match="init"):
+        krr_pixel(obj, 2, 1, init="mean", progress=False)
+
+
 # ---------------------------------------------------------------------------- evaluation protocol
 
 def test_evaluation_protocol_lr_drop_and_losses(tiny_dataset, monkeypatch):
