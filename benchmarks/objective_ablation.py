@@ -96,6 +96,8 @@ ROWS = {
                                      "images_per_network": 7500},
     "lr0.03+ridgef0.1+width128-15k": {"lr": 0.03, "ridge": "feature", "lam": 0.1, "width": 128,
                                       "images_per_network": 15000},
+    # trained features (FRePo's idea) under the default ridge: trained150 lost 2 points under the old one
+    "lr0.03+ridgef0.1+trained150": {"lr": 0.03, "ridge": "feature", "lam": 0.1, "train_steps": 150},
     # where the pixels start: a feature-space coreset (herding / k-center, pool network 0)
     # instead of random real images
     "lr0.03+ridgef0.1+herding": {"lr": 0.03, "ridge": "feature", "lam": 0.1, "init": "herding"},

@@ -1,0 +1,108 @@
+"""What one pass can learn from its guide, at best (issue #16).
+
+    python benchmarks/guide_ceiling.py [--ipcs 1,10] [--out results/extra/guide-ceiling]
+
+On a target it never saw, the generator's only window onto the target's data is its guide:
+the gradient of the KRR loss at X_0 (objective.guide, from generate.GUIDE_NETS pool
+networks). This measures, on Fashion-MNIST with the default objective and the bench's seeded
+X_0, the full-data KRR loss (mean over the 8 pool networks; generator_passes.pool_loss):
+- along the guide, X_0 - a * guide, for a range of step sizes a (the guide is RMS-normalised,
+  so a is the step's RMS pixel change): the best a single step in that direction can do;
+- along krr-pixel's path from the same X_0 (Adam lr 0.03, the default), with the RMS pixel
+  change from X_0 and its cosine to -guide: how far, and how far off that direction, the
+  iterative solution goes.
+If the best step along the guide is worth a handful of pixel steps while the 200-step solution
+moves mostly across it, a single pass needs knowledge of the target's curvature that one
+gradient does not carry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from generator_passes import PIXEL_STEPS, pool_loss  # noqa: E402
+from mgdd.checkpoint import step_rng  # noqa: E402
+from mgdd.data import load_dataset, sample_init  # noqa: E402
+from mgdd.generate import GUIDE_NETS  # noqa: E402
+from mgdd.objective import KRRObjective  # noqa: E402
+
+STEP_SIZES = (0.01, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+
+
+def along_guide(obj, x0, guide) -> list:
+    return [{"a": a, "loss": pool_loss(obj, x0 - a * guide)} for a in STEP_SIZES]
+
+
+def pixel_path(obj, x0, guide, lr: float = 0.03, seed: int = 0) -> list:
+    x = x0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    out = []
+    for s in range(max(PIXEL_STEPS)):
+        loss = obj.loss(x, step_rng(seed, s))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if s + 1 in PIXEL_STEPS:
+            d = x.detach() - x0
+            out.append({"steps": s + 1, "loss": pool_loss(obj, x.detach()),
+                        "rms_change": d.pow(2).mean().sqrt().item(),
+                        "cos_to_guide": F.cosine_similarity(d.flatten(), -guide.flatten(), dim=0).item()})
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ipcs", default="1,10")
+    ap.add_argument("--out", default=str(ROOT / "results" / "extra" / "guide-ceiling"))
+    args = ap.parse_args()
+    dataset = load_dataset("fashion-mnist")
+    obj = KRRObjective(dataset)  # the default objective
+    rows = []
+    for ipc in [int(i) for i in args.ipcs.split(",")]:
+        x0, _ = sample_init(dataset, ipc, seed=0)
+        guide = obj.guide(x0, nets=GUIDE_NETS)
+        row = {"ipc": ipc, "x0_loss": pool_loss(obj, x0), "along_guide": along_guide(obj, x0, guide),
+               "krr_pixel": pixel_path(obj, x0, guide)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    record = {"command": " ".join(["python benchmarks/guide_ceiling.py", *sys.argv[1:]]),
+              "objective": obj.describe(), "guide_nets": GUIDE_NETS, "rows": rows,
+              "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                          "torch": torch.__version__}}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    lines = ["# What one pass can learn from its guide, at best (Fashion-MNIST)", "",
+             f"`{record['command']}`; default objective; guide from {GUIDE_NETS} pool networks, RMS-normalised; "
+             "loss = mean over the 8 pool networks of the full-data KRR loss (lower is better).", ""]
+    for r in rows:
+        best = min(r["along_guide"], key=lambda e: e["loss"])
+        worth = [e["steps"] for e in r["krr_pixel"] if e["loss"] <= best["loss"]]
+        lines += [f"## IPC {r['ipc']}", "",
+                  f"X_0: {r['x0_loss']:.5f}. Best single step along the guide: {best['loss']:.5f} at a = {best['a']}"
+                  f" (krr-pixel first does as well at {worth[0] if worth else 'more than 200'} steps).", "",
+                  "| step a along -guide | loss |", "|---|---|"]
+        lines += [f"| {e['a']} | {e['loss']:.5f} |" for e in r["along_guide"]]
+        lines += ["", "| krr-pixel steps | loss | RMS change from X_0 | cosine to -guide |", "|---|---|---|---|"]
+        lines += [f"| {e['steps']} | {e['loss']:.5f} | {e['rms_change']:.3f} | {e['cos_to_guide']:.3f} |"
+                  for e in r["krr_pixel"]]
+        lines.append("")
+    out.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
