@@ -75,12 +75,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ipcs", default="1,10")
     ap.add_argument("--passes", type=int, default=8)
+    ap.add_argument("--generator", default="meta", help="meta (the shipped one) or a generator folder")
+    ap.add_argument("--objective", choices=["pinned", "default"], default="pinned",
+                    help="pinned: kernel ridge 1e-3, the default when results/extra/generator-passes.* was made; "
+                         "default: the objective's defaults now")
     ap.add_argument("--out", default=str(ROOT / "results" / "extra" / "generator-passes"))
     args = ap.parse_args()
     dataset = load_dataset("fashion-mnist")
-    # the settings results/extra/generator-passes.* was made with (the default objective then)
-    obj = KRRObjective(dataset, lam=1e-3, ridge="kernel")
-    gen, origin = load_generator("meta", dataset.channels)
+    obj = KRRObjective(dataset, lam=1e-3, ridge="kernel") if args.objective == "pinned" else KRRObjective(dataset)
+    gen, origin = load_generator(args.generator, dataset.channels)
     gen.eval()
     rows = []
     for ipc in [int(i) for i in args.ipcs.split(",")]:

@@ -15,7 +15,7 @@ import torch
 from .checkpoint import check_finite, load_weights, step_rng
 from .data import check_ipc
 from .errors import UsageError, check_range
-from .generate import task_loss
+from .generate import default_passes, task_loss, unrolled_loss
 from .generator import MetaGenerator, check_channels
 from .loop import run_resumable
 from .objective import KRRObjective
@@ -23,8 +23,11 @@ from .objective import KRRObjective
 
 def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1, 10, 50), lr: float = 1e-3,
           seed: int = 0, checkpoint=None, checkpoint_every: int = 25, resume: bool = False,
-          progress: bool = True, source: str | None = None) -> dict:
-    """Adapt ``generator`` in place. Returns {"seconds", "history", "steps", "ipcs", "lr", "seed"}.
+          progress: bool = True, source: str | None = None, passes: int | None = None) -> dict:
+    """Adapt ``generator`` in place. Returns {"seconds", "history", "steps", "ipcs", "lr", "seed", "passes"}.
+
+    ``passes`` (default: what the generator was trained for) > 1 adapts a few-pass generator
+    on its own unrolled loss (generate.unrolled_loss); 1 is the one-pass task loss.
 
     ``source`` names where the generator came from (meta, scratch, a folder); it is recorded
     in the checkpoint so that a resume from another source is refused.
@@ -38,17 +41,22 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
     for ipc in ipcs:
         check_ipc(dataset, ipc)
     check_channels(generator, dataset)
+    passes = default_passes(generator) if passes is None else passes
+    check_range("passes", passes, 1)
     generator.to(objective.device)
     opt = torch.optim.Adam(generator.parameters(), lr=lr)
     # what makes this run this run: a resume must match it (checkpoint.check_same_settings)
     settings = {"ipcs": ipcs, "lr": lr, "seed": seed, "source": source, "dataset": dataset.identity(),
                 "objective": objective.describe(), "generator": asdict(generator.config)}
+    if passes != 1:  # absent means one pass: checkpoints from before the option stay valid
+        settings["passes"] = passes
     generator.train()
 
     def step(s: int) -> dict:
         rng = step_rng(seed, s)
         ipc = rng.choice(ipcs)
-        loss = task_loss(generator, objective, ipc, rng)
+        loss = task_loss(generator, objective, ipc, rng) if passes == 1 else \
+            unrolled_loss(generator, objective, ipc, rng, passes)
         check_finite(loss, s, checkpoint)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -59,4 +67,5 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
                          load=lambda t: load_weights(generator, t, checkpoint), optimizer=opt, settings=settings,
                          checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress)
     generator.eval()
-    return {"steps": steps, "seconds": loop.seconds, "history": loop.history, "ipcs": ipcs, "lr": lr, "seed": seed}
+    return {"steps": steps, "seconds": loop.seconds, "history": loop.history, "ipcs": ipcs, "lr": lr, "seed": seed,
+            "passes": passes}

@@ -386,10 +386,12 @@ def cmd_adapt(args):
     generator, origin, log = adapted_generator(args.source, objective, args.steps, args.ipcs, lr=args.lr,
                                                seed=args.seed, checkpoint=out / "adapt-checkpoint.safetensors",
                                                checkpoint_every=args.checkpoint_every, resume=args.resume,
-                                               progress=_progress(args))
+                                               progress=_progress(args), passes=args.passes)
     generator.save_pretrained(out, metadata={"target": dataset.name, "adapted_from": origin, "steps": args.steps,
                                              "ipcs": log["ipcs"], "seconds": log["seconds"],
-                                             "objective": objective.describe()}, force=replace)
+                                             "objective": objective.describe(),
+                                             **({"passes": log["passes"]} if log["passes"] != 1 else {})},
+                              force=replace)
     final = log["history"][-1]["loss"] if log["history"] else float("nan")
     _table([[dataset.name, origin, args.steps, ",".join(map(str, log["ipcs"])), f"{final:.4f}",
              f"{log['seconds']:.1f}", str(out)]],
@@ -418,7 +420,8 @@ def cmd_generate(args):
     objective = _objective(args, dataset)
     rows = []
     for ipc, o in outs.items():
-        ds = generate(generator, objective, ipc, seed=args.seed, generator_path=str(args.generator))
+        ds = generate(generator, objective, ipc, seed=args.seed, passes=args.passes,
+                      generator_path=str(args.generator))
         ds.save(o, force=args.force)
         save_grid(ds, o.with_suffix(".png"), force=args.force)
         t = ds.meta["timing"]
@@ -437,6 +440,7 @@ def cmd_distill(args):
     result = distill(dataset, ipcs=args.ipc, steps=args.steps, adapt_ipcs=args.adapt_ipcs, source=args.source,
                      out_dir=out, seed=args.seed, lr=args.lr, objective=_objective(args, dataset),
                      resume=args.resume, force=args.force, progress=_progress(args), evaluate_sets=args.evaluate,
+                     passes=args.passes,
                      epochs=args.epochs, runs=args.runs)
     summary = result["summary"]
     rows = [[ipc, e["images"], f"{e['generate_seconds']:.2f}", f"{e['label_seconds']:.2f}",
@@ -475,7 +479,7 @@ def cmd_meta_train(args):
                      args.inner_steps, args.inner_lr, args.meta_lr, tuple(args.ipc_range), args.min_classes,
                      args.seed, checkpoint=out / "meta-checkpoint.safetensors",
                      checkpoint_every=args.checkpoint_every, resume=args.resume, progress=_progress(args),
-                     log_path=out / "meta-log.json")
+                     log_path=out / "meta-log.json", passes=args.passes)
     if rank0:
         generator.save_pretrained(out, metadata={
             "kind": "meta generator", "source": dataset.name, "source_info": dataset.describe(),
@@ -484,8 +488,11 @@ def cmd_meta_train(args):
                         f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
             "command": "mgdd " + " ".join(sys.argv[1:])}, force=replace)
         h = log["history"]
-        print(f"meta-trained {args.meta_steps} steps in {log['seconds']:.1f}s; inner loss "
-              f"{h[0]['inner_first']:.4f} -> {h[-1]['inner_last']:.4f}; wrote {out}/")
+        if args.algorithm == "unrolled":
+            loss = f"loss relative to X_0 {h[0]['relative_loss']:.4f} -> {h[-1]['relative_loss']:.4f}"
+        else:
+            loss = f"inner loss {h[0]['inner_first']:.4f} -> {h[-1]['inner_last']:.4f}"
+        print(f"meta-trained {args.meta_steps} steps in {log['seconds']:.1f}s; {loss}; wrote {out}/")
     if started:
         # only on success: a failing rank leaves the group alone (destroying it while the others
         # sit in a collective can hang them; torchrun stops them once this process exits).
@@ -592,6 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="meta (shipped meta generator), scratch, or a generator folder")
         s.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (1e-3)")
         s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+        s.add_argument("--passes", type=_positive_int, default=None,
+                       help="generator passes, each reading a fresh guide (default: as many as the generator "
+                            "was trained for, 1 for the shipped one)")
         if name == "adapt":
             s.add_argument("--ipcs", type=_ints, default=[1, 10, 50], help="IPCs to adapt on (1,10,50)")
             s.add_argument("--checkpoint-every", type=_positive_int, default=25, help="steps between checkpoints")
@@ -612,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("generator", help="generator folder (from `mgdd adapt`), or `meta` for the shipped meta generator")
     _add_data(s)
     s.add_argument("--ipc", type=_ints, required=True, help="IPC(s) to generate, e.g. 50 or 1,7,50")
+    s.add_argument("--passes", type=_positive_int, default=None,
+                   help="generator passes, each reading a fresh guide (default: as many as the generator was "
+                        "trained for, 1 for the shipped one)")
     _add_objective(s)
     _add_out(s, "output distilled set (.safetensors)")
     _add_common(s)
@@ -641,12 +654,17 @@ def _add_meta_args(s):
     s.add_argument("--data-dir", default=None)
     s.add_argument("--download", action="store_true")
     s.add_argument("--image-size", type=_positive_int, default=None, help="resize the source to N x N")
-    s.add_argument("--algorithm", choices=["reptile", "fomaml"], default="reptile")
+    s.add_argument("--algorithm", choices=["reptile", "fomaml", "unrolled"], default="reptile",
+                   help="reptile / fomaml: learn to adapt in a few steps; unrolled: learn to be applied --passes "
+                        "times in turn, with no adaptation")
+    s.add_argument("--passes", type=_positive_int, default=1,
+                   help="unrolled: generator passes per task, each reading a fresh guide (1)")
     s.add_argument("--meta-steps", type=_positive_int, default=200)
     s.add_argument("--tasks-per-step", type=_positive_int, default=4, help="tasks per meta-step (over all ranks)")
     s.add_argument("--inner-steps", type=_positive_int, default=5)
     s.add_argument("--inner-lr", type=_positive_float, default=1e-3)
-    s.add_argument("--meta-lr", type=_positive_float, default=None, help="Reptile step size (1.0) / FOMAML Adam lr (1e-3)")
+    s.add_argument("--meta-lr", type=_positive_float, default=None,
+                   help="Reptile step size (1.0) / FOMAML and unrolled Adam lr (1e-3)")
     s.add_argument("--ipc-range", type=_ints, default=[1, 50], help="min,max IPC of a task (1,50)")
     s.add_argument("--min-classes", type=_positive_int, default=2)
     s.add_argument("--checkpoint-every", type=_positive_int, default=10)

@@ -1,7 +1,8 @@
 """Generation: any IPC in one forward pass, labels by the exact full-data solve (docs/design.md §4).
 
-``synthesize`` is the one forward pass X_s = G(X_0 [, guide]); ``task_loss`` is one training
-step's loss for it, shared by adaptation and meta-training; ``generate`` makes a distilled set.
+``synthesize`` is the forward pass X_s = G(X_0 [, guide]) (or a few, in turn); ``task_loss`` is
+one training step's loss for it, shared by adaptation and meta-training, and ``unrolled_loss``
+the same for a few-pass generator; ``generate`` makes a distilled set.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 import torch
 
 from .data import check_ipc, sample_init
+from .errors import check_range
 from .distilled import DistilledSet, distilled_meta
 from .generator import MetaGenerator, check_channels
 from .objective import KRRObjective
@@ -20,13 +22,26 @@ GUIDE_NETS = 2  # pool networks whose mean loss gradient is the generator's guid
 
 
 def synthesize(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_classes: int, classes=None,
-               chunk: int | None = None):
-    """X_s = G(X_0 [, guide]): the one forward pass (chunked, without autograd, when ``chunk`` is given)."""
-    x0, y0 = x0.to(objective.device), y0.to(objective.device)
-    guide = objective.guide(x0, classes=classes, nets=GUIDE_NETS) if generator.config.guide_input else None
-    if chunk is None:
-        return generator(x0, y0, num_classes, guide=guide)
-    return generator.generate(x0, y0, num_classes, guide=guide, chunk=chunk)
+               chunk: int | None = None, passes: int = 1):
+    """X_s = G(X_0 [, guide]): one forward pass (chunked, without autograd, when ``chunk`` is given).
+
+    With ``passes`` > 1 the generator is applied in turn, each pass reading a fresh guide at
+    its own input: X_{t+1} = G(X_t, guide(X_t)), the few-pass use an unrolled generator was
+    trained for (meta.py, algorithm "unrolled"). The guide is a constant input to each pass
+    (no gradient flows through it); gradients flow through the generator from pass to pass.
+    """
+    check_range("passes", passes, 1)
+    x, y0 = x0.to(objective.device), y0.to(objective.device)
+    for _ in range(passes):
+        guide = objective.guide(x, classes=classes, nets=GUIDE_NETS) if generator.config.guide_input else None
+        x = generator(x, y0, num_classes, guide=guide) if chunk is None else \
+            generator.generate(x, y0, num_classes, guide=guide, chunk=chunk)
+    return x
+
+
+def default_passes(generator: MetaGenerator) -> int:
+    """The pass count a generator was trained for (recorded by unrolled meta-training), else 1."""
+    return int(getattr(generator, "metadata", {}).get("passes", 1))
 
 
 def task_loss(generator: MetaGenerator, objective: KRRObjective, ipc: int, rng: random.Random,
@@ -44,18 +59,47 @@ def task_loss(generator: MetaGenerator, objective: KRRObjective, ipc: int, rng: 
     return objective.loss(x_s, rng, classes=classes)
 
 
+def unrolled_loss(generator: MetaGenerator, objective: KRRObjective, ipc: int, rng: random.Random, passes: int,
+                  classes=None) -> torch.Tensor:
+    """One training step's loss for a few-pass generator: a seeded X_0 as in task_loss, ``passes``
+    passes applied in turn (synthesize), and the mean over passes of the KRR loss of each pass's
+    output divided by that of X_0.
+
+    One pool network, drawn from ``rng``, scores every pass, so the passes are compared on one
+    scale; dividing by X_0's loss makes tasks of any size and class count weigh alike. Every
+    pass is scored, not only the last, so each pass learns to improve on its input.
+    """
+    num_classes = objective.dataset.num_classes if classes is None else len(classes)
+    x0, _ = sample_init(objective.dataset, ipc, seed=rng.randrange(2**31), classes=classes)
+    y0 = torch.arange(num_classes).repeat_interleave(ipc)
+    net = rng.randrange(objective.pool.size)
+    with torch.no_grad():
+        start = objective.pool_loss(x0, net, classes)
+    x, total = x0, 0.0
+    for _ in range(passes):
+        x = synthesize(generator, objective, x, y0, num_classes, classes=classes)
+        total = total + objective.pool_loss(x, net, classes) / start
+    return total / passes
+
+
 def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: int = 0, chunk: int = 256,
-             method: str = "mgdd", **extra_meta) -> DistilledSet:
+             method: str = "mgdd", passes: int | None = None, **extra_meta) -> DistilledSet:
+    """A distilled set of ``ipc`` images per class: X_0, ``passes`` generator passes (default: as
+    many as the generator was trained for), least-squares labels."""
     dataset = objective.dataset
     check_ipc(dataset, ipc)
     check_channels(generator, dataset)
+    passes = default_passes(generator) if passes is None else passes
+    check_range("passes", passes, 1)
     x0, y0 = sample_init(dataset, ipc, seed)
     generator.to(objective.device).eval()
     t0 = time.perf_counter()
-    x_s = synthesize(generator, objective, x0, y0, dataset.num_classes, chunk=chunk)
+    x_s = synthesize(generator, objective, x0, y0, dataset.num_classes, chunk=chunk, passes=passes)
     t1 = time.perf_counter()
     labels = objective.labels(x_s)
     t2 = time.perf_counter()
     timing = {"generate_seconds": t1 - t0, "label_seconds": t2 - t1}
+    if passes != 1:  # absent means one pass: sets from before the option read the same
+        extra_meta["passes"] = passes
     return DistilledSet(x_s.float().cpu(), labels, distilled_meta(dataset, ipc, method, seed, objective, timing,
                                                                   **extra_meta), dataset.zca)

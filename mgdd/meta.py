@@ -7,6 +7,14 @@ then the meta-update is
 
     reptile:  theta += meta_lr * mean_task(theta'_task - theta)
     fomaml:   theta -= Adam(meta_lr) of mean_task grad L_query(theta'_task)   (first-order MAML)
+    unrolled: theta -= Adam(meta_lr) of mean_task grad L_unrolled(theta)      (no inner loop)
+
+"unrolled" trains the generator for use without adaptation, as a few-pass learned optimiser:
+each task applies ``passes`` passes in turn from X_0, each reading a fresh guide, and the loss
+is the mean over passes of the KRR loss relative to X_0's (generate.unrolled_loss). Its
+gradient runs back through every pass. Why: one pass can do at most what one step along
+its guide does (benchmarks/guide_ceiling.py), so the work of many pixel steps needs passes
+that each see a new gradient.
 
 Tasks are independent, so data-parallel meta-training is exact: under torchrun each rank
 runs the tasks j with j % world_size == rank, the task deltas / gradients are summed with
@@ -25,11 +33,14 @@ import torch.distributed as dist
 
 from .checkpoint import check_finite, load_weights, step_rng
 from .errors import UsageError, check_range
-from .generate import task_loss
+from .generate import task_loss, unrolled_loss
 from .io import write_json
 from .loop import run_resumable
 from .generator import MetaGenerator
 from .objective import KRRObjective
+
+
+ALGORITHMS = ("reptile", "fomaml", "unrolled")
 
 
 # ---------------------------------------------------------------------------- pure updates
@@ -103,11 +114,14 @@ def task_loss_fn(objective: KRRObjective, task: dict):
 def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: int, algorithm: str = "reptile",
                tasks_per_step: int = 4, inner_steps: int = 5, inner_lr: float = 1e-3, meta_lr: float | None = None,
                ipc_range=(1, 50), min_classes: int = 2, seed: int = 0, checkpoint=None, checkpoint_every: int = 10,
-               resume: bool = False, progress: bool = True, log_path=None) -> dict:
-    if algorithm not in ("reptile", "fomaml"):
-        raise UsageError(f"unknown meta algorithm {algorithm!r}; use reptile or fomaml.")
+               resume: bool = False, progress: bool = True, log_path=None, passes: int = 1) -> dict:
+    if algorithm not in ALGORITHMS:
+        raise UsageError(f"unknown meta algorithm {algorithm!r}; use {', '.join(ALGORITHMS)}.")
+    if passes != 1 and algorithm != "unrolled":
+        raise UsageError(f"--passes is for --algorithm unrolled; {algorithm} trains a one-pass generator.")
     meta_lr = meta_lr if meta_lr is not None else (1.0 if algorithm == "reptile" else 1e-3)
-    for name, v in [("meta_steps", meta_steps), ("tasks_per_step", tasks_per_step), ("inner_steps", inner_steps)]:
+    for name, v in [("meta_steps", meta_steps), ("tasks_per_step", tasks_per_step), ("inner_steps", inner_steps),
+                    ("passes", passes)]:
         check_range(name, v, 1)
     check_range("inner_lr", inner_lr, 0, low_open=True)
     check_range("meta_lr", meta_lr, 0, low_open=True)
@@ -124,16 +138,44 @@ def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: in
         raise UsageError(f"--min-classes {min_classes} is more than the {dataset.num_classes} classes of "
                          f"{dataset.name}; use --min-classes <= {dataset.num_classes}.")
     generator.to(objective.device)
-    outer = torch.optim.Adam(generator.parameters(), lr=meta_lr) if algorithm == "fomaml" else None
+    outer = torch.optim.Adam(generator.parameters(), lr=meta_lr) if algorithm != "reptile" else None
     settings = {"algorithm": algorithm, "meta_steps": meta_steps, "tasks_per_step": tasks_per_step,
                 "inner_steps": inner_steps, "inner_lr": inner_lr, "meta_lr": meta_lr, "ipc_range": [lo, hi],
                 "min_classes": min_classes, "seed": seed, "source": dataset.name, "world_size": world}
+    if algorithm == "unrolled":  # no inner loop; the pass count is what generation uses by default
+        del settings["inner_steps"], settings["inner_lr"]
+        settings["passes"] = passes
     # a resume must be the interrupted run: everything but the step count (and world size,
     # which does not change the result) must match
     must_match = {k: v for k, v in settings.items() if k not in ("meta_steps", "world_size")}
     must_match.update(dataset=dataset.identity(), objective=objective.describe(), generator=asdict(generator.config))
 
+    def unrolled_step(s: int) -> dict:
+        params = list(generator.parameters())
+        sums = [torch.zeros_like(p) for p in params]
+        stats = torch.zeros(2, dtype=torch.float64, device=objective.device)  # [loss sum, tasks]
+        for j in range(rank, tasks_per_step, world):
+            task = sample_task(dataset.num_classes, (lo, hi), min_classes, smallest, seed, s, j)
+            loss = unrolled_loss(generator, objective, task["ipc"], step_rng(task["seed"], 0), passes,
+                                 classes=task["classes"])
+            check_finite(loss, s, checkpoint)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            for acc, g in zip(sums, grads):
+                if g is not None:
+                    acc.add_(g)
+            stats += torch.tensor([loss.item(), 1.0], dtype=torch.float64, device=stats.device)
+        sums = all_reduce_sum(sums + [stats])
+        sums, stats = sums[:-1], sums[-1]
+        for p, g in zip(params, sums):
+            p.grad = g / tasks_per_step
+        outer.step()
+        outer.zero_grad(set_to_none=True)
+        # the mean over tasks of (mean over passes of loss / loss at X_0): 1 = no better than X_0
+        return {"relative_loss": (stats[0] / stats[1]).item()}
+
     def step(s: int) -> dict:
+        if algorithm == "unrolled":
+            return unrolled_step(s)
         sums = [torch.zeros_like(p) for p in generator.parameters()]
         stats = torch.zeros(3, dtype=torch.float64, device=objective.device)  # [first loss, last loss, tasks]
         for j in range(rank, tasks_per_step, world):

@@ -89,6 +89,24 @@ def test_krr_pixel_init_flag(tmp_path, tiny_npz, capsys):
     assert code == 2 and "--init" in err and not (tmp_path / "r.safetensors").exists()
 
 
+def test_unrolled_meta_generator_generates_with_its_passes(tmp_path, tiny_npz, capsys):
+    ds = f"npz:{tiny_npz}"
+    code, text, err = run(capsys, "meta-train", "--source", ds, "--algorithm", "unrolled", "--passes", "2",
+                          "--meta-steps", "2", "--tasks-per-step", "1", "--ipc-range", "1,2", "--no-cache",
+                          "--out", str(tmp_path / "U"), *OBJ)
+    assert code == 0, err
+    assert "relative to X_0" in text
+    info = json.loads((tmp_path / "U" / "config.json").read_text())["metadata"]
+    assert info["algorithm"] == "unrolled" and info["passes"] == 2 and "inner_steps" not in info
+    from mgdd.distilled import DistilledSet
+    for extra, passes in [([], 2), (["--passes", "3"], 3)]:
+        out = tmp_path / f"g{passes}.safetensors"
+        code, _, err = run(capsys, "generate", str(tmp_path / "U"), "--dataset", ds, "--ipc", "2", "--out", str(out),
+                           "--no-cache", *extra, *OBJ)
+        assert code == 0, err
+        assert DistilledSet.load(out).meta["passes"] == passes
+
+
 def test_krr_pixel_snapshots_and_resume(tmp_path, tiny_npz, capsys):
     out = tmp_path / "k.safetensors"
     args = ["baseline", "krr-pixel", "--dataset", f"npz:{tiny_npz}", "--ipc", "2", "--steps", "6",

@@ -61,9 +61,11 @@ def tiny_generator():
     return MetaGenerator(GeneratorConfig(channels=1, width=8, stem_width=4, blocks=1, context_dim=4, dilations=[1]))
 
 
-@pytest.mark.parametrize("algorithm", ["reptile", "fomaml"])
+@pytest.mark.parametrize("algorithm", ["reptile", "fomaml", "unrolled"])
 def test_meta_train_runs_and_resumes_identically(tmp_path, tiny_objective, algorithm):
     kw = dict(algorithm=algorithm, tasks_per_step=2, inner_steps=2, inner_lr=3e-3, ipc_range=(1, 3), progress=False)
+    if algorithm == "unrolled":
+        kw.update(passes=2)
     a = tiny_generator()
     log = meta_train(a, tiny_objective, 4, **kw)
     assert len(log["history"]) == 4
@@ -77,6 +79,73 @@ def test_meta_train_runs_and_resumes_identically(tmp_path, tiny_objective, algor
     meta_train(c, tiny_objective, 4, checkpoint=ck, resume=True, **kw)
     for k, v in a.state_dict().items():
         torch.testing.assert_close(c.state_dict()[k], v, rtol=1e-6, atol=1e-7)
+
+
+def unrolled_reference(gen, objective, task, passes):
+    """The unrolled loss written out: passes in turn, each guide a constant input, one network,
+    each pass's KRR loss over X_0's, averaged."""
+    from mgdd.checkpoint import step_rng
+    from mgdd.data import sample_init
+    from mgdd.generate import GUIDE_NETS
+    rng = step_rng(task["seed"], 0)
+    classes, ipc = task["classes"], task["ipc"]
+    x, _ = sample_init(objective.dataset, ipc, seed=rng.randrange(2**31), classes=classes)
+    y = torch.arange(len(classes)).repeat_interleave(ipc)
+    net = rng.randrange(objective.pool.size)
+    start = objective.pool_loss(x, net, classes).detach()
+    losses = []
+    for _ in range(passes):
+        guide = objective.guide(x.detach(), classes=classes, nets=GUIDE_NETS)
+        x = gen(x, y, len(classes), guide=guide)
+        losses.append(objective.pool_loss(x, net, classes) / start)
+    return torch.stack(losses).mean()
+
+
+def test_unrolled_meta_step_is_adam_on_the_unrolled_loss(tiny_objective):
+    from mgdd.meta import sample_task
+    smallest = min(tiny_objective.dataset.class_counts())
+    a = tiny_generator()
+    with torch.no_grad():
+        a.out.weight.normal_(0, 0.05)  # not the identity, so every pass changes its input
+    ref = copy.deepcopy(a)
+    meta_train(a, tiny_objective, 1, algorithm="unrolled", passes=3, tasks_per_step=2, ipc_range=(1, 3),
+               meta_lr=1e-2, progress=False)
+    tasks = [sample_task(tiny_objective.dataset.num_classes, (1, 3), 2, smallest, 0, 0, j) for j in range(2)]
+    loss = sum(unrolled_reference(ref, tiny_objective, t, 3) for t in tasks) / 2
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(a.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_passes_apply_the_generator_in_turn_with_fresh_guides(tiny_objective):
+    from mgdd.data import sample_init
+    from mgdd.generate import GUIDE_NETS, default_passes, generate, synthesize
+    gen = tiny_generator()
+    with torch.no_grad():
+        gen.out.weight.normal_(0, 0.05)
+    x0, y0 = sample_init(tiny_objective.dataset, 2, seed=1)
+    x = x0
+    for _ in range(3):
+        x = gen(x, y0, 3, guide=tiny_objective.guide(x, nets=GUIDE_NETS))
+    with torch.no_grad():
+        torch.testing.assert_close(synthesize(gen, tiny_objective, x0, y0, 3, passes=3), x)
+        torch.testing.assert_close(synthesize(gen, tiny_objective, x0, y0, 3, chunk=4, passes=3), x,
+                                   rtol=1e-5, atol=1e-6)
+    # generation defaults to the passes the generator records; a set says how many it got
+    assert default_passes(gen) == 1
+    gen.metadata = {"passes": 3}
+    three = generate(gen, tiny_objective, 2, seed=1)
+    torch.testing.assert_close(three.images, x.detach(), rtol=1e-5, atol=1e-6)
+    assert three.meta["passes"] == 3 and "passes" not in generate(gen, tiny_objective, 2, seed=1, passes=1).meta
+
+
+def test_passes_need_the_unrolled_algorithm(tiny_objective):
+    from mgdd.errors import UsageError
+    with pytest.raises(UsageError, match="unrolled"):
+        meta_train(tiny_generator(), tiny_objective, 1, algorithm="reptile", passes=2, progress=False)
 
 
 def test_torchrun_two_processes_match_single(tmp_path, tiny_npz):
