@@ -12,9 +12,9 @@ then the meta-update is
 "unrolled" trains the generator for use without adaptation, as a few-pass learned optimiser:
 each task applies ``passes`` passes in turn from X_0, each reading a fresh guide, and the loss
 is the mean over passes of the KRR loss relative to X_0's (generate.unrolled_loss). Its
-gradient runs back through every pass. Why: one pass can do at most what one step along
-its guide does (benchmarks/guide_ceiling.py), so the work of many pixel steps needs passes
-that each see a new gradient.
+gradient runs back through every pass. Why: on an unseen target the best single step along
+the guide is worth only 2-10 pixel steps (benchmarks/guide_ceiling.py), so the work of many
+pixel steps needs passes that each see a new gradient.
 
 Tasks are independent, so data-parallel meta-training is exact: under torchrun each rank
 runs the tasks j with j % world_size == rank, the task deltas / gradients are summed with
