@@ -206,3 +206,23 @@ def test_protocol_calibration_counts_agreeing_pairs():
     (row,) = cal.calibrate(cells)
     assert row["cells"] == 3 and row["pairs"][0.0] == (3, 2) and row["pairs"][1.0] == (2, 2)
     assert row["rho"] == pytest.approx(0.5)
+
+
+def test_resume_with_another_shipped_generator_is_refused(tmp_path, monkeypatch):
+    """The mgdd cells are the shipped generator's: a resume after it changed would mix two
+    generators in one table."""
+    from mgdd import bench, pipeline
+    from mgdd.errors import UsageError
+    from mgdd.generator import GeneratorConfig, MetaGenerator
+
+    _tiny_preset(tmp_path, monkeypatch, snapshot=2, adapt_steps=1)
+    out = tmp_path / "bench"
+    bench.Bench("tiny", out).run()
+    recorded = json.loads((out / "run.json").read_text())["meta_generator"]
+    assert recorded["name"] == pipeline.SHIPPED[1] and len(recorded["sha256"]) == 64
+    bench.Bench("tiny", out, resume=True).run()  # the same generator resumes
+    other = tmp_path / "pretrained" / "meta-mnist"
+    MetaGenerator(GeneratorConfig(channels=1)).save_pretrained(other)
+    monkeypatch.setattr(pipeline, "PRETRAINED_DIR", tmp_path / "pretrained")
+    with pytest.raises(UsageError, match="another shipped meta generator"):
+        bench.Bench("tiny", out, resume=True).run()

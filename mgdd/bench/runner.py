@@ -14,6 +14,7 @@ where it stopped, and the report (report.py) is rewritten after every cell.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -30,7 +31,7 @@ from ..generate import generate
 from ..generator import MetaGenerator
 from ..io import write_json
 from ..objective import FreshObjective, KRRObjective
-from ..pipeline import adapted_generator
+from ..pipeline import adapted_generator, default_meta_generator
 from .cells import CellStore, pass_seconds, set_digest, timed
 from .presets import VARIANTS, cross_sources, get_preset
 from .report import machine, write_report
@@ -81,10 +82,25 @@ class Bench:
         if changed:
             raise UsageError(f"{self.out} was made with other {self.preset} settings ({', '.join(changed)}); "
                              "use a new --out, or --force to start over.")
+        # the mgdd cells are the shipped generator's: another one (a new release) would mix two
+        # generators in one table (records from before this field carry none and are not checked)
+        old_gen = json.loads(record.read_text()).get("meta_generator")
+        new_gen = self.meta_generator_record()
+        if old_gen is not None and old_gen != new_gen:
+            raise UsageError(f"{self.out} was made with another shipped meta generator ({old_gen.get('name')}, "
+                             f"sha256 {str(old_gen.get('sha256'))[:12]}); use a new --out, or --force to start over.")
+
+    def meta_generator_record(self) -> dict | None:
+        """Which shipped meta generator the mgdd cells adapt: its folder name and weights digest."""
+        path = default_meta_generator(self.dataset.channels)
+        if path is None:
+            return None
+        digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
+        return {"name": path.name, "sha256": digest}
 
     def run_record(self) -> dict:
         return {"preset": self.preset, "config": self.cfg.as_dict(), "dataset": self.dataset.describe(),
-                "machine": machine(), "seed": self.seed,
+                "meta_generator": self.meta_generator_record(), "machine": machine(), "seed": self.seed,
                 "command": "mgdd " + " ".join(sys.argv[1:]) if sys.argv else ""}
 
     def cell(self, name: str, fn):
