@@ -1,0 +1,171 @@
+"""Amortise the iterative method (issue #16): train the generator towards krr-pixel's solutions.
+
+    python benchmarks/amortised_teacher.py bank  --source mnist --tasks 40 --steps 100 --out runs/teacher-bank
+    python benchmarks/amortised_teacher.py train --bank runs/teacher-bank --steps 400 --holdout 10 --out runs/meta-amortised
+    python benchmarks/amortised_teacher.py missing --bank runs/teacher-bank --generators meta,GEN,...
+
+`bank` makes the teachers: for task i, X_0 = the seeded real images (seed 1000 + i, every class,
+IPC cycling through --ipcs) and X* = krr-pixel from that X_0 (the default objective of the
+source, Adam lr 0.03, --steps steps). Each task is one file (X_0, the generator's guide at X_0,
+X*), written when finished, so an interrupted bank resumes.
+
+`train` fits a one-pass generator (from scratch: zero-initialised, the identity) so that
+G(X_0, guide(X_0)) lands on X*: the loss is ||G - X*||^2 / ||X_0 - X*||^2, the fraction of the
+teacher's change still missing, averaged over a few tasks per step. Guides are cached in the
+bank, so a training step is one generator forward and backward: thousands of steps cost
+minutes, where a KRR-loss meta-step costs seconds. The result is a generator folder that
+`benchmarks/unrolled_compare.py GEN --passes 1` scores on Fashion-MNIST (never a source).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mgdd.baselines import krr_pixel  # noqa: E402
+from mgdd.data import load_dataset, sample_init  # noqa: E402
+from mgdd.generate import GUIDE_NETS  # noqa: E402
+from mgdd.generator import GeneratorConfig, MetaGenerator  # noqa: E402
+from mgdd.io import load_tensors, save_tensors, write_json, read_json  # noqa: E402
+from mgdd.objective import KRRObjective  # noqa: E402
+
+
+def make_bank(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(args.source)
+    obj = KRRObjective(dataset)
+    ipcs = [int(i) for i in args.ipcs.split(",")]
+    write_json(out / "bank.json", {"source": args.source, "ipcs": ipcs, "teacher_steps": args.steps, "lr": args.lr,
+                                   "objective": obj.describe(), "command": " ".join(sys.argv)}, force=True)
+    for i in range(args.tasks):
+        path = out / f"task{i:04d}.safetensors"
+        if path.exists():
+            continue
+        ipc, seed = ipcs[i % len(ipcs)], 1000 + i
+        t0 = time.perf_counter()
+        teacher = krr_pixel(obj, ipc, args.steps, lr=args.lr, seed=seed, progress=False)
+        x0, y0 = sample_init(dataset, ipc, seed)
+        guide = obj.guide(x0, nets=GUIDE_NETS)
+        with torch.no_grad():
+            start, end = obj.loss(x0, random.Random(0)), obj.loss(teacher.images, random.Random(0))
+        save_tensors(path, {"x0": x0.contiguous(), "y0": y0.contiguous(), "guide": guide.contiguous(),
+                            "xstar": teacher.images.contiguous()},
+                     {"ipc": str(ipc), "seed": str(seed), "seconds": f"{time.perf_counter() - t0:.2f}",
+                      "loss_x0": f"{float(start):.6g}", "loss_xstar": f"{float(end):.6g}"})
+        print(f"task {i}: ipc {ipc} seed {seed} loss {float(start):.4g} -> {float(end):.4g} "
+              f"({time.perf_counter() - t0:.1f} s)", flush=True)
+
+
+def load_bank(folder) -> list:
+    tasks = []
+    for p in sorted(Path(folder).glob("task*.safetensors")):
+        tensors, _ = load_tensors(p)
+        tasks.append(tensors)
+    if not tasks:
+        raise SystemExit(f"no tasks in {folder}; run `bank` first.")
+    return tasks
+
+
+def missing_fraction(gen, t) -> torch.Tensor:
+    """||G(X_0, guide) - X*||^2 / ||X_0 - X*||^2: the fraction of the teacher's change still missing."""
+    x = gen(t["x0"], t["y0"], int(t["y0"].max()) + 1, guide=t["guide"])
+    return (x - t["xstar"]).pow(2).sum() / (t["x0"] - t["xstar"]).pow(2).sum()
+
+
+@torch.no_grad()
+def missing(gen, tasks) -> float:
+    return sum(float(missing_fraction(gen, t)) for t in tasks) / len(tasks) if tasks else float("nan")
+
+
+def train(args) -> None:
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    tasks = load_bank(args.bank)
+    bank = read_json(Path(args.bank) / "bank.json")
+    # the last --holdout tasks are never trained on: their missing fraction says whether the
+    # map from (X_0, guide) to X* generalises to new initialisations of the source
+    held, tasks = tasks[len(tasks) - args.holdout:] if args.holdout else [], tasks[:len(tasks) - args.holdout]
+    gen = MetaGenerator(GeneratorConfig(channels=tasks[0]["x0"].shape[1]))
+    opt = torch.optim.Adam(gen.parameters(), lr=args.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
+    t0, history = time.perf_counter(), []
+    for step in range(args.steps):
+        total = 0.0
+        for _ in range(args.tasks_per_step):
+            total = total + missing_fraction(gen, tasks[rng.randrange(len(tasks))])
+        loss = total / args.tasks_per_step
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append(loss.item())
+        if step % 50 == 0 or step == args.steps - 1:
+            recent = sum(history[-50:]) / len(history[-50:])
+            print(f"step {step}: missing fraction {recent:.4f}, held out {missing(gen, held):.4f} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    meta = {"kind": "meta generator", "source": bank["source"], "algorithm": "amortised",
+            "passes": 1, "ipc_range": [min(bank["ipcs"]), max(bank["ipcs"])],
+            "teacher": {k: bank[k] for k in ("teacher_steps", "lr", "ipcs")}, "bank_tasks": len(tasks), "held_out_tasks": len(held),
+            "held_out_missing_fraction": missing(gen, held) if held else None,
+            "objective": bank["objective"], "meta_steps": args.steps, "tasks_per_step": args.tasks_per_step,
+            "meta_lr": args.lr, "seed": args.seed, "seconds": time.perf_counter() - t0,
+            "final_missing_fraction": sum(history[-50:]) / len(history[-50:]), "command": " ".join(sys.argv)}
+    gen.save_pretrained(args.out, metadata=meta, force=True)
+    print(json.dumps({k: meta[k] for k in ("seconds", "final_missing_fraction", "held_out_missing_fraction")}))
+
+
+def score(args) -> None:
+    """The missing fraction of one pass of each generator on the bank's last --holdout tasks."""
+    from mgdd.pipeline import load_generator
+    tasks = load_bank(args.bank)[-args.holdout:]
+    rows = {}
+    for source in args.generators.split(","):
+        gen, origin = load_generator(source, tasks[0]["x0"].shape[1])
+        gen.eval()
+        rows[origin] = missing(gen, tasks)
+        print(f"{origin}: {rows[origin]:.4f}", flush=True)
+    if args.out:
+        write_json(args.out, {"command": " ".join(["python", *sys.argv]), "held_out_tasks": len(tasks),
+                              "missing_fraction": rows}, force=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bank")
+    b.add_argument("--source", default="mnist")
+    b.add_argument("--tasks", type=int, default=40)
+    b.add_argument("--ipcs", default="1,2,5,10,20")
+    b.add_argument("--steps", type=int, default=100)
+    b.add_argument("--lr", type=float, default=0.03)
+    b.add_argument("--out", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--bank", required=True)
+    t.add_argument("--steps", type=int, default=3000)
+    t.add_argument("--tasks-per-step", type=int, default=2)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--holdout", type=int, default=0, help="tasks kept out of training, to measure generalisation")
+    t.add_argument("--out", required=True)
+    m = sub.add_parser("missing")
+    m.add_argument("--bank", required=True)
+    m.add_argument("--generators", default="meta")
+    m.add_argument("--holdout", type=int, default=10)
+    m.add_argument("--out")
+    args = ap.parse_args()
+    {"bank": make_bank, "train": train, "missing": score}[args.cmd](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
