@@ -635,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_meta_train)
 
     s = sub.add_parser("bench", help="benchmark mgdd against every baseline: accuracy vs time")
-    s.add_argument("--preset", default="quick", help="quick | fmnist")
+    s.add_argument("--preset", default="quick", help="quick | fmnist | digits28")
     _add_out(s, "results folder")
     s.add_argument("--data-dir", default=None)
     s.add_argument("--resume", action="store_true", help="reuse finished cells in --out")

@@ -260,3 +260,14 @@ def test_amortised_teacher_bank_and_training(tmp_path, monkeypatch):
     gen = MetaGenerator.from_pretrained(tmp_path / "gen")
     assert gen.metadata["algorithm"] == "amortised" and gen.metadata["passes"] == 1
     assert am.missing(gen, tasks) < 0.99
+
+
+def test_second_target_preset_upsamples_digits(tmp_path):
+    """digits28 (issue #16's second target) benches digits at the meta generators' 28 x 28."""
+    from mgdd.bench import Bench, PRESETS
+
+    b = Bench("digits28", tmp_path / "out")
+    assert tuple(b.dataset.train_x.shape[1:]) == (1, 28, 28)
+    assert b.run_record()["config"]["image_size"] == 28
+    # a run recorded before the field existed (no image_size) resumes as a native-size run
+    assert PRESETS["fmnist"].image_size is None

@@ -55,7 +55,7 @@ class Bench:
     @property
     def dataset(self):
         if self._dataset is None:
-            self._dataset = load_dataset(self.cfg.dataset, self.data_dir)
+            self._dataset = load_dataset(self.cfg.dataset, self.data_dir, image_size=self.cfg.image_size)
         return self._dataset
 
     def _start(self) -> None:
