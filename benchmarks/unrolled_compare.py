@@ -4,7 +4,8 @@
                                           [--out results/extra/unrolled]
 
 GENERATOR is a folder from `mgdd meta-train --algorithm unrolled` (never trained on
-Fashion-MNIST). With the default objective and the bench's seeded X_0 (seed 0), this makes and
+Fashion-MNIST), or any other generator folder (benchmarks/amortised_teacher.py's, say; its
+sets keep the "unrolled-pP" names). --no-krr skips the krr-pixel run. With the default objective and the bench's seeded X_0 (seed 0), this makes and
 scores, with no adaptation (K = 0):
 - random+ls (X_0 itself) and the shipped meta generator (one pass);
 - the unrolled generator at each pass count in --passes;
