@@ -85,6 +85,9 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     # re-timing re-runs every timed stage, checks it rebuilds the evaluated sets, keeps accuracies
     retimed = Bench("quick", out, resume=True).retime()
     assert retimed["retimed"]["cells"] > 0 and "Timings re-measured" in (out / "results.md").read_text()
+    # the moments are re-measured cold too, so a first build that read a partial cache is not the figure
+    features = json.loads((out / "cells" / "features.json").read_text())
+    assert features["retimed"]["previous_seconds"] == r["features"]["seconds"] and features["seconds"] > 0
     for ipc, row in retimed["accuracy"].items():
         for m in ("random+ls", "mgdd", "scratch"):
             assert row[m]["mean"] == r["accuracy"][ipc][m]["mean"]
