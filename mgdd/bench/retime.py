@@ -17,11 +17,9 @@ import torch
 from ..baselines import coreset, krr_pixel, random_ls, random_real
 from ..distilled import DistilledSet
 from ..errors import UsageError
-from ..features import FeatureConfig
 from ..generate import generate
 from ..generator import MetaGenerator
 from ..io import read_json, write_json
-from ..objective import KRRObjective
 from .cells import pass_seconds, read_cells, set_digest, timed
 from .presets import VARIANTS
 
@@ -75,8 +73,7 @@ def retime(bench) -> dict:
     # the feature moments, computed cold (no cache read or written), checked against the ones
     # every cell used; a resumed run's first build may have read part of them from its cache
     _note("features")
-    cold = KRRObjective(bench.dataset, FeatureConfig(**bench.cfg.feature), bench.cfg.pool_size, seed=seed,
-                        lam=bench.cfg.lam, ridge=bench.cfg.ridge, cache=False)
+    cold = bench.make_objective(cache=False)
     for a, b in zip(cold.moments, obj.moments):
         if not (torch.allclose(a.gram, b.gram, rtol=1e-6, atol=1e-9) and torch.allclose(a.sums, b.sums, rtol=1e-6,
                                                                                         atol=1e-9)):

@@ -75,7 +75,8 @@ class Bench:
         record = self.out / "run.json"
         if not (self.resume and record.is_file()):
             return
-        old = json.loads(record.read_text()).get("config", {})
+        recorded = json.loads(record.read_text())
+        old = recorded.get("config", {})
         new = json.loads(json.dumps(self.cfg.as_dict()))
         changed = sorted(k for k in set(old) | set(new)
                          if k not in self.cfg.CELL_LISTS and old.get(k) != new.get(k))
@@ -84,7 +85,7 @@ class Bench:
                              "use a new --out, or --force to start over.")
         # the mgdd cells are the shipped generator's: another one (a new release) would mix two
         # generators in one table (records from before this field carry none and are not checked)
-        old_gen = json.loads(record.read_text()).get("meta_generator")
+        old_gen = recorded.get("meta_generator")
         new_gen = self.meta_generator_record()
         if old_gen is not None and old_gen != new_gen:
             raise UsageError(f"{self.out} was made with another shipped meta generator ({old_gen.get('name')}, "
@@ -110,12 +111,16 @@ class Bench:
         if self._objective is None:
             # $MGDD_CACHE when set, else a cache inside the results folder
             cache_dir = None if os.environ.get("MGDD_CACHE") else self.out / "cache"
-            obj = KRRObjective(self.dataset, FeatureConfig(**self.cfg.feature), self.cfg.pool_size,
-                               seed=self.seed, lam=self.cfg.lam, ridge=self.cfg.ridge, cache_dir=cache_dir)
+            obj = self.make_objective(cache_dir=cache_dir)
             # the first (cold) computation is the one recorded; a resumed run reads the disk cache
             self.features = self.cell("features", lambda: {"seconds": obj.build_seconds, "objective": obj.describe()})
             self._objective = obj
         return self._objective
+
+    def make_objective(self, **kwargs) -> KRRObjective:
+        """The preset's objective, built (``kwargs``: cache options) rather than the shared one."""
+        return KRRObjective(self.dataset, FeatureConfig(**self.cfg.feature), self.cfg.pool_size, seed=self.seed,
+                            lam=self.cfg.lam, ridge=self.cfg.ridge, **kwargs)
 
     def fresh_objective(self) -> KRRObjective:
         """The same objective, RFAD-style: a new random network and real batches every step."""
