@@ -7,7 +7,9 @@ GENERATOR is a folder from `mgdd meta-train --algorithm unrolled` (never trained
 Fashion-MNIST), or any other generator folder (benchmarks/amortised_teacher.py's, say; its
 sets keep the "unrolled-pP" names). --no-krr skips the krr-pixel run. With the default objective and the bench's seeded X_0 (seed 0), this makes and
 scores, with no adaptation (K = 0):
-- random+ls (X_0 itself) and the shipped meta generator (one pass);
+- random+ls (X_0 itself) and a reference generator at its own pass count (--reference; by
+  default the one-pass Reptile generator that shipped when these tables were made, kept in
+  results/extra/meta-reptile: its cells keep their first name, "shipped-k0");
 - the unrolled generator at each pass count in --passes;
 - krr-pixel from the same X_0 (Adam lr 0.03), snapshotted at the step counts whose time equals
   the unrolled generator's time at its trained pass count, and 22x that time (the paper's
@@ -42,6 +44,8 @@ from mgdd.pipeline import load_generator  # noqa: E402
 from mgdd.checkpoint import step_rng  # noqa: E402
 from mgdd.bench.presets import TARGET_SPEEDUP  # noqa: E402
 
+REPTILE = (ROOT / "results" / "extra" / "meta-reptile").resolve()
+
 
 def pixel_step_seconds(obj, ipc: int, steps: int = 10) -> float:
     """Mean seconds of a krr-pixel step from the bench's X_0 (after one warm-up step)."""
@@ -67,6 +71,8 @@ def main() -> int:
     ap.add_argument("--score", default="all",
                     help="comma list of set-name prefixes to evaluate (others are listed with their time only)")
     ap.add_argument("--out", default=str(ROOT / "results" / "extra" / "unrolled"))
+    ap.add_argument("--reference", default=str(REPTILE),
+                    help="the generator the rows are compared with: a folder, or meta (the shipped one)")
     ap.add_argument("--no-krr", action="store_true",
                     help="skip the krr-pixel run (its step counts are still computed from the timings)")
     args = ap.parse_args()
@@ -76,7 +82,9 @@ def main() -> int:
     dataset = load_dataset("fashion-mnist")
     obj = KRRObjective(dataset)
     gen, origin = load_generator(args.generator, dataset.channels)
-    shipped, shipped_origin = load_generator("meta", dataset.channels)
+    shipped, shipped_origin = load_generator(args.reference, dataset.channels)
+    # cells are cached by name: another reference must not reuse the Reptile generator's cells
+    ref = "shipped" if Path(args.reference).resolve() == REPTILE else Path(args.reference).name
     trained = int(gen.metadata.get("passes", 1))
     passes = [int(p) for p in args.passes.split(",")]
     ipc = args.ipc
@@ -85,7 +93,7 @@ def main() -> int:
     generate(gen, obj, ipc, seed=0, passes=1)
     sets = {f"random+ls-ipc{ipc}": (random_ls(obj, ipc, 0), 0.0)}
     ds = generate(shipped, obj, ipc, seed=0)
-    sets[f"shipped-k0-ipc{ipc}"] = (ds, ds.meta["timing"]["generate_seconds"])
+    sets[f"{ref}-k0-ipc{ipc}"] = (ds, ds.meta["timing"]["generate_seconds"])
     for p in passes:
         ds = generate(gen, obj, ipc, seed=0, passes=p)
         sets[f"unrolled-p{p}-ipc{ipc}"] = (ds, ds.meta["timing"]["generate_seconds"])

@@ -511,7 +511,7 @@ def cmd_bench(args):
     from .bench import Bench, check_finished, rebuild
     out = _folder_out(args)
     if args.report:
-        if args.force or args.resume or args.retime:
+        if args.force or args.resume or args.retime or args.new_generator:
             raise UsageError("--report rebuilds the report of the run in --out and takes no other mode.")
         if not (out / "cells").is_dir():
             raise UsageError(f"{out} holds no bench cells to report on.")
@@ -521,8 +521,10 @@ def cmd_bench(args):
             raise UsageError("--retime re-measures a finished run and cannot be combined with --force.")
         if args.retime:
             check_finished(out)  # before any folder is made
+        if args.new_generator and (args.retime or args.force):
+            raise UsageError("--new-generator goes with --resume only (not --retime or --force).")
         b = Bench(args.preset, out, data_dir=args.data_dir, resume=args.resume or args.retime, force=args.force,
-                  seed=args.seed, progress=_progress(args))
+                  seed=args.seed, progress=_progress(args), new_generator=args.new_generator)
         b.retime() if args.retime else b.run()
     print((out / "results.md").read_text())
     print(f"wrote {out}/results.json, results.md, plots/")
@@ -639,6 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_out(s, "results folder")
     s.add_argument("--data-dir", default=None)
     s.add_argument("--resume", action="store_true", help="reuse finished cells in --out")
+    s.add_argument("--new-generator", action="store_true",
+                   help="with --resume, when the shipped meta generator changed: set its cells (mgdd-*, "
+                        "unseen-*) aside under OUT/superseded/ and redo them; the other cells stand")
     s.add_argument("--retime", action="store_true",
                    help="re-measure every timed stage of the finished run in --out on this machine, keeping its "
                         "evaluations (each set is checked to rebuild bit-identically)")

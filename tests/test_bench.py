@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +18,7 @@ def _tiny_preset(tmp_path, monkeypatch, snapshot, adapt_steps):
     from mgdd import bench
 
     monkeypatch.setenv("MGDD_CACHE", str(tmp_path / "cache"))
-    cfg = replace(bench.PRESETS["quick"], ipcs=[1], krr_snapshots={"1": [snapshot]}, k_sweep=[], runs=1,
+    cfg = replace(bench.PRESETS["quick"], ipcs=[1], krr_snapshots={"1": [snapshot]}, k_sweep=[], pass_sweep=[], runs=1,
                   eval_epochs=2, adapt_steps=adapt_steps, cross_ipc=1, unseen={"adapt": [1], "generate": 99})
     monkeypatch.setitem(bench.PRESETS, "tiny", cfg)
     return cfg
@@ -57,6 +58,18 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     assert DistilledSet.load(out / "sets" / "krr-fresh-ipc5-step4.safetensors").meta["objective"]["mode"] == "fresh"
     assert "krr-fresh" in (out / "results.md").read_text()
     assert saved["unseen"]["ipc"] == 5 and saved["unseen"]["adapt_ipcs"] == [1]
+    # the pass sweep: the shipped generator unadapted at its own pass count (the K = 0 row) and at 2
+    from mgdd.generate import default_passes
+    from mgdd.generator import MetaGenerator
+    from mgdd.pipeline import default_meta_generator
+    own = default_passes(MetaGenerator.from_pretrained(default_meta_generator(1)))
+    by_p = {p["passes"]: p for p in saved["accuracy"]["5"]["by_passes"]}
+    assert sorted(by_p) == sorted({own, 2}) and by_p[own]["own"] and (own == 2 or not by_p[2]["own"])
+    assert by_p[own]["mgdd"] == saved["accuracy"]["5"]["by_k"][0]["mgdd"]
+    shipped, two = (DistilledSet.load(out / "sets" / f"{n}-ipc5.safetensors") for n in ("mgdd-k0", "mgdd-k0-p2"))
+    assert two.meta["passes"] == 2 and shipped.meta.get("passes", 1) == own
+    assert own == 2 or not torch.equal(shipped.images, two.images)
+    assert two.meta["timing"]["generate_seconds"] > 0 and "by pass count" in (out / "results.md").read_text()
     assert saved["machine"]["cpus"] >= 1 and "protocol" in saved
     assert "| IPC |" in (out / "results.md").read_text()
     assert saved["bench_cost"]["cells_timed"] > 0 and saved["bench_cost"]["cells_untimed"] == 0
@@ -95,6 +108,7 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     assert cell["retimed"]["previous_seconds"] == r["accuracy"]["5"]["mgdd"]["seconds"]
     assert cell["seconds"] == retimed["accuracy"]["5"]["mgdd"]["seconds"]
     assert json.loads((out / "cells" / "krr-fresh-ipc5-step4.json").read_text())["retimed"]["verified"]
+    assert json.loads((out / "cells" / "mgdd-k0-p2-ipc5.json").read_text())["retimed"]["verified"]
     assert retimed["retimed"]["unverified"] == []
     # a set no longer on disk is checked against the digest its cell recorded; lost generator
     # weights leave the adaptation unchecked but its generated sets are still checked
@@ -229,6 +243,49 @@ def test_resume_with_another_shipped_generator_is_refused(tmp_path, monkeypatch)
     monkeypatch.setattr(pipeline, "PRETRAINED_DIR", tmp_path / "pretrained")
     with pytest.raises(UsageError, match="another shipped meta generator"):
         bench.Bench("tiny", out, resume=True).run()
+
+
+def test_resume_with_a_new_generator_redoes_only_its_cells(tmp_path, monkeypatch):
+    """--new-generator: the old generator's cells are set aside (kept, not overwritten) and redone
+    with the new one, a few-pass generator generates with its passes, the other cells stand."""
+    import torch
+
+    from mgdd import bench, pipeline
+    from mgdd.distilled import DistilledSet
+    from mgdd.errors import UsageError
+    from mgdd.generator import GeneratorConfig, MetaGenerator
+
+    _tiny_preset(tmp_path, monkeypatch, snapshot=2, adapt_steps=1)
+    out = tmp_path / "bench"
+    bench.Bench("tiny", out).run()
+    old_digest = json.loads((out / "run.json").read_text())["meta_generator"]["sha256"]
+    before = {p.name: p.read_text() for p in (out / "cells").glob("*.json")}
+    old_mgdd = DistilledSet.load(out / "sets" / "mgdd-ipc1.safetensors")
+    torch.manual_seed(3)
+    MetaGenerator(GeneratorConfig(channels=1)).save_pretrained(tmp_path / "pretrained" / "meta-mnist",
+                                                               metadata={"passes": 2})
+    monkeypatch.setattr(pipeline, "PRETRAINED_DIR", tmp_path / "pretrained")
+    with pytest.raises(UsageError, match="--new-generator"):
+        bench.Bench("tiny", out, resume=True).run()
+    with pytest.raises(UsageError, match="--resume"):
+        bench.Bench("tiny", out, new_generator=True)
+    bench.Bench("tiny", out, resume=True, new_generator=True).run()
+    aside = out / "superseded" / old_digest[:12]
+    assert json.loads((aside / "cells" / "mgdd-ipc1.json").read_text()) == json.loads(before["mgdd-ipc1.json"])
+    assert torch.equal(DistilledSet.load(aside / "sets" / "mgdd-ipc1.safetensors").images, old_mgdd.images)
+    assert (aside / "sets" / "mgdd-generator" / "model.safetensors").is_file()
+    after = {p.name: p.read_text() for p in (out / "cells").glob("*.json")}
+    for name, text in before.items():  # baselines, krr curve and scratch untouched; mgdd cells redone
+        assert (after[name] == text) != name.startswith(("mgdd-", "unseen-")), name
+    new = DistilledSet.load(out / "sets" / "mgdd-ipc1.safetensors")
+    assert new.meta["passes"] == 2 and not torch.equal(new.images, old_mgdd.images)
+    assert json.loads((out / "cells" / "mgdd-adapt.json").read_text())["passes"] == 2
+    assert json.loads((out / "run.json").read_text())["meta_generator"]["sha256"] != old_digest
+    # the same generator again: a plain resume, nothing set aside or redone
+    after = {p.name: p.read_text() for p in (out / "cells").glob("*.json")}
+    bench.Bench("tiny", out, resume=True, new_generator=True).run()
+    assert {p.name: p.read_text() for p in (out / "cells").glob("*.json")} == after
+    assert [p.name for p in (out / "superseded").iterdir()] == [old_digest[:12]]
 
 
 def test_amortised_teacher_bank_and_training(tmp_path, monkeypatch):

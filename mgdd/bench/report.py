@@ -64,6 +64,13 @@ def summarise(cells: dict, cfg: dict, done, run: dict) -> dict:
             if fresh:
                 p["acceleration_fresh"] = _acceleration(fresh, p["mgdd"])
         row["by_k"] = few
+        # the shipped generator unadapted at each pass count: its own count (the K = 0 row) and pass_sweep's
+        if cfg.get("pass_sweep") and "mgdd-k0-adapt" in cells:
+            own = cells["mgdd-k0-adapt"].get("passes", 1)
+            by_p = {own: point(cells[f"mgdd-k0-ipc{ipc}"])} if f"mgdd-k0-ipc{ipc}" in cells else {}
+            by_p.update({p: point(cells[f"mgdd-k0-p{p}-ipc{ipc}"]) for p in cfg["pass_sweep"]})
+            row["by_passes"] = [{"passes": p, "own": p == own, "mgdd": by_p[p], "acceleration": _acceleration(curve, by_p[p])}
+                                for p in sorted(by_p)]
         acc[str(ipc)] = row
     un = cfg["unseen"]
     unseen = cells.get(f"unseen-ipc{un['generate']}")
@@ -168,6 +175,19 @@ def markdown(r: dict) -> str:
                              f"{100 * (p['mgdd']['mean'] - p['scratch']['mean']):+.2f} | "
                              f"{p['mgdd']['seconds']:.1f} | {_ratio_text(p['acceleration'])} | "
                              f"{_at22_text(p['acceleration'])} |")
+    pass_rows = [(ipc, r["accuracy"][str(ipc)]["by_passes"]) for ipc in ipcs if "by_passes" in r["accuracy"][str(ipc)]]
+    if pass_rows:
+        lines += ["", "## The shipped generator by pass count (K = 0)", "",
+                  "No adaptation: X_0, P generator passes (each reading a fresh guide), label solve. The pass "
+                  "count the generator was meta-trained for is marked *; it is the K = 0 row above. "
+                  "Time = generation + label solve.", "",
+                  f"| IPC | passes | mgdd % | mgdd s | acceleration vs krr-pixel | krr-pixel % at {TARGET_SPEEDUP}x mgdd time |",
+                  "|---|---|---|---|---|---|"]
+        for ipc, rows in pass_rows:
+            for p in rows:
+                lines.append(f"| {ipc} | {p['passes']}{' *' if p['own'] else ''} | {pct(p['mgdd'])} | "
+                             f"{p['mgdd']['seconds']:.1f} | {_ratio_text(p['acceleration'])} | "
+                             f"{_at22_text(p['acceleration'])} |")
     if r.get("all_sizes"):
         lines += ["", "## Every size from one adaptation", "",
                   "mgdd adapts once and then generates each IPC in one pass; krr-pixel optimises each IPC "
@@ -265,6 +285,11 @@ def plots(r: dict, out) -> None:
             ax.errorbar([p[m]["seconds"] for p in pts], [100 * p[m]["mean"] for p in pts],
                         yerr=[100 * p[m]["std"] for p in pts], color=color, marker=marker, linestyle=":",
                         markersize=12 if m == "mgdd" else 7, label=f"{m} (K = {', '.join(str(p['k']) for p in pts)})")
+        if a.get("by_passes"):  # the pass-count knob: K = 0, one point per pass count
+            pts = a["by_passes"]
+            ax.errorbar([p["mgdd"]["seconds"] for p in pts], [100 * p["mgdd"]["mean"] for p in pts],
+                        yerr=[100 * p["mgdd"]["std"] for p in pts], color="orange", marker="D", linestyle="-.",
+                        label=f"mgdd K = 0 (passes {', '.join(str(p['passes']) for p in pts)})")
         for m, color in (("random", "gray"), ("random+ls", "black"), ("herding", "purple")):
             ax.axhline(100 * a[m]["mean"], color=color, linestyle="--", linewidth=1, label=m)
         ax.set_xscale("log")

@@ -99,12 +99,15 @@ def retime(bench) -> dict:
                                  "generator; nothing was changed. Re-run the bench for it instead.")
         # without the stored weights, the sets it generates below are still checked
         new[adapt_name] = {"seconds": log["seconds"], "verified": gen_path.exists()}
+        # its own pass count, and (the shipped generator at K = 0) each count of the pass sweep
+        sweep = [(f"{label}-p{p}", p) for p in bench.cfg.pass_sweep] if label == "mgdd-k0" else []
         for ipc in bench.cfg.ipcs:
-            name = f"{label}-ipc{ipc}"
-            if name in cells:
-                ds = generate(gen, obj, ipc, seed=seed, method=label, adapted_from=c["from"],
-                              adapt_steps=c["steps"], adapt_ipcs=c["ipcs"])
-                record(name, ds, log["seconds"] + pass_seconds(ds))
+            for stem, passes in [(label, None), *sweep]:
+                name = f"{stem}-ipc{ipc}"
+                if name in cells:
+                    ds = generate(gen, obj, ipc, seed=seed, method=label, adapted_from=c["from"],
+                                  adapt_steps=c["steps"], adapt_ipcs=c["ipcs"], passes=passes)
+                    record(name, ds, log["seconds"] + pass_seconds(ds))
     # the iterative curves: one run each, every snapshot timed in that run
     for variant in VARIANTS:
         for ipc_key, snaps in bench.cfg.snapshots(variant).items():

@@ -6,7 +6,8 @@ One process, one machine, every stage timed:
   krr-pixel  the iterative method, snapshots at increasing step counts (accuracy-vs-time curve)
   krr-fresh  the same without the cached moments (a new network and real batches every step)
   scratch    the generator adapted K steps from random init (no meta-training)
-  mgdd       the shipped meta generator adapted K steps, then one pass per IPC
+  mgdd       the shipped meta generator adapted K steps, then its passes per IPC (and, at
+             K = 0, each pass count of the preset's pass_sweep)
   unseen     mgdd adapted on a subset of IPCs only, generating an IPC it never saw
 Each finished cell is written to OUT/cells/ at once (cells.py), so an interrupted run resumes
 where it stopped, and the report (report.py) is rewritten after every cell.
@@ -38,12 +39,16 @@ from .report import machine, write_report
 from .retime import retime
 
 class Bench:
-    def __init__(self, preset: str, out, data_dir=None, resume=False, force=False, seed=0, progress=False):
+    def __init__(self, preset: str, out, data_dir=None, resume=False, force=False, seed=0, progress=False,
+                 new_generator=False):
         self.cfg, self.preset, self.seed, self.progress = get_preset(preset), preset, seed, progress
         self.out = Path(out)
         if self.out.exists() and any(self.out.iterdir()) and not (resume or force):
             raise UsageError(f"{self.out} is not empty; pass --resume to continue that run or --force to start over.")
-        self.resume, self.force, self.data_dir = resume, force, data_dir
+        if new_generator and not resume:
+            raise UsageError("--new-generator continues a run in --out under a new shipped meta generator; "
+                             "it needs --resume.")
+        self.resume, self.force, self.data_dir, self.new_generator = resume, force, data_dir, new_generator
         self.store = CellStore(self.out, on_new=self._report_progress)
         self._dataset, self._objective = None, None
         self.reporting = False  # during run(): the report is kept current cell by cell
@@ -88,8 +93,32 @@ class Bench:
         old_gen = recorded.get("meta_generator")
         new_gen = self.meta_generator_record()
         if old_gen is not None and old_gen != new_gen:
-            raise UsageError(f"{self.out} was made with another shipped meta generator ({old_gen.get('name')}, "
-                             f"sha256 {str(old_gen.get('sha256'))[:12]}); use a new --out, or --force to start over.")
+            if not self.new_generator:
+                raise UsageError(f"{self.out} was made with another shipped meta generator ({old_gen.get('name')}, "
+                                 f"sha256 {str(old_gen.get('sha256'))[:12]}); use a new --out, --force to start "
+                                 "over, or --new-generator to redo only the cells that use the meta generator.")
+            self._supersede(old_gen)
+
+    # the cells (and their sets, generators, checkpoints) made from the shipped meta generator;
+    # every other cell (baselines, krr curves, scratch) does not read it
+    GENERATOR_CELLS = ("mgdd-", "unseen-")
+
+    def _supersede(self, old_gen: dict) -> None:
+        """Move the meta generator's cells of the old generator to OUT/superseded/<digest>/, so they
+        are kept (never overwritten) and redone with the new generator; the other cells stand."""
+        dest = self.out / "superseded" / str(old_gen.get("sha256"))[:12]
+        moves = [(p, dest / sub / p.name) for sub in ("cells", "sets") if (self.out / sub).is_dir()
+                 for p in sorted((self.out / sub).iterdir()) if p.name.startswith(self.GENERATOR_CELLS)]
+        clash = [str(d) for _, d in moves if os.path.lexists(d)]
+        if clash:
+            raise UsageError(f"cannot set the old generator's cells aside: {clash[0]} already exists; move "
+                             f"{dest} away and run again.")
+        for src, dst in moves:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)  # same filesystem: a rename, nothing copied or half-written
+        write_json(dest / "run.json", json.loads((self.out / "run.json").read_text()), force=False)
+        print(f"[bench] the shipped meta generator changed: {len(moves)} of its files moved to {dest}; "
+              "its cells are redone", file=sys.stderr, flush=True)
 
     def meta_generator_record(self) -> dict | None:
         """Which shipped meta generator the mgdd cells adapt: its folder name and weights digest."""
@@ -201,6 +230,13 @@ class Bench:
                 cells[f"{name}-adapt"] = adapt_cell
                 cells[f"{name}-ipc{ipc}"] = self.set_cell(
                     f"{name}-ipc{ipc}", lambda: self._generate(name, ipc, adapt_cell, (source, cfg.adapt_ipcs, k)))
+        # the shipped generator at other pass counts (K = 0): a few-pass generator's time-vs-accuracy knob
+        for p in cfg.pass_sweep:
+            adapt_cell = self.cell("mgdd-k0-adapt", lambda: self._adapt("meta", "mgdd-k0", cfg.adapt_ipcs, 0))
+            cells["mgdd-k0-adapt"] = adapt_cell
+            cells[f"mgdd-k0-p{p}-ipc{ipc}"] = self.set_cell(
+                f"mgdd-k0-p{p}-ipc{ipc}",
+                lambda: self._generate("mgdd-k0", ipc, adapt_cell, ("meta", cfg.adapt_ipcs, 0), passes=p))
         # the iterative baselines: one optimisation per curve, evaluated at every snapshot
         for variant in VARIANTS:
             for step in cfg.snapshots(variant).get(str(ipc), []):
@@ -219,12 +255,14 @@ class Bench:
         steps = self.cfg.adapt_steps if steps is None else steps
         gen, origin, log = self.adapted_generator(
             source, ipcs, steps, checkpoint=self.out / "cells" / f"{label}-adapt.checkpoint.safetensors")
+        # a few-pass generator keeps its pass count, so _generate runs the passes it was adapted with
+        passes = {"passes": log["passes"]} if log["passes"] != 1 else {}
         gen.save_pretrained(self.out / "sets" / f"{label}-generator", metadata={"from": origin, **{
-            k: log[k] for k in ("steps", "seconds", "ipcs")}}, force=True)
+            k: log[k] for k in ("steps", "seconds", "ipcs")}, **passes}, force=True)
         return {"from": origin, "steps": log["steps"], "ipcs": log["ipcs"], "seconds": log["seconds"],
-                "final_losses": [h["loss"] for h in log["history"][-10:]]}
+                "final_losses": [h["loss"] for h in log["history"][-10:]], **passes}
 
-    def _generate(self, label, ipc, adapt_cell, adapt_args):
+    def _generate(self, label, ipc, adapt_cell, adapt_args, passes=None):
         path = self.out / "sets" / f"{label}-generator"
         if not path.exists():
             # weights not kept (a resume where sets/ was lost): re-run the same seeded adaptation;
@@ -232,7 +270,7 @@ class Bench:
             self._adapt(adapt_args[0], label, adapt_args[1], adapt_args[2])
         gen = MetaGenerator.from_pretrained(path)
         ds = generate(gen, self.objective(), ipc, seed=self.seed, method=label, adapted_from=adapt_cell["from"],
-                      adapt_steps=adapt_cell["steps"], adapt_ipcs=adapt_cell["ipcs"])
+                      adapt_steps=adapt_cell["steps"], adapt_ipcs=adapt_cell["ipcs"], passes=passes)
         return ds, adapt_cell["seconds"] + pass_seconds(ds)
 
     # -- the pixel-optimisation curves
