@@ -70,6 +70,10 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     assert two.meta["passes"] == 2 and shipped.meta.get("passes", 1) == own
     assert own == 2 or not torch.equal(shipped.images, two.images)
     assert two.meta["timing"]["generate_seconds"] > 0 and "by pass count" in (out / "results.md").read_text()
+    # timing-only cells: the shipped generator's passes and a pixel step at each size, after the blocks
+    assert [(x["ipc"], x["images"], x["passes"]) for x in saved["scaling"]] == [(1, 10, own), (3, 30, own)]
+    assert all(x["pixel_step_seconds"] > 0 and x["generate_seconds"] > 0 for x in saved["scaling"])
+    assert saved["complete"] and "How time grows with the set size" in (out / "results.md").read_text()
     assert saved["machine"]["cpus"] >= 1 and "protocol" in saved
     assert "| IPC |" in (out / "results.md").read_text()
     assert saved["bench_cost"]["cells_timed"] > 0 and saved["bench_cost"]["cells_untimed"] == 0
@@ -109,6 +113,8 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     assert cell["seconds"] == retimed["accuracy"]["5"]["mgdd"]["seconds"]
     assert json.loads((out / "cells" / "krr-fresh-ipc5-step4.json").read_text())["retimed"]["verified"]
     assert json.loads((out / "cells" / "mgdd-k0-p2-ipc5.json").read_text())["retimed"]["verified"]
+    scaling = json.loads((out / "cells" / "scaling-ipc3.json").read_text())
+    assert scaling["retimed"]["verified"] and scaling["retimed"]["previous_timing"]["pixel_step_seconds"] > 0
     assert retimed["retimed"]["unverified"] == []
     # a set no longer on disk is checked against the digest its cell recorded; lost generator
     # weights leave the adaptation unchecked but its generated sets are still checked

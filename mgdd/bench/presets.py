@@ -45,10 +45,12 @@ class Preset:
     image_size: int | None = None
     # the shipped generator as shipped (K = 0) at these pass counts too (its own count is the K = 0 row)
     pass_sweep: list = field(default_factory=list)
+    # timing only (no evaluation): generator passes, a pixel step and the label solve at these IPCs
+    scaling_ipcs: list = field(default_factory=list)
 
     # the fields that only say which cells exist: a resume may add cells (a snapshot, an IPC
     # block, a K); every other field changes what a cell computes and must match to resume
-    CELL_LISTS = ("ipcs", "krr_snapshots", "krr_fresh_snapshots", "k_sweep", "pass_sweep")
+    CELL_LISTS = ("ipcs", "krr_snapshots", "krr_fresh_snapshots", "k_sweep", "pass_sweep", "scaling_ipcs")
 
     def snapshots(self, variant: str) -> dict:
         """{"ipc": [steps]} of the krr-pixel or krr-fresh curve."""
@@ -62,7 +64,8 @@ PRESETS = {
     # CI-sized: scikit-learn's 8x8 digits, tiny networks, a few steps; same code path.
     "quick": Preset(dataset="digits", ipcs=[1, 5], unseen={"adapt": [1], "generate": 5},
                     feature={"width": 16, "depth": 2}, pool_size=2, krr_snapshots={"1": [5, 10], "5": [5, 10]},
-                    krr_fresh_snapshots={"5": [2, 4]}, adapt_steps=5, k_sweep=[0, 2], pass_sweep=[2], adapt_ipcs=[1, 5],
+                    krr_fresh_snapshots={"5": [2, 4]}, adapt_steps=5, k_sweep=[0, 2], pass_sweep=[2],
+                    scaling_ipcs=[1, 3], adapt_ipcs=[1, 5],
                     eval_epochs=20, runs=2, cross_model="mlp", cross_ipc=5, lr_pixel=0.03, lr_adapt=1e-3,
                     eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM, ridge=DEFAULT_RIDGE),
     # The headline benchmark on Fashion-MNIST, ConvNet-3 protocol (docs/design.md §6).
@@ -76,8 +79,10 @@ PRESETS = {
                      # 14 min a cell on 2 cores, so the fresh curve is measured at IPC 1 and 10)
                      krr_fresh_snapshots={"1": [1, 2, 5, 25, 100], "10": [1, 2, 5, 10, 25, 50, 100, 200]},
                      # adapt_steps is the main mgdd/scratch pair; k_sweep adds the few-step regime meta-training is for
-                     # the shipped generator runs 4 passes; 1 and 2 show what fewer cost and give
+                     # the shipped generator runs 4 passes; 1 and 2 show what fewer cost and give;
+                     # scaling_ipcs times a pass and a pixel step up to IPC 500 (no evaluation)
                      adapt_steps=200, k_sweep=[0, 25], pass_sweep=[1, 2], adapt_ipcs=[1, 10, 50], eval_epochs=300,
+                     scaling_ipcs=[1, 10, 50, 100, 200, 500],
                      runs=3, cross_model="mlp", cross_ipc=10, lr_pixel=0.03, lr_adapt=1e-3,
                      eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM, ridge=DEFAULT_RIDGE),
     # The second target (issue #16): scikit-learn's digits upsampled to 28 x 28, the size the
@@ -90,6 +95,7 @@ PRESETS = {
                                       "50": [5, 10, 25, 50, 200, 400]},
                        krr_fresh_snapshots={"1": [1, 5, 25, 100], "10": [1, 5, 25, 100, 200]},
                        adapt_steps=200, k_sweep=[0, 25], pass_sweep=[1, 2], adapt_ipcs=[1, 10, 50],
+                       scaling_ipcs=[1, 10, 50, 100],
                        eval_epochs=300, runs=3,
                        cross_model="mlp", cross_ipc=10, lr_pixel=0.03, lr_adapt=1e-3,
                        eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM, ridge=DEFAULT_RIDGE),

@@ -95,7 +95,13 @@ def summarise(cells: dict, cfg: dict, done, run: dict) -> dict:
             all_sizes.append({"k": k, "ipcs": done, "mgdd_seconds": total, "adapt_seconds": adapt_s,
                               "krr_seconds_to_reach": None if None in reach else sum(reach),
                               "ratio": None if None in reach else sum(reach) / total})
-    return {"preset": run["preset"], "complete": not pending, "pending_ipcs": pending, "in_progress": in_progress,
+    # timing only: how each method's time grows with M (the shipped generator's passes, one pixel step)
+    scaling = [{k: cells[n][k] for k in ("ipc", "images", "passes", "generate_seconds", "label_seconds",
+                                         "pixel_step_seconds")}
+               for n in (f"scaling-ipc{i}" for i in cfg.get("scaling_ipcs", [])) if n in cells]
+    pending_scaling = [i for i in cfg.get("scaling_ipcs", []) if f"scaling-ipc{i}" not in cells]
+    return {"preset": run["preset"], "complete": not pending and not pending_scaling, "pending_ipcs": pending,
+            "pending_scaling": pending_scaling, "scaling": scaling, "in_progress": in_progress,
             "dataset": run["dataset"], "machine": run["machine"], "seed": run["seed"],
             "config": cfg, "command": run["command"],
             "protocol": f"ConvNet-3 (width 128, instance norm), SGD lr 0.01 momentum 0.9 wd 5e-4, batch 256, "
@@ -199,6 +205,17 @@ def markdown(r: dict) -> str:
             reach = "never (in budget)" if a["krr_seconds_to_reach"] is None else f"{a['krr_seconds_to_reach']:.1f}"
             ratio = "n/a" if a["ratio"] is None else f"{a['ratio']:.3g}x"
             lines.append(f"| {a['k']} | {a['mgdd_seconds']:.1f} | {reach} | {ratio} |")
+    if r.get("scaling"):
+        lines += ["", "## How time grows with the set size", "",
+                  "Timing only, no evaluation, seed-0 X_0 of each size: the shipped generator's passes (each "
+                  "with its guide), one krr-pixel step (the mean of steps 2 and 3) and the label solve both "
+                  "end with. A pass must do the work of more pixel steps than it costs.", "",
+                  "| IPC | images M | generator s (passes) | pixel step s | generator / step | label solve s |",
+                  "|---|---|---|---|---|---|"]
+        for x in r["scaling"]:
+            lines.append(f"| {x['ipc']} | {x['images']} | {x['generate_seconds']:.2f} ({x['passes']}) | "
+                         f"{x['pixel_step_seconds']:.3f} | {x['generate_seconds'] / x['pixel_step_seconds']:.1f} | "
+                         f"{x['label_seconds']:.2f} |")
     fresh_rows = [(ipc, r["accuracy"][str(ipc)]) for ipc in ipcs if "krr-fresh" in r["accuracy"][str(ipc)]]
     if fresh_rows:
         lines += ["", "## Against krr-fresh: pixel optimisation without the cached moments", "",

@@ -9,6 +9,7 @@ One process, one machine, every stage timed:
   mgdd       the shipped meta generator adapted K steps, then its passes per IPC (and, at
              K = 0, each pass count of the preset's pass_sweep)
   unseen     mgdd adapted on a subset of IPCs only, generating an IPC it never saw
+  scaling    timing only, after the blocks: how a generator pass and a pixel step grow with M
 Each finished cell is written to OUT/cells/ at once (cells.py), so an interrupted run resumes
 where it stopped, and the report (report.py) is rewritten after every cell.
 """
@@ -32,7 +33,7 @@ from ..generate import generate
 from ..generator import MetaGenerator
 from ..io import write_json
 from ..objective import FreshObjective, KRRObjective
-from ..pipeline import adapted_generator, default_meta_generator
+from ..pipeline import adapted_generator, default_meta_generator, load_generator
 from .cells import CellStore, pass_seconds, set_digest, timed
 from .presets import VARIANTS, cross_sources, get_preset
 from .report import machine, write_report
@@ -199,7 +200,26 @@ class Bench:
         for ipc in self.cfg.ipcs:
             self.ipc_block(ipc)
             results = self.report()
-        return results
+        for ipc in self.cfg.scaling_ipcs:
+            self.cell(f"scaling-ipc{ipc}", lambda: self.measure_scaling(ipc))
+        return self.report() if self.cfg.scaling_ipcs else results
+
+    def measure_scaling(self, ipc) -> dict:
+        """Seconds of the shipped generator's passes, of one krr-pixel step and of the label solve
+        at ``ipc`` (no evaluation): how each method's time grows with the set size M. The sets'
+        digests let --retime check it rebuilt the same ones."""
+        obj = self.objective()
+        gen, origin = load_generator("meta", self.dataset.channels)
+        ds = generate(gen, obj, ipc, seed=self.seed)
+        # steps 2-3 of one krr-pixel run: the first step pays one-off costs (allocations, warm-up)
+        one = krr_pixel(obj, ipc, 1, lr=self.cfg.lr_pixel, seed=self.seed, progress=False)
+        three = krr_pixel(obj, ipc, 3, lr=self.cfg.lr_pixel, seed=self.seed, progress=False)
+        step = (three.meta["timing"]["seconds"] - one.meta["timing"]["seconds"]) / 2
+        t = ds.meta["timing"]
+        return {"name": f"scaling-ipc{ipc}", "ipc": ipc, "images": len(ds.images), "generator": origin,
+                "passes": ds.meta.get("passes", 1), "generate_seconds": t["generate_seconds"],
+                "label_seconds": t["label_seconds"], "pixel_step_seconds": step,
+                "set_sha256": set_digest(ds), "krr_sha256": set_digest(three)}
 
     def ipc_block(self, ipc) -> dict:
         cfg, seed, obj, cells = self.cfg, self.seed, self.objective(), {}
