@@ -5,7 +5,7 @@ PYTHON     ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT   ?= demo
-DEMO_ARGS  ?= --ipc 1,10,50 --steps 200 --evaluate
+DEMO_ARGS  ?= --ipc 1,10,50 --steps 25 --evaluate
 
 PY  := $(VENV)/bin/python
 PIP := $(PY) -m pip
