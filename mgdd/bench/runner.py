@@ -98,26 +98,28 @@ class Bench:
                 raise UsageError(f"{self.out} was made with another shipped meta generator ({old_gen.get('name')}, "
                                  f"sha256 {str(old_gen.get('sha256'))[:12]}); use a new --out, --force to start "
                                  "over, or --new-generator to redo only the cells that use the meta generator.")
-            self._supersede(old_gen)
+            self._supersede(recorded)
 
     # the cells (and their sets, generators, checkpoints) made from the shipped meta generator;
     # every other cell (baselines, krr curves, scratch) does not read it
     GENERATOR_CELLS = ("mgdd-", "unseen-")
 
-    def _supersede(self, old_gen: dict) -> None:
-        """Move the meta generator's cells of the old generator to OUT/superseded/<digest>/, so they
-        are kept (never overwritten) and redone with the new generator; the other cells stand."""
-        dest = self.out / "superseded" / str(old_gen.get("sha256"))[:12]
+    def _supersede(self, recorded: dict) -> None:
+        """Move the meta generator's cells of the old generator (``recorded``: the old run.json) to
+        OUT/superseded/<digest>/, so they are kept (never overwritten) and redone with the new
+        generator; the other cells stand."""
+        dest = self.out / "superseded" / str(recorded["meta_generator"].get("sha256"))[:12]
         moves = [(p, dest / sub / p.name) for sub in ("cells", "sets") if (self.out / sub).is_dir()
                  for p in sorted((self.out / sub).iterdir()) if p.name.startswith(self.GENERATOR_CELLS)]
-        clash = [str(d) for _, d in moves if os.path.lexists(d)]
+        # checked before anything moves, run.json included, so a refusal leaves nothing half-moved
+        clash = [str(d) for d in [dest / "run.json", *(d for _, d in moves)] if os.path.lexists(d)]
         if clash:
             raise UsageError(f"cannot set the old generator's cells aside: {clash[0]} already exists; move "
                              f"{dest} away and run again.")
         for src, dst in moves:
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dst)  # same filesystem: a rename, nothing copied or half-written
-        write_json(dest / "run.json", json.loads((self.out / "run.json").read_text()), force=False)
+        write_json(dest / "run.json", recorded, force=False)
         print(f"[bench] the shipped meta generator changed: {len(moves)} of its files moved to {dest}; "
               "its cells are redone", file=sys.stderr, flush=True)
 
