@@ -337,3 +337,27 @@ def test_second_target_preset_upsamples_digits(tmp_path):
     assert b.run_record()["config"]["image_size"] == 28
     # a run recorded before the field existed (no image_size) resumes as a native-size run
     assert PRESETS["fmnist"].image_size is None
+
+
+def test_generator_refine_pixel_steps_are_krr_pixel(tiny_objective):
+    """benchmarks/generator_refine.py: its pixel loop from X_0 makes krr-pixel's sets bit for bit
+    (so its krr rows are the bench's krr-pixel sets), and from another start it moves that start."""
+    import importlib.util
+
+    import torch
+
+    from mgdd.baselines import krr_pixel
+    from mgdd.data import sample_init
+
+    spec = importlib.util.spec_from_file_location("refine", ROOT / "benchmarks" / "generator_refine.py")
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    x0 = sample_init(tiny_objective.dataset, 2, 0)[0]
+    got = ref.pixel_steps(tiny_objective, x0, [3, 5])
+    assert sorted(got) == [3, 5]
+    for n in (3, 5):
+        want = krr_pixel(tiny_objective, 2, n, seed=0, progress=False).images
+        assert torch.equal(got[n][0], want)
+    assert got[5][1] >= got[3][1] > 0
+    other = ref.pixel_steps(tiny_objective, x0 + 0.1, [3])[3][0]
+    assert not torch.equal(other, got[3][0]) and not torch.equal(other, x0 + 0.1)
