@@ -16,6 +16,8 @@ scores, with no adaptation (K = 0):
   target: mgdd should match what the iterative method reaches in 22x mgdd's time), and at 200.
 Time = generation (guides + passes) for the generators, optimisation for krr-pixel; both exclude
 the label solve, which they share. Times are measured in this process, one after the other.
+The krr-pixel run is checkpointed (OUT/krr-pixel-ipcI.checkpoint.safetensors) and each of its
+snapshots is saved as it is made, so a killed run resumes with the same --krr-steps.
 Each set is scored with the default evaluation (ConvNet-3, 300 epochs, cross-entropy at T = 0.25);
 a scored set is a cell (OUT/cells/NAME.json), reused on the next run.
 """
@@ -37,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from mgdd.baselines import krr_pixel, random_ls  # noqa: E402
 from mgdd.data import load_dataset, sample_init  # noqa: E402
+from mgdd.distilled import DistilledSet  # noqa: E402
 from mgdd.evaluate import evaluate  # noqa: E402
 from mgdd.generate import generate  # noqa: E402
 from mgdd.objective import KRRObjective  # noqa: E402
@@ -73,6 +76,9 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "results" / "extra" / "unrolled"))
     ap.add_argument("--reference", default=str(REPTILE),
                     help="the generator the rows are compared with: a folder, or meta (the shipped one)")
+    ap.add_argument("--krr-steps", default=None,
+                    help="comma list of krr-pixel step counts to snapshot (default: equal time, 22x, 200); "
+                         "give the same list to resume a killed run")
     ap.add_argument("--no-krr", action="store_true",
                     help="skip the krr-pixel run (its step counts are still computed from the timings)")
     args = ap.parse_args()
@@ -101,11 +107,22 @@ def main() -> int:
     mgdd_s = sets[f"unrolled-p{trained}-ipc{ipc}"][1]
     equal = max(1, round(mgdd_s / step_s))
     target = max(1, round(TARGET_SPEEDUP * mgdd_s / step_s))
-    snaps = sorted({equal, target, 200})
+    snaps = sorted({int(s) for s in args.krr_steps.split(",")} if args.krr_steps else {equal, target, 200})
     krr = {}
-    if not args.no_krr:
-        krr_pixel(obj, ipc, max(snaps), snapshots=snaps, lr=0.03, seed=0, progress=False,
-                  on_snapshot=lambda s, d: krr.__setitem__(s, d))
+    saved = {s: out / "sets" / f"krr-pixel-ipc{ipc}-step{s}.safetensors" for s in snaps}
+
+    def keep(step, ds):  # each snapshot is on disk as soon as it is made: a killed run loses none
+        if step in saved:
+            ds.save(saved[step], force=True)
+            krr[step] = ds
+
+    if not args.no_krr and not all(path.is_file() for path in saved.values()):
+        # checkpointed: a rerun (same --krr-steps) resumes the run instead of starting over
+        krr_pixel(obj, ipc, max(snaps), snapshots=snaps, lr=0.03, seed=0, progress=False, on_snapshot=keep,
+                  checkpoint=out / f"krr-pixel-ipc{ipc}.checkpoint.safetensors", resume=True)
+    for s, path in saved.items():
+        if s not in krr and path.is_file() and not args.no_krr:
+            krr[s] = DistilledSet.load(path)
     for s in krr:
         sets[f"krr-pixel-ipc{ipc}-step{s}"] = (krr[s], krr[s].meta["timing"]["seconds"])
 
