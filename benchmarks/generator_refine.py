@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mgdd.baselines import random_ls  # noqa: E402
+from mgdd.bench.report import machine  # noqa: E402
 from mgdd.checkpoint import step_rng  # noqa: E402
 from mgdd.data import load_dataset, sample_init  # noqa: E402
 from mgdd.distilled import DistilledSet, distilled_meta  # noqa: E402
@@ -114,8 +113,7 @@ def main() -> int:
     record = {"command": " ".join(["python benchmarks/generator_refine.py", *sys.argv[1:]]), "ipc": ipc,
               "generator": origin, "generator_passes": int(gen.metadata.get("passes", 1)),
               "objective": obj.describe(), "held_out": held_out.describe(), "rows": rows,
-              "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                          "threads": torch.get_num_threads(), "torch": torch.__version__}}
+              "machine": machine()}
     (out / f"ipc{ipc}.json").write_text(json.dumps(record, indent=2) + "\n")
     (out / "table.md").write_text(table(out))
     print(table(out))
