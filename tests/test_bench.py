@@ -361,3 +361,26 @@ def test_generator_refine_pixel_steps_are_krr_pixel(tiny_objective):
     assert got[5][1] >= got[3][1] > 0
     other = ref.pixel_steps(tiny_objective, x0 + 0.1, [3])[3][0]
     assert not torch.equal(other, got[3][0]) and not torch.equal(other, x0 + 0.1)
+
+
+def test_generator_refine_digest_tells_generators_apart():
+    """benchmarks/generator_refine.py keys a generator's cells by its weight digest: the same
+    weights give the same digest, a reload gives it back, and one changed weight changes it."""
+    import importlib.util
+
+    import torch
+
+    from mgdd.generator import GeneratorConfig, MetaGenerator
+
+    spec = importlib.util.spec_from_file_location("refine", ROOT / "benchmarks" / "generator_refine.py")
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    torch.manual_seed(0)
+    a = MetaGenerator(GeneratorConfig(channels=1, width=8, stem_width=4, blocks=2, context_dim=8, dilations=[1, 2]))
+    b = MetaGenerator(a.config)
+    b.load_state_dict(a.state_dict())
+    assert ref.weight_digest(a) == ref.weight_digest(b)
+    assert len(ref.weight_digest(a)) == 10
+    with torch.no_grad():
+        next(b.parameters()).view(-1)[0] += 1e-3
+    assert ref.weight_digest(a) != ref.weight_digest(b)
