@@ -22,18 +22,21 @@ GUIDE_NETS = 2  # pool networks whose mean loss gradient is the generator's guid
 
 
 def synthesize(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_classes: int, classes=None,
-               chunk: int | None = None, passes: int = 1):
+               chunk: int | None = None, passes: int = 1, guide_nets: int = GUIDE_NETS):
     """X_s = G(X_0 [, guide]): one forward pass (chunked, without autograd, when ``chunk`` is given).
 
     With ``passes`` > 1 the generator is applied in turn, each pass reading a fresh guide at
     its own input: X_{t+1} = G(X_t, guide(X_t)), the few-pass use an unrolled generator was
     trained for (meta.py, algorithm "unrolled"). The guide is a constant input to each pass
     (no gradient flows through it); gradients flow through the generator from pass to pass.
+    ``guide_nets``: how many pool networks (the first ones) the guide averages over; every
+    generator so far was trained with GUIDE_NETS (benchmarks/guide_networks.py measures others).
     """
     check_range("passes", passes, 1)
+    check_range("guide_nets", guide_nets, 1)
     x, y0 = x0.to(objective.device), y0.to(objective.device)
     for _ in range(passes):
-        guide = objective.guide(x, classes=classes, nets=GUIDE_NETS) if generator.config.guide_input else None
+        guide = objective.guide(x, classes=classes, nets=guide_nets) if generator.config.guide_input else None
         x = generator(x, y0, num_classes, guide=guide) if chunk is None else \
             generator.generate(x, y0, num_classes, guide=guide, chunk=chunk)
     return x

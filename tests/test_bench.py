@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -384,3 +385,25 @@ def test_generator_refine_digest_tells_generators_apart():
     with torch.no_grad():
         next(b.parameters()).view(-1)[0] += 1e-3
     assert ref.weight_digest(a) != ref.weight_digest(b)
+
+
+def test_guide_networks_groups_split_the_pool_loss(tiny_objective):
+    """benchmarks/guide_networks.py: per-network losses average to generator_passes.pool_loss,
+    and the guide / rest groups split them at N."""
+    import importlib.util
+
+    from mgdd.data import sample_init
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("guide_nets", ROOT / "benchmarks" / "guide_networks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from generator_passes import pool_loss
+
+    x = sample_init(tiny_objective.dataset, 2, 0)[0]
+    per = mod.per_network_loss(tiny_objective, x)
+    assert len(per) == tiny_objective.pool.size == 2
+    assert abs(sum(per) / 2 - pool_loss(tiny_objective, x)) < 1e-6
+    g = mod.groups(per, [0.5, 0.7], 1)
+    assert g["guide"] == per[0] and g["rest"] == per[1] and abs(g["held_out"] - 0.6) < 1e-12
+    assert mod.groups(per, [0.5], 2)["rest"] is None

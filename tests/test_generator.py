@@ -133,6 +133,26 @@ def test_guided_generator_needs_guide_and_chunks_match(tiny_objective, tiny_data
     torch.testing.assert_close(synthesize(g, tiny_objective, x0, y0, 3, chunk=5), full, rtol=1e-5, atol=1e-5)
 
 
+def test_guide_network_count_reaches_the_generator(tiny_objective, tiny_dataset):
+    """synthesize(guide_nets=N) feeds the guide of the first N pool networks: the default is
+    GUIDE_NETS, another count changes the output, and a count under 1 is refused."""
+    from mgdd.errors import UsageError as Usage
+    from mgdd.generate import GUIDE_NETS, synthesize
+    g = guided_gen()
+    with torch.no_grad():
+        g.out.weight.normal_(0, 0.1)
+    x0, y0 = sample_init(tiny_dataset, 3, seed=0)
+    with torch.no_grad():
+        default = synthesize(g, tiny_objective, x0, y0, 3)
+        same = synthesize(g, tiny_objective, x0, y0, 3, guide_nets=GUIDE_NETS)
+        one = synthesize(g, tiny_objective, x0, y0, 3, guide_nets=1)
+        want = g(x0, y0, 3, guide=tiny_objective.guide(x0, nets=1))
+    assert torch.equal(default, same)
+    assert torch.equal(one, want) and not torch.allclose(one, default)
+    with pytest.raises(Usage, match="guide_nets"):
+        synthesize(g, tiny_objective, x0, y0, 3, guide_nets=0)
+
+
 def test_adaptation_lowers_the_loss(tiny_objective):
     g = guided_gen()
     log = adapt(g, tiny_objective, steps=30, ipcs=[2], lr=3e-3, progress=False)
