@@ -403,6 +403,9 @@ def cmd_generate(args):
     from .distilled import save_grid
     from .generate import generate
     from .generator import MetaGenerator
+    if args.guide_nets > args.pool_size:  # before the feature moments are built
+        raise UsageError(f"--guide-nets {args.guide_nets} is more than the pool's {args.pool_size} networks; "
+                         "use at most --pool-size.")
     base = _set_path(args.out)
     ipcs = sorted(set(args.ipc))
     outs = {ipc: base if len(ipcs) == 1 else Path(f"{base.with_suffix('')}-ipc{ipc}.safetensors") for ipc in ipcs}
@@ -421,7 +424,7 @@ def cmd_generate(args):
     rows = []
     for ipc, o in outs.items():
         ds = generate(generator, objective, ipc, seed=args.seed, passes=args.passes,
-                      generator_path=str(args.generator))
+                      guide_nets=args.guide_nets, generator_path=str(args.generator))
         ds.save(o, force=args.force)
         save_grid(ds, o.with_suffix(".png"), force=args.force)
         t = ds.meta["timing"]
@@ -627,6 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--passes", type=_positive_int, default=None,
                    help="generator passes, each reading a fresh guide (default: as many as the generator was "
                         "trained for, 1 for the shipped one)")
+    s.add_argument("--guide-nets", type=_positive_int, default=2,
+                   help="pool networks each guide averages over, up to --pool-size (2, as generators are "
+                        "trained; more costs more and fits the pool less, see README issue #16)")
     _add_objective(s)
     _add_out(s, "output distilled set (.safetensors)")
     _add_common(s)

@@ -33,7 +33,7 @@ def synthesize(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_cl
     generator so far was trained with GUIDE_NETS (benchmarks/guide_networks.py measures others).
     """
     check_range("passes", passes, 1)
-    check_range("guide_nets", guide_nets, 1)
+    check_range("guide_nets", guide_nets, 1, objective.pool.size)
     x, y0 = x0.to(objective.device), y0.to(objective.device)
     for _ in range(passes):
         guide = objective.guide(x, classes=classes, nets=guide_nets) if generator.config.guide_input else None
@@ -86,9 +86,11 @@ def unrolled_loss(generator: MetaGenerator, objective: KRRObjective, ipc: int, r
 
 
 def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: int = 0, chunk: int = 256,
-             method: str = "mgdd", passes: int | None = None, **extra_meta) -> DistilledSet:
+             method: str = "mgdd", passes: int | None = None, guide_nets: int = GUIDE_NETS,
+             **extra_meta) -> DistilledSet:
     """A distilled set of ``ipc`` images per class: X_0, ``passes`` generator passes (default: as
-    many as the generator was trained for), least-squares labels."""
+    many as the generator was trained for), least-squares labels. ``guide_nets``: the pool
+    networks each pass's guide averages over (see synthesize)."""
     dataset = objective.dataset
     check_ipc(dataset, ipc)
     check_channels(generator, dataset)
@@ -97,12 +99,15 @@ def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: 
     x0, y0 = sample_init(dataset, ipc, seed)
     generator.to(objective.device).eval()
     t0 = time.perf_counter()
-    x_s = synthesize(generator, objective, x0, y0, dataset.num_classes, chunk=chunk, passes=passes)
+    x_s = synthesize(generator, objective, x0, y0, dataset.num_classes, chunk=chunk, passes=passes,
+                     guide_nets=guide_nets)
     t1 = time.perf_counter()
     labels = objective.labels(x_s)
     t2 = time.perf_counter()
     timing = {"generate_seconds": t1 - t0, "label_seconds": t2 - t1}
     if passes != 1:  # absent means one pass: sets from before the option read the same
         extra_meta["passes"] = passes
+    if guide_nets != GUIDE_NETS:  # absent means the default
+        extra_meta["guide_nets"] = guide_nets
     return DistilledSet(x_s.float().cpu(), labels, distilled_meta(dataset, ipc, method, seed, objective, timing,
                                                                   **extra_meta), dataset.zca)

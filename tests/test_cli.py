@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from mgdd.cli import main
 
@@ -105,6 +106,17 @@ def test_unrolled_meta_generator_generates_with_its_passes(tmp_path, tiny_npz, c
                            "--no-cache", *extra, *OBJ)
         assert code == 0, err
         assert DistilledSet.load(out).meta["passes"] == passes
+        assert "guide_nets" not in DistilledSet.load(out).meta  # the default guide
+    out = tmp_path / "one.safetensors"
+    code, _, err = run(capsys, "generate", str(tmp_path / "U"), "--dataset", ds, "--ipc", "2", "--out", str(out),
+                       "--no-cache", "--guide-nets", "1", *OBJ)
+    assert code == 0, err
+    one, two = DistilledSet.load(out), DistilledSet.load(tmp_path / "g2.safetensors")
+    assert one.meta["guide_nets"] == 1 and not torch.equal(one.images, two.images)
+    out = tmp_path / "many.safetensors"
+    code, _, err = run(capsys, "generate", str(tmp_path / "U"), "--dataset", ds, "--ipc", "2", "--out", str(out),
+                       "--no-cache", "--guide-nets", "5", *OBJ)
+    assert code == 2 and "--guide-nets 5" in err and "Traceback" not in err and not out.exists()
 
 
 def test_krr_pixel_snapshots_and_resume(tmp_path, tiny_npz, capsys):
