@@ -403,7 +403,7 @@ def cmd_generate(args):
     from .distilled import save_grid
     from .generate import generate
     from .generator import MetaGenerator
-    if args.guide_nets > args.pool_size:  # before the feature moments are built
+    if args.guide_nets not in (None, 2) and args.guide_nets > args.pool_size:  # before the moments are built
         raise UsageError(f"--guide-nets {args.guide_nets} is more than the pool's {args.pool_size} networks; "
                          "use at most --pool-size.")
     base = _set_path(args.out)
@@ -467,6 +467,9 @@ def cmd_meta_train(args):
 
     if len(args.ipc_range) != 2 or not 1 <= args.ipc_range[0] <= args.ipc_range[1]:
         raise UsageError(f"--ipc-range must be min,max with 1 <= min <= max (e.g. 1,50); got {args.ipc_range}.")
+    if args.guide_nets != 2 and args.guide_nets > args.pool_size:  # before the feature moments are built
+        raise UsageError(f"--guide-nets {args.guide_nets} is more than the pool's {args.pool_size} networks; "
+                         "use at most --pool-size.")
     out = _folder_out(args)
     replace = args.force or args.resume
     started = init_distributed()
@@ -482,7 +485,7 @@ def cmd_meta_train(args):
                      args.inner_steps, args.inner_lr, args.meta_lr, tuple(args.ipc_range), args.min_classes,
                      args.seed, checkpoint=out / "meta-checkpoint.safetensors",
                      checkpoint_every=args.checkpoint_every, resume=args.resume, progress=_progress(args),
-                     log_path=out / "meta-log.json", passes=args.passes)
+                     log_path=out / "meta-log.json", passes=args.passes, guide_nets=args.guide_nets)
     if rank0:
         generator.save_pretrained(out, metadata={
             "kind": "meta generator", "source": dataset.name, "source_info": dataset.describe(),
@@ -630,9 +633,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--passes", type=_positive_int, default=None,
                    help="generator passes, each reading a fresh guide (default: as many as the generator was "
                         "trained for, 1 for the shipped one)")
-    s.add_argument("--guide-nets", type=_positive_int, default=2,
-                   help="pool networks each guide averages over, up to --pool-size (2, as generators are "
-                        "trained; more costs more and fits the pool less, see README issue #16)")
+    s.add_argument("--guide-nets", type=_positive_int, default=None,
+                   help="pool networks each guide averages over, up to --pool-size (default: as the generator "
+                        "was trained, 2 for the shipped one; more costs more and fits the pool less, README #16)")
     _add_objective(s)
     _add_out(s, "output distilled set (.safetensors)")
     _add_common(s)
@@ -670,6 +673,9 @@ def _add_meta_args(s):
                         "times in turn, with no adaptation")
     s.add_argument("--passes", type=_positive_int, default=1,
                    help="unrolled: generator passes per task, each reading a fresh guide (1)")
+    s.add_argument("--guide-nets", type=_positive_int, default=2,
+                   help="unrolled: pool networks each pass's guide averages over, up to --pool-size (2); "
+                        "recorded, so generation uses it by default")
     s.add_argument("--meta-steps", type=_positive_int, default=200)
     s.add_argument("--tasks-per-step", type=_positive_int, default=4, help="tasks per meta-step (over all ranks)")
     s.add_argument("--inner-steps", type=_positive_int, default=5)

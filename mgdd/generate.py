@@ -33,7 +33,8 @@ def synthesize(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_cl
     generator so far was trained with GUIDE_NETS (benchmarks/guide_networks.py measures others).
     """
     check_range("passes", passes, 1)
-    check_range("guide_nets", guide_nets, 1, objective.pool.size)
+    # an explicit count must fit the pool; the default takes what a smaller pool has (objective.guide)
+    check_range("guide_nets", guide_nets, 1, None if guide_nets == GUIDE_NETS else objective.pool.size)
     x, y0 = x0.to(objective.device), y0.to(objective.device)
     for _ in range(passes):
         guide = objective.guide(x, classes=classes, nets=guide_nets) if generator.config.guide_input else None
@@ -45,6 +46,12 @@ def synthesize(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_cl
 def default_passes(generator: MetaGenerator) -> int:
     """The pass count a generator was trained for (recorded by unrolled meta-training), else 1."""
     return int(getattr(generator, "metadata", {}).get("passes", 1))
+
+
+def default_guide_nets(generator: MetaGenerator) -> int:
+    """The guide-network count a generator was trained with (recorded by unrolled meta-training
+    when not GUIDE_NETS), else GUIDE_NETS."""
+    return int(getattr(generator, "metadata", {}).get("guide_nets", GUIDE_NETS))
 
 
 def task_loss(generator: MetaGenerator, objective: KRRObjective, ipc: int, rng: random.Random,
@@ -63,7 +70,7 @@ def task_loss(generator: MetaGenerator, objective: KRRObjective, ipc: int, rng: 
 
 
 def unrolled_loss(generator: MetaGenerator, objective: KRRObjective, ipc: int, rng: random.Random, passes: int,
-                  classes=None) -> torch.Tensor:
+                  classes=None, guide_nets: int = GUIDE_NETS) -> torch.Tensor:
     """One training step's loss for a few-pass generator: a seeded X_0 as in task_loss, ``passes``
     passes applied in turn (synthesize), and the mean over passes of the KRR loss of each pass's
     output divided by that of X_0.
@@ -80,21 +87,23 @@ def unrolled_loss(generator: MetaGenerator, objective: KRRObjective, ipc: int, r
         start = objective.pool_loss(x0, net, classes)
     x, total = x0, 0.0
     for _ in range(passes):
-        x = synthesize(generator, objective, x, y0, num_classes, classes=classes)
+        x = synthesize(generator, objective, x, y0, num_classes, classes=classes, guide_nets=guide_nets)
         total = total + objective.pool_loss(x, net, classes) / start
     return total / passes
 
 
 def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: int = 0, chunk: int = 256,
-             method: str = "mgdd", passes: int | None = None, guide_nets: int = GUIDE_NETS,
+             method: str = "mgdd", passes: int | None = None, guide_nets: int | None = None,
              **extra_meta) -> DistilledSet:
     """A distilled set of ``ipc`` images per class: X_0, ``passes`` generator passes (default: as
     many as the generator was trained for), least-squares labels. ``guide_nets``: the pool
-    networks each pass's guide averages over (see synthesize)."""
+    networks each pass's guide averages over (see synthesize; default: as the generator was
+    trained)."""
     dataset = objective.dataset
     check_ipc(dataset, ipc)
     check_channels(generator, dataset)
     passes = default_passes(generator) if passes is None else passes
+    guide_nets = default_guide_nets(generator) if guide_nets is None else guide_nets
     check_range("passes", passes, 1)
     x0, y0 = sample_init(dataset, ipc, seed)
     generator.to(objective.device).eval()

@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from .checkpoint import check_finite, load_weights, step_rng
 from .errors import UsageError, check_range
-from .generate import task_loss, unrolled_loss
+from .generate import GUIDE_NETS, task_loss, unrolled_loss
 from .io import write_json
 from .loop import run_resumable
 from .generator import MetaGenerator
@@ -114,11 +114,15 @@ def task_loss_fn(objective: KRRObjective, task: dict):
 def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: int, algorithm: str = "reptile",
                tasks_per_step: int = 4, inner_steps: int = 5, inner_lr: float = 1e-3, meta_lr: float | None = None,
                ipc_range=(1, 50), min_classes: int = 2, seed: int = 0, checkpoint=None, checkpoint_every: int = 10,
-               resume: bool = False, progress: bool = True, log_path=None, passes: int = 1) -> dict:
+               resume: bool = False, progress: bool = True, log_path=None, passes: int = 1,
+               guide_nets: int = GUIDE_NETS) -> dict:
     if algorithm not in ALGORITHMS:
         raise UsageError(f"unknown meta algorithm {algorithm!r}; use {', '.join(ALGORITHMS)}.")
     if passes != 1 and algorithm != "unrolled":
         raise UsageError(f"--passes is for --algorithm unrolled; {algorithm} trains a one-pass generator.")
+    if guide_nets != GUIDE_NETS and algorithm != "unrolled":
+        raise UsageError(f"--guide-nets is for --algorithm unrolled; {algorithm} trains with {GUIDE_NETS}.")
+    check_range("guide_nets", guide_nets, 1, None if guide_nets == GUIDE_NETS else objective.pool.size)
     meta_lr = meta_lr if meta_lr is not None else (1.0 if algorithm == "reptile" else 1e-3)
     for name, v in [("meta_steps", meta_steps), ("tasks_per_step", tasks_per_step), ("inner_steps", inner_steps),
                     ("passes", passes)]:
@@ -145,6 +149,8 @@ def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: in
     if algorithm == "unrolled":  # no inner loop; the pass count is what generation uses by default
         del settings["inner_steps"], settings["inner_lr"]
         settings["passes"] = passes
+        if guide_nets != GUIDE_NETS:  # absent means GUIDE_NETS: earlier runs resume and read the same
+            settings["guide_nets"] = guide_nets
     # a resume must be the interrupted run: everything but the step count (and world size,
     # which does not change the result) must match
     must_match = {k: v for k, v in settings.items() if k not in ("meta_steps", "world_size")}
@@ -157,7 +163,7 @@ def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: in
         for j in range(rank, tasks_per_step, world):
             task = sample_task(dataset.num_classes, (lo, hi), min_classes, smallest, seed, s, j)
             loss = unrolled_loss(generator, objective, task["ipc"], step_rng(task["seed"], 0), passes,
-                                 classes=task["classes"])
+                                 classes=task["classes"], guide_nets=guide_nets)
             check_finite(loss, s, checkpoint)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             for acc, g in zip(sums, grads):

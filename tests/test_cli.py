@@ -119,6 +119,29 @@ def test_unrolled_meta_generator_generates_with_its_passes(tmp_path, tiny_npz, c
     assert code == 2 and "--guide-nets 5" in err and "Traceback" not in err and not out.exists()
 
 
+def test_meta_train_records_its_guide_networks(tmp_path, tiny_npz, capsys):
+    """An unrolled generator trained with --guide-nets 1 records it; generate uses it by default
+    and --guide-nets overrides it; other algorithms and counts over the pool are refused."""
+    from mgdd.distilled import DistilledSet
+    ds = f"npz:{tiny_npz}"
+    meta = ["meta-train", "--source", ds, "--meta-steps", "2", "--tasks-per-step", "1", "--ipc-range", "1,2",
+            "--no-cache", *OBJ]
+    code, _, err = run(capsys, *meta, "--algorithm", "unrolled", "--guide-nets", "1", "--out", str(tmp_path / "U"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "U" / "config.json").read_text())["metadata"]["guide_nets"] == 1
+    for extra, want in [([], 1), (["--guide-nets", "2"], None)]:
+        out = tmp_path / f"g{want}.safetensors"
+        code, _, err = run(capsys, "generate", str(tmp_path / "U"), "--dataset", ds, "--ipc", "2", "--out", str(out),
+                           "--no-cache", *extra, *OBJ)
+        assert code == 0, err
+        assert DistilledSet.load(out).meta.get("guide_nets") == want
+    for extra, message in [(["--algorithm", "reptile", "--guide-nets", "1"], "--algorithm unrolled"),
+                           (["--algorithm", "unrolled", "--guide-nets", "3"], "--guide-nets 3")]:
+        code, _, err = run(capsys, *meta, *extra, "--out", str(tmp_path / "R"))
+        assert code == 2 and message in err and "Traceback" not in err
+        assert not (tmp_path / "R" / "model.safetensors").exists()
+
+
 def test_krr_pixel_snapshots_and_resume(tmp_path, tiny_npz, capsys):
     out = tmp_path / "k.safetensors"
     args = ["baseline", "krr-pixel", "--dataset", f"npz:{tiny_npz}", "--ipc", "2", "--steps", "6",

@@ -151,6 +151,14 @@ def test_guide_network_count_reaches_the_generator(tiny_objective, tiny_dataset)
     assert torch.equal(one, want) and not torch.allclose(one, default)
     with pytest.raises(Usage, match="guide_nets"):
         synthesize(g, tiny_objective, x0, y0, 3, guide_nets=0)
+    with pytest.raises(Usage, match="guide_nets"):
+        synthesize(g, tiny_objective, x0, y0, 3, guide_nets=3)  # more than the pool's 2
+    # the default count on a one-network pool takes that network, as before the option
+    from mgdd.features import FeatureConfig
+    from mgdd.objective import KRRObjective
+    small = KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=1, cache=False)
+    with torch.no_grad():
+        assert torch.equal(synthesize(g, small, x0, y0, 3), g(x0, y0, 3, guide=small.guide(x0, nets=1)))
 
 
 def test_adaptation_lowers_the_loss(tiny_objective):
