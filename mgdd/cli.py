@@ -398,14 +398,20 @@ def cmd_adapt(args):
            ["dataset", "from", "steps", "ipcs", "final loss", "seconds", "generator"])
 
 
+def _check_guide_nets(args):
+    """Refuse an explicit --guide-nets over --pool-size before the feature moments are built (the
+    default, 2, takes what a smaller pool has, as the objective's guide does)."""
+    if args.guide_nets not in (None, 2) and args.guide_nets > args.pool_size:
+        raise UsageError(f"--guide-nets {args.guide_nets} is more than the pool's {args.pool_size} networks; "
+                         "use at most --pool-size.")
+
+
 def cmd_generate(args):
     from .data import check_ipc
     from .distilled import save_grid
     from .generate import generate
     from .generator import MetaGenerator
-    if args.guide_nets not in (None, 2) and args.guide_nets > args.pool_size:  # before the moments are built
-        raise UsageError(f"--guide-nets {args.guide_nets} is more than the pool's {args.pool_size} networks; "
-                         "use at most --pool-size.")
+    _check_guide_nets(args)
     base = _set_path(args.out)
     ipcs = sorted(set(args.ipc))
     outs = {ipc: base if len(ipcs) == 1 else Path(f"{base.with_suffix('')}-ipc{ipc}.safetensors") for ipc in ipcs}
@@ -467,9 +473,7 @@ def cmd_meta_train(args):
 
     if len(args.ipc_range) != 2 or not 1 <= args.ipc_range[0] <= args.ipc_range[1]:
         raise UsageError(f"--ipc-range must be min,max with 1 <= min <= max (e.g. 1,50); got {args.ipc_range}.")
-    if args.guide_nets != 2 and args.guide_nets > args.pool_size:  # before the feature moments are built
-        raise UsageError(f"--guide-nets {args.guide_nets} is more than the pool's {args.pool_size} networks; "
-                         "use at most --pool-size.")
+    _check_guide_nets(args)
     out = _folder_out(args)
     replace = args.force or args.resume
     started = init_distributed()

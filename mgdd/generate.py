@@ -29,8 +29,8 @@ def synthesize(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_cl
     its own input: X_{t+1} = G(X_t, guide(X_t)), the few-pass use an unrolled generator was
     trained for (meta.py, algorithm "unrolled"). The guide is a constant input to each pass
     (no gradient flows through it); gradients flow through the generator from pass to pass.
-    ``guide_nets``: how many pool networks (the first ones) the guide averages over; every
-    generator so far was trained with GUIDE_NETS (benchmarks/guide_networks.py measures others).
+    ``guide_nets``: how many pool networks (the first ones) the guide averages over; a generator
+    records the count it was meta-trained with (default_guide_nets).
     """
     check_range("passes", passes, 1)
     # an explicit count must fit the pool; the default takes what a smaller pool has (objective.guide)
