@@ -31,7 +31,16 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MGDD_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "bench"
+    made, cell = [], Bench.cell
+    monkeypatch.setattr(Bench, "cell", lambda self, name, fn: made.append(name) or cell(self, name, fn))
     r = Bench("quick", out).run()
+    monkeypatch.setattr(Bench, "cell", cell)
+    # the runner makes a block's cells in block_cells' order: baselines, both pixel curves, then
+    # the generator cells (so a long block's baseline rows land first)
+    from mgdd.bench import PRESETS, block_cells
+    first = list(dict.fromkeys(block_cells(PRESETS["quick"], 1)))
+    assert [n for n in dict.fromkeys(made) if n in first] == first
+    assert first.index("krr-pixel-ipc1-step10") < first.index("mgdd-adapt")
     for f in ("results.json", "results.md", "plots/accuracy_vs_time.png", "plots/grid-mgdd-ipc5.png"):
         assert (out / f).exists(), f
     saved = json.loads((out / "results.json").read_text())

@@ -114,6 +114,8 @@ def block_cells(p: Preset, ipc: int) -> list:
     """The cells an IPC block needs, in the order the runner makes them (a block is finished
     when every one of them is on disk)."""
     names = [f"random-ipc{ipc}", f"random+ls-ipc{ipc}", f"herding-ipc{ipc}"]
+    names += [f"krr-pixel-ipc{ipc}-step{s}" for s in p.krr_snapshots[str(ipc)]]
+    names += [f"krr-fresh-ipc{ipc}-step{s}" for s in p.krr_fresh_snapshots.get(str(ipc), [])]
     for label in ("mgdd", "scratch"):
         names += [f"{label}-adapt", f"{label}-ipc{ipc}"]
     if ipc == p.unseen["generate"]:
@@ -125,8 +127,6 @@ def block_cells(p: Preset, ipc: int) -> list:
             names += [f"{label}-k{k}-adapt", f"{label}-k{k}-ipc{ipc}"]
     for passes in p.pass_sweep:
         names += ["mgdd-k0-adapt", f"mgdd-k0-p{passes}-ipc{ipc}"]
-    names += [f"krr-pixel-ipc{ipc}-step{s}" for s in p.krr_snapshots[str(ipc)]]
-    names += [f"krr-fresh-ipc{ipc}-step{s}" for s in p.krr_fresh_snapshots.get(str(ipc), [])]
     if ipc == p.cross_ipc:
         names += [f"{n}-{p.cross_model}" for n in cross_sources(p, ipc)]
     return names
