@@ -187,6 +187,46 @@ def test_resume_without_local_generator_weights_rebuilds_the_same_set(tmp_path, 
     assert torch.equal(DistilledSet.load(out / "sets" / "mgdd-ipc1.safetensors").images, before)
 
 
+def test_cross_cells_rebuild_source_sets_missing_from_a_new_checkout(tmp_path, monkeypatch):
+    """Sets are not committed: a cross-architecture cell whose source set is gone rebuilds it by
+    the cell's seeded path, checks it against the recorded digest, and refuses a mismatch."""
+    import shutil
+
+    import torch
+
+    from mgdd import bench
+    from mgdd.bench.presets import cross_sources
+    from mgdd.distilled import DistilledSet
+    from mgdd.errors import UsageError
+
+    cfg = _tiny_preset(tmp_path, monkeypatch, snapshot=2, adapt_steps=1)
+    out = tmp_path / "bench"
+    bench.Bench("tiny", out).run()
+    sources = cross_sources(cfg, 1)
+    assert sources == ["random+ls-ipc1", "mgdd-ipc1", "scratch-ipc1", "krr-pixel-ipc1-step2"]
+    first = {n: json.loads((out / "cells" / f"{n}-mlp.json").read_text()) for n in sources}
+    stored = {n: DistilledSet.load(out / "sets" / f"{n}.safetensors") for n in sources}
+    # a new checkout: no sets, no generator weights, no checkpoints; the cross cells still to do
+    shutil.rmtree(out / "sets")
+    for p in [*(out / "cells").glob("*-mlp.json"), *(out / "cells").glob("*.safetensors")]:
+        p.unlink()
+    again = bench.Bench("tiny", out, resume=True)
+    again.run()
+    for n in sources:
+        cell = json.loads((out / "cells" / f"{n}-mlp.json").read_text())
+        assert cell["accuracies"] == first[n]["accuracies"] and cell["set_sha256"] == first[n]["set_sha256"]
+        assert torch.equal(DistilledSet.load(out / "sets" / f"{n}.safetensors").images, stored[n].images)
+    # a cell whose recorded digest the rebuilt set does not match: one clear refusal, nothing written
+    (out / "cells" / "random+ls-ipc1-mlp.json").unlink()
+    (out / "sets" / "random+ls-ipc1.safetensors").unlink()
+    cell = json.loads((out / "cells" / "random+ls-ipc1.json").read_text())
+    (out / "cells" / "random+ls-ipc1.json").write_text(json.dumps({**cell, "set_sha256": "0" * 64}))
+    with pytest.raises(UsageError, match="rebuilds differently"):
+        bench.Bench("tiny", out, resume=True).run()
+    assert not (out / "sets" / "random+ls-ipc1.safetensors").exists()
+    assert not (out / "cells" / "random+ls-ipc1-mlp.json").exists()
+
+
 def test_report_shows_cells_of_a_block_still_running(tmp_path, monkeypatch):
     from mgdd import bench
     from mgdd.baselines import random_ls, random_real

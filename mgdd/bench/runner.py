@@ -190,9 +190,49 @@ class Bench:
         model = self.cfg.cross_model
 
         def run():
-            ds = DistilledSet.load(self.out / source_cell["set"])
-            return {"name": name, **self.evaluate_set(ds, f"{name}-{model}", model)}
+            return {"name": name, **self.evaluate_set(self.stored_set(name), f"{name}-{model}", model)}
         return self.cell(f"{name}-{model}", run)
+
+    def stored_set(self, name: str) -> DistilledSet:
+        """The set a finished cell evaluated: from OUT/sets/, or, when that file is gone (sets
+        are not committed, so a resume in a new checkout lacks them), rebuilt by the cell's own
+        seeded code path and checked against the digest the cell recorded."""
+        cell = self.cells[name]
+        path = self.out / cell["set"]
+        if path.is_file():
+            return DistilledSet.load(path)
+        digest = cell.get("set_sha256")
+        if digest is None:
+            raise UsageError(f"{path} is gone and cell {name} records no digest to check a rebuilt set "
+                             f"against; delete {self.store.path(name)} so the cell is redone, then resume.")
+        ds = self._rebuild(name)
+        if set_digest(ds) != digest:
+            raise UsageError(f"{path} is gone and {name} rebuilds differently from the set it evaluated; "
+                             f"delete {self.store.path(name)} so the cell is redone, then resume.")
+        ds.save(path, force=True)  # the missing file, restored: the same set, ours to write
+        return ds
+
+    def _rebuild(self, name: str) -> DistilledSet:
+        """A cell's set again, from its name: the same seeded call that made it."""
+        stem, ipc = name.rsplit("-ipc", 1)
+        ipc, step = (int(v) for v in ipc.split("-step")) if "-step" in ipc else (int(ipc), None)
+        obj, seed = self.objective(), self.seed
+        if stem == "random":
+            return random_real(self.dataset, ipc, seed)
+        if stem == "random+ls":
+            return random_ls(obj, ipc, seed)
+        if stem == "herding":
+            return coreset(obj, ipc, "herding", seed, True)
+        if stem in VARIANTS:
+            return krr_pixel(obj if stem == "krr-pixel" else self.fresh_objective(), ipc, step, (step,),
+                             lr=self.cfg.lr_pixel, seed=seed, progress=self.progress)
+        # a generator cell: LABEL-ipcN, or mgdd-k0-pP-ipcN for the pass sweep
+        label, passes = stem, None
+        if stem.startswith("mgdd-k0-p"):
+            label, passes = "mgdd-k0", int(stem[len("mgdd-k0-p"):])
+        adapt = self.cells[f"{label}-adapt"]
+        source = "scratch" if adapt["from"] == "scratch" else "meta"
+        return self._generate(label, ipc, adapt, (source, adapt["ipcs"], adapt["steps"]), passes=passes)[0]
 
     # -- the run: IPC by IPC, so the first finished rows are reported while later ones run
     def run(self) -> dict:
