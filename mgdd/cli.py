@@ -613,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
         s.add_argument("--passes", type=_positive_int, default=None,
                        help="generator passes, each reading a fresh guide (default: as many as the generator "
-                            "was trained for, 1 for the shipped one)")
+                            "was trained for, which it records)")
         if name == "adapt":
             s.add_argument("--ipcs", type=_ints, default=[1, 10, 50], help="IPCs to adapt on (1,10,50)")
             s.add_argument("--checkpoint-every", type=_positive_int, default=25, help="steps between checkpoints")
@@ -636,10 +636,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ipc", type=_ints, required=True, help="IPC(s) to generate, e.g. 50 or 1,7,50")
     s.add_argument("--passes", type=_positive_int, default=None,
                    help="generator passes, each reading a fresh guide (default: as many as the generator was "
-                        "trained for, 1 for the shipped one)")
+                        "trained for, which it records)")
     s.add_argument("--guide-nets", type=_positive_int, default=None,
                    help="pool networks each guide averages over, up to --pool-size (default: as the generator "
-                        "was trained, 2 for the shipped one; more costs more and fits the pool less, README #16)")
+                        "was trained, which it records; more costs more and fits the pool less, README #16)")
     _add_objective(s)
     _add_out(s, "output distilled set (.safetensors)")
     _add_common(s)
