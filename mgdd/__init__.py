@@ -4,7 +4,7 @@
     dataset = mgdd.load_dataset("fashion-mnist")
     objective = mgdd.KRRObjective(dataset)                      # random-feature KRR objective
     generator = mgdd.MetaGenerator.from_pretrained(mgdd.default_meta_generator())
-    mgdd.adapt(generator, objective, steps=200, ipcs=[1, 10, 50])
+    mgdd.adapt(generator, objective, steps=25, ipcs=[1, 10, 50])
     distilled = mgdd.generate(generator, objective, ipc=20)     # any IPC, one forward pass
     distilled.save("fmnist-ipc20.safetensors")
     print(mgdd.evaluate(distilled, dataset, runs=3)["accuracy_mean"])

@@ -44,6 +44,19 @@ def test_ridge_defaults_come_from_the_objective_and_flags_override_them(tmp_path
         assert recorded["lam"] == lam and recorded.get("ridge", "kernel") == ridge
 
 
+def test_adaptation_steps_default_is_the_same_in_the_cli_and_the_api():
+    """`mgdd adapt`/`mgdd distill` and mgdd.distill adapt the same number of steps by default."""
+    import inspect
+
+    from mgdd.cli import build_parser
+    from mgdd.pipeline import distill
+
+    parser, api = build_parser(), inspect.signature(distill).parameters["steps"].default
+    for cmd in ("adapt", "distill"):
+        args = parser.parse_args([cmd, "--dataset", "digits", "--out", "x"])
+        assert args.steps == api == 25, cmd
+
+
 def test_baseline_evaluate_export(tmp_path, tiny_npz, capsys):
     ds = f"npz:{tiny_npz}"
     out = tmp_path / "r.safetensors"
