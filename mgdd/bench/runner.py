@@ -186,7 +186,7 @@ class Bench:
                     **self.evaluate_set(ds, name, model)}
         return self.cell(name, run)
 
-    def cross_cell(self, name, source_cell):
+    def cross_cell(self, name):
         model = self.cfg.cross_model
 
         def run():
@@ -310,7 +310,7 @@ class Bench:
                 lambda: self._generate("mgdd-k0", ipc, adapt_cell, ("meta", cfg.adapt_ipcs, 0), passes=p))
         if ipc == cfg.cross_ipc:
             for name in cross_sources(cfg, ipc):
-                cells[f"{name}-{cfg.cross_model}"] = self.cross_cell(name, cells[name])
+                cells[f"{name}-{cfg.cross_model}"] = self.cross_cell(name)
         return cells
 
     # -- generators
