@@ -534,7 +534,7 @@ def cmd_bench(args):
         if args.new_generator and (args.retime or args.force):
             raise UsageError("--new-generator goes with --resume only (not --retime or --force).")
         b = Bench(args.preset, out, data_dir=args.data_dir, resume=args.resume or args.retime, force=args.force,
-                  seed=args.seed, progress=_progress(args), new_generator=args.new_generator)
+                  seed=args.seed, progress=_progress(args), new_generator=args.new_generator, device=_device(args))
         b.retime() if args.retime else b.run()
     print((out / "results.md").read_text())
     print(f"wrote {out}/results.json, results.md, plots/")
@@ -664,6 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "evaluations (each set is checked to rebuild bit-identically)")
     s.add_argument("--report", action="store_true",
                    help="rebuild results.json, results.md and plots/ from the cells in --out alone (no dataset)")
+    s.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...; every stage "
+                   "runs there, and a resumed or re-timed run must use the kind it was measured on")
     _add_common(s)
     s.set_defaults(func=cmd_bench)
     return p

@@ -108,6 +108,12 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
             attempt(Bench("quick", out, resume=True))
     monkeypatch.undo()
     monkeypatch.setenv("MGDD_CACHE", str(tmp_path / "cache"))
+    # so is a resume on another kind of device: its times would share one table with these
+    assert json.loads((out / "run.json").read_text())["device"] == "cpu"
+    assert "every stage ran on cpu" in (out / "results.md").read_text()
+    for attempt in (lambda b: b.run(), lambda b: b.retime()):
+        with pytest.raises(UsageError, match="measured on cpu"):
+            attempt(Bench("quick", out, resume=True, device="cuda"))
 
     # re-timing re-runs every timed stage, checks it rebuilds the evaluated sets, keeps accuracies
     retimed = Bench("quick", out, resume=True).retime()

@@ -102,8 +102,8 @@ def summarise(cells: dict, cfg: dict, done, run: dict) -> dict:
     pending_scaling = [i for i in cfg.get("scaling_ipcs", []) if f"scaling-ipc{i}" not in cells]
     return {"preset": run["preset"], "complete": not pending and not pending_scaling, "pending_ipcs": pending,
             "pending_scaling": pending_scaling, "scaling": scaling, "in_progress": in_progress,
-            "dataset": run["dataset"], "machine": run["machine"], "seed": run["seed"],
-            "config": cfg, "command": run["command"],
+            "dataset": run["dataset"], "machine": run["machine"], "device": run.get("device", "cpu"),
+            "seed": run["seed"], "config": cfg, "command": run["command"],
             "protocol": f"ConvNet-3 (width 128, instance norm), SGD lr 0.01 momentum 0.9 wd 5e-4, batch 256, "
                         f"{cfg['eval_epochs']} epochs, lr x0.1 at half, no augmentation; soft labels -> "
                         + ("MSE" if cfg.get("eval_temperature") is None
@@ -128,7 +128,8 @@ def markdown(r: dict) -> str:
     pct = lambda d: f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}"  # noqa: E731
     lines = [f"# mgdd bench: {r['dataset']['name']} (preset `{r['preset']}`)", "",
              f"Machine: {r['machine']['processor']}, {r['machine']['cpus']} CPUs, torch {r['machine']['torch']}"
-             f"{', GPU ' + r['machine']['cuda'] if r['machine']['cuda'] else ', no GPU'}.  ",
+             f"{', GPU ' + r['machine']['cuda'] if r['machine']['cuda'] else ', no GPU'}; every stage ran on "
+             f"{r.get('device', 'cpu')}.  ",
              f"Protocol: {r['protocol']}.  ",
              f"Feature moments (pool of {cfg['pool_size']} random ConvNets, width {cfg['feature']['width']}): "
              f"{r['features']['seconds']:.1f} s, shared by every KRR method and not counted below; kernel ridge "

@@ -39,10 +39,18 @@ from .presets import VARIANTS, cross_sources, get_preset
 from .report import machine, write_report
 from .retime import retime
 
+def _device_kind(device: str) -> str:
+    """cpu, cuda or mps: cuda:0 and cuda measure the same kind of machine."""
+    return str(device).split(":")[0]
+
+
 class Bench:
     def __init__(self, preset: str, out, data_dir=None, resume=False, force=False, seed=0, progress=False,
-                 new_generator=False):
+                 new_generator=False, device="cpu"):
         self.cfg, self.preset, self.seed, self.progress = get_preset(preset), preset, seed, progress
+        # every stage runs on this device (objective, adaptation, generation, evaluation), so the
+        # times of one run are comparable; run.json records it and a resume must use the same
+        self.device = str(device)
         self.out = Path(out)
         if self.out.exists() and any(self.out.iterdir()) and not (resume or force):
             raise UsageError(f"{self.out} is not empty; pass --resume to continue that run or --force to start over.")
@@ -89,6 +97,11 @@ class Bench:
         if changed:
             raise UsageError(f"{self.out} was made with other {self.preset} settings ({', '.join(changed)}); "
                              "use a new --out, or --force to start over.")
+        # times measured on two devices would share one table (records from before this field ran on the CPU)
+        old_device = recorded.get("device", "cpu")
+        if _device_kind(old_device) != _device_kind(self.device):
+            raise UsageError(f"{self.out} was measured on {old_device} and this run would use {self.device}; "
+                             f"pass --device {old_device}, or use a new --out.")
         # the mgdd cells are the shipped generator's: another one (a new release) would mix two
         # generators in one table (records from before this field carry none and are not checked)
         old_gen = recorded.get("meta_generator")
@@ -133,7 +146,8 @@ class Bench:
 
     def run_record(self) -> dict:
         return {"preset": self.preset, "config": self.cfg.as_dict(), "dataset": self.dataset.describe(),
-                "meta_generator": self.meta_generator_record(), "machine": machine(), "seed": self.seed,
+                "meta_generator": self.meta_generator_record(), "machine": machine(), "device": self.device,
+                "seed": self.seed,
                 "command": "mgdd " + " ".join(sys.argv[1:]) if sys.argv else ""}
 
     def cell(self, name: str, fn):
@@ -152,7 +166,7 @@ class Bench:
     def make_objective(self, **kwargs) -> KRRObjective:
         """The preset's objective, built (``kwargs``: cache options) rather than the shared one."""
         return KRRObjective(self.dataset, FeatureConfig(**self.cfg.feature), self.cfg.pool_size, seed=self.seed,
-                            lam=self.cfg.lam, ridge=self.cfg.ridge, **kwargs)
+                            lam=self.cfg.lam, ridge=self.cfg.ridge, device=self.device, **kwargs)
 
     def fresh_objective(self) -> KRRObjective:
         """The same objective, RFAD-style: a new random network and real batches every step."""
@@ -172,7 +186,8 @@ class Bench:
             ds.save(set_path, force=True)
         t = self.cfg.eval_temperature
         res = evaluate(ds, self.dataset, model=model, epochs=self.cfg.eval_epochs, runs=self.cfg.runs,
-                       seed=self.seed, progress=self.progress, soft_loss="mse" if t is None else "ce", temperature=t)
+                       seed=self.seed, progress=self.progress, soft_loss="mse" if t is None else "ce", temperature=t,
+                       device=self.device)
         return {"accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"], "set_sha256": set_digest(ds),
                 "accuracies": [r["accuracy"] for r in res["per_run"]], "model": model, "epochs": res["epochs"],
                 "runs": res["runs"], "label_kind": res["label_kind"], "soft_loss": res["soft_loss"],
