@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..baselines import coreset, krr_pixel, random_ls, random_real
+from ..baselines import krr_pixel
 from ..distilled import DistilledSet
 from ..errors import UsageError
 from ..generate import generate
@@ -81,9 +81,7 @@ def retime(bench) -> dict:
                              "was changed. Remove the cache (OUT/cache or $MGDD_CACHE) and re-run the bench.")
     new["features"] = {"seconds": cold.build_seconds, "verified": True}
     for ipc in bench.cfg.ipcs:
-        for name, fn, args in ((f"random-ipc{ipc}", random_real, (bench.dataset, ipc, seed)),
-                               (f"random+ls-ipc{ipc}", random_ls, (obj, ipc, seed)),
-                               (f"herding-ipc{ipc}", coreset, (obj, ipc, "herding", seed, True))):
+        for name, fn, args in bench.baselines(ipc):
             _note(name)
             record(name, *timed(fn, *args))
     # generators: adapt again from the same start, then one pass per IPC

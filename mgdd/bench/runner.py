@@ -232,12 +232,9 @@ class Bench:
         stem, ipc = name.rsplit("-ipc", 1)
         ipc, step = (int(v) for v in ipc.split("-step")) if "-step" in ipc else (int(ipc), None)
         obj, seed = self.objective(), self.seed
-        if stem == "random":
-            return random_real(self.dataset, ipc, seed)
-        if stem == "random+ls":
-            return random_ls(obj, ipc, seed)
-        if stem == "herding":
-            return coreset(obj, ipc, "herding", seed, True)
+        for base, fn, args in self.baselines(ipc):
+            if base == name:
+                return fn(*args)
         if stem in VARIANTS:
             return krr_pixel(obj if stem == "krr-pixel" else self.fresh_objective(), ipc, step, (step,),
                              lr=self.cfg.lr_pixel, seed=seed, progress=self.progress)
@@ -281,12 +278,18 @@ class Bench:
                 "label_seconds": t["label_seconds"], "pixel_step_seconds": step,
                 "set_sha256": set_digest(ds), "krr_sha256": set_digest(three)}
 
+    def baselines(self, ipc) -> list:
+        """The cheap baselines of an IPC block as (cell name, builder, its arguments): one list
+        for the run, for a set rebuilt on resume (_rebuild) and for --retime."""
+        obj, seed = self.objective(), self.seed
+        return [(f"random-ipc{ipc}", random_real, (self.dataset, ipc, seed)),
+                (f"random+ls-ipc{ipc}", random_ls, (obj, ipc, seed)),
+                (f"herding-ipc{ipc}", coreset, (obj, ipc, "herding", seed, True))]
+
     def ipc_block(self, ipc) -> dict:
-        cfg, seed, obj, cells = self.cfg, self.seed, self.objective(), {}
-        cells[f"random-ipc{ipc}"] = self.set_cell(f"random-ipc{ipc}", lambda: timed(random_real, self.dataset, ipc, seed))
-        cells[f"random+ls-ipc{ipc}"] = self.set_cell(f"random+ls-ipc{ipc}", lambda: timed(random_ls, obj, ipc, seed))
-        cells[f"herding-ipc{ipc}"] = self.set_cell(f"herding-ipc{ipc}",
-                                                   lambda: timed(coreset, obj, ipc, "herding", seed, True))
+        cfg, cells = self.cfg, {}
+        for name, fn, args in self.baselines(ipc):
+            cells[name] = self.set_cell(name, lambda fn=fn, args=args: timed(fn, *args))
         # the iterative baselines: one optimisation per curve, evaluated at every snapshot. They come
         # before the generator cells so that a block's baseline rows land first (an IPC 50 block
         # takes hours on a CPU, and the objective's rows do not depend on the generator)
