@@ -24,6 +24,12 @@ from .cells import read_cells
 from .presets import TARGET_SPEEDUP, Preset, block_cells
 
 
+def _s(seconds: float) -> str:
+    """Seconds for a table: one decimal from 1 s up, more below (a GPU runs a K = 0 generator
+    in hundredths of a second, which one decimal would show as 0.0)."""
+    return f"{seconds:.1f}" if seconds >= 1 else f"{seconds:.2f}" if seconds >= 0.1 else f"{seconds:.3f}"
+
+
 def machine() -> dict:
     """The machine a run is measured on (recorded in run.json)."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
@@ -132,7 +138,7 @@ def markdown(r: dict) -> str:
              f"{r.get('device', 'cpu')}.  ",
              f"Protocol: {r['protocol']}.  ",
              f"Feature moments (pool of {cfg['pool_size']} random ConvNets, width {cfg['feature']['width']}): "
-             f"{r['features']['seconds']:.1f} s, shared by every KRR method and not counted below; kernel ridge "
+             f"{_s(r['features']['seconds'])} s, shared by every KRR method and not counted below; kernel ridge "
              f"{cfg.get('lam', 1e-3)}, {cfg.get('ridge', 'kernel')}-scaled (docs/design.md §2).", "",
              "## Test accuracy (%)", "",
              f"scratch and mgdd: {cfg['adapt_steps']} adaptation steps (fewer steps: the K table below).", "",
@@ -164,9 +170,9 @@ def markdown(r: dict) -> str:
               "|---|---|---|---|---|---|"]
     for ipc in ipcs:
         x = r["accuracy"][str(ipc)]["acceleration"]
-        reach = "never (in budget)" if x["ratio"] is None else f"{x['krr_seconds_to_reach_mgdd']:.1f}"
+        reach = "never (in budget)" if x["ratio"] is None else f"{_s(x['krr_seconds_to_reach_mgdd'])}"
         ratio = _ratio_text(x)
-        lines.append(f"| {ipc} | {x['mgdd_seconds']:.1f} | {reach} | {ratio} | {_at22_text(x)} | "
+        lines.append(f"| {ipc} | {_s(x['mgdd_seconds'])} | {reach} | {ratio} | {_at22_text(x)} | "
                      f"{100 * x['mgdd_minus_krr_best']:+.2f} |")
     if cfg.get("k_sweep"):
         lines += ["", "## mgdd vs scratch after K adaptation steps", "",
@@ -180,7 +186,7 @@ def markdown(r: dict) -> str:
             for p in r["accuracy"][str(ipc)]["by_k"]:
                 lines.append(f"| {ipc} | {p['k']} | {pct(p['mgdd'])} | {pct(p['scratch'])} | "
                              f"{100 * (p['mgdd']['mean'] - p['scratch']['mean']):+.2f} | "
-                             f"{p['mgdd']['seconds']:.1f} | {_ratio_text(p['acceleration'])} | "
+                             f"{_s(p['mgdd']['seconds'])} | {_ratio_text(p['acceleration'])} | "
                              f"{_at22_text(p['acceleration'])} |")
     pass_rows = [(ipc, r["accuracy"][str(ipc)]["by_passes"]) for ipc in ipcs if "by_passes" in r["accuracy"][str(ipc)]]
     if pass_rows:
@@ -193,7 +199,7 @@ def markdown(r: dict) -> str:
         for ipc, rows in pass_rows:
             for p in rows:
                 lines.append(f"| {ipc} | {p['passes']}{' *' if p['own'] else ''} | {pct(p['mgdd'])} | "
-                             f"{p['mgdd']['seconds']:.1f} | {_ratio_text(p['acceleration'])} | "
+                             f"{_s(p['mgdd']['seconds'])} | {_ratio_text(p['acceleration'])} | "
                              f"{_at22_text(p['acceleration'])} |")
     if r.get("all_sizes"):
         lines += ["", "## Every size from one adaptation", "",
@@ -203,9 +209,9 @@ def markdown(r: dict) -> str:
                   "| K | mgdd s (adapt + all generations) | krr-pixel s to match every IPC | ratio |",
                   "|---|---|---|---|"]
         for a in r["all_sizes"]:
-            reach = "never (in budget)" if a["krr_seconds_to_reach"] is None else f"{a['krr_seconds_to_reach']:.1f}"
+            reach = "never (in budget)" if a["krr_seconds_to_reach"] is None else f"{_s(a['krr_seconds_to_reach'])}"
             ratio = "n/a" if a["ratio"] is None else f"{a['ratio']:.3g}x"
-            lines.append(f"| {a['k']} | {a['mgdd_seconds']:.1f} | {reach} | {ratio} |")
+            lines.append(f"| {a['k']} | {_s(a['mgdd_seconds'])} | {reach} | {ratio} |")
     if r.get("scaling"):
         lines += ["", "## How time grows with the set size", "",
                   "Timing only, no evaluation, seed-0 X_0 of each size: the shipped generator's passes (each "
@@ -229,13 +235,13 @@ def markdown(r: dict) -> str:
         for ipc, a in fresh_rows:
             for p in a["by_k"]:
                 x = p["acceleration_fresh"]
-                reach = "never (in budget)" if x["ratio"] is None else f"{x['krr_seconds_to_reach_mgdd']:.1f}"
+                reach = "never (in budget)" if x["ratio"] is None else f"{_s(x['krr_seconds_to_reach_mgdd'])}"
                 best = x["krr_best"]
-                lines.append(f"| {ipc} | {p['k']} | {pct(p['mgdd'])} | {p['mgdd']['seconds']:.1f} | {reach} | "
+                lines.append(f"| {ipc} | {p['k']} | {pct(p['mgdd'])} | {_s(p['mgdd']['seconds'])} | {reach} | "
                              f"{_ratio_text(x)} | {pct(best)} ({best['steps']} steps, {best['seconds']:.0f} s) |")
         lines += ["", "| IPC | krr-fresh steps | seconds | accuracy % |", "|---|---|---|---|"]
         for ipc, a in fresh_rows:
-            lines += [f"| {ipc} | {p['steps']} | {p['seconds']:.1f} | {pct(p)} |" for p in a["krr-fresh"]]
+            lines += [f"| {ipc} | {p['steps']} | {_s(p['seconds'])} | {pct(p)} |" for p in a["krr-fresh"]]
     lines += ["", "## krr-pixel accuracy vs time", "",
               "Seconds = optimisation + the final label solve, both wall-clock of the run that wrote the "
               "snapshot (mgdd's time includes its label solve too). Step 0 is the random+ls set: krr-pixel "
@@ -247,7 +253,7 @@ def markdown(r: dict) -> str:
               "| IPC | steps | seconds | accuracy % |", "|---|---|---|---|"]
     for ipc in ipcs:
         for p in r["accuracy"][str(ipc)]["krr-pixel"]:
-            lines.append(f"| {ipc} | {p['steps']} | {p['seconds']:.1f} | {pct(p)} |")
+            lines.append(f"| {ipc} | {p['steps']} | {_s(p['seconds'])} | {pct(p)} |")
     u = r["unseen"]
     if u is not None:
         lines += ["", "## A size never seen in adaptation", "",
@@ -261,12 +267,12 @@ def markdown(r: dict) -> str:
     ad = r["adapt"]
     lines += ["", "## Adaptation", ""]
     for k, v in ad.items():
-        lines.append(f"- {k}: from `{v['from']}`, {v['steps']} steps on IPCs {v['ipcs']}, {v['seconds']:.1f} s")
+        lines.append(f"- {k}: from `{v['from']}`, {v['steps']} steps on IPCs {v['ipcs']}, {_s(v['seconds'])} s")
     for ipc, got in r.get("in_progress", {}).items():
         if got:
             lines += ["", f"## IPC {ipc}: cells finished so far (block in progress)", "",
                       "| cell | accuracy % | seconds |", "|---|---|---|"]
-            lines += [f"| {k} | {pct(p)} | {p['seconds']:.1f} |" for k, p in got.items()]
+            lines += [f"| {k} | {pct(p)} | {_s(p['seconds'])} |" for k, p in got.items()]
     c = r.get("bench_cost")
     if c:
         lines += ["", "## What the bench itself cost", "",
