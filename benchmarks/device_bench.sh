@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The bench on one GPU machine, in one run (README "On a GPU").
+# The bench on one GPU machine, in one run (README "Results on one GPU").
 #
 #   bash benchmarks/device_bench.sh RESULTS_DIR SECONDS
 #
@@ -7,8 +7,9 @@
 # evaluate, a two-step meta-training), so a broken path stops the run within a minute or two;
 # then the fmnist bench and the digits28 bench, each with --device "$DEVICE", while SECONDS last.
 # A bench cut off by the budget is resumable: the same command with the same RESULTS_DIR on the
-# same kind of device continues it. DEVICE=cpu runs the same script without a GPU (default cuda). Data: $MGDD_DATA (Fashion-MNIST's IDX files in
-# fashion-mnist/, the MNIST subset in mnist/); digits comes with scikit-learn.
+# same kind of device continues it. DEVICE=cpu runs the same script without a GPU (default cuda).
+# Data: $MGDD_DATA (Fashion-MNIST's IDX files in fashion-mnist/, the MNIST subset in mnist/);
+# digits comes with scikit-learn.
 set -u -o pipefail
 out=${1:?RESULTS_DIR}; budget=${2:?SECONDS}; DEVICE=${DEVICE:-cuda}
 t0=$(date +%s)

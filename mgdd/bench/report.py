@@ -170,7 +170,7 @@ def markdown(r: dict) -> str:
               "|---|---|---|---|---|---|"]
     for ipc in ipcs:
         x = r["accuracy"][str(ipc)]["acceleration"]
-        reach = "never (in budget)" if x["ratio"] is None else f"{_s(x['krr_seconds_to_reach_mgdd'])}"
+        reach = "never (in budget)" if x["ratio"] is None else _s(x["krr_seconds_to_reach_mgdd"])
         ratio = _ratio_text(x)
         lines.append(f"| {ipc} | {_s(x['mgdd_seconds'])} | {reach} | {ratio} | {_at22_text(x)} | "
                      f"{100 * x['mgdd_minus_krr_best']:+.2f} |")
@@ -209,7 +209,7 @@ def markdown(r: dict) -> str:
                   "| K | mgdd s (adapt + all generations) | krr-pixel s to match every IPC | ratio |",
                   "|---|---|---|---|"]
         for a in r["all_sizes"]:
-            reach = "never (in budget)" if a["krr_seconds_to_reach"] is None else f"{_s(a['krr_seconds_to_reach'])}"
+            reach = "never (in budget)" if a["krr_seconds_to_reach"] is None else _s(a["krr_seconds_to_reach"])
             ratio = "n/a" if a["ratio"] is None else f"{a['ratio']:.3g}x"
             lines.append(f"| {a['k']} | {_s(a['mgdd_seconds'])} | {reach} | {ratio} |")
     if r.get("scaling"):
@@ -235,7 +235,7 @@ def markdown(r: dict) -> str:
         for ipc, a in fresh_rows:
             for p in a["by_k"]:
                 x = p["acceleration_fresh"]
-                reach = "never (in budget)" if x["ratio"] is None else f"{_s(x['krr_seconds_to_reach_mgdd'])}"
+                reach = "never (in budget)" if x["ratio"] is None else _s(x["krr_seconds_to_reach_mgdd"])
                 best = x["krr_best"]
                 lines.append(f"| {ipc} | {p['k']} | {pct(p['mgdd'])} | {_s(p['mgdd']['seconds'])} | {reach} | "
                              f"{_ratio_text(x)} | {pct(best)} ({best['steps']} steps, {best['seconds']:.0f} s) |")

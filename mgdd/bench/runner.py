@@ -39,6 +39,7 @@ from .presets import VARIANTS, cross_sources, get_preset
 from .report import machine, write_report
 from .retime import retime
 
+
 def _device_kind(device: str) -> str:
     """cpu, cuda or mps: cuda:0 and cuda measure the same kind of machine."""
     return str(device).split(":")[0]
