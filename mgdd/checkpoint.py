@@ -83,6 +83,10 @@ def check_same_settings(path, info: dict, settings: dict) -> None:
         saved = {k: info[k] for k in settings if k in info}
     differ = [f"{k} {_show(saved[k])} (now {_show(v)})" for k, v in settings.items()
               if k in saved and saved[k] != v]
+    if isinstance(info.get("settings"), dict):
+        # a setting recorded only when it is not the default (guide_nets, sources) and absent now
+        # means the run would go on with another value
+        differ += [f"{k} {_show(saved[k])} (now the default)" for k in saved if k not in settings]
     if differ:
         raise UsageError(f"{path} belongs to a run with other settings: {'; '.join(differ)}. Resume with the same "
                          "settings, or start over without --resume (another --out, or delete the checkpoint).")

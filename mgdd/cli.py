@@ -470,10 +470,12 @@ def cmd_meta_train(args):
     from .data import load_dataset
     from .generator import GeneratorConfig, MetaGenerator
     from .meta import init_distributed, meta_train
+    from .variants import parse_variants, with_variants
 
     if len(args.ipc_range) != 2 or not 1 <= args.ipc_range[0] <= args.ipc_range[1]:
         raise UsageError(f"--ipc-range must be min,max with 1 <= min <= max (e.g. 1,50); got {args.ipc_range}.")
     _check_guide_nets(args)
+    variants = parse_variants(args.source_variants)
     out = _folder_out(args)
     replace = args.force or args.resume
     started = init_distributed()
@@ -482,10 +484,12 @@ def cmd_meta_train(args):
         _check_outputs(args, [out / "model.safetensors", out / "config.json", out / "meta-log.json",
                               out / "meta-checkpoint.safetensors"], replace)
     dataset = load_dataset(args.source, args.data_dir, args.download, image_size=args.image_size)
-    objective = _objective(args, dataset)
+    # one objective (pool and moments) per source; the same pool seed, so the same networks
+    objectives = [_objective(args, d) for d in with_variants(dataset, variants, args.seed)]
+    objective = objectives[0]
     torch.manual_seed(args.seed)
     generator = MetaGenerator(GeneratorConfig(channels=dataset.channels))
-    log = meta_train(generator, objective, args.meta_steps, args.algorithm, args.tasks_per_step,
+    log = meta_train(generator, objectives if variants else objective, args.meta_steps, args.algorithm, args.tasks_per_step,
                      args.inner_steps, args.inner_lr, args.meta_lr, tuple(args.ipc_range), args.min_classes,
                      args.seed, checkpoint=out / "meta-checkpoint.safetensors",
                      checkpoint_every=args.checkpoint_every, resume=args.resume, progress=_progress(args),
@@ -676,6 +680,9 @@ def _add_meta_args(s):
     s.add_argument("--data-dir", default=None)
     s.add_argument("--download", action="store_true")
     s.add_argument("--image-size", type=_positive_int, default=None, help="resize the source to N x N")
+    s.add_argument("--source-variants", default=None,
+                   help="comma-separated transforms of the source that tasks are also drawn from, each with its "
+                        "own feature moments: thick, blur, texture, invert, zoom, or a chain such as thick+texture (none)")
     s.add_argument("--algorithm", choices=["reptile", "fomaml", "unrolled"], default="reptile",
                    help="reptile / fomaml: learn to adapt in a few steps; unrolled: learn to be applied --passes "
                         "times in turn, with no adaptation")

@@ -452,7 +452,7 @@ def load_dataset(name: str, data_dir=None, download: bool = False, image_size: i
             names = FASHION_CLASSES
     else:
         raise unknown_name("dataset", name, NAMED + [p + "PATH" for p in PREFIXED])
-    dataset = _make_dataset(name, xtr, ytr, xte, yte, names, info, image_size)
+    dataset = make_dataset(name, xtr, ytr, xte, yte, names, info, image_size)
     if zca is not None:
         from .zca import ZCA
         dataset.zca = ZCA.fit(dataset.train_x, zca)
@@ -513,7 +513,8 @@ def _resized(x: torch.Tensor, size: int | None) -> torch.Tensor:
     return torch.cat(out).clamp_(0, 1)
 
 
-def _make_dataset(name, xtr, ytr, xte, yte, names, info, image_size=None) -> Dataset:
+def make_dataset(name, xtr, ytr, xte, yte, names, info, image_size=None) -> Dataset:
+    """Checked, normalised Dataset from train/test images (uint8 0..255 or float 0..1) and labels."""
     train_x, test_x = _to_nchw_float(xtr, f"{name} x_train"), _to_nchw_float(xte, f"{name} x_test")
     if image_size is not None and tuple(train_x.shape[2:]) != (image_size, image_size):
         info = dict(info, resized_from=list(train_x.shape[2:]))

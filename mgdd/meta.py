@@ -1,6 +1,7 @@
 """Meta-training: learn generator weights that adapt to a new dataset in a few steps.
 
-A *task* is (a class subset of the source of size min_classes..C, an IPC, a seed). Each
+A *task* is (a class subset of the source of size min_classes..C, an IPC, a seed, and, when
+meta-training reads several sources (a dataset and its variants, variants.py), which one). Each
 meta-step runs ``tasks_per_step`` tasks; for each, a clone of the generator takes
 ``inner_steps`` Adam steps of the KRR loss on that task (learn2learn-style clone/adapt),
 then the meta-update is
@@ -91,13 +92,17 @@ def apply_reptile(model: torch.nn.Module, delta_sum: list, num_tasks: int, meta_
 
 # ---------------------------------------------------------------------------- tasks
 
-def sample_task(num_classes: int, ipc_range, min_classes: int, smallest_class: int, seed: int, step: int, j: int):
+def sample_task(num_classes: int, ipc_range, min_classes: int, smallest_class: int, seed: int, step: int, j: int,
+                sources: int = 1):
     rng = step_rng(seed, step * 100_003 + j)
     c = rng.randint(min(min_classes, num_classes), num_classes)
     classes = sorted(rng.sample(range(num_classes), c))
     lo, hi = ipc_range
     ipc = rng.randint(lo, min(hi, smallest_class))
-    return {"classes": classes, "ipc": ipc, "seed": rng.randrange(2**31)}
+    task = {"classes": classes, "ipc": ipc, "seed": rng.randrange(2**31), "source": 0}
+    if sources > 1:  # drawn last, so a one-source run draws exactly what it always did
+        task["source"] = rng.randrange(sources)
+    return task
 
 
 def task_loss_fn(objective: KRRObjective, task: dict):
@@ -111,11 +116,18 @@ def task_loss_fn(objective: KRRObjective, task: dict):
 
 # ---------------------------------------------------------------------------- the loop
 
-def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: int, algorithm: str = "reptile",
+def meta_train(generator: MetaGenerator, objective, meta_steps: int, algorithm: str = "reptile",
                tasks_per_step: int = 4, inner_steps: int = 5, inner_lr: float = 1e-3, meta_lr: float | None = None,
                ipc_range=(1, 50), min_classes: int = 2, seed: int = 0, checkpoint=None, checkpoint_every: int = 10,
                resume: bool = False, progress: bool = True, log_path=None, passes: int = 1,
                guide_nets: int = GUIDE_NETS) -> dict:
+    """Meta-train ``generator`` in place; returns {"settings", "history", "seconds"}.
+
+    ``objective``: one KRRObjective, or a list of them over datasets with the same classes
+    (a source and its variants, variants.py); each task then draws which one it runs on.
+    """
+    objectives = list(objective) if isinstance(objective, (list, tuple)) else [objective]
+    objective = objectives[0]
     if algorithm not in ALGORITHMS:
         raise UsageError(f"unknown meta algorithm {algorithm!r}; use {', '.join(ALGORITHMS)}.")
     if passes != 1 and algorithm != "unrolled":
@@ -133,7 +145,10 @@ def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: in
     if not 1 <= lo <= hi:
         raise UsageError(f"--ipc-range must be min,max with 1 <= min <= max; got {lo},{hi}.")
     dataset = objective.dataset
-    smallest = min(dataset.class_counts())
+    if any(o.dataset.num_classes != dataset.num_classes for o in objectives):
+        raise UsageError("meta-training sources must have the same classes; "
+                         + ", ".join(f"{o.dataset.name} has {o.dataset.num_classes}" for o in objectives) + ".")
+    smallest = min(min(o.dataset.class_counts()) for o in objectives)
     if lo > smallest:
         raise UsageError(f"--ipc-range minimum {lo} is larger than the smallest source class ({smallest}).")
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
@@ -146,6 +161,8 @@ def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: in
     settings = {"algorithm": algorithm, "meta_steps": meta_steps, "tasks_per_step": tasks_per_step,
                 "inner_steps": inner_steps, "inner_lr": inner_lr, "meta_lr": meta_lr, "ipc_range": [lo, hi],
                 "min_classes": min_classes, "seed": seed, "source": dataset.name, "world_size": world}
+    if len(objectives) > 1:  # absent for one source, so earlier runs resume and read the same
+        settings["sources"] = [o.dataset.name for o in objectives]
     if algorithm == "unrolled":  # no inner loop; the pass count is what generation uses by default
         del settings["inner_steps"], settings["inner_lr"]
         settings["passes"] = passes
@@ -155,14 +172,16 @@ def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: in
     # which does not change the result) must match
     must_match = {k: v for k, v in settings.items() if k not in ("meta_steps", "world_size")}
     must_match.update(dataset=dataset.identity(), objective=objective.describe(), generator=asdict(generator.config))
+    if len(objectives) > 1:
+        must_match["datasets"] = [o.dataset.identity() for o in objectives]
 
     def unrolled_step(s: int) -> dict:
         params = list(generator.parameters())
         sums = [torch.zeros_like(p) for p in params]
         stats = torch.zeros(2, dtype=torch.float64, device=objective.device)  # [loss sum, tasks]
         for j in range(rank, tasks_per_step, world):
-            task = sample_task(dataset.num_classes, (lo, hi), min_classes, smallest, seed, s, j)
-            loss = unrolled_loss(generator, objective, task["ipc"], step_rng(task["seed"], 0), passes,
+            task = sample_task(dataset.num_classes, (lo, hi), min_classes, smallest, seed, s, j, len(objectives))
+            loss = unrolled_loss(generator, objectives[task["source"]], task["ipc"], step_rng(task["seed"], 0), passes,
                                  classes=task["classes"], guide_nets=guide_nets)
             check_finite(loss, s, checkpoint)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
@@ -185,8 +204,8 @@ def meta_train(generator: MetaGenerator, objective: KRRObjective, meta_steps: in
         sums = [torch.zeros_like(p) for p in generator.parameters()]
         stats = torch.zeros(3, dtype=torch.float64, device=objective.device)  # [first loss, last loss, tasks]
         for j in range(rank, tasks_per_step, world):
-            task = sample_task(dataset.num_classes, (lo, hi), min_classes, smallest, seed, s, j)
-            loss_fn = task_loss_fn(objective, task)
+            task = sample_task(dataset.num_classes, (lo, hi), min_classes, smallest, seed, s, j, len(objectives))
+            loss_fn = task_loss_fn(objectives[task["source"]], task)
             fast, losses = inner_adapt(generator, loss_fn, inner_steps, inner_lr)
             for v in losses:
                 check_finite(torch.tensor(v), s, checkpoint)
