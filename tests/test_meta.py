@@ -101,6 +101,16 @@ def unrolled_reference(gen, objective, task, passes):
     return torch.stack(losses).mean()
 
 
+def assert_one_adam_step(trained, ref, loss, lr: float):
+    """``trained`` must equal ``ref`` after one Adam step (lr) on ``loss``, a function of ref's weights."""
+    opt = torch.optim.Adam(ref.parameters(), lr=lr)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(trained.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+
+
 def test_unrolled_meta_step_is_adam_on_the_unrolled_loss(tiny_objective):
     from mgdd.meta import sample_task
     smallest = min(tiny_objective.dataset.class_counts())
@@ -112,12 +122,7 @@ def test_unrolled_meta_step_is_adam_on_the_unrolled_loss(tiny_objective):
                meta_lr=1e-2, progress=False)
     tasks = [sample_task(tiny_objective.dataset.num_classes, (1, 3), 2, smallest, 0, 0, j) for j in range(2)]
     loss = sum(unrolled_reference(ref, tiny_objective, t, 3) for t in tasks) / 2
-    opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    for k, v in ref.state_dict().items():
-        torch.testing.assert_close(a.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+    assert_one_adam_step(a, ref, loss, lr=1e-2)
 
 
 def test_passes_apply_the_generator_in_turn_with_fresh_guides(tiny_objective):

@@ -83,7 +83,7 @@ def test_meta_step_over_sources_runs_each_task_on_its_own_source(tiny_dataset):
     """One unrolled meta-step over [source, variant] is Adam on the mean of each task's unrolled
     loss under the objective of the source that task drew."""
     from mgdd.meta import meta_train, sample_task
-    from test_meta import unrolled_reference
+    from test_meta import assert_one_adam_step, unrolled_reference
     objs = objectives_for(tiny_dataset, ["invert"])
     smallest = min(tiny_dataset.class_counts())
     # a seed whose two tasks at step 0 draw different sources, so both objectives are exercised
@@ -95,12 +95,7 @@ def test_meta_step_over_sources_runs_each_task_on_its_own_source(tiny_dataset):
                seed=seed, progress=False)
     tasks = [sample_task(3, (1, 3), 2, smallest, seed, 0, j, 2) for j in range(2)]
     loss = sum(unrolled_reference(ref, objs[t["source"]], t, 2) for t in tasks) / 2
-    opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    for k, v in ref.state_dict().items():
-        torch.testing.assert_close(a.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+    assert_one_adam_step(a, ref, loss, lr=1e-2)
     # and the variant's objective matters: the same tasks all on the source give another loss
     same = sum(unrolled_reference(copy.deepcopy(a), objs[0], t, 2) for t in tasks) / 2
     mixed = sum(unrolled_reference(copy.deepcopy(a), objs[t["source"]], t, 2) for t in tasks) / 2
