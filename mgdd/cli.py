@@ -489,10 +489,9 @@ def cmd_meta_train(args):
     objective = objectives[0]
     torch.manual_seed(args.seed)
     generator = MetaGenerator(GeneratorConfig(channels=dataset.channels))
-    log = meta_train(generator, objectives if variants else objective, args.meta_steps, args.algorithm, args.tasks_per_step,
-                     args.inner_steps, args.inner_lr, args.meta_lr, tuple(args.ipc_range), args.min_classes,
-                     args.seed, checkpoint=out / "meta-checkpoint.safetensors",
-                     checkpoint_every=args.checkpoint_every, resume=args.resume, progress=_progress(args),
+    log = meta_train(generator, objectives, args.meta_steps, args.algorithm, args.tasks_per_step, args.inner_steps,
+                     args.inner_lr, args.meta_lr, tuple(args.ipc_range), args.min_classes, args.seed,
+                     checkpoint=out / "meta-checkpoint.safetensors", checkpoint_every=args.checkpoint_every, resume=args.resume, progress=_progress(args),
                      log_path=out / "meta-log.json", passes=args.passes, guide_nets=args.guide_nets)
     if rank0:
         generator.save_pretrained(out, metadata={

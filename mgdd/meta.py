@@ -172,8 +172,6 @@ def meta_train(generator: MetaGenerator, objective, meta_steps: int, algorithm: 
     # which does not change the result) must match
     must_match = {k: v for k, v in settings.items() if k not in ("meta_steps", "world_size")}
     must_match.update(dataset=dataset.identity(), objective=objective.describe(), generator=asdict(generator.config))
-    if len(objectives) > 1:
-        must_match["datasets"] = [o.dataset.identity() for o in objectives]
 
     def unrolled_step(s: int) -> dict:
         params = list(generator.parameters())
