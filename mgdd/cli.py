@@ -491,7 +491,8 @@ def cmd_meta_train(args):
     generator = MetaGenerator(GeneratorConfig(channels=dataset.channels))
     log = meta_train(generator, objectives, args.meta_steps, args.algorithm, args.tasks_per_step, args.inner_steps,
                      args.inner_lr, args.meta_lr, tuple(args.ipc_range), args.min_classes, args.seed,
-                     checkpoint=out / "meta-checkpoint.safetensors", checkpoint_every=args.checkpoint_every, resume=args.resume, progress=_progress(args),
+                     checkpoint=out / "meta-checkpoint.safetensors", checkpoint_every=args.checkpoint_every,
+                     resume=args.resume, progress=_progress(args),
                      log_path=out / "meta-log.json", passes=args.passes, guide_nets=args.guide_nets)
     if rank0:
         generator.save_pretrained(out, metadata={
