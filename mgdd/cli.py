@@ -475,6 +475,9 @@ def cmd_meta_train(args):
     if len(args.ipc_range) != 2 or not 1 <= args.ipc_range[0] <= args.ipc_range[1]:
         raise UsageError(f"--ipc-range must be min,max with 1 <= min <= max (e.g. 1,50); got {args.ipc_range}.")
     _check_guide_nets(args)
+    if args.no_guide and args.guide_nets != 2:
+        raise UsageError("--guide-nets sets the guide a pass reads; --no-guide trains a generator that reads none. "
+                         "Give one of them.")
     variants = parse_variants(args.source_variants)
     out = _folder_out(args)
     replace = args.force or args.resume
@@ -488,7 +491,7 @@ def cmd_meta_train(args):
     objectives = [_objective(args, d) for d in with_variants(dataset, variants, args.seed)]
     objective = objectives[0]
     torch.manual_seed(args.seed)
-    generator = MetaGenerator(GeneratorConfig(channels=dataset.channels))
+    generator = MetaGenerator(GeneratorConfig(channels=dataset.channels, guide_input=not args.no_guide))
     log = meta_train(generator, objectives, args.meta_steps, args.algorithm, args.tasks_per_step, args.inner_steps,
                      args.inner_lr, args.meta_lr, tuple(args.ipc_range), args.min_classes, args.seed,
                      checkpoint=out / "meta-checkpoint.safetensors", checkpoint_every=args.checkpoint_every,
@@ -691,6 +694,9 @@ def _add_meta_args(s):
     s.add_argument("--guide-nets", type=_positive_int, default=2,
                    help="unrolled: pool networks each pass's guide averages over, up to --pool-size (2); "
                         "recorded, so generation uses it by default")
+    s.add_argument("--no-guide", action="store_true",
+                   help="a generator that reads no guide: a pass is a plain forward, linear in the set size, with "
+                        "no gradient through the pool (the guide's ablation, docs/design.md §4)")
     s.add_argument("--meta-steps", type=_positive_int, default=200)
     s.add_argument("--tasks-per-step", type=_positive_int, default=4, help="tasks per meta-step (over all ranks)")
     s.add_argument("--inner-steps", type=_positive_int, default=5)

@@ -13,7 +13,7 @@ import time
 import torch
 
 from .data import check_ipc, sample_init
-from .errors import check_range
+from .errors import UsageError, check_range
 from .distilled import DistilledSet, distilled_meta
 from .generator import MetaGenerator, check_channels
 from .objective import KRRObjective
@@ -103,6 +103,9 @@ def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: 
     check_ipc(dataset, ipc)
     check_channels(generator, dataset)
     passes = default_passes(generator) if passes is None else passes
+    if guide_nets is not None and not generator.config.guide_input:
+        raise UsageError("this generator reads no guide (meta-trained with --no-guide), so --guide-nets (guide_nets) "
+                         "does not apply to it; leave it out.")
     guide_nets = default_guide_nets(generator) if guide_nets is None else guide_nets
     check_range("passes", passes, 1)
     x0, y0 = sample_init(dataset, ipc, seed)

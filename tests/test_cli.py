@@ -155,6 +155,30 @@ def test_meta_train_records_its_guide_networks(tmp_path, tiny_npz, capsys):
         assert not (tmp_path / "R" / "model.safetensors").exists()
 
 
+def test_meta_train_without_the_guide(tmp_path, tiny_npz, capsys):
+    """--no-guide records a generator that reads no guide; it generates with its passes, and
+    --guide-nets is refused with it, at meta-training and at generation."""
+    from mgdd.distilled import DistilledSet
+    ds = f"npz:{tiny_npz}"
+    meta = ["meta-train", "--source", ds, "--algorithm", "unrolled", "--passes", "2", "--meta-steps", "2",
+            "--tasks-per-step", "1", "--ipc-range", "1,2", "--no-cache", *OBJ]
+    code, _, err = run(capsys, *meta, "--no-guide", "--out", str(tmp_path / "U"))
+    assert code == 0, err
+    info = json.loads((tmp_path / "U" / "config.json").read_text())
+    assert info["config"]["guide_input"] is False and info["metadata"]["passes"] == 2
+    out = tmp_path / "g.safetensors"
+    code, _, err = run(capsys, "generate", str(tmp_path / "U"), "--dataset", ds, "--ipc", "2", "--out", str(out),
+                       "--no-cache", *OBJ)
+    assert code == 0, err
+    assert DistilledSet.load(out).meta["passes"] == 2
+    code, _, err = run(capsys, "generate", str(tmp_path / "U"), "--dataset", ds, "--ipc", "2", "--no-cache",
+                       "--guide-nets", "1", "--out", str(tmp_path / "h.safetensors"), *OBJ)
+    assert code == 2 and "reads no guide" in err and "Traceback" not in err
+    assert not (tmp_path / "h.safetensors").exists()
+    code, _, err = run(capsys, *meta, "--no-guide", "--guide-nets", "1", "--out", str(tmp_path / "V"))
+    assert code == 2 and "--no-guide" in err and "Traceback" not in err and not (tmp_path / "V").exists()
+
+
 def test_krr_pixel_snapshots_and_resume(tmp_path, tiny_npz, capsys):
     out = tmp_path / "k.safetensors"
     args = ["baseline", "krr-pixel", "--dataset", f"npz:{tiny_npz}", "--ipc", "2", "--steps", "6",
