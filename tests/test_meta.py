@@ -55,10 +55,11 @@ def test_fomaml_gradient_by_hand():
     torch.testing.assert_close(g[0], torch.tensor([[-1.0, 1.0]]))
 
 
-def tiny_generator():
+def tiny_generator(guide_input: bool = True):
     from mgdd.generator import GeneratorConfig, MetaGenerator
     torch.manual_seed(0)
-    return MetaGenerator(GeneratorConfig(channels=1, width=8, stem_width=4, blocks=1, context_dim=4, dilations=[1]))
+    return MetaGenerator(GeneratorConfig(channels=1, width=8, stem_width=4, blocks=1, context_dim=4, dilations=[1],
+                                         guide_input=guide_input))
 
 
 @pytest.mark.parametrize("algorithm", ["reptile", "fomaml", "unrolled"])
@@ -158,16 +159,12 @@ def test_passes_apply_the_generator_in_turn_with_fresh_guides(tiny_objective):
 
 def test_a_guide_free_generator_is_plain_forwards(tiny_objective, monkeypatch):
     """--no-guide (the guide's ablation): every pass is gen(x) alone, the pool's gradient is never
-    taken, meta-training steps it with Adam on the same unrolled loss, and a resume of a guided run
-    with it is refused."""
+    taken, meta-training steps it with Adam on the same unrolled loss, and guide_nets is refused."""
     from mgdd.data import sample_init
     from mgdd.errors import UsageError
     from mgdd.generate import generate, synthesize
-    from mgdd.generator import GeneratorConfig, MetaGenerator
     from mgdd.meta import sample_task
-    torch.manual_seed(0)
-    gen = MetaGenerator(GeneratorConfig(channels=1, width=8, stem_width=4, blocks=1, context_dim=4, dilations=[1],
-                                        guide_input=False))
+    gen = tiny_generator(guide_input=False)
     with torch.no_grad():
         gen.out.weight.normal_(0, 0.05)
     ref = copy.deepcopy(gen)
@@ -191,14 +188,11 @@ def test_a_guide_free_generator_is_plain_forwards(tiny_objective, monkeypatch):
 
 def test_a_resume_must_keep_the_guide(tmp_path, tiny_objective):
     from mgdd.errors import UsageError
-    from mgdd.generator import GeneratorConfig, MetaGenerator
     kw = dict(algorithm="unrolled", passes=2, tasks_per_step=1, ipc_range=(1, 3), progress=False)
     ck = tmp_path / "meta.safetensors"
     meta_train(tiny_generator(), tiny_objective, 1, checkpoint=ck, checkpoint_every=1, **kw)
-    free = MetaGenerator(GeneratorConfig(channels=1, width=8, stem_width=4, blocks=1, context_dim=4, dilations=[1],
-                                         guide_input=False))
     with pytest.raises(UsageError, match="generator"):
-        meta_train(free, tiny_objective, 2, checkpoint=ck, resume=True, **kw)
+        meta_train(tiny_generator(guide_input=False), tiny_objective, 2, checkpoint=ck, resume=True, **kw)
 
 
 def test_passes_need_the_unrolled_algorithm(tiny_objective):
