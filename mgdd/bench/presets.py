@@ -75,9 +75,10 @@ PRESETS = {
                      krr_snapshots={"1": [1, 2, 5, 10, 25, 50, 100, 200, 400, 800],
                                     "10": [1, 2, 5, 10, 25, 50, 100, 200, 400, 800],
                                     "50": [10, 25, 50, 200, 800]},
-                     # krr-pixel without the cached moments, ~1 s a step whatever the IPC (IPC 50 evaluations cost
-                     # 14 min a cell on 2 cores, so the fresh curve is measured at IPC 1 and 10)
-                     krr_fresh_snapshots={"1": [1, 2, 5, 25, 100], "10": [1, 2, 5, 10, 25, 50, 100, 200]},
+                     # krr-pixel without the cached moments, ~1 s a step whatever the IPC (an IPC 50 evaluation
+                     # costs 14 min a cell on 2 cores, so IPC 50 has four points: runs before it had none)
+                     krr_fresh_snapshots={"1": [1, 2, 5, 25, 100], "10": [1, 2, 5, 10, 25, 50, 100, 200],
+                                          "50": [1, 5, 25, 200]},
                      # adapt_steps is the main mgdd/scratch pair; k_sweep adds the few-step regime meta-training is for
                      # the shipped generator runs 4 passes; 1 and 2 show what fewer cost and give;
                      # scaling_ipcs times a pass and a pixel step up to IPC 500 (no evaluation)
@@ -95,7 +96,7 @@ PRESETS = {
                                       # an IPC 50 cell costs ~15 min on 2 cores: the early points
                                       # (mgdd K = 0 takes the time of ~10 steps) and the plateau
                                       "50": [5, 10, 25, 200]},
-                       krr_fresh_snapshots={"1": [1, 5, 25, 100], "10": [1, 5, 25, 200]},
+                       krr_fresh_snapshots={"1": [1, 5, 25, 100], "10": [1, 5, 25, 200], "50": [1, 5, 25, 200]},
                        adapt_steps=200, k_sweep=[0, 25], pass_sweep=[1, 2], adapt_ipcs=[1, 10, 50],
                        scaling_ipcs=[1, 10, 50, 100],
                        eval_epochs=300, runs=3,
