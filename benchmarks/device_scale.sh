@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #16 on one GPU machine, within SECONDS (README "Meta-training at GPU scale", "Never-seen sizes"):
+# Issue #16 on one GPU machine, within SECONDS (README "IPC 200 and the label ridge"):
 #
 #   bash benchmarks/device_scale.sh OUT SECONDS
 #
@@ -22,7 +22,6 @@ set -u -o pipefail
 out=${1:?OUT}; budget=${2:?SECONDS}; DEVICE=${DEVICE:-cuda}
 t0=$(date +%s)
 left() { echo $(( budget - ($(date +%s) - t0) )); }
-mgdd() { python3 -m mgdd "$@"; }
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$out/sets" "$out/evals"
 
@@ -38,7 +37,7 @@ timeout -s TERM -k 30 "$stop" python3 -m mgdd meta-train $recipe --tasks-per-ste
     > "$out/meta-tasks16-ipc50.log" 2>&1 &
 m2=$!
 
-# -- 2. the never-seen sizes: make (if not carried) and evaluate, one set at a time per worker
+# -- 2. the never-seen sizes: make and evaluate, one set at a time per worker
 score() {  # NAME: evaluate $out/sets/NAME.safetensors, 3 runs, unless time is short
     [ "$(left)" -gt 60 ] || { echo "no time left for $1"; return; }
     timeout "$(( $(left) - 10 ))" python3 -m mgdd evaluate "$out/sets/$1.safetensors" --dataset fashion-mnist \
