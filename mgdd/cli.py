@@ -491,7 +491,9 @@ def cmd_meta_train(args):
     objectives = [_objective(args, d) for d in with_variants(dataset, variants, args.seed)]
     objective = objectives[0]
     torch.manual_seed(args.seed)
-    generator = MetaGenerator(GeneratorConfig(channels=dataset.channels, guide_input=not args.no_guide))
+    generator = MetaGenerator(GeneratorConfig(channels=dataset.channels, guide_input=not args.no_guide,
+                                              width=args.generator_width, blocks=args.generator_blocks,
+                                              dilations=[1 + i % 2 for i in range(args.generator_blocks)]))
     log = meta_train(generator, objectives, args.meta_steps, args.algorithm, args.tasks_per_step, args.inner_steps,
                      args.inner_lr, args.meta_lr, tuple(args.ipc_range), args.min_classes, args.seed,
                      checkpoint=out / "meta-checkpoint.safetensors", checkpoint_every=args.checkpoint_every,
@@ -697,6 +699,11 @@ def _add_meta_args(s):
     s.add_argument("--no-guide", action="store_true",
                    help="a generator that reads no guide: a pass is a plain forward, linear in the set size, with "
                         "no gradient through the pool (the guide's ablation, docs/design.md §4)")
+    s.add_argument("--generator-width", type=_positive_int, default=48,
+                   help="channels of the generator's half-resolution body (48, as shipped); a capacity knob "
+                        "(README #16)")
+    s.add_argument("--generator-blocks", type=_positive_int, default=4,
+                   help="residual blocks in the generator's body, dilations alternating 1, 2 (4, as shipped)")
     s.add_argument("--meta-steps", type=_positive_int, default=200)
     s.add_argument("--tasks-per-step", type=_positive_int, default=4, help="tasks per meta-step (over all ranks)")
     s.add_argument("--inner-steps", type=_positive_int, default=5)

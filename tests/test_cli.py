@@ -179,6 +179,41 @@ def test_meta_train_without_the_guide(tmp_path, tiny_npz, capsys):
     assert code == 2 and "--no-guide" in err and "Traceback" not in err and not (tmp_path / "V").exists()
 
 
+def test_meta_train_generator_size_and_finishing_a_cut_run(tmp_path, tiny_npz, capsys):
+    """--generator-width/--generator-blocks build and record that generator, which loads and
+    generates; --resume continues the checkpoint, and a resume at the step the checkpoint holds
+    writes the model with no more steps (how a run cut off by a time limit is closed); a resume
+    with another generator size is refused."""
+    from mgdd.distilled import DistilledSet
+    from mgdd.generator import MetaGenerator
+    ds = f"npz:{tiny_npz}"
+    meta = ["meta-train", "--source", ds, "--algorithm", "unrolled", "--tasks-per-step", "1", "--ipc-range", "1,2",
+            "--no-cache", "--generator-width", "16", "--generator-blocks", "3", "--checkpoint-every", "1",
+            "--out", str(tmp_path / "U"), *OBJ]
+    code, _, err = run(capsys, *meta, "--meta-steps", "2")
+    assert code == 0, err
+    config = json.loads((tmp_path / "U" / "config.json").read_text())["config"]
+    assert config["width"] == 16 and config["blocks"] == 3 and config["dilations"] == [1, 2, 1]
+    gen = MetaGenerator.from_pretrained(tmp_path / "U")
+    assert len(gen.blocks) == 3 and gen.blocks[0].conv1.out_channels == 16
+    out = tmp_path / "g.safetensors"
+    code, _, err = run(capsys, "generate", str(tmp_path / "U"), "--dataset", ds, "--ipc", "2", "--out", str(out),
+                       "--no-cache", *OBJ)
+    assert code == 0, err
+    assert len(DistilledSet.load(out).images) > 0
+    (tmp_path / "U" / "model.safetensors").unlink()
+    code, _, err = run(capsys, *meta, "--meta-steps", "3", "--resume")
+    assert code == 0, err
+    log = json.loads((tmp_path / "U" / "meta-log.json").read_text())["history"]
+    assert [h["step"] for h in log] == [1, 2, 3]
+    code, _, err = run(capsys, *meta, "--meta-steps", "3", "--resume")
+    assert code == 0, err
+    assert json.loads((tmp_path / "U" / "config.json").read_text())["metadata"]["meta_steps"] == 3
+    code, _, err = run(capsys, *meta[:-len(OBJ) - 2], "--generator-width", "24", "--out", str(tmp_path / "U"), *OBJ,
+                       "--meta-steps", "4", "--resume")
+    assert code == 2 and "generator" in err and "Traceback" not in err
+
+
 def test_krr_pixel_snapshots_and_resume(tmp_path, tiny_npz, capsys):
     out = tmp_path / "k.safetensors"
     args = ["baseline", "krr-pixel", "--dataset", f"npz:{tiny_npz}", "--ipc", "2", "--steps", "6",
