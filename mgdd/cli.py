@@ -491,7 +491,11 @@ def cmd_meta_train(args):
     objectives = [_objective(args, d) for d in with_variants(dataset, variants, args.seed)]
     objective = objectives[0]
     torch.manual_seed(args.seed)
+    if args.history_input and (args.algorithm != "unrolled" or args.passes < 2):
+        raise UsageError("--history-input feeds a pass the previous pass's update; it needs --algorithm unrolled "
+                         "and --passes 2 or more.")
     generator = MetaGenerator(GeneratorConfig(channels=dataset.channels, guide_input=not args.no_guide,
+                                              history_input=args.history_input,
                                               width=args.generator_width, blocks=args.generator_blocks,
                                               dilations=[1 + i % 2 for i in range(args.generator_blocks)]))
     log = meta_train(generator, objectives, args.meta_steps, args.algorithm, args.tasks_per_step, args.inner_steps,
@@ -704,6 +708,9 @@ def _add_meta_args(s):
                         "(README #16)")
     s.add_argument("--generator-blocks", type=_positive_int, default=4,
                    help="residual blocks in the generator's body, dilations alternating 1, 2 (4, as shipped)")
+    s.add_argument("--history-input", action="store_true",
+                   help="unrolled: each pass also reads the previous pass's update (a learned optimiser's "
+                        "momentum; zeros at the first pass)")
     s.add_argument("--meta-steps", type=_positive_int, default=200)
     s.add_argument("--tasks-per-step", type=_positive_int, default=4, help="tasks per meta-step (over all ranks)")
     s.add_argument("--inner-steps", type=_positive_int, default=5)

@@ -35,12 +35,25 @@ def synthesize(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_cl
     check_range("passes", passes, 1)
     # an explicit count must fit the pool; the default takes what a smaller pool has (objective.guide)
     check_range("guide_nets", guide_nets, 1, None if guide_nets == GUIDE_NETS else objective.pool.size)
+    for x in each_pass(generator, objective, x0, y0, num_classes, classes, chunk, passes, guide_nets):
+        pass
+    return x
+
+
+def each_pass(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_classes: int, classes=None,
+              chunk: int | None = None, passes: int = 1, guide_nets: int = GUIDE_NETS):
+    """Yield X_1 ... X_passes (see synthesize). A generator with history_input also reads the
+    previous pass's update X_t - X_{t-1} (zeros at the first pass): a learned optimiser's momentum."""
     x, y0 = x0.to(objective.device), y0.to(objective.device)
+    prev = torch.zeros_like(x) if generator.config.history_input else None
     for _ in range(passes):
         guide = objective.guide(x, classes=classes, nets=guide_nets) if generator.config.guide_input else None
-        x = generator(x, y0, num_classes, guide=guide) if chunk is None else \
-            generator.generate(x, y0, num_classes, guide=guide, chunk=chunk)
-    return x
+        new = generator(x, y0, num_classes, guide=guide, prev=prev) if chunk is None else \
+            generator.generate(x, y0, num_classes, guide=guide, chunk=chunk, prev=prev)
+        if prev is not None:
+            prev = new - x
+        x = new
+        yield x
 
 
 def default_passes(generator: MetaGenerator) -> int:
@@ -85,9 +98,8 @@ def unrolled_loss(generator: MetaGenerator, objective: KRRObjective, ipc: int, r
     net = rng.randrange(objective.pool.size)
     with torch.no_grad():
         start = objective.pool_loss(x0, net, classes)
-    x, total = x0, 0.0
-    for _ in range(passes):
-        x = synthesize(generator, objective, x, y0, num_classes, classes=classes, guide_nets=guide_nets)
+    total = 0.0
+    for x in each_pass(generator, objective, x0, y0, num_classes, classes, passes=passes, guide_nets=guide_nets):
         total = total + objective.pool_loss(x, net, classes) / start
     return total / passes
 

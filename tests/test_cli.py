@@ -214,6 +214,25 @@ def test_meta_train_generator_size_and_finishing_a_cut_run(tmp_path, tiny_npz, c
     assert code == 2 and "generator" in err and "Traceback" not in err
 
 
+def test_meta_train_with_history_input(tmp_path, tiny_npz, capsys):
+    """--history-input records a generator whose passes read the previous update; it generates;
+    it is refused where there is no previous pass."""
+    from mgdd.distilled import DistilledSet
+    ds = f"npz:{tiny_npz}"
+    meta = ["meta-train", "--source", ds, "--algorithm", "unrolled", "--meta-steps", "2", "--tasks-per-step", "1",
+            "--ipc-range", "1,2", "--no-cache", "--history-input", *OBJ]
+    code, _, err = run(capsys, *meta, "--passes", "2", "--out", str(tmp_path / "U"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "U" / "config.json").read_text())["config"]["history_input"] is True
+    out = tmp_path / "g.safetensors"
+    code, _, err = run(capsys, "generate", str(tmp_path / "U"), "--dataset", ds, "--ipc", "2", "--out", str(out),
+                       "--no-cache", *OBJ)
+    assert code == 0, err
+    assert DistilledSet.load(out).meta["passes"] == 2
+    code, _, err = run(capsys, *meta, "--out", str(tmp_path / "V"))  # one pass: no previous update
+    assert code == 2 and "--history-input" in err and "Traceback" not in err and not (tmp_path / "V").exists()
+
+
 def test_krr_pixel_snapshots_and_resume(tmp_path, tiny_npz, capsys):
     out = tmp_path / "k.safetensors"
     args = ["baseline", "krr-pixel", "--dataset", f"npz:{tiny_npz}", "--ipc", "2", "--steps", "6",
