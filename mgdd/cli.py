@@ -475,6 +475,9 @@ def cmd_meta_train(args):
     if len(args.ipc_range) != 2 or not 1 <= args.ipc_range[0] <= args.ipc_range[1]:
         raise UsageError(f"--ipc-range must be min,max with 1 <= min <= max (e.g. 1,50); got {args.ipc_range}.")
     _check_guide_nets(args)
+    if args.history_input and (args.algorithm != "unrolled" or args.passes < 2):
+        raise UsageError("--history-input feeds a pass the previous pass's update; it needs --algorithm unrolled "
+                         "and --passes 2 or more.")
     if args.no_guide and args.guide_nets != 2:
         raise UsageError("--guide-nets sets the guide a pass reads; --no-guide trains a generator that reads none. "
                          "Give one of them.")
@@ -491,9 +494,6 @@ def cmd_meta_train(args):
     objectives = [_objective(args, d) for d in with_variants(dataset, variants, args.seed)]
     objective = objectives[0]
     torch.manual_seed(args.seed)
-    if args.history_input and (args.algorithm != "unrolled" or args.passes < 2):
-        raise UsageError("--history-input feeds a pass the previous pass's update; it needs --algorithm unrolled "
-                         "and --passes 2 or more.")
     generator = MetaGenerator(GeneratorConfig(channels=dataset.channels, guide_input=not args.no_guide,
                                               history_input=args.history_input,
                                               width=args.generator_width, blocks=args.generator_blocks,
