@@ -15,3 +15,12 @@ for ipc in 1 10 50; do
 done
 mgdd generate meta --dataset fashion-mnist --ipc 50 --seed 0 --out $d/sets/shipped-ipc50.safetensors --quiet
 mgdd evaluate $d/sets/shipped-ipc50.safetensors --dataset fashion-mnist --runs 3 --out $d/evals/shipped-ipc50.json --quiet
+# the second target, scikit-learn's digits at 28x28 (neither a source nor tuned on), both generators, 2 CPU cores
+for gen in runs/meta-history meta; do
+    name=$([ "$gen" = meta ] && echo shipped || echo history)
+    for ipc in 1 10; do
+        mgdd generate $gen --dataset digits --image-size 28 --ipc $ipc --seed 0 --out $d/sets/$name-digits28-ipc$ipc.safetensors --quiet
+        mgdd evaluate $d/sets/$name-digits28-ipc$ipc.safetensors --dataset digits --image-size 28 --runs 3 \
+            --out $d/evals/$name-digits28-ipc$ipc.json --quiet
+    done
+done
