@@ -13,6 +13,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from paired_meta_loss import paired  # benchmarks/ is this script's folder, so first on sys.path
+
 CHANGES = {"shipped": "the shipped generator (meta-trained on 2 CPU cores)", "gpu-control": "none: the recipe on the GPU",
            "width96": "--generator-width 96", "blocks8": "--generator-blocks 8", "tasks8": "--tasks-per-step 8"}
 
@@ -58,11 +60,11 @@ def main(folder: str) -> None:
             if b <= a:
                 continue
             mine, theirs = statistics.mean(loss[a:b]), statistics.mean(base[a:b])
-            paired = "- (other tasks)"
+            diff = "- (other tasks)"
             if tasks == tasks0:
-                d = [x - y for x, y in zip(loss[a:b], base[a:b])]
-                paired = f"{statistics.mean(d):+.4f} ± {statistics.stdev(d) / len(d) ** 0.5:.4f}"
-            lines.append(f"| {n} | {a + 1}-{b} | {mine:.4f} | {theirs:.4f} | {paired} |")
+                mean, se = paired(loss[a:b], base[a:b])
+                diff = f"{mean:+.4f} ± {se:.4f}"
+            lines.append(f"| {n} | {a + 1}-{b} | {mine:.4f} | {theirs:.4f} | {diff} |")
     (root / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

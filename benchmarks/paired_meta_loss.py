@@ -22,6 +22,12 @@ def read(path: str) -> dict:
     return json.loads((p / "meta-log.json" if p.is_dir() else p).read_text())
 
 
+def paired(a: list, b: list) -> tuple:
+    """Mean of a - b, step by step, and its standard error (nan for one step)."""
+    d = [x - y for x, y in zip(a, b)]
+    return statistics.mean(d), statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else float("nan")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run")
@@ -39,10 +45,9 @@ def main() -> None:
     print("|---|---|---|---|")
     for lo in range(0, n, args.every):
         hi = min(lo + args.every, n)
-        d = [x - y for x, y in zip(a[lo:hi], b[lo:hi])]
-        se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else float("nan")
+        mean, se = paired(a[lo:hi], b[lo:hi])
         print(f"| {lo + 1}-{hi} | {statistics.mean(a[lo:hi]):.4f} | {statistics.mean(b[lo:hi]):.4f} | "
-              f"{statistics.mean(d):+.4f} ± {se:.4f} |")
+              f"{mean:+.4f} ± {se:.4f} |")
 
 
 if __name__ == "__main__":
