@@ -7,7 +7,9 @@
 `bank` makes the teachers: for task i, X_0 = the seeded real images (seed 1000 + i, every class,
 IPC cycling through --ipcs) and X* = krr-pixel from that X_0 (the default objective of the
 source, Adam lr 0.03, --steps steps). Each task is one file (X_0, the generator's guide at X_0,
-X*), written when finished, so an interrupted bank resumes.
+X*), written when finished, so an interrupted bank resumes. Task i depends only on i, so a big
+bank is made by several processes at once, each with its own --shard K/N (tasks i with
+i % N == K); run one process first, alone, so the source's feature moments are cached once.
 
 `train` fits a one-pass generator (from scratch: zero-initialised, the identity) so that
 G(X_0, guide(X_0)) lands on X*: the loss is ||G - X*||^2 / ||X_0 - X*||^2, the fraction of the
@@ -42,12 +44,15 @@ from mgdd.objective import KRRObjective  # noqa: E402
 def make_bank(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    k, n = _shard(args.shard)
     dataset = load_dataset(args.source)
-    obj = KRRObjective(dataset)
+    obj = KRRObjective(dataset, device=args.device)
     ipcs = [int(i) for i in args.ipcs.split(",")]
-    write_json(out / "bank.json", {"source": args.source, "ipcs": ipcs, "teacher_steps": args.steps, "lr": args.lr,
-                                   "objective": obj.describe(), "command": " ".join(sys.argv)}, force=True)
-    for i in range(args.tasks):
+    if k == 0:
+        write_json(out / "bank.json", {"source": args.source, "ipcs": ipcs, "teacher_steps": args.steps, "lr": args.lr,
+                                       "objective": obj.describe(), "device": args.device,
+                                       "command": " ".join(sys.argv)}, force=True)
+    for i in range(k, args.tasks, n):
         path = out / f"task{i:04d}.safetensors"
         if path.exists():
             continue
@@ -66,11 +71,22 @@ def make_bank(args) -> None:
               f"({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
-def load_bank(folder) -> list:
+def _shard(text: str) -> tuple:
+    """"K/N" -> (K, N), with 0 <= K < N."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"--shard {text!r}: expected K/N, e.g. 0/4") from None
+    if not 0 <= k < n:
+        raise SystemExit(f"--shard {text!r}: K must be in 0..N-1")
+    return k, n
+
+
+def load_bank(folder, device="cpu") -> list:
     tasks = []
     for p in sorted(Path(folder).glob("task*.safetensors")):
         tensors, _ = load_tensors(p)
-        tasks.append(tensors)
+        tasks.append({name: t.to(device) for name, t in tensors.items()})
     if not tasks:
         raise SystemExit(f"no tasks in {folder}; run `bank` first.")
     return tasks
@@ -90,16 +106,21 @@ def missing(gen, tasks) -> float:
 def train(args) -> None:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
-    tasks = load_bank(args.bank)
+    tasks = load_bank(args.bank, args.device)
     bank = read_json(Path(args.bank) / "bank.json")
     # the last --holdout tasks are never trained on: their missing fraction says whether the
     # map from (X_0, guide) to X* generalises to new initialisations of the source
     held, tasks = tasks[len(tasks) - args.holdout:] if args.holdout else [], tasks[:len(tasks) - args.holdout]
-    gen = MetaGenerator(GeneratorConfig(channels=tasks[0]["x0"].shape[1]))
+    gen = MetaGenerator(GeneratorConfig(channels=tasks[0]["x0"].shape[1])).to(args.device)
     opt = torch.optim.Adam(gen.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
     t0, history = time.perf_counter(), []
+    done = 0
     for step in range(args.steps):
+        if args.max_seconds and time.perf_counter() - t0 > args.max_seconds:
+            print(f"stopped at step {step} of {args.steps}: --max-seconds {args.max_seconds} reached", flush=True)
+            break
+        done = step + 1
         total = 0.0
         for _ in range(args.tasks_per_step):
             total = total + missing_fraction(gen, tasks[rng.randrange(len(tasks))])
@@ -109,7 +130,7 @@ def train(args) -> None:
         opt.step()
         sched.step()
         history.append(loss.item())
-        if step % 50 == 0 or step == args.steps - 1:
+        if step % args.log_every == 0 or step == args.steps - 1:
             recent = sum(history[-50:]) / len(history[-50:])
             print(f"step {step}: missing fraction {recent:.4f}, held out {missing(gen, held):.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -117,21 +138,21 @@ def train(args) -> None:
             "passes": 1, "ipc_range": [min(bank["ipcs"]), max(bank["ipcs"])],
             "teacher": {k: bank[k] for k in ("teacher_steps", "lr", "ipcs")}, "bank_tasks": len(tasks), "held_out_tasks": len(held),
             "held_out_missing_fraction": missing(gen, held) if held else None,
-            "objective": bank["objective"], "meta_steps": args.steps, "tasks_per_step": args.tasks_per_step,
-            "meta_lr": args.lr, "seed": args.seed, "seconds": time.perf_counter() - t0,
+            "objective": bank["objective"], "meta_steps": done, "planned_steps": args.steps, "tasks_per_step": args.tasks_per_step,
+            "meta_lr": args.lr, "seed": args.seed, "seconds": time.perf_counter() - t0, "device": args.device,
             "final_missing_fraction": sum(history[-50:]) / len(history[-50:]), "command": " ".join(sys.argv)}
-    gen.save_pretrained(args.out, metadata=meta, force=True)
+    gen.cpu().save_pretrained(args.out, metadata=meta, force=True)
     print(json.dumps({k: meta[k] for k in ("seconds", "final_missing_fraction", "held_out_missing_fraction")}))
 
 
 def score(args) -> None:
     """The missing fraction of one pass of each generator on the bank's last --holdout tasks."""
     from mgdd.pipeline import load_generator
-    tasks = load_bank(args.bank)[-args.holdout:]
+    tasks = load_bank(args.bank, args.device)[-args.holdout:]
     rows = {}
     for source in args.generators.split(","):
         gen, origin = load_generator(source, tasks[0]["x0"].shape[1])
-        gen.eval()
+        gen.to(args.device).eval()
         rows[origin] = missing(gen, tasks)
         print(f"{origin}: {rows[origin]:.4f}", flush=True)
     if args.out:
@@ -148,6 +169,7 @@ def main() -> int:
     b.add_argument("--ipcs", default="1,2,5,10,20")
     b.add_argument("--steps", type=int, default=100)
     b.add_argument("--lr", type=float, default=0.03)
+    b.add_argument("--shard", default="0/1", help="K/N: make only tasks i with i %% N == K (N processes at once)")
     b.add_argument("--out", required=True)
     t = sub.add_parser("train")
     t.add_argument("--bank", required=True)
@@ -156,12 +178,17 @@ def main() -> int:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--holdout", type=int, default=0, help="tasks kept out of training, to measure generalisation")
+    t.add_argument("--log-every", type=int, default=50)
+    t.add_argument("--max-seconds", type=float, default=0,
+                   help="stop after this long and save the generator as it is (0: no limit); config.json records the steps done")
     t.add_argument("--out", required=True)
     m = sub.add_parser("missing")
     m.add_argument("--bank", required=True)
     m.add_argument("--generators", default="meta")
     m.add_argument("--holdout", type=int, default=10)
     m.add_argument("--out")
+    for p in (b, t, m):
+        p.add_argument("--device", default="cpu")
     args = ap.parse_args()
     {"bank": make_bank, "train": train, "missing": score}[args.cmd](args)
     return 0

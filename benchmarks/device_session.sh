@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
-# One device session for issue #16, start to end, within about SECONDS (default 500):
+# One device session for issue #16, start to end, within about SECONDS (default 480):
 #
 #   bash benchmarks/device_session.sh OUT [SECONDS]
 #
 # 1. Unpack the data carried in .devxz/ (Fashion-MNIST's IDX files, xz-compressed to fit the
 #    device's transfer limit, and the MNIST subset) into .devdata/, and point $MGDD_DATA there.
-# 2. In the background: resume the H200 fmnist bench (a copy of results/h200/fmnist under OUT, no
-#    smoke checks) for the krr-fresh IPC 50 cells its preset gained; and IPC 200 under the label
-#    ridge that suits it (--lam 0.01, README "IPC 200 and the label ridge"): the shipped generator
-#    at K = 0 and krr-pixel from the same seeded X_0 at 19 / 200 / 421 steps, 3 runs each.
-# 3. In the foreground: benchmarks/device_meta_sweep.sh (meta-training one change at a time, then
-#    every generator's K = 0 sets on Fashion-MNIST).
-# 4. Pack everything into OUT/back.tgz (the device returns only a few files, 16 MiB each), caches,
-#    sets and meta-checkpoints left out (the models stay). Fetch it from this call's reply: the next
-#    call starts with an empty OUT.
-# A CPU check of the script itself: DEVICE=cpu RUNS=1 EPOCHS=1 META_STEPS=2 IPCS=1,2 (the bench resume
-# is refused there: results/h200 was measured on cuda).
+# 2. Ship-or-not for the history-input generator (README "A pass that reads the previous update"):
+#    in this working copy only, results/extra/meta-history replaces mgdd/pretrained/meta-mnist, and
+#    both H200 benches (copies of results/h200/fmnist and digits28 under OUT/h200) are resumed with
+#    --new-generator: every cell that reads the meta generator is redone, every other cell stands,
+#    and the old generator's cells are kept under superseded/. In the background.
+# 3. A teacher bank at scale (benchmarks/amortised_teacher.py, README "Amortised krr-pixel
+#    solutions"): SHARDS processes make MNIST teacher tasks (the same seeds, IPCs and 150 krr-pixel
+#    steps as the 50-task CPU bank) until 45% of SECONDS; then two one-pass generators are trained
+#    on every task made but the last 10 (held out): 400 steps (the CPU run's count: only the bank
+#    grows) and 3000 steps (each saved as it stands if time runs short). Each, and the 40-task CPU generator, makes Fashion-MNIST IPC 1 / 10 / 50
+#    at K = 0 (seed 0), evaluated with the default protocol, 3 runs; the missing fractions on the
+#    held-out tasks go to OUT/amortised/missing-fraction.json.
+# 4. Pack everything into OUT/back.tgz (the device returns only a few files, 16 MiB each): caches,
+#    sets, the bank's tensors and meta-checkpoints left out (models and a per-task summary stay).
+# A CPU check of the script itself: DEVICE=cpu TASKS=6 TEACHER_STEPS=3 TRAIN_STEPS=4,6 RUNS=1 EPOCHS=1
+# IPCS=1,2 (the bench resume is refused there: results/h200 was measured on cuda).
 set -u -o pipefail
-out=${1:?OUT}; budget=${2:-500}; DEVICE=${DEVICE:-cuda}
+out=${1:?OUT}; budget=${2:-480}; DEVICE=${DEVICE:-cuda}
 t0=$(date +%s)
 left() { echo $(( budget - ($(date +%s) - t0) )); }
-mkdir -p .devdata/fashion-mnist .devdata/mnist "$out/ipc200/sets" "$out/ipc200/evals"
+mkdir -p .devdata/fashion-mnist .devdata/mnist "$out/amortised/sets" "$out/amortised/evals"
 for f in .devxz/*.xz; do
     python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
         "$f" ".devdata/fashion-mnist/$(basename "$f" .xz)"
@@ -29,30 +34,81 @@ cp .devxz/*.npz .devdata/mnist/ 2>/dev/null
 export MGDD_DATA=$PWD/.devdata PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
-mkdir -p "$out/h200" && cp -r results/h200/fmnist "$out/h200/fmnist"
-SMOKE=0 PRESETS=fmnist bash benchmarks/device_bench.sh "$out/h200" $(( budget - 40 )) > "$out/bench.log" 2>&1 &
+# 2. the history-input generator in the shipped generator's place, both benches redone where they read it
+cp results/extra/meta-history/config.json results/extra/meta-history/model.safetensors \
+    results/extra/meta-history/meta-log.json mgdd/pretrained/meta-mnist/
+mkdir -p "$out/h200"
+for p in ${PRESETS-fmnist digits28}; do
+    cp -r "results/h200/$p" "$out/h200/$p"
+    timeout "$(( budget - 45 ))" python3 -m mgdd bench --preset "$p" --out "$out/h200/$p" --device "$DEVICE" \
+        --resume --new-generator --quiet > "$out/bench-$p.log" 2>&1 &
+done
 
-d=$out/ipc200
-score() {  # NAME: evaluate $d/sets/NAME.safetensors, 3 runs, while time lasts
-    [ "$(left)" -gt 45 ] || { echo "no time left for $1"; return; }
-    timeout "$(( $(left) - 30 ))" python3 -m mgdd evaluate "$d/sets/$1.safetensors" --dataset fashion-mnist \
-        --runs "${RUNS:-3}" --epochs "${EPOCHS:-300}" --out "$d/evals/$1.json" --quiet \
-        && echo "scored $1 at $(( $(date +%s) - t0 )) s"
+# 3. the teacher bank: task 0 alone first (it caches MNIST's feature moments), then SHARDS at once
+a=$out/amortised; bank=$out/bank
+teacher="--source mnist --ipcs 1,2,5,10,20 --steps ${TEACHER_STEPS:-150} --device $DEVICE --out $bank"
+# shellcheck disable=SC2086  # word lists
+python3 benchmarks/amortised_teacher.py bank $teacher --tasks 1 > "$a/bank-0.log" 2>&1
+shards=${SHARDS:-6}
+for k in $(seq 0 $(( shards - 1 ))); do
+    # shellcheck disable=SC2086
+    timeout "$(( budget * 45 / 100 - ($(date +%s) - t0) ))" python3 benchmarks/amortised_teacher.py bank $teacher \
+        --tasks "${TASKS:-4000}" --shard "$k/$shards" >> "$a/bank-$k.log" 2>&1 &
+    bank_pids="${bank_pids:-} $!"
+done
+# shellcheck disable=SC2086
+wait $bank_pids
+python3 - "$bank" "$a/bank-summary.json" <<'EOF'
+import json, pathlib, sys
+from mgdd.io import load_tensors
+rows = []
+for p in sorted(pathlib.Path(sys.argv[1]).glob("task*.safetensors")):
+    _, meta = load_tensors(p)
+    rows.append({"task": p.stem, **meta})
+json.dump({"tasks": len(rows), "rows": rows}, open(sys.argv[2], "w"), indent=1)
+print(f"bank: {len(rows)} tasks, {sum(float(r['seconds']) for r in rows):.0f} task-seconds")
+EOF
+cp "$bank/bank.json" "$a/" 2>/dev/null
+echo "bank done at $(( $(date +%s) - t0 )) s"
+
+TRAIN_STEPS=${TRAIN_STEPS:-400,3000}
+gens="results/extra/meta-amortised"
+for n in ${TRAIN_STEPS//,/ }; do
+    [ "$(left)" -gt 90 ] || { echo "no time left to train $n steps"; continue; }
+    # --max-seconds: a run cut short saves the generator with the steps it did (config.json says how many)
+    timeout "$(( $(left) - 80 ))" python3 benchmarks/amortised_teacher.py train --bank "$bank" --steps "$n" --holdout 10 \
+        --log-every 250 --max-seconds "$(( $(left) - 160 ))" --device "$DEVICE" --out "$a/meta-amortised-bank-$n" \
+        > "$a/train-$n.log" 2>&1 &
+    train_pids="${train_pids:-} $!"; gens="$gens,$a/meta-amortised-bank-$n"
+done
+# shellcheck disable=SC2086
+wait ${train_pids:-}
+echo "training done at $(( $(date +%s) - t0 )) s"; tail -n 1 "$a"/train-*.log
+
+score() {  # GEN NAME: K = 0 sets at each IPC from GEN, each evaluated, while time lasts
+    local gen=$1 name=$2 ipc
+    for ipc in ${IPCS//,/ }; do
+        [ "$(left)" -gt 25 ] || { echo "no time left for $name ipc$ipc"; return; }
+        timeout "$(( $(left) - 20 ))" python3 -m mgdd generate "$gen" --dataset fashion-mnist --ipc "$ipc" --seed 0 \
+            --out "$a/sets/$name-ipc$ipc.safetensors" --device "$DEVICE" --quiet > /dev/null || continue
+        timeout "$(( $(left) - 20 ))" python3 -m mgdd evaluate "$a/sets/$name-ipc$ipc.safetensors" \
+            --dataset fashion-mnist --runs "${RUNS:-3}" --epochs "${EPOCHS:-300}" \
+            --out "$a/evals/$name-ipc$ipc.json" --quiet > /dev/null && echo "scored $name ipc$ipc at $(( $(date +%s) - t0 )) s"
+    done
 }
-(
-    timeout "$(( $(left) - 60 ))" python3 -m mgdd generate meta --dataset fashion-mnist --ipc 200 --lam 0.01 \
-        --seed 0 --device "$DEVICE" --quiet --out "$d/sets/generator-lam0.01-ipc200.safetensors" > "$d/generator.log" 2>&1 \
-        && score generator-lam0.01-ipc200
-    [ "$(left)" -gt 90 ] && timeout "$(( $(left) - 60 ))" python3 -m mgdd baseline krr-pixel --dataset fashion-mnist \
-        --ipc 200 --lam 0.01 --steps 421 --snapshots 19,200 --seed 0 --device "$DEVICE" --quiet --out "$d/sets/krr-pixel-lam0.01-ipc200.safetensors" > "$d/krr-pixel.log" 2>&1 \
-        && for s in krr-pixel-lam0.01-ipc200 krr-pixel-lam0.01-ipc200-step19 krr-pixel-lam0.01-ipc200-step200; do score $s; done
-) > "$d/worker.log" 2>&1 &
-
-bash benchmarks/device_meta_sweep.sh "$out/sweep" $(( budget - 30 )) > "$out/sweep.log" 2>&1
+IPCS=${IPCS:-1,10,50}
+for g in ${gens//,/ }; do
+    [ -f "$g/model.safetensors" ] && score "$g" "$(basename "$g")" > "$a/score-$(basename "$g").log" 2>&1 &
+done
+[ "$(left)" -gt 40 ] && timeout "$(( $(left) - 30 ))" python3 benchmarks/amortised_teacher.py missing --bank "$bank" \
+    --holdout 10 --device "$DEVICE" --generators "results/extra/meta-unrolled4,results/extra/meta-history,$gens" \
+    --out "$a/missing-fraction.json" > "$a/missing.log" 2>&1
 wait
-tail -n 12 "$out/bench.log"; cat "$d/worker.log"; tail -n 30 "$out/sweep.log"
-# the bench's cache/ (feature moments, ~640 MB) and the sets are rebuilt by the same seeded commands
-rm -rf "$d/sets"
-tar czf "$out/back.tgz" --exclude=cache --exclude=sets --exclude=meta-checkpoint.safetensors -C "$out" \
-    h200 ipc200 sweep bench.log sweep.log && rm -rf "$out/h200" "$out/ipc200" "$out/sweep"
+cat "$a"/score-*.log "$a/missing.log"
+for p in ${PRESETS-fmnist digits28}; do echo "== bench $p"; tail -n 5 "$out/bench-$p.log"; done
+rm -rf "$a/sets"
+# the benches' cache/ (feature moments, ~640 MB), the sets and the bank's tensors are rebuilt by the same seeded commands
+tar czf "$out/back.tgz" --exclude=cache --exclude=sets --exclude=meta-checkpoint.safetensors \
+    --exclude='*.checkpoint.safetensors' -C "$out" \
+    h200 amortised $(cd "$out" && ls bench-*.log 2>/dev/null) && rm -rf "$out/h200" "$out/amortised" "$out/bank"
 ls -la "$out"
