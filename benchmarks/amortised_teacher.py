@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -160,6 +161,45 @@ def score(args) -> None:
                               "missing_fraction": rows}, force=True)
 
 
+def report(args) -> None:
+    """table.md for a folder made by benchmarks/device_session.sh: per generator, the bank it was
+    trained on, its steps, its missing fraction on the held-out tasks and its K = 0 accuracy."""
+    folder = Path(args.folder)
+    missed = read_json(folder / "missing-fraction.json")
+    rows = []
+    for gen in args.generators.split(","):
+        cfg = read_json(Path(gen) / "config.json")["metadata"]
+        name = Path(gen).name
+        acc = {}
+        for p in sorted((folder / "evals").glob(f"{name}-ipc*.json")):
+            r = read_json(p)
+            acc[int(p.stem.rsplit("-ipc", 1)[1])] = f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f}"
+        held = next((v for k, v in missed["missing_fraction"].items() if Path(k).name == name), None)
+        rows.append((gen, cfg, held, acc))
+    ipcs = sorted({i for *_, acc in rows for i in acc})
+    bank = read_json(folder / "bank-summary.json")
+    lines = ["# Amortised krr-pixel solutions at a bigger bank (issue #16)", "",
+             f"Made by `bash benchmarks/device_session.sh OUT SECONDS` (step 3); this table by "
+             f"`python benchmarks/amortised_teacher.py {shlex.join(sys.argv[1:])}`.", "",
+             f"The bank: {bank['tasks']} MNIST teacher tasks (150 krr-pixel steps each), the last "
+             f"{missed['held_out_tasks']} held out. Held-out missing fraction: ||G - X*||^2 / ||X_0 - X*||^2 on "
+             "those tasks (1 = the identity). Accuracy: Fashion-MNIST, K = 0, one pass, seed-0 sets, "
+             "ConvNet-3, 300 epochs, mean ± std of 3 runs, all evaluated in the same call.", "",
+             "| generator | bank tasks trained on | steps | trained on | held-out missing | "
+             + " | ".join(f"IPC {i}" for i in ipcs) + " |", "|---|---|---|---|---|" + "---|" * len(ipcs)]
+    for gen, cfg, held, acc in rows:
+        lines.append(f"| `{gen}` | {cfg.get('bank_tasks')} | {cfg.get('meta_steps')} | {cfg.get('device', 'cpu')} | "
+                     f"{'' if held is None else f'{held:.3f}'} | " + " | ".join(acc.get(i, "") for i in ipcs) + " |")
+    other = {Path(k).name: v for k, v in missed["missing_fraction"].items()
+             if Path(k).name not in {Path(g).name for g, *_ in rows}}
+    if other:
+        lines += ["", "Held-out missing fraction of the KRR-trained generators (not trained on X*): "
+                  + ", ".join(f"`{k}` {v:.3f}" for k, v in other.items()) + "."]
+    text = "\n".join(lines) + "\n"
+    (folder / "table.md").write_text(text)
+    print(text)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -187,10 +227,13 @@ def main() -> int:
     m.add_argument("--generators", default="meta")
     m.add_argument("--holdout", type=int, default=10)
     m.add_argument("--out")
+    r = sub.add_parser("report")
+    r.add_argument("folder")
+    r.add_argument("--generators", required=True, help="comma-separated generator folders, in table order")
     for p in (b, t, m):
         p.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    {"bank": make_bank, "train": train, "missing": score}[args.cmd](args)
+    {"bank": make_bank, "train": train, "missing": score, "report": report}[args.cmd](args)
     return 0
 
 
