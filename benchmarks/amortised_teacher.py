@@ -118,7 +118,7 @@ def train(args) -> None:
     t0, history = time.perf_counter(), []
     done = 0
     for step in range(args.steps):
-        if args.max_seconds and time.perf_counter() - t0 > args.max_seconds:
+        if step and args.max_seconds and time.perf_counter() - t0 > args.max_seconds:  # at least one step
             print(f"stopped at step {step} of {args.steps}: --max-seconds {args.max_seconds} reached", flush=True)
             break
         done = step + 1

@@ -369,7 +369,14 @@ def test_amortised_teacher_bank_and_training(tmp_path, monkeypatch):
     am = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(am)
     bank = tmp_path / "bank"
-    am.make_bank(argparse.Namespace(source="digits", tasks=2, ipcs="1,2", steps=10, lr=0.03, out=str(bank)))
+    # two shards, as several processes would make a big bank: shard K makes tasks i % 2 == K only
+    for shard in ("1/2", "0/2"):
+        am.make_bank(argparse.Namespace(source="digits", tasks=2, ipcs="1,2", steps=10, lr=0.03, out=str(bank),
+                                        shard=shard, device="cpu"))
+        assert sorted(p.name for p in bank.glob("task*")) == (
+            ["task0001.safetensors"] if shard == "1/2" else ["task0000.safetensors", "task0001.safetensors"])
+    with pytest.raises(SystemExit, match="K must be in"):
+        am._shard("2/2")
     t1, _ = load_tensors(bank / "task0001.safetensors")
     assert t1["x0"].shape == t1["xstar"].shape == t1["guide"].shape == (20, 1, 8, 8)
     teacher = krr_pixel(KRRObjective(load_dataset("digits")), 2, 10, seed=1001, progress=False)
@@ -378,10 +385,16 @@ def test_amortised_teacher_bank_and_training(tmp_path, monkeypatch):
     from mgdd.generator import GeneratorConfig, MetaGenerator
     assert am.missing(MetaGenerator(GeneratorConfig(channels=1)), tasks) == pytest.approx(1.0)
     am.train(argparse.Namespace(bank=str(bank), steps=10, tasks_per_step=2, lr=1e-3, seed=0, holdout=0,
-                                out=str(tmp_path / "gen")))
+                                out=str(tmp_path / "gen"), device="cpu", log_every=50, max_seconds=0))
     gen = MetaGenerator.from_pretrained(tmp_path / "gen")
     assert gen.metadata["algorithm"] == "amortised" and gen.metadata["passes"] == 1
+    assert gen.metadata["meta_steps"] == gen.metadata["planned_steps"] == 10
     assert am.missing(gen, tasks) < 0.99
+    # a time limit stops training early; the generator is saved with the steps it did
+    am.train(argparse.Namespace(bank=str(bank), steps=10**6, tasks_per_step=2, lr=1e-3, seed=0, holdout=0,
+                                out=str(tmp_path / "gen-cut"), device="cpu", log_every=50, max_seconds=1e-9))
+    cut = MetaGenerator.from_pretrained(tmp_path / "gen-cut")
+    assert 1 <= cut.metadata["meta_steps"] < 10**6 and cut.metadata["planned_steps"] == 10**6
 
 
 def test_second_target_preset_upsamples_digits(tmp_path):
@@ -462,3 +475,27 @@ def test_guide_networks_groups_split_the_pool_loss(tiny_objective):
     g = mod.groups(per, [0.5, 0.7], 1)
     assert g["guide"] == per[0] and g["rest"] == per[1] and abs(g["held_out"] - 0.6) < 1e-12
     assert mod.groups(per, [0.5], 2)["rest"] is None
+
+
+def test_generator_cells_diff_compares_only_the_generator_cells(tmp_path):
+    """benchmarks/generator_cells_diff.py: the ship-or-not table lists the cells that read the meta
+    generator, with the difference in points and over the pooled spread; baseline cells are left out."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("cells_diff", ROOT / "benchmarks" / "generator_cells_diff.py")
+    cd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cd)
+    for name, acc in (("old", 0.80), ("new", 0.83)):
+        (tmp_path / name / "cells").mkdir(parents=True)
+        (tmp_path / name / "run.json").write_text(json.dumps({"meta_generator": {"sha256": name * 8}}))
+        for cell in ("mgdd-k0-ipc1", "unseen-ipc50", "krr-pixel-ipc1-step10"):
+            (tmp_path / name / "cells" / f"{cell}.json").write_text(
+                json.dumps({"accuracy_mean": acc, "accuracy_std": 0.03 / 2 ** 0.5, "seconds": 1.0}))
+        (tmp_path / name / "cells" / "mgdd-adapt.json").write_text(json.dumps({"steps": 5}))  # no accuracy
+    text = cd.table(tmp_path / "old", tmp_path / "new", "t")
+    rows = [line for line in text.splitlines() if line.startswith("| mgdd") or line.startswith("| unseen")
+            or line.startswith("| krr")]
+    assert [r.split(" | ")[0] for r in rows] == ["| mgdd-k0-ipc1", "| unseen-ipc50"]
+    assert all("| +3.00 | +1.0 |" in r for r in rows)
+    assert "2 cells: mean difference +3.00, 2 higher, 0 lower." in text
