@@ -14,6 +14,13 @@ X_0, the full-data KRR loss (mean over the 8 pool networks; generator_passes.poo
 If the best step along the guide is worth a handful of pixel steps while the 200-step solution
 moves mostly across it, a single pass needs knowledge of the target's curvature that one
 gradient does not carry.
+
+--directions also steps along other fixed maps of the same information, each RMS 1 so a is
+comparable: guide8 (the guide over all 8 pool networks), sign (its elementwise sign: the
+direction of Adam's first step, which krr-pixel takes) and sign8. A pass can compute any such
+elementwise map of its inputs, so the best of them is a floor on what one pass could reach with
+no knowledge beyond its guide, and a check that the raw gradient is not simply the wrong
+direction to measure the ceiling along.
 """
 
 from __future__ import annotations
@@ -39,6 +46,13 @@ from mgdd.generate import GUIDE_NETS  # noqa: E402
 from mgdd.objective import KRRObjective  # noqa: E402
 
 STEP_SIZES = (0.01, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+DIRECTIONS = ("guide", "guide8", "sign", "sign8")
+
+
+def direction(obj, x0, name: str) -> torch.Tensor:
+    """An RMS-1 direction (M, C, H, W) made from the loss gradient at X_0; the step is X_0 - a * d."""
+    g = obj.guide(x0, nets=obj.pool.size if name.endswith("8") else GUIDE_NETS)  # RMS-normalised
+    return torch.sign(g) if name.startswith("sign") else g
 
 
 def along_guide(obj, x0, guide) -> list:
@@ -66,7 +80,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ipcs", default="1,10")
     ap.add_argument("--out", default=str(ROOT / "results" / "extra" / "guide-ceiling"))
+    ap.add_argument("--directions", default="guide",
+                    help=f"comma-separated, from {','.join(DIRECTIONS)}; more than guide adds a table per IPC")
     args = ap.parse_args()
+    directions = args.directions.split(",")
+    unknown = sorted(set(directions) - set(DIRECTIONS))
+    if unknown or "guide" not in directions:
+        ap.error(f"--directions: pick from {','.join(DIRECTIONS)}, guide included (got {args.directions})")
     dataset = load_dataset("fashion-mnist")
     obj = KRRObjective(dataset)  # the default objective
     rows = []
@@ -75,6 +95,8 @@ def main() -> int:
         guide = obj.guide(x0, nets=GUIDE_NETS)
         row = {"ipc": ipc, "x0_loss": pool_loss(obj, x0), "along_guide": along_guide(obj, x0, guide),
                "krr_pixel": pixel_path(obj, x0, guide)}
+        if len(directions) > 1:
+            row["along"] = {d: along_guide(obj, x0, direction(obj, x0, d)) for d in directions}
         rows.append(row)
         print(json.dumps(row), flush=True)
     record = {"command": " ".join(["python benchmarks/guide_ceiling.py", *sys.argv[1:]]),
@@ -99,6 +121,13 @@ def main() -> int:
         lines += [f"| {e['steps']} | {e['loss']:.5f} | {e['rms_change']:.3f} | {e['cos_to_guide']:.3f} |"
                   for e in r["krr_pixel"]]
         lines.append("")
+        if "along" in r:
+            lines += ["| direction | best a | best loss | krr-pixel first does as well at |", "|---|---|---|---|"]
+            for d, curve in r["along"].items():
+                b = min(curve, key=lambda e: e["loss"])
+                w = [e["steps"] for e in r["krr_pixel"] if e["loss"] <= b["loss"]]
+                lines.append(f"| {d} | {b['a']} | {b['loss']:.5f} | {w[0] if w else 'more than 200'} steps |")
+            lines.append("")
     out.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0

@@ -499,3 +499,31 @@ def test_generator_cells_diff_compares_only_the_generator_cells(tmp_path):
     assert [r.split(" | ")[0] for r in rows] == ["| mgdd-k0-ipc1", "| unseen-ipc50"]
     assert all("| +3.00 | +1.0 |" in r for r in rows)
     assert "2 cells: mean difference +3.00, 2 higher, 0 lower." in text
+
+
+def test_guide_ceiling_directions(tiny_dataset):
+    """benchmarks/guide_ceiling.py --directions: every direction has RMS 1 (so step sizes compare);
+    sign is the guide's elementwise sign; guide8 reads the whole pool, guide only GUIDE_NETS of it."""
+    import importlib.util
+
+    import torch
+
+    from mgdd.data import sample_init
+    from mgdd.generate import GUIDE_NETS
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("guide_ceiling", ROOT / "benchmarks" / "guide_ceiling.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from mgdd.features import FeatureConfig
+    from mgdd.objective import KRRObjective
+    # a pool bigger than the guide's GUIDE_NETS networks, so guide and guide8 differ
+    tiny_objective = KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=GUIDE_NETS + 1, cache=False)
+    x0 = sample_init(tiny_objective.dataset, 2, 0)[0]
+    d = {name: mod.direction(tiny_objective, x0, name) for name in mod.DIRECTIONS}
+    assert not torch.allclose(d["guide"], d["guide8"])
+    for v in d.values():
+        assert v.shape == x0.shape and abs(v.pow(2).mean().sqrt().item() - 1) < 1e-4
+    assert torch.equal(d["sign"], torch.sign(d["guide"])) and torch.equal(d["sign8"], torch.sign(d["guide8"]))
+    assert torch.allclose(d["guide"], tiny_objective.guide(x0, nets=GUIDE_NETS))
+    assert torch.allclose(d["guide8"], tiny_objective.guide(x0, nets=tiny_objective.pool.size))
