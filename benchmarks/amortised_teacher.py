@@ -111,6 +111,8 @@ def train(args) -> None:
     bank = read_json(Path(args.bank) / "bank.json")
     # the last --holdout tasks are never trained on: their missing fraction says whether the
     # map from (X_0, guide) to X* generalises to new initialisations of the source
+    if not 0 <= args.holdout < len(tasks):
+        raise SystemExit(f"--holdout {args.holdout}: the bank has {len(tasks)} tasks; hold out fewer, so some are left to train on.")
     held, tasks = tasks[len(tasks) - args.holdout:] if args.holdout else [], tasks[:len(tasks) - args.holdout]
     gen = MetaGenerator(GeneratorConfig(channels=tasks[0]["x0"].shape[1])).to(args.device)
     opt = torch.optim.Adam(gen.parameters(), lr=args.lr)

@@ -47,24 +47,15 @@ done
 echo "meta_sweep: meta-training done at $(( $(date +%s) - t0 )) s"
 tail -n 1 "$out"/*.log
 
-score() {  # GEN NAME: K = 0 sets at each IPC from GEN, each evaluated, while time lasts
-    local gen=$1 name=$2 ipc
-    for ipc in ${IPCS//,/ }; do
-        [ "$(left)" -gt 20 ] || { echo "no time left for $name ipc$ipc"; return; }
-        timeout "$(( $(left) - 10 ))" python3 -m mgdd generate "$gen" --dataset fashion-mnist --ipc "$ipc" --seed 0 \
-            --out "$out/sets/$name-ipc$ipc.safetensors" --device "$DEVICE" --quiet > /dev/null || continue
-        timeout "$(( $(left) - 10 ))" python3 -m mgdd evaluate "$out/sets/$name-ipc$ipc.safetensors" \
-            --dataset fashion-mnist --runs "${RUNS:-3}" --epochs "${EPOCHS:-300}" \
-            --out "$out/evals/$name-ipc$ipc.json" --quiet > /dev/null && echo "scored $name ipc$ipc at $(( $(date +%s) - t0 )) s"
-    done
-}
+# shellcheck source=benchmarks/device_k0_score.sh
+source "$(dirname "$0")/device_k0_score.sh"
 IPCS=${IPCS:-1,10,50}
 # the shipped generator first alone: it computes Fashion-MNIST's feature moments the others then read from the cache
 [ "$(left)" -gt 20 ] && timeout "$(( $(left) - 10 ))" python3 -m mgdd generate meta --dataset fashion-mnist --ipc 1 \
     --seed 0 --out "$out/sets/warm.safetensors" --device "$DEVICE" --quiet > /dev/null
-score meta shipped > "$out/score-shipped.log" 2>&1 &
+k0_score meta shipped "$out" > "$out/score-shipped.log" 2>&1 &
 for r in $runs; do
-    [ -f "$out/$r/model.safetensors" ] && score "$out/$r" "$r" > "$out/score-$r.log" 2>&1 &
+    [ -f "$out/$r/model.safetensors" ] && k0_score "$out/$r" "$r" "$out" > "$out/score-$r.log" 2>&1 &
 done
 wait
 cat "$out"/score-*.log

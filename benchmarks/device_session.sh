@@ -85,20 +85,11 @@ done
 wait ${train_pids:-}
 echo "training done at $(( $(date +%s) - t0 )) s"; tail -n 1 "$a"/train-*.log
 
-score() {  # GEN NAME: K = 0 sets at each IPC from GEN, each evaluated, while time lasts
-    local gen=$1 name=$2 ipc
-    for ipc in ${IPCS//,/ }; do
-        [ "$(left)" -gt 25 ] || { echo "no time left for $name ipc$ipc"; return; }
-        timeout "$(( $(left) - 20 ))" python3 -m mgdd generate "$gen" --dataset fashion-mnist --ipc "$ipc" --seed 0 \
-            --out "$a/sets/$name-ipc$ipc.safetensors" --device "$DEVICE" --quiet > /dev/null || continue
-        timeout "$(( $(left) - 20 ))" python3 -m mgdd evaluate "$a/sets/$name-ipc$ipc.safetensors" \
-            --dataset fashion-mnist --runs "${RUNS:-3}" --epochs "${EPOCHS:-300}" \
-            --out "$a/evals/$name-ipc$ipc.json" --quiet > /dev/null && echo "scored $name ipc$ipc at $(( $(date +%s) - t0 )) s"
-    done
-}
+# shellcheck source=benchmarks/device_k0_score.sh
+source "$(dirname "$0")/device_k0_score.sh"
 IPCS=${IPCS:-1,10,50}
 for g in ${gens//,/ }; do
-    [ -f "$g/model.safetensors" ] && score "$g" "$(basename "$g")" > "$a/score-$(basename "$g").log" 2>&1 &
+    [ -f "$g/model.safetensors" ] && k0_score "$g" "$(basename "$g")" "$a" > "$a/score-$(basename "$g").log" 2>&1 &
 done
 [ "$(left)" -gt 40 ] && timeout "$(( $(left) - 30 ))" python3 benchmarks/amortised_teacher.py missing --bank "$bank" \
     --holdout 10 --device "$DEVICE" --generators "results/extra/meta-unrolled4,results/extra/meta-history,$gens" \

@@ -256,7 +256,9 @@ CASES = [
     ("evaluate-alexnet-2x2", ["evaluate", "{t}/set2.safetensors", "--model", "alexnet", "--epochs", "1"], 2,
      "does not fit 1x2x2"),
     ("generate-no-generator", ["generate", "{t}/X", "--dataset", DS, "--ipc", "1", "--out", "{t}/g.safetensors"],
-     1, "no generator"),
+     1, "X/model.safetensors. Make one"),
+    ("generate-generator-not-there", ["generate", "{t}/not-there", "--dataset", DS, "--ipc", "1",
+                                      "--out", "{t}/g.safetensors"], 1, "it does not exist (a generator is a folder"),
     # a grey generator serves colour data by folding channels; a colour one cannot serve grey data
     ("generate-grey-with-colour-generator", ["generate", "{t}/G3", "--dataset", DS, "--ipc", "1",
                                              "--out", "{t}/g.safetensors", *OBJ], 2, "3-channel images"),

@@ -395,6 +395,9 @@ def test_amortised_teacher_bank_and_training(tmp_path, monkeypatch):
                                 out=str(tmp_path / "gen-cut"), device="cpu", log_every=50, max_seconds=1e-9))
     cut = MetaGenerator.from_pretrained(tmp_path / "gen-cut")
     assert 1 <= cut.metadata["meta_steps"] < 10**6 and cut.metadata["planned_steps"] == 10**6
+    with pytest.raises(SystemExit, match="hold out fewer"):  # nothing left to train on
+        am.train(argparse.Namespace(bank=str(bank), steps=1, tasks_per_step=2, lr=1e-3, seed=0, holdout=2,
+                                    out=str(tmp_path / "gen-none"), device="cpu", log_every=50, max_seconds=0))
 
 
 def test_second_target_preset_upsamples_digits(tmp_path):

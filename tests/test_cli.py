@@ -274,7 +274,7 @@ def test_adapt_generate_distill(tmp_path, tiny_npz, capsys):
     (["evaluate", "{npz}"], 1, "not a safetensors file"),
     (["evaluate", "{tmp}/missing.safetensors"], 1, "does not exist"),
     (["generate", "{tmp}", "--dataset", "npz:{npz}", "--ipc", "1", "--out", "{tmp}/g.safetensors"], 1,
-     "no generator"),
+     "/model.safetensors. Make one"),
     (["baseline", "random+ls", "--dataset", "npz:{npz}", "--ipc", "1", "--lam", "-1", "--out", "{tmp}/a.safetensors"],
      2, "must be a finite number > 0"),
     (["evaluate", "{tmp}/x.safetensors", "--model", "vgg"], 2, "unknown model"),
