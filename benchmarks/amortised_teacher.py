@@ -99,6 +99,15 @@ def missing_fraction(gen, t) -> torch.Tensor:
     return (x - t["xstar"]).pow(2).sum() / (t["x0"] - t["xstar"]).pow(2).sum()
 
 
+def krr_relative(obj, gen, t, draw: int) -> torch.Tensor:
+    """The KRR loss of G's set relative to X_0's, both scored by the same drawn pool network (as
+    unrolled meta-training scores a pass): below 1, the pass lowered the objective."""
+    x = gen(t["x0"], t["y0"], int(t["y0"].max()) + 1, guide=t["guide"])
+    with torch.no_grad():
+        start = obj.loss(t["x0"], random.Random(draw))
+    return obj.loss(x, random.Random(draw)) / start
+
+
 @torch.no_grad()
 def missing(gen, tasks) -> float:
     return sum(float(missing_fraction(gen, t)) for t in tasks) / len(tasks) if tasks else float("nan")
@@ -115,6 +124,10 @@ def train(args) -> None:
         raise SystemExit(f"--holdout {args.holdout}: the bank has {len(tasks)} tasks; hold out fewer, so some are left to train on.")
     held, tasks = tasks[len(tasks) - args.holdout:] if args.holdout else [], tasks[:len(tasks) - args.holdout]
     gen = MetaGenerator(GeneratorConfig(channels=tasks[0]["x0"].shape[1])).to(args.device)
+    # --krr-weight W adds W x the pass's KRR loss relative to X_0's on the source's default
+    # objective (the bank's): regress onto the teacher and lower the loss the teacher lowered
+    obj = KRRObjective(load_dataset(bank["source"]), device=args.device) if args.krr_weight else None
+    krr_history = []
     opt = torch.optim.Adam(gen.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
     t0, history = time.perf_counter(), []
@@ -124,18 +137,27 @@ def train(args) -> None:
             print(f"stopped at step {step} of {args.steps}: --max-seconds {args.max_seconds} reached", flush=True)
             break
         done = step + 1
-        total = 0.0
-        for _ in range(args.tasks_per_step):
-            total = total + missing_fraction(gen, tasks[rng.randrange(len(tasks))])
+        total, miss_total, krr_total = 0.0, 0.0, 0.0
+        for i in range(args.tasks_per_step):
+            t = tasks[rng.randrange(len(tasks))]
+            miss = missing_fraction(gen, t)
+            miss_total += miss.item()
+            if obj is not None:
+                rel = krr_relative(obj, gen, t, draw=args.seed * 10**6 + step * args.tasks_per_step + i)
+                krr_total += rel.item()
+                miss = miss + args.krr_weight * rel
+            total = total + miss
         loss = total / args.tasks_per_step
+        krr_history.append(krr_total / args.tasks_per_step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        history.append(loss.item())
+        history.append(miss_total / args.tasks_per_step)  # the missing fraction alone, whatever the loss
         if step % args.log_every == 0 or step == args.steps - 1:
             recent = sum(history[-50:]) / len(history[-50:])
-            print(f"step {step}: missing fraction {recent:.4f}, held out {missing(gen, held):.4f} "
+            krr_note = f", KRR loss / X_0's {sum(krr_history[-50:]) / len(krr_history[-50:]):.4f}" if obj else ""
+            print(f"step {step}: missing fraction {recent:.4f}{krr_note}, held out {missing(gen, held):.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
     meta = {"kind": "meta generator", "source": bank["source"], "algorithm": "amortised",
             "passes": 1, "ipc_range": [min(bank["ipcs"]), max(bank["ipcs"])],
@@ -143,7 +165,9 @@ def train(args) -> None:
             "held_out_missing_fraction": missing(gen, held) if held else None,
             "objective": bank["objective"], "meta_steps": done, "planned_steps": args.steps, "tasks_per_step": args.tasks_per_step,
             "meta_lr": args.lr, "seed": args.seed, "seconds": time.perf_counter() - t0, "device": args.device,
-            "final_missing_fraction": sum(history[-50:]) / len(history[-50:]), "command": " ".join(sys.argv)}
+            "final_missing_fraction": sum(history[-50:]) / len(history[-50:]), "krr_weight": args.krr_weight,
+            "final_krr_relative": sum(krr_history[-50:]) / len(krr_history[-50:]) if obj else None,
+            "command": " ".join(sys.argv)}
     gen.cpu().save_pretrained(args.out, metadata=meta, force=True)
     print(json.dumps({k: meta[k] for k in ("seconds", "final_missing_fraction", "held_out_missing_fraction")}))
 
@@ -220,6 +244,8 @@ def main() -> int:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--holdout", type=int, default=0, help="tasks kept out of training, to measure generalisation")
+    t.add_argument("--krr-weight", type=float, default=0.0,
+                   help="add this times the pass's KRR loss relative to X_0's (0: regression only, as before)")
     t.add_argument("--log-every", type=int, default=50)
     t.add_argument("--max-seconds", type=float, default=0,
                    help="stop after this long and save the generator as it is (0: no limit); config.json records the steps done")

@@ -24,6 +24,8 @@ t0=$(date +%s)
 left() { echo $(( budget - ($(date +%s) - t0) )); }
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$out/sets" "$out/evals"
+# shellcheck source=benchmarks/device_common.sh
+source "$(dirname "$0")/device_common.sh"
 
 recipe="--source mnist --algorithm unrolled --passes 4 --tasks-per-step 2 --ipc-range 1,30 --checkpoint-every 10"
 declare -A change=([gpu-control]="" [width96]="--generator-width 96" [blocks8]="--generator-blocks 8"
@@ -47,8 +49,6 @@ done
 echo "meta_sweep: meta-training done at $(( $(date +%s) - t0 )) s"
 tail -n 1 "$out"/*.log
 
-# shellcheck source=benchmarks/device_k0_score.sh
-source "$(dirname "$0")/device_k0_score.sh"
 IPCS=${IPCS:-1,10,50}
 # the shipped generator first alone: it computes Fashion-MNIST's feature moments the others then read from the cache
 [ "$(left)" -gt 20 ] && timeout "$(( $(left) - 10 ))" python3 -m mgdd generate meta --dataset fashion-mnist --ipc 1 \

@@ -25,13 +25,11 @@ set -u -o pipefail
 out=${1:?OUT}; budget=${2:-480}; DEVICE=${DEVICE:-cuda}
 t0=$(date +%s)
 left() { echo $(( budget - ($(date +%s) - t0) )); }
-mkdir -p .devdata/fashion-mnist .devdata/mnist "$out/amortised/sets" "$out/amortised/evals"
-for f in .devxz/*.xz; do
-    python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
-        "$f" ".devdata/fashion-mnist/$(basename "$f" .xz)"
-done
-cp .devxz/*.npz .devdata/mnist/ 2>/dev/null
-export MGDD_DATA=$PWD/.devdata PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=2
+# shellcheck source=benchmarks/device_common.sh
+source "$(dirname "$0")/device_common.sh"
+mkdir -p "$out/amortised/sets" "$out/amortised/evals"
+unpack_data
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
 # 2. the history-input generator in the shipped generator's place, both benches redone where they read it
@@ -85,8 +83,6 @@ done
 wait ${train_pids:-}
 echo "training done at $(( $(date +%s) - t0 )) s"; tail -n 1 "$a"/train-*.log
 
-# shellcheck source=benchmarks/device_k0_score.sh
-source "$(dirname "$0")/device_k0_score.sh"
 IPCS=${IPCS:-1,10,50}
 for g in ${gens//,/ }; do
     [ -f "$g/model.safetensors" ] && k0_score "$g" "$(basename "$g")" "$a" > "$a/score-$(basename "$g").log" 2>&1 &

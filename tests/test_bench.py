@@ -385,19 +385,27 @@ def test_amortised_teacher_bank_and_training(tmp_path, monkeypatch):
     from mgdd.generator import GeneratorConfig, MetaGenerator
     assert am.missing(MetaGenerator(GeneratorConfig(channels=1)), tasks) == pytest.approx(1.0)
     am.train(argparse.Namespace(bank=str(bank), steps=10, tasks_per_step=2, lr=1e-3, seed=0, holdout=0,
-                                out=str(tmp_path / "gen"), device="cpu", log_every=50, max_seconds=0))
+                                out=str(tmp_path / "gen"), device="cpu", log_every=50, max_seconds=0, krr_weight=0))
     gen = MetaGenerator.from_pretrained(tmp_path / "gen")
     assert gen.metadata["algorithm"] == "amortised" and gen.metadata["passes"] == 1
     assert gen.metadata["meta_steps"] == gen.metadata["planned_steps"] == 10
     assert am.missing(gen, tasks) < 0.99
     # a time limit stops training early; the generator is saved with the steps it did
     am.train(argparse.Namespace(bank=str(bank), steps=10**6, tasks_per_step=2, lr=1e-3, seed=0, holdout=0,
-                                out=str(tmp_path / "gen-cut"), device="cpu", log_every=50, max_seconds=1e-9))
+                                out=str(tmp_path / "gen-cut"), device="cpu", log_every=50, max_seconds=1e-9, krr_weight=0))
     cut = MetaGenerator.from_pretrained(tmp_path / "gen-cut")
     assert 1 <= cut.metadata["meta_steps"] < 10**6 and cut.metadata["planned_steps"] == 10**6
+    # --krr-weight: the KRR term scores G's set and X_0 with the same drawn network, so the identity scores 1
+    obj = KRRObjective(load_dataset("digits"))
+    assert am.krr_relative(obj, MetaGenerator(GeneratorConfig(channels=1)), tasks[0], draw=3).item() == pytest.approx(1.0)
+    am.train(argparse.Namespace(bank=str(bank), steps=3, tasks_per_step=2, lr=1e-3, seed=0, holdout=0,
+                                out=str(tmp_path / "gen-krr"), device="cpu", log_every=50, max_seconds=0, krr_weight=1.0))
+    krr_gen = MetaGenerator.from_pretrained(tmp_path / "gen-krr")
+    assert krr_gen.metadata["krr_weight"] == 1.0 and krr_gen.metadata["final_krr_relative"] > 0
+    assert gen.metadata["krr_weight"] == 0 and gen.metadata["final_krr_relative"] is None
     with pytest.raises(SystemExit, match="hold out fewer"):  # nothing left to train on
         am.train(argparse.Namespace(bank=str(bank), steps=1, tasks_per_step=2, lr=1e-3, seed=0, holdout=2,
-                                    out=str(tmp_path / "gen-none"), device="cpu", log_every=50, max_seconds=0))
+                                    out=str(tmp_path / "gen-none"), device="cpu", log_every=50, max_seconds=0, krr_weight=0))
 
 
 def test_second_target_preset_upsamples_digits(tmp_path):

@@ -1,5 +1,21 @@
-# Sourced by the device scripts (benchmarks/device_meta_sweep.sh, device_session.sh); not run alone.
+# Sourced by the device scripts (benchmarks/device_meta_sweep.sh, device_session.sh,
+# device_amortised_krr.sh); not run alone.
 #
+#   unpack_data
+#
+# Unpacks the data carried in .devxz/ (Fashion-MNIST's IDX files, xz-compressed to fit the
+# device's transfer limit, and the MNIST subset) into .devdata/ and points $MGDD_DATA there.
+unpack_data() {
+    local f
+    mkdir -p .devdata/fashion-mnist .devdata/mnist
+    for f in .devxz/*.xz; do
+        python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+            "$f" ".devdata/fashion-mnist/$(basename "$f" .xz)"
+    done
+    cp .devxz/*.npz .devdata/mnist/ 2>/dev/null
+    export MGDD_DATA=$PWD/.devdata
+}
+
 #   k0_score GEN NAME DIR
 #
 # The bench's K = 0 cells for one generator: Fashion-MNIST IPC $IPCS (comma-separated) from GEN

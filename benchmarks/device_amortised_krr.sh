@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Issue #16 on one GPU machine: does the KRR loss added to the teacher regression help?
+# (README "Amortised krr-pixel solutions": the last of its "what might close it").
+#
+#   bash benchmarks/device_amortised_krr.sh OUT [SECONDS]    (default 270)
+#
+# 1. A teacher bank as in device_session.sh step 3 (MNIST, the same seeds, IPCs and 150
+#    krr-pixel steps), SHARDS processes at once until 40% of SECONDS.
+# 2. Three one-pass generators trained side by side on every task made but the last 10, 400 steps
+#    each, one change per run: --krr-weight 0 (regression only, the control), 1 and 10.
+# 3. Each makes Fashion-MNIST IPC 1 / 10 / 50 at K = 0 (seed 0), evaluated with the default
+#    protocol, 3 runs; missing fractions on the held-out tasks.
+# 4. OUT/back.tgz: the generators, logs, evaluations and the bank's per-task summary (not its tensors).
+# A CPU check of the script itself: DEVICE=cpu TASKS=6 TEACHER_STEPS=3 STEPS=4 RUNS=1 EPOCHS=1 IPCS=1
+set -u -o pipefail
+out=${1:?OUT}; budget=${2:-270}; DEVICE=${DEVICE:-cuda}
+t0=$(date +%s)
+left() { echo $(( budget - ($(date +%s) - t0) )); }
+# shellcheck source=benchmarks/device_common.sh
+source "$(dirname "$0")/device_common.sh"
+unpack_data
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=2
+a=$out/amortised-krr; bank=$out/bank
+mkdir -p "$a"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+
+teacher="--source mnist --ipcs 1,2,5,10,20 --steps ${TEACHER_STEPS:-150} --device $DEVICE --out $bank"
+# shellcheck disable=SC2086  # word lists
+python3 benchmarks/amortised_teacher.py bank $teacher --tasks 1 > "$a/bank-0.log" 2>&1
+shards=${SHARDS:-6}
+for k in $(seq 0 $(( shards - 1 ))); do
+    # shellcheck disable=SC2086
+    timeout "$(( budget * 40 / 100 - ($(date +%s) - t0) ))" python3 benchmarks/amortised_teacher.py bank $teacher \
+        --tasks "${TASKS:-4000}" --shard "$k/$shards" >> "$a/bank-$k.log" 2>&1 &
+    bank_pids="${bank_pids:-} $!"
+done
+# shellcheck disable=SC2086
+wait $bank_pids
+python3 - "$bank" "$a/bank-summary.json" <<'EOF'
+import json, pathlib, sys
+from mgdd.io import load_tensors
+rows = [{"task": p.stem, **load_tensors(p)[1]} for p in sorted(pathlib.Path(sys.argv[1]).glob("task*.safetensors"))]
+json.dump({"tasks": len(rows), "rows": rows}, open(sys.argv[2], "w"), indent=1)
+print(f"bank: {len(rows)} tasks, {sum(float(r['seconds']) for r in rows):.0f} task-seconds")
+EOF
+cp "$bank/bank.json" "$a/" 2>/dev/null
+echo "bank done at $(( $(date +%s) - t0 )) s"
+
+gens=""
+WEIGHTS=${WEIGHTS:-0,1,10}
+for w in ${WEIGHTS//,/ }; do
+    # --max-seconds: a run cut short saves the generator with the steps it did (config.json says how many)
+    timeout "$(( $(left) - 60 ))" python3 benchmarks/amortised_teacher.py train --bank "$bank" --steps "${STEPS:-400}" \
+        --holdout 10 --krr-weight "$w" --log-every 100 --max-seconds "$(( $(left) - 130 ))" --device "$DEVICE" \
+        --out "$a/meta-amortised-krr$w" > "$a/train-krr$w.log" 2>&1 &
+    train_pids="${train_pids:-} $!"; gens="$gens${gens:+,}$a/meta-amortised-krr$w"
+done
+# shellcheck disable=SC2086
+wait ${train_pids:-}
+echo "training done at $(( $(date +%s) - t0 )) s"; tail -n 1 "$a"/train-*.log
+
+IPCS=${IPCS:-1,10,50}
+for g in ${gens//,/ }; do
+    [ -f "$g/model.safetensors" ] && k0_score "$g" "$(basename "$g")" "$a" > "$a/score-$(basename "$g").log" 2>&1 &
+done
+[ "$(left)" -gt 30 ] && timeout "$(( $(left) - 20 ))" python3 benchmarks/amortised_teacher.py missing --bank "$bank" \
+    --holdout 10 --device "$DEVICE" --generators "results/extra/meta-amortised,$gens" \
+    --out "$a/missing-fraction.json" > "$a/missing.log" 2>&1
+wait
+cat "$a"/score-*.log "$a/missing.log"
+rm -rf "$a/sets"
+tar czf "$out/back.tgz" -C "$out" amortised-krr && rm -rf "$a" "$bank"
+ls -la "$out"
