@@ -204,22 +204,23 @@ def report(args) -> None:
         rows.append((gen, cfg, held, acc))
     ipcs = sorted({i for *_, acc in rows for i in acc})
     bank = read_json(folder / "bank-summary.json")
-    lines = ["# Amortised krr-pixel solutions at a bigger bank (issue #16)", "",
-             f"Made by `bash benchmarks/device_session.sh OUT SECONDS` (step 3); this table by "
+    lines = [f"# {args.title} (issue #16)", "",
+             f"Made by `{args.made_by}`; this table by "
              f"`python benchmarks/amortised_teacher.py {shlex.join(sys.argv[1:])}`.", "",
              f"The bank: {bank['tasks']} MNIST teacher tasks (150 krr-pixel steps each), the last "
              f"{missed['held_out_tasks']} held out. Held-out missing fraction: ||G - X*||^2 / ||X_0 - X*||^2 on "
              "those tasks (1 = the identity). Accuracy: Fashion-MNIST, K = 0, one pass, seed-0 sets, "
              "ConvNet-3, 300 epochs, mean ± std of 3 runs, all evaluated in the same call.", "",
-             "| generator | bank tasks trained on | steps | trained on | held-out missing | "
-             + " | ".join(f"IPC {i}" for i in ipcs) + " |", "|---|---|---|---|---|" + "---|" * len(ipcs)]
+             "| generator | bank tasks trained on | steps | --krr-weight | trained on | held-out missing | "
+             + " | ".join(f"IPC {i}" for i in ipcs) + " |", "|---|---|---|---|---|---|" + "---|" * len(ipcs)]
     for gen, cfg, held, acc in rows:
-        lines.append(f"| `{gen}` | {cfg.get('bank_tasks')} | {cfg.get('meta_steps')} | {cfg.get('device', 'cpu')} | "
+        lines.append(f"| `{gen}` | {cfg.get('bank_tasks')} | {cfg.get('meta_steps')} | {cfg.get('krr_weight', 0)} | "
+                     f"{cfg.get('device', 'cpu')} | "
                      f"{'' if held is None else f'{held:.3f}'} | " + " | ".join(acc.get(i, "") for i in ipcs) + " |")
     other = {Path(k).name: v for k, v in missed["missing_fraction"].items()
              if Path(k).name not in {Path(g).name for g, *_ in rows}}
     if other:
-        lines += ["", "Held-out missing fraction of the KRR-trained generators (not trained on X*): "
+        lines += ["", "Held-out missing fraction of the other generators scored: "
                   + ", ".join(f"`{k}` {v:.3f}" for k, v in other.items()) + "."]
     text = "\n".join(lines) + "\n"
     (folder / "table.md").write_text(text)
@@ -258,6 +259,9 @@ def main() -> int:
     r = sub.add_parser("report")
     r.add_argument("folder")
     r.add_argument("--generators", required=True, help="comma-separated generator folders, in table order")
+    r.add_argument("--title", default="Amortised krr-pixel solutions at a bigger bank")
+    r.add_argument("--made-by", default="bash benchmarks/device_session.sh OUT SECONDS (step 3)",
+                   help="the command that made the folder, for the table's first line")
     for p in (b, t, m):
         p.add_argument("--device", default="cpu")
     args = ap.parse_args()
