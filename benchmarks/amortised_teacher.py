@@ -227,6 +227,14 @@ def report(args) -> None:
     print(text)
 
 
+def summary(args) -> None:
+    """One JSON row per banked task (its metadata: IPC, seed, seconds, losses), for a record of a
+    bank whose tensors are too big to keep."""
+    rows = [{"task": p.stem, **load_tensors(p)[1]} for p in sorted(Path(args.bank).glob("task*.safetensors"))]
+    write_json(args.out, {"tasks": len(rows), "rows": rows}, force=True)
+    print(f"bank: {len(rows)} tasks, {sum(float(r['seconds']) for r in rows):.0f} task-seconds")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -262,10 +270,13 @@ def main() -> int:
     r.add_argument("--title", default="Amortised krr-pixel solutions at a bigger bank")
     r.add_argument("--made-by", default="bash benchmarks/device_session.sh OUT SECONDS (step 3)",
                    help="the command that made the folder, for the table's first line")
+    u = sub.add_parser("summary")
+    u.add_argument("--bank", required=True)
+    u.add_argument("--out", required=True)
     for p in (b, t, m):
         p.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    {"bank": make_bank, "train": train, "missing": score, "report": report}[args.cmd](args)
+    {"bank": make_bank, "train": train, "missing": score, "report": report, "summary": summary}[args.cmd](args)
     return 0
 
 

@@ -24,27 +24,7 @@ a=$out/amortised-krr; bank=$out/bank
 mkdir -p "$a"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 
-teacher="--source mnist --ipcs 1,2,5,10,20 --steps ${TEACHER_STEPS:-150} --device $DEVICE --out $bank"
-# shellcheck disable=SC2086  # word lists
-python3 benchmarks/amortised_teacher.py bank $teacher --tasks 1 > "$a/bank-0.log" 2>&1
-shards=${SHARDS:-6}
-for k in $(seq 0 $(( shards - 1 ))); do
-    # shellcheck disable=SC2086
-    timeout "$(( budget * 40 / 100 - ($(date +%s) - t0) ))" python3 benchmarks/amortised_teacher.py bank $teacher \
-        --tasks "${TASKS:-4000}" --shard "$k/$shards" >> "$a/bank-$k.log" 2>&1 &
-    bank_pids="${bank_pids:-} $!"
-done
-# shellcheck disable=SC2086
-wait $bank_pids
-python3 - "$bank" "$a/bank-summary.json" <<'EOF'
-import json, pathlib, sys
-from mgdd.io import load_tensors
-rows = [{"task": p.stem, **load_tensors(p)[1]} for p in sorted(pathlib.Path(sys.argv[1]).glob("task*.safetensors"))]
-json.dump({"tasks": len(rows), "rows": rows}, open(sys.argv[2], "w"), indent=1)
-print(f"bank: {len(rows)} tasks, {sum(float(r['seconds']) for r in rows):.0f} task-seconds")
-EOF
-cp "$bank/bank.json" "$a/" 2>/dev/null
-echo "bank done at $(( $(date +%s) - t0 )) s"
+teacher_bank "$bank" "$a" $(( budget * 40 / 100 ))
 
 gens=""
 WEIGHTS=${WEIGHTS:-0,1,10}

@@ -36,3 +36,27 @@ k0_score() {
             && echo "scored $name ipc$ipc at $(( $(date +%s) - t0 )) s"
     done
 }
+
+#   teacher_bank BANK LOGDIR UNTIL
+#
+# benchmarks/amortised_teacher.py's MNIST teacher tasks (IPCs 1,2,5,10,20; $TEACHER_STEPS krr-pixel
+# steps, default 150) into BANK: task 0 alone first (it caches MNIST's feature moments), then
+# $SHARDS processes at once (default 6) until UNTIL seconds after the caller's $t0; then
+# LOGDIR/bank-summary.json (each task's metadata) and LOGDIR/bank.json.
+teacher_bank() {
+    local bank=$1 logs=$2 until=$3 shards=${SHARDS:-6} k pids=""
+    local teacher="--source mnist --ipcs 1,2,5,10,20 --steps ${TEACHER_STEPS:-150} --device $DEVICE --out $bank"
+    # shellcheck disable=SC2086  # word lists
+    python3 benchmarks/amortised_teacher.py bank $teacher --tasks 1 > "$logs/bank-0.log" 2>&1
+    for k in $(seq 0 $(( shards - 1 ))); do
+        # shellcheck disable=SC2086
+        timeout "$(( until - ($(date +%s) - t0) ))" python3 benchmarks/amortised_teacher.py bank $teacher \
+            --tasks "${TASKS:-4000}" --shard "$k/$shards" >> "$logs/bank-$k.log" 2>&1 &
+        pids="$pids $!"
+    done
+    # shellcheck disable=SC2086
+    wait $pids
+    python3 benchmarks/amortised_teacher.py summary --bank "$bank" --out "$logs/bank-summary.json"
+    cp "$bank/bank.json" "$logs/" 2>/dev/null
+    echo "bank done at $(( $(date +%s) - t0 )) s"
+}
