@@ -40,14 +40,7 @@ wait ${train_pids:-}
 echo "training done at $(( $(date +%s) - t0 )) s"; tail -n 1 "$a"/train-*.log
 
 IPCS=${IPCS:-1,10,50}
-for g in ${gens//,/ }; do
-    [ -f "$g/model.safetensors" ] && k0_score "$g" "$(basename "$g")" "$a" > "$a/score-$(basename "$g").log" 2>&1 &
-done
-[ "$(left)" -gt 30 ] && timeout "$(( $(left) - 20 ))" python3 benchmarks/amortised_teacher.py missing --bank "$bank" \
-    --holdout 10 --device "$DEVICE" --generators "results/extra/meta-amortised,$gens" \
-    --out "$a/missing-fraction.json" > "$a/missing.log" 2>&1
-wait
-cat "$a"/score-*.log "$a/missing.log"
+score_amortised "$gens" "$a" "$bank" results/extra/meta-amortised
 rm -rf "$a/sets"
 tar czf "$out/back.tgz" -C "$out" amortised-krr && rm -rf "$a" "$bank"
 ls -la "$out"

@@ -60,3 +60,19 @@ teacher_bank() {
     cp "$bank/bank.json" "$logs/" 2>/dev/null
     echo "bank done at $(( $(date +%s) - t0 )) s"
 }
+
+#   score_amortised GENS DIR BANK OTHERS
+#
+# Every generator in GENS (comma-separated folders) through k0_score into DIR, side by side, and
+# the missing fractions of OTHERS,GENS on BANK's last 10 tasks (held out in training) into
+# DIR/missing-fraction.json; then waits for every job of the caller and prints the logs.
+score_amortised() {
+    local gens=$1 dir=$2 bank=$3 others=$4 g
+    for g in ${gens//,/ }; do
+        [ -f "$g/model.safetensors" ] && k0_score "$g" "$(basename "$g")" "$dir" > "$dir/score-$(basename "$g").log" 2>&1 &
+    done
+    [ "$(left)" -gt 30 ] && timeout "$(( $(left) - 20 ))" python3 benchmarks/amortised_teacher.py missing --bank "$bank" \
+        --holdout 10 --device "$DEVICE" --generators "$others,$gens" --out "$dir/missing-fraction.json" > "$dir/missing.log" 2>&1
+    wait
+    cat "$dir"/score-*.log "$dir/missing.log"
+}

@@ -61,14 +61,7 @@ wait ${train_pids:-}
 echo "training done at $(( $(date +%s) - t0 )) s"; tail -n 1 "$a"/train-*.log
 
 IPCS=${IPCS:-1,10,50}
-for g in ${gens//,/ }; do
-    [ -f "$g/model.safetensors" ] && k0_score "$g" "$(basename "$g")" "$a" > "$a/score-$(basename "$g").log" 2>&1 &
-done
-[ "$(left)" -gt 40 ] && timeout "$(( $(left) - 30 ))" python3 benchmarks/amortised_teacher.py missing --bank "$bank" \
-    --holdout 10 --device "$DEVICE" --generators "results/extra/meta-unrolled4,results/extra/meta-history,$gens" \
-    --out "$a/missing-fraction.json" > "$a/missing.log" 2>&1
-wait
-cat "$a"/score-*.log "$a/missing.log"
+score_amortised "$gens" "$a" "$bank" results/extra/meta-unrolled4,results/extra/meta-history
 for p in ${PRESETS-fmnist digits28}; do echo "== bench $p"; tail -n 5 "$out/bench-$p.log"; done
 rm -rf "$a/sets"
 # the benches' cache/ (feature moments, ~640 MB), the sets and the bank's tensors are rebuilt by the same seeded commands
