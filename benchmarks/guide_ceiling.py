@@ -17,7 +17,8 @@ gradient does not carry.
 
 --directions also steps along other fixed maps of the same information, each RMS 1 so a is
 comparable: guide8 (the guide over all 8 pool networks), sign (its elementwise sign: the
-direction of Adam's first step, which krr-pixel takes) and sign8. A pass can compute any such
+direction of Adam's first step, which krr-pixel takes), sign8, and means8 (the gradient of
+per-class mean-feature matching over the 8 networks: a cheaper view, linear in M, no solve). A pass can compute any such
 elementwise map of its inputs, so the best of them is a floor on what one pass could reach with
 no knowledge beyond its guide, and a check that the raw gradient is not simply the wrong
 direction to measure the ceiling along.
@@ -46,11 +47,29 @@ from mgdd.generate import GUIDE_NETS  # noqa: E402
 from mgdd.objective import KRRObjective  # noqa: E402
 
 STEP_SIZES = (0.01, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
-DIRECTIONS = ("guide", "guide8", "sign", "sign8")
+DIRECTIONS = ("guide", "guide8", "sign", "sign8", "means8")
 
 
-def direction(obj, x0, name: str) -> torch.Tensor:
-    """An RMS-1 direction (M, C, H, W) made from the loss gradient at X_0; the step is X_0 - a * d."""
+def mean_matching_gradient(obj, x0, y0) -> torch.Tensor:
+    """Gradient at X_0 of sum over the pool's networks and the classes of ||mean phi(X_c) - mu_c||^2,
+    mu_c the class's mean real feature (from the cached moments): a view of the target that costs
+    one forward and backward, linear in M, with no M x M solve. RMS-normalised."""
+    x = x0.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        total = 0.0
+        for net, m in zip(obj.pool.nets, obj.moments):
+            f = net(x)                                                        # (M, d)
+            mu = (m.sums / m.counts[:, None]).to(f.dtype)                     # (K, d)
+            for c in y0.unique():
+                total = total + (f[y0 == c].mean(0) - mu[int(c)]).pow(2).sum()
+        (g,) = torch.autograd.grad(total, x)
+    return g / g.pow(2).mean().sqrt().clamp_min(1e-12)
+
+
+def direction(obj, x0, name: str, y0=None) -> torch.Tensor:
+    """An RMS-1 direction (M, C, H, W) at X_0 (labels y0, needed by means8); the step is X_0 - a * d."""
+    if name == "means8":
+        return mean_matching_gradient(obj, x0, y0)
     g = obj.guide(x0, nets=obj.pool.size if name.endswith("8") else GUIDE_NETS)  # RMS-normalised
     return torch.sign(g) if name.startswith("sign") else g
 
@@ -91,12 +110,12 @@ def main() -> int:
     obj = KRRObjective(dataset)  # the default objective
     rows = []
     for ipc in [int(i) for i in args.ipcs.split(",")]:
-        x0, _ = sample_init(dataset, ipc, seed=0)
+        x0, y0 = sample_init(dataset, ipc, seed=0)
         guide = obj.guide(x0, nets=GUIDE_NETS)
         row = {"ipc": ipc, "x0_loss": pool_loss(obj, x0), "along_guide": along_guide(obj, x0, guide),
                "krr_pixel": pixel_path(obj, x0, guide)}
         if len(directions) > 1:
-            row["along"] = {d: along_guide(obj, x0, direction(obj, x0, d)) for d in directions}
+            row["along"] = {d: along_guide(obj, x0, direction(obj, x0, d, y0)) for d in directions}
         rows.append(row)
         print(json.dumps(row), flush=True)
     record = {"command": " ".join(["python benchmarks/guide_ceiling.py", *sys.argv[1:]]),

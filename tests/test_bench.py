@@ -530,11 +530,21 @@ def test_guide_ceiling_directions(tiny_dataset):
     from mgdd.objective import KRRObjective
     # a pool bigger than the guide's GUIDE_NETS networks, so guide and guide8 differ
     tiny_objective = KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=GUIDE_NETS + 1, cache=False)
-    x0 = sample_init(tiny_objective.dataset, 2, 0)[0]
-    d = {name: mod.direction(tiny_objective, x0, name) for name in mod.DIRECTIONS}
+    x0, y0 = sample_init(tiny_objective.dataset, 2, 0)
+    d = {name: mod.direction(tiny_objective, x0, name, y0) for name in mod.DIRECTIONS}
     assert not torch.allclose(d["guide"], d["guide8"])
     for v in d.values():
         assert v.shape == x0.shape and abs(v.pow(2).mean().sqrt().item() - 1) < 1e-4
     assert torch.equal(d["sign"], torch.sign(d["guide"])) and torch.equal(d["sign8"], torch.sign(d["guide8"]))
     assert torch.allclose(d["guide"], tiny_objective.guide(x0, nets=GUIDE_NETS))
     assert torch.allclose(d["guide8"], tiny_objective.guide(x0, nets=tiny_objective.pool.size))
+    # means8 against a second formulation: the gradient of the summed per-class squared mean residuals
+    x = x0.clone().requires_grad_(True)
+    total = 0.0
+    for net, m in zip(tiny_objective.pool.nets, tiny_objective.moments):
+        f, mu = net(x), (m.sums / m.counts[:, None]).float()
+        onehot = torch.nn.functional.one_hot(y0, len(m.counts)).float()           # (M, K)
+        means = (onehot.T @ f) / onehot.sum(0)[:, None]                           # (K, d)
+        total = total + (means - mu).pow(2).sum()
+    (g,) = torch.autograd.grad(total, x)
+    assert torch.allclose(d["means8"], g / g.pow(2).mean().sqrt(), atol=1e-5)
