@@ -93,16 +93,22 @@ def load_bank(folder, device="cpu") -> list:
     return tasks
 
 
-def missing_fraction(gen, t) -> torch.Tensor:
-    """||G(X_0, guide) - X*||^2 / ||X_0 - X*||^2: the fraction of the teacher's change still missing."""
-    x = gen(t["x0"], t["y0"], int(t["y0"].max()) + 1, guide=t["guide"])
+def one_pass(gen, t) -> torch.Tensor:
+    """G(X_0, guide(X_0)) for one banked task: (M, C, H, W)."""
+    return gen(t["x0"], t["y0"], int(t["y0"].max()) + 1, guide=t["guide"])
+
+
+def missing_fraction(gen, t, x=None) -> torch.Tensor:
+    """||G(X_0, guide) - X*||^2 / ||X_0 - X*||^2: the fraction of the teacher's change still missing
+    (x: the pass's output, when the caller already has it)."""
+    x = one_pass(gen, t) if x is None else x
     return (x - t["xstar"]).pow(2).sum() / (t["x0"] - t["xstar"]).pow(2).sum()
 
 
-def krr_relative(obj, gen, t, draw: int) -> torch.Tensor:
+def krr_relative(obj, gen, t, draw: int, x=None) -> torch.Tensor:
     """The KRR loss of G's set relative to X_0's, both scored by the same drawn pool network (as
     unrolled meta-training scores a pass): below 1, the pass lowered the objective."""
-    x = gen(t["x0"], t["y0"], int(t["y0"].max()) + 1, guide=t["guide"])
+    x = one_pass(gen, t) if x is None else x
     with torch.no_grad():
         start = obj.loss(t["x0"], random.Random(draw))
     return obj.loss(x, random.Random(draw)) / start
@@ -140,10 +146,11 @@ def train(args) -> None:
         total, miss_total, krr_total = 0.0, 0.0, 0.0
         for i in range(args.tasks_per_step):
             t = tasks[rng.randrange(len(tasks))]
-            miss = missing_fraction(gen, t)
+            x = one_pass(gen, t)  # one forward serves both terms
+            miss = missing_fraction(gen, t, x)
             miss_total += miss.item()
             if obj is not None:
-                rel = krr_relative(obj, gen, t, draw=args.seed * 10**6 + step * args.tasks_per_step + i)
+                rel = krr_relative(obj, gen, t, draw=args.seed * 10**6 + step * args.tasks_per_step + i, x=x)
                 krr_total += rel.item()
                 miss = miss + args.krr_weight * rel
             total = total + miss
@@ -203,11 +210,11 @@ def report(args) -> None:
         held = next((v for k, v in missed["missing_fraction"].items() if Path(k).name == name), None)
         rows.append((gen, cfg, held, acc))
     ipcs = sorted({i for *_, acc in rows for i in acc})
-    bank = read_json(folder / "bank-summary.json")
+    bank, teacher = read_json(folder / "bank-summary.json"), read_json(folder / "bank.json")
     lines = [f"# {args.title} (issue #16)", "",
              f"Made by `{args.made_by}`; this table by "
              f"`python benchmarks/amortised_teacher.py {shlex.join(sys.argv[1:])}`.", "",
-             f"The bank: {bank['tasks']} MNIST teacher tasks (150 krr-pixel steps each), the last "
+             f"The bank: {bank['tasks']} {teacher['source']} teacher tasks ({teacher['teacher_steps']} krr-pixel steps each), the last "
              f"{missed['held_out_tasks']} held out. Held-out missing fraction: ||G - X*||^2 / ||X_0 - X*||^2 on "
              "those tasks (1 = the identity). Accuracy: Fashion-MNIST, K = 0, one pass, seed-0 sets, "
              "ConvNet-3, 300 epochs, mean ± std of 3 runs, all evaluated in the same call.", "",

@@ -15,13 +15,13 @@ If the best step along the guide is worth a handful of pixel steps while the 200
 moves mostly across it, a single pass needs knowledge of the target's curvature that one
 gradient does not carry.
 
---directions also steps along other fixed maps of the same information, each RMS 1 so a is
+--directions also steps along other directions made from the target, each RMS 1 so a is
 comparable: guide8 (the guide over all 8 pool networks), sign (its elementwise sign: the
 direction of Adam's first step, which krr-pixel takes), sign8, and means8 (the gradient of
-per-class mean-feature matching over the 8 networks: a cheaper view, linear in M, no solve). A pass can compute any such
-elementwise map of its inputs, so the best of them is a floor on what one pass could reach with
-no knowledge beyond its guide, and a check that the raw gradient is not simply the wrong
-direction to measure the ceiling along.
+per-class mean-feature matching over the 8 networks: a cheaper view, linear in M, no solve).
+A pass can compute elementwise maps such as the sign from its guide, so they check that the raw
+gradient is not simply the wrong direction to measure the ceiling along; means8 asks whether a
+cheaper view of the target carries as much.
 """
 
 from __future__ import annotations
@@ -115,7 +115,9 @@ def main() -> int:
         row = {"ipc": ipc, "x0_loss": pool_loss(obj, x0), "along_guide": along_guide(obj, x0, guide),
                "krr_pixel": pixel_path(obj, x0, guide)}
         if len(directions) > 1:
-            row["along"] = {d: along_guide(obj, x0, direction(obj, x0, d, y0)) for d in directions}
+            # guide's curve is the one just measured
+            row["along"] = {d: row["along_guide"] if d == "guide" else along_guide(obj, x0, direction(obj, x0, d, y0))
+                            for d in directions}
         rows.append(row)
         print(json.dumps(row), flush=True)
     record = {"command": " ".join(["python benchmarks/guide_ceiling.py", *sys.argv[1:]]),

@@ -216,8 +216,8 @@ class MetaGenerator(nn.Module):
         path = Path(path)
         weights = path / "model.safetensors" if path.is_dir() else path
         if not weights.is_file():
-            # a folder that is not there reads as one (the usual form), not as its own weights file
-            what = f"expected {weights}" if path.is_dir() else "it does not exist (a generator is a folder holding model.safetensors and config.json)"
+            what = (f"expected {weights}" if path.is_dir() else
+                    "it does not exist (a generator is a folder holding model.safetensors and config.json)")
             raise MgddError(f"no generator at {path}: {what}. Make one with `mgdd adapt` or `mgdd meta-train`.")
         tensors, info = load_tensors(weights)
         if info.get("format") != CHECKPOINT_FORMAT:
