@@ -548,3 +548,45 @@ def test_guide_ceiling_directions(tiny_dataset):
         total = total + (means - mu).pow(2).sum()
     (g,) = torch.autograd.grad(total, x)
     assert torch.allclose(d["means8"], g / g.pow(2).mean().sqrt(), atol=1e-5)
+
+
+def test_curvature_ceiling_costs_and_paths(tiny_objective):
+    """benchmarks/curvature_ceiling.py: adam is krr-pixel step for step at 1 evaluation a step; L-BFGS
+    counts every evaluation (line search and the scaling gradient included), stays within budget and
+    returns its best point so far, which starts at X_0 and ends lower."""
+    import importlib.util
+
+    import torch
+
+    from mgdd.checkpoint import step_rng
+    from mgdd.data import sample_init
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("curvature_ceiling", ROOT / "benchmarks" / "curvature_ceiling.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    x0, _ = sample_init(tiny_objective.dataset, 2, 0)
+
+    path = mod.run_adam(tiny_objective, x0, 3, None)
+    assert [c for c, _ in path] == [1, 2, 3]
+    x = x0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=0.03)
+    for s in range(3):
+        opt.zero_grad()
+        tiny_objective.loss(x, step_rng(0, s)).backward()
+        opt.step()
+    assert torch.allclose(path[-1][1], x.detach())
+    assert [c for c, _ in mod.run_adam(tiny_objective, x0, 5, 2)] == [2, 4]
+
+    nets = tiny_objective.pool.size
+    path = mod.run_lbfgs(tiny_objective, x0, 12 * nets, nets, history=5)
+    costs = [c for c, _ in path]
+    assert costs[0] == 2 * nets and costs == sorted(costs) and max(costs) <= 12 * nets
+    assert all(b - a == nets for a, b in zip(costs, costs[1:]))
+    assert torch.equal(path[0][1], x0)  # z = 0: the first evaluation is X_0 itself
+    with torch.no_grad():
+        losses = [mod.mean_loss(tiny_objective, xi, nets).item() for _, xi in path]
+    assert all(b <= a for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0]
+
+    snaps = mod.snapshots([(1, "a"), (3, "b"), (8, "c")], (1, 2, 5, 10))
+    assert snaps == {1: "a", 2: "a", 5: "b", 10: "c"}
