@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from generator_passes import pool_loss  # noqa: E402
+from generator_refine import HELD_OUT_SEED, HELD_OUT_SIZE  # noqa: E402
 from mgdd.bench.report import machine  # noqa: E402
 from mgdd.checkpoint import step_rng  # noqa: E402
 from mgdd.data import load_dataset, sample_init  # noqa: E402
@@ -54,7 +55,6 @@ from mgdd.objective import KRRObjective  # noqa: E402
 
 METHODS = ("adam", "adam8", "lbfgs2", "lbfgs8")
 BUDGETS = (1, 2, 5, 10, 25, 50, 100, 200, 400, 800)
-HELD_OUT_SEED, HELD_OUT_SIZE = 2, 2
 
 
 def mean_loss(obj: KRRObjective, x: torch.Tensor, nets: int) -> torch.Tensor:
@@ -169,7 +169,7 @@ def main() -> int:
         row = {"ipc": ipc, "x0": {"loss": pool_loss(obj, x0), "held_out": pool_loss(held_out, x0)}, "methods": {}}
         for m in methods:
             if m.startswith("adam"):
-                path = run_adam(obj, x0, args.budget, None if m == "adam" else 8)
+                path = run_adam(obj, x0, args.budget, None if m == "adam" else obj.pool.size)
             else:
                 path = run_lbfgs(obj, x0, args.budget, int(m[len("lbfgs"):]), args.history, args.first_rms)
             row["methods"][m] = {str(b): {"loss": pool_loss(obj, x), "held_out": pool_loss(held_out, x),
@@ -180,12 +180,13 @@ def main() -> int:
             print(json.dumps({"ipc": ipc, "method": m, "curve": row["methods"][m]}), flush=True)
         rows.append(row)
     record = {"command": " ".join(["python benchmarks/curvature_ceiling.py", *sys.argv[1:]]),
-              "objective": obj.describe(), "held_out": held_out.describe(), "history": args.history, "first_rms": args.first_rms,
-              "budgets": budgets, "rows": rows, "machine": machine()}
+              "objective": obj.describe(), "held_out": held_out.describe(), "history": args.history,
+              "first_rms": args.first_rms, "budgets": budgets, "rows": rows, "machine": machine()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    out.with_suffix(".md").write_text(table(record))
-    print(table(record))
+    text = table(record)
+    out.with_suffix(".md").write_text(text)
+    print(text)
     return 0
 
 
@@ -198,8 +199,8 @@ def worth(adam: dict, loss: float) -> str:
 def table(record: dict) -> str:
     lines = ["# Per network evaluation, does a curvature method beat krr-pixel? (Fashion-MNIST)", "",
              f"`{record['command']}`; default objective; L-BFGS history {record['history']}, strong-Wolfe line "
-             f"search, first trial step {record['first_rms']} RMS. Cost: network evaluations (one forward and backward of the set through one pool network; a "
-             "krr-pixel step is 1). Loss: full-data KRR loss, mean over the 8 pool networks / over 2 held-out "
+             f"search, first trial step {record['first_rms']} RMS. Cost: network evaluations (one forward and "
+             "backward of the set through one pool network; a krr-pixel step is 1). Loss: full-data KRR loss, mean over the 8 pool networks / over 2 held-out "
              f"networks (pool seed {record['held_out']['seed']}); lower is better. In brackets: the fewest krr-pixel "
              "steps (of the budgets measured) with as low a pool loss.", ""]
     for r in record["rows"]:
