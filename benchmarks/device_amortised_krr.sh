@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue #16 on one GPU machine: does the KRR loss added to the teacher regression help?
-# (README "Amortised krr-pixel solutions": the last of its "what might close it").
+# (docs/results.md "Amortised krr-pixel solutions": the last of its "what might close it").
 #
 #   bash benchmarks/device_amortised_krr.sh OUT [SECONDS]    (default 270)
 #

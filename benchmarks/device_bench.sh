@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The bench on one GPU machine, in one run (README "Results on one GPU").
+# The bench on one GPU machine, in one run (docs/results.md "Results on one GPU").
 #
 #   bash benchmarks/device_bench.sh RESULTS_DIR SECONDS
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #16 on one GPU machine, within SECONDS (README "IPC 200 and the label ridge"):
+# Issue #16 on one GPU machine, within SECONDS (docs/results.md "IPC 200 and the label ridge"):
 #
 #   bash benchmarks/device_scale.sh OUT SECONDS
 #

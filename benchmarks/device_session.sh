@@ -5,12 +5,12 @@
 #
 # 1. Unpack the data carried in .devxz/ (Fashion-MNIST's IDX files, xz-compressed to fit the
 #    device's transfer limit, and the MNIST subset) into .devdata/, and point $MGDD_DATA there.
-# 2. Ship-or-not for the history-input generator (README "A pass that reads the previous update"):
+# 2. Ship-or-not for the history-input generator (docs/results.md "A pass that reads the previous update"):
 #    in this working copy only, results/extra/meta-history replaces mgdd/pretrained/meta-mnist, and
 #    both H200 benches (copies of results/h200/fmnist and digits28 under OUT/h200) are resumed with
 #    --new-generator: every cell that reads the meta generator is redone, every other cell stands,
 #    and the old generator's cells are kept under superseded/. In the background.
-# 3. A teacher bank at scale (benchmarks/amortised_teacher.py, README "Amortised krr-pixel
+# 3. A teacher bank at scale (benchmarks/amortised_teacher.py, docs/results.md "Amortised krr-pixel
 #    solutions"): SHARDS processes make MNIST teacher tasks (the same seeds, IPCs and 150 krr-pixel
 #    steps as the 50-task CPU bank) until 45% of SECONDS; then two one-pass generators are trained
 #    on every task made but the last 10 (held out): 400 steps (the CPU run's count: only the bank

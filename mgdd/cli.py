@@ -654,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "trained for, which it records)")
     s.add_argument("--guide-nets", type=_positive_int, default=None,
                    help="pool networks each guide averages over, up to --pool-size (default: as the generator "
-                        "was trained, which it records; more costs more and fits the pool less, README #16)")
+                        "was trained, which it records; more costs more and fits the pool less, docs/results.md, issue #16)")
     _add_objective(s)
     _add_out(s, "output distilled set (.safetensors)")
     _add_common(s)
@@ -705,7 +705,7 @@ def _add_meta_args(s):
                         "no gradient through the pool (the guide's ablation, docs/design.md §4)")
     s.add_argument("--generator-width", type=_positive_int, default=48,
                    help="channels of the generator's half-resolution body (48, as shipped); a capacity knob "
-                        "(README #16)")
+                        "(docs/results.md, issue #16)")
     s.add_argument("--generator-blocks", type=_positive_int, default=4,
                    help="residual blocks in the generator's body, dilations alternating 1, 2 (4, as shipped)")
     s.add_argument("--history-input", action="store_true",

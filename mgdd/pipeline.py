@@ -94,7 +94,7 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int = 25, adapt_ipcs=None, source:
     """Adapt once, generate every IPC and (with ``evaluate_sets``) evaluate each set.
 
     ``steps``: adaptation steps. 25 by default: on Fashion-MNIST the bench measures 200 steps
-    within 0.4 points of 25 (IPC 10) or below it (IPC 1), at 12x the time (README, Results).
+    within 0.4 points of 25 (IPC 10) or below it (IPC 1), at 12x the time (docs/results.md).
 
     With ``out_dir``, the sets, their grids, the adapted generator and summary.json are written
     there. Existing outputs are replaced only with ``force``, or with ``resume`` (which

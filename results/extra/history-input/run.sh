@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The history-input ablation (README "A pass that reads the previous update"), 2 CPU cores:
+# The history-input ablation (docs/results.md "A pass that reads the previous update"), 2 CPU cores:
 # the shipped recipe with one change, --history-input; then K = 0 sets on Fashion-MNIST, 3 runs each.
 # The shipped generator's IPC 1 and 10 cells are the CPU bench's (results/fmnist-v2, the same seed-0
 # sets and evaluation seeds); its IPC 50 cell is made here (the CPU bench has not reached it).
