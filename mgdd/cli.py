@@ -548,7 +548,7 @@ def cmd_bench(args):
             raise UsageError("--new-generator goes with --resume only (not --retime or --force).")
         b = Bench(args.preset, out, data_dir=args.data_dir, resume=args.resume or args.retime, force=args.force,
                   seed=args.seed, progress=_progress(args), new_generator=args.new_generator, device=_device(args))
-        b.retime() if args.retime else b.run()
+        b.retime(cont=args.resume) if args.retime else b.run()
     print((out / "results.md").read_text())
     print(f"wrote {out}/results.json, results.md, plots/")
 
@@ -674,7 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "unseen-*) aside under OUT/superseded/ and redo them; the other cells stand")
     s.add_argument("--retime", action="store_true",
                    help="re-measure every timed stage of the finished run in --out on this machine, keeping its "
-                        "evaluations (each set is checked to rebuild bit-identically)")
+                        "evaluations (each set is checked to rebuild bit-identically); each finished stage is kept "
+                        "in OUT/retime-progress.json, and --retime --resume continues a cut-off re-time")
     s.add_argument("--report", action="store_true",
                    help="rebuild results.json, results.md and plots/ from the cells in --out alone (no dataset)")
     s.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...; every stage "

@@ -172,6 +172,64 @@ def test_snapshot_added_after_the_run_replays_the_same_trajectory(tmp_path, monk
         json.loads((out / "cells" / "krr-pixel-ipc1-step4.json").read_text()))}
 
 
+def test_retime_cut_off_continues_from_its_progress(tmp_path, monkeypatch):
+    """A re-time keeps each finished stage; --resume continues it without redoing them, and a
+    cut-off re-time is neither restarted silently nor continued on cells that changed."""
+    import importlib
+
+    from mgdd import bench
+    from mgdd.errors import UsageError
+
+    retime_mod = importlib.import_module("mgdd.bench.retime")  # the module; mgdd.bench exports the function
+    _tiny_preset(tmp_path, monkeypatch, snapshot=2, adapt_steps=1)
+    out = tmp_path / "bench"
+    bench.Bench("tiny", out).run()
+    cells_before = {p.name: p.read_text() for p in (out / "cells").glob("*.json")}
+
+    def cut(*a, **k):  # the session ends during the first iterative curve
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(retime_mod, "krr_pixel", cut)
+    with pytest.raises(KeyboardInterrupt):
+        bench.Bench("tiny", out, resume=True).retime()
+    monkeypatch.undo()
+    _tiny_preset(tmp_path, monkeypatch, snapshot=2, adapt_steps=1)
+    # no cell was touched; the progress holds the stages before the cut
+    assert {p.name: p.read_text() for p in (out / "cells").glob("*.json")} == cells_before
+    progress = json.loads((out / retime_mod.PROGRESS).read_text())
+    assert "features" in progress["stages"] and "generator:mgdd-adapt" in progress["stages"]
+    assert not any(k.startswith("curve:") for k in progress["stages"])
+    # a plain --retime does not throw it away
+    with pytest.raises(UsageError, match="--retime --resume"):
+        bench.Bench("tiny", out, resume=True).retime()
+
+    # continuing redoes none of the finished stages (they would raise) and uses their seconds
+    def redone(*a, **k):
+        raise AssertionError("a finished stage was measured again")
+
+    monkeypatch.setattr(bench.Bench, "adapted_generator", redone)
+    make_objective = bench.Bench.make_objective
+    monkeypatch.setattr(bench.Bench, "make_objective",
+                        lambda self, **kw: redone() if kw.get("cache") is False else make_objective(self, **kw))
+    r = bench.Bench("tiny", out, resume=True).retime(cont=True)
+    assert not (out / retime_mod.PROGRESS).exists() and r["retimed"]["cells"] > 0
+    features = json.loads((out / "cells" / "features.json").read_text())
+    assert features["seconds"] == progress["stages"]["features"]["features"]["seconds"]
+    mgdd_cell = json.loads((out / "cells" / "mgdd-ipc1.json").read_text())
+    assert mgdd_cell["seconds"] == progress["stages"]["generator:mgdd-adapt"]["mgdd-ipc1"]["seconds"]
+    assert json.loads((out / "cells" / "krr-pixel-ipc1-step2.json").read_text())["retimed"]["verified"]
+    # a progress file from before the cells changed is refused
+    monkeypatch.undo()
+    _tiny_preset(tmp_path, monkeypatch, snapshot=2, adapt_steps=1)
+    monkeypatch.setattr(retime_mod, "krr_pixel", cut)
+    with pytest.raises(KeyboardInterrupt):
+        bench.Bench("tiny", out, resume=True).retime()
+    (out / "cells" / "random-ipc1.json").write_text(json.dumps({**json.loads(
+        (out / "cells" / "random-ipc1.json").read_text()), "seconds": 1.0}))
+    with pytest.raises(UsageError, match="changed since the cut-off"):
+        bench.Bench("tiny", out, resume=True).retime(cont=True)
+
+
 def test_resume_without_local_generator_weights_rebuilds_the_same_set(tmp_path, monkeypatch):
     """Only cells are committed; a resume elsewhere re-runs the seeded adaptation for missing weights."""
     import shutil

@@ -3,11 +3,17 @@
 Every timed stage is re-run with this code on this machine. Each stage is seeded and
 deterministic, so it rebuilds exactly the set that was evaluated; that is checked bit for
 bit (against the set on disk, or its recorded digest), then only the seconds are replaced.
-Nothing is written unless every stage matches.
+No cell is written unless every stage matches.
+
+A full re-time repeats every adaptation (about 1.5-2 h on 2 CPU cores for the fmnist preset),
+so it keeps its progress: after each stage, what that stage measured goes to
+OUT/retime-progress.json, and `--retime --resume` continues from there in a later session.
+The file records a digest of the cells it started from; if they changed, it is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -31,22 +37,61 @@ def check_finished(out) -> None:
         raise UsageError(f"{out} holds no finished run to re-time; finish it first with --resume.")
 
 
+PROGRESS = "retime-progress.json"
+
+
 def _note(name):
     print(f"[bench] re-time {name} ...", file=sys.stderr, flush=True)
 
 
-def retime(bench) -> dict:
+def _cells_digest(out) -> str:
+    """SHA-256 over every cell file: a cut-off re-time only continues on the cells it began on."""
+    h = hashlib.sha256()
+    for path in sorted((Path(out) / "cells").glob("*.json")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _progress(out, cont: bool) -> dict:
+    """The progress of a cut-off re-time to continue (``cont``), or a new one."""
+    path, digest = Path(out) / PROGRESS, _cells_digest(out)
+    if not path.exists():
+        return {"cells_sha256": digest, "stages": {}}
+    progress = read_json(path)
+    if not cont:
+        raise UsageError(f"{out} holds a re-time cut off after {len(progress.get('stages', {}))} stages ({path}); "
+                         "continue it with --retime --resume, or delete that file to start over.")
+    if progress.get("cells_sha256") != digest or not isinstance(progress.get("stages"), dict):
+        raise UsageError(f"the cells in {out} changed since the cut-off re-time in {path} began, so what it "
+                         "measured may not belong to them; delete that file and re-time from the start.")
+    return progress
+
+
+def retime(bench, cont: bool = False) -> dict:
     """Re-run every timed stage of a finished run with this code on this machine.
 
     Every stage is seeded and deterministic, so each rebuilds exactly the set that was
     evaluated; that is checked bit for bit, then only the seconds are replaced (the
-    accuracies carry over because the sets are identical). Nothing is written unless every
+    accuracies carry over because the sets are identical). No cell is written unless every
     stage matches. Feature moments are computed again without the cache and compared with the
-    cached ones (to float64 rounding: reductions may run in another order).
+    cached ones (to float64 rounding: reductions may run in another order). Each finished
+    stage is kept in OUT/retime-progress.json; ``cont`` continues a cut-off re-time from it.
     """
     check_finished(bench.out)
+    progress = _progress(bench.out, cont)
     cells = read_cells(bench.out)
     new = {}  # cell name -> {"seconds", "timing", "verified"[, "set_sha256"]}
+
+    def stage(key, run):
+        """Run one timed stage, or take what a cut-off re-time measured for it; keep its progress."""
+        if key in progress["stages"]:
+            _note(f"{key}: measured before the cut-off")
+            new.update(progress["stages"][key])
+            return
+        before = set(new)
+        run()
+        progress["stages"][key] = {k: v for k, v in new.items() if k not in before}
+        write_json(bench.out / PROGRESS, progress, force=True)
 
     def check_same(name, ds) -> bool:
         """Whether ``ds`` could be checked against the evaluated set (raises if it differs)."""
@@ -70,22 +115,25 @@ def retime(bench) -> dict:
             new[name]["set_sha256"] = set_digest(ds)
 
     obj, seed = bench.objective(), bench.seed
-    # the feature moments, computed cold (no cache read or written), checked against the ones
-    # every cell used; a resumed run's first build may have read part of them from its cache
-    _note("features")
-    cold = bench.make_objective(cache=False)
-    for a, b in zip(cold.moments, obj.moments):
-        if not (torch.allclose(a.gram, b.gram, rtol=1e-6, atol=1e-9) and torch.allclose(a.sums, b.sums, rtol=1e-6,
-                                                                                        atol=1e-9)):
-            raise UsageError("re-time: the feature moments computed again differ from the cached ones; nothing "
-                             "was changed. Remove the cache (OUT/cache or $MGDD_CACHE) and re-run the bench.")
-    new["features"] = {"seconds": cold.build_seconds, "verified": True}
-    for ipc in bench.cfg.ipcs:
-        for name, fn, args in bench.baselines(ipc):
-            _note(name)
-            record(name, *timed(fn, *args))
-    # generators: adapt again from the same start, then one pass per IPC
-    for adapt_name in [n for n in cells if n.endswith("-adapt")]:
+
+    def features():
+        # the feature moments, computed cold (no cache read or written), checked against the ones
+        # every cell used; a resumed run's first build may have read part of them from its cache
+        _note("features")
+        cold = bench.make_objective(cache=False)
+        for a, b in zip(cold.moments, obj.moments):
+            if not (torch.allclose(a.gram, b.gram, rtol=1e-6, atol=1e-9)
+                    and torch.allclose(a.sums, b.sums, rtol=1e-6, atol=1e-9)):
+                raise UsageError("re-time: the feature moments computed again differ from the cached ones; nothing "
+                                 "was changed. Remove the cache (OUT/cache or $MGDD_CACHE) and re-run the bench.")
+        new["features"] = {"seconds": cold.build_seconds, "verified": True}
+
+    def baseline(name, fn, args):
+        _note(name)
+        record(name, *timed(fn, *args))
+
+    def generator(adapt_name):
+        # adapt again from the same start, then one pass per IPC
         label, c = adapt_name[: -len("-adapt")], cells[adapt_name]
         _note(adapt_name)
         gen, _, log = bench.adapted_generator("scratch" if c["from"] == "scratch" else "meta", c["ipcs"], c["steps"])
@@ -106,29 +154,42 @@ def retime(bench) -> dict:
                     ds = generate(gen, obj, ipc, seed=seed, method=label, adapted_from=c["from"],
                                   adapt_steps=c["steps"], adapt_ipcs=c["ipcs"], passes=passes)
                     record(name, ds, log["seconds"] + pass_seconds(ds))
-    # the iterative curves: one run each, every snapshot timed in that run
+
+    def curve(variant, ipc_key, snaps):
+        # an iterative curve: one run, every snapshot timed in that run
+        _note(f"{variant}-ipc{ipc_key}")
+
+        def on_snapshot(s, ds):
+            name = f"{variant}-ipc{ipc_key}-step{s}"
+            if name in cells:
+                record(name, ds, ds.meta["timing"]["seconds"])
+
+        krr_pixel(obj if variant == "krr-pixel" else bench.fresh_objective(), int(ipc_key), max(snaps), snaps,
+                  lr=bench.cfg.lr_pixel, seed=seed, on_snapshot=on_snapshot, progress=bench.progress)
+
+    def scaling(name, ipc):
+        # a timing-only cell: measured again, checked by the digests of the sets it built
+        _note(name)
+        m = bench.measure_scaling(ipc)
+        if (m["set_sha256"], m["krr_sha256"]) != (cells[name]["set_sha256"], cells[name]["krr_sha256"]):
+            raise UsageError(f"re-time: {name} rebuilt different sets than it timed; nothing was changed. "
+                             "Re-run that cell instead.")
+        new[name] = {**{k: m[k] for k in ("generate_seconds", "label_seconds", "pixel_step_seconds")},
+                     "verified": True}
+
+    stage("features", features)
+    for ipc in bench.cfg.ipcs:
+        for name, fn, args in bench.baselines(ipc):
+            stage(f"baseline:{name}", lambda name=name, fn=fn, args=args: baseline(name, fn, args))
+    for adapt_name in [n for n in cells if n.endswith("-adapt")]:
+        stage(f"generator:{adapt_name}", lambda adapt_name=adapt_name: generator(adapt_name))
     for variant in VARIANTS:
         for ipc_key, snaps in bench.cfg.snapshots(variant).items():
-            _note(f"{variant}-ipc{ipc_key}")
-
-            def on_snapshot(s, ds, variant=variant, ipc_key=ipc_key):
-                name = f"{variant}-ipc{ipc_key}-step{s}"
-                if name in cells:
-                    record(name, ds, ds.meta["timing"]["seconds"])
-
-            krr_pixel(obj if variant == "krr-pixel" else bench.fresh_objective(), int(ipc_key), max(snaps), snaps,
-                      lr=bench.cfg.lr_pixel, seed=seed, on_snapshot=on_snapshot, progress=bench.progress)
-    # the timing-only cells: measured again, checked by the digests of the sets they built
+            stage(f"curve:{variant}-ipc{ipc_key}", lambda v=variant, k=ipc_key, s=snaps: curve(v, k, s))
     for ipc in bench.cfg.scaling_ipcs:
         name = f"scaling-ipc{ipc}"
         if name in cells:
-            _note(name)
-            m = bench.measure_scaling(ipc)
-            if (m["set_sha256"], m["krr_sha256"]) != (cells[name]["set_sha256"], cells[name]["krr_sha256"]):
-                raise UsageError(f"re-time: {name} rebuilt different sets than it timed; nothing was changed. "
-                                 "Re-run that cell instead.")
-            new[name] = {**{k: m[k] for k in ("generate_seconds", "label_seconds", "pixel_step_seconds")},
-                         "verified": True}
+            stage(f"scaling:{name}", lambda name=name, ipc=ipc: scaling(name, ipc))
     # every stage matched: replace the seconds, keeping what was measured before
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     for name, upd in new.items():
@@ -140,4 +201,5 @@ def retime(bench) -> dict:
                         "previous_timing": previous}
         c.update(upd)
         write_json(bench.out / "cells" / f"{name}.json", c, force=True)
+    (bench.out / PROGRESS).unlink(missing_ok=True)  # the cells now hold it all; a stale file would refuse the next re-time
     return bench.run()

@@ -397,6 +397,7 @@ class Bench:
         return {"name": name, "steps": step, "seconds": ds.meta["timing"]["seconds"], "timing": ds.meta["timing"],
                 **self.evaluate_set(ds, name)}
 
-    def retime(self) -> dict:
+    def retime(self, cont: bool = False) -> dict:
+        """Re-measure the finished run's timings; ``cont`` continues a cut-off re-time."""
         self._check_same_settings()
-        return retime(self)
+        return retime(self, cont)
