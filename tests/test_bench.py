@@ -648,3 +648,27 @@ def test_curvature_ceiling_costs_and_paths(tiny_objective):
 
     snaps = mod.snapshots([(1, "a"), (3, "b"), (8, "c")], (1, 2, 5, 10))
     assert snaps == {1: "a", 2: "a", 5: "b", 10: "c"}
+
+
+def test_adapt_seed_spread_varies_only_the_adaptation(tiny_objective):
+    """benchmarks/adapt_seed_spread.py: every set starts from the bench's X_0, so with no adaptation
+    steps all seeds give the same set; with steps the seed changes it, and a seed rebuilds itself."""
+    import importlib.util
+    from dataclasses import replace
+
+    from mgdd import bench
+
+    spec = importlib.util.spec_from_file_location("seed_spread", ROOT / "benchmarks" / "adapt_seed_spread.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = replace(bench.PRESETS["quick"], adapt_ipcs=[1, 2])
+    cell = lambda steps, s: mod.seed_cell(cfg, tiny_objective, "meta", steps, s, 2, runs=2, epochs=1)  # noqa: E731
+    still = [cell(0, s)["set_sha256"] for s in (0, 1)]
+    assert still[0] == still[1]
+    a, b, again = cell(2, 0), cell(2, 1), cell(2, 0)
+    assert a["set_sha256"] != b["set_sha256"] != still[0] and a["set_sha256"] == again["set_sha256"]
+    assert len(a["accuracies"]) == 2 and a["steps"] == 2 and a["ipc"] == 2
+    s = mod.summarise([a, b], {"name": "mgdd-k2-ipc2", "set_sha256": a["set_sha256"]})
+    assert s["seed0_matches_bench_cell"] and s["seeds"] == [0, 1] and s["std_across_seeds"] is not None
+    assert not mod.summarise([b, a], {"set_sha256": "other"})["seed0_matches_bench_cell"]
+    assert "| 0 | 2 |" in mod.table([a, b], s, "cmd") and "bit for bit: yes" in mod.table([a, b], s, "cmd")
