@@ -7,11 +7,11 @@ seeds, generates the same IPC from the same X_0 (the bench's generation seed), a
 each set with the bench's protocol. Seed 0 rebuilds the bench's own cell, which ``--check``
 verifies bit for bit through its recorded digest.
 
-    python benchmarks/adapt_seed_spread.py --steps 25 --seeds 0,1,2 --ipc 50 \\
-        --check results/fmnist-v2/cells/mgdd-k25-ipc50.json --cache results/fmnist-v2/cache \\
+    python benchmarks/adapt_seed_spread.py --steps 25 --seeds 0,1,2 --ipcs 10,50 \\
+        --check results/fmnist-v2/cells --check-label mgdd-k25 --cache results/fmnist-v2/cache \\
         --out results/extra/adapt-seed-spread
 
-One cell per seed under OUT/cells/ (resumable); OUT/table.md and OUT/table.json summarise.
+One cell per seed (its adaptation and every IPC) under OUT/cells/ (resumable); OUT/table.md and OUT/table.json summarise.
 """
 
 from __future__ import annotations
@@ -42,48 +42,63 @@ def objective_for(cfg, dataset, cache_dir=None, device="cpu") -> KRRObjective:
                         ridge=cfg.ridge, device=device, cache_dir=cache_dir)
 
 
-def seed_cell(cfg, obj, source, steps, adapt_seed, ipc, runs, epochs, device="cpu") -> dict:
-    """Adapt with ``adapt_seed``, generate ``ipc`` from the bench's X_0, evaluate (bench protocol)."""
+def seed_cell(cfg, obj, source, steps, adapt_seed, ipcs, runs, epochs, device="cpu") -> dict:
+    """Adapt with ``adapt_seed``, generate each of ``ipcs`` from the bench's X_0, evaluate each
+    with the bench's protocol. One adaptation serves every IPC, as in the bench."""
     gen, origin, log = adapted_generator(source, obj, steps, cfg.adapt_ipcs, lr=cfg.lr_adapt, seed=adapt_seed,
                                          progress=False)
-    ds = generate(gen, obj, ipc, seed=GENERATION_SEED, method="mgdd", adapted_from=origin, adapt_steps=steps,
-                  adapt_ipcs=cfg.adapt_ipcs)
     t = cfg.eval_temperature
-    res = evaluate(ds, obj.dataset, epochs=epochs, runs=runs, seed=GENERATION_SEED, progress=False,
-                   soft_loss="mse" if t is None else "ce", temperature=t, device=device)
-    return {"adapt_seed": adapt_seed, "source": origin, "steps": steps, "adapt_ipcs": cfg.adapt_ipcs, "ipc": ipc,
+    by_ipc = {}
+    for ipc in ipcs:
+        ds = generate(gen, obj, ipc, seed=GENERATION_SEED, method="mgdd", adapted_from=origin, adapt_steps=steps,
+                      adapt_ipcs=cfg.adapt_ipcs)
+        res = evaluate(ds, obj.dataset, epochs=epochs, runs=runs, seed=GENERATION_SEED, progress=False,
+                       soft_loss="mse" if t is None else "ce", temperature=t, device=device)
+        by_ipc[str(ipc)] = {"set_sha256": set_digest(ds), "accuracies": [r["accuracy"] for r in res["per_run"]],
+                            "accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"],
+                            "epochs": res["epochs"]}
+    return {"adapt_seed": adapt_seed, "source": origin, "steps": steps, "adapt_ipcs": cfg.adapt_ipcs,
             "adapt_seconds": log["seconds"], "final_loss": log["history"][-1]["loss"] if log["history"] else None,
-            "set_sha256": set_digest(ds), "accuracies": [r["accuracy"] for r in res["per_run"]],
-            "accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"], "epochs": res["epochs"]}
+            "by_ipc": by_ipc}
 
 
-def summarise(cells, check=None) -> dict:
-    """Spread within a set (evaluation) against spread across adaptation seeds."""
-    means = [c["accuracy_mean"] for c in cells]
-    within = statistics.fmean(c["accuracy_std"] for c in cells)
-    out = {"seeds": [c["adapt_seed"] for c in cells], "means": means, "mean_of_means": statistics.fmean(means),
-           "std_across_seeds": statistics.stdev(means) if len(means) > 1 else None,
-           "mean_std_within": within}
-    if check is not None:
-        zero = [c for c in cells if c["adapt_seed"] == 0]
-        out["seed0_matches_bench_cell"] = bool(zero) and zero[0]["set_sha256"] == check.get("set_sha256")
-        out["bench_cell"] = check.get("name")
+def summarise(cells, bench_cells=None) -> dict:
+    """Per IPC: the spread within a set (evaluation) against the spread across adaptation seeds.
+    ``bench_cells`` ({ipc: cell}): the bench's own cells, which seed 0 must rebuild."""
+    out = {}
+    for ipc in cells[0]["by_ipc"]:
+        rows = [c["by_ipc"][ipc] for c in cells]
+        means = [r["accuracy_mean"] for r in rows]
+        s = {"seeds": [c["adapt_seed"] for c in cells], "means": means, "mean_of_means": statistics.fmean(means),
+             "std_across_seeds": statistics.stdev(means) if len(means) > 1 else None,
+             "mean_std_within": statistics.fmean(r["accuracy_std"] for r in rows)}
+        if bench_cells and ipc in bench_cells:
+            zero = [c["by_ipc"][ipc] for c in cells if c["adapt_seed"] == 0]
+            s["bench_cell"] = bench_cells[ipc].get("name")
+            s["seed0_matches_bench_cell"] = bool(zero) and zero[0]["set_sha256"] == bench_cells[ipc].get("set_sha256")
+        out[ipc] = s
     return out
 
 
 def table(cells, summary, cmd) -> str:
-    lines = [f"`{cmd}`", "", "| adaptation seed | K | final loss | accuracy % (runs) | mean ± std |", "|---|---|---|---|---|"]
-    for c in cells:
-        accs = " / ".join(f"{100 * a:.2f}" for a in c["accuracies"])
-        lines.append(f"| {c['adapt_seed']} | {c['steps']} | {c['final_loss']:.4f} | {accs} | "
-                     f"{100 * c['accuracy_mean']:.2f} ± {100 * c['accuracy_std']:.2f} |")
-    s = summary
-    lines += ["", f"Across seeds: mean {100 * s['mean_of_means']:.2f}, std of the per-seed means "
-              + (f"{100 * s['std_across_seeds']:.2f}" if s["std_across_seeds"] is not None else "n/a")
-              + f"; mean evaluation std within a set {100 * s['mean_std_within']:.2f}."]
-    if "seed0_matches_bench_cell" in s:
-        lines.append(f"Seed 0 rebuilds the bench cell {s['bench_cell']} bit for bit: "
-                     f"{'yes' if s['seed0_matches_bench_cell'] else 'NO'}.")
+    lines = [f"`{cmd}`", "", "| IPC | adaptation seed | K | final adaptation loss | accuracy % (runs) | mean ± std |",
+             "|---|---|---|---|---|---|"]
+    for ipc in summary:
+        for c in cells:
+            r = c["by_ipc"][ipc]
+            accs = " / ".join(f"{100 * a:.2f}" for a in r["accuracies"])
+            lines.append(f"| {ipc} | {c['adapt_seed']} | {c['steps']} | {c['final_loss']:.4f} | {accs} | "
+                         f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f} |")
+    lines += ["", "| IPC | seeds | mean of the per-seed means | std across seeds | mean std within a set (evaluation) |",
+              "|---|---|---|---|---|"]
+    for ipc, s in summary.items():
+        across = f"{100 * s['std_across_seeds']:.2f}" if s["std_across_seeds"] is not None else "n/a"
+        lines.append(f"| {ipc} | {len(s['seeds'])} | {100 * s['mean_of_means']:.2f} | {across} | "
+                     f"{100 * s['mean_std_within']:.2f} |")
+    for ipc, s in summary.items():
+        if "seed0_matches_bench_cell" in s:
+            lines.append(f"\nIPC {ipc}: seed 0 rebuilds the bench cell {s['bench_cell']} bit for bit: "
+                         f"{'yes' if s['seed0_matches_bench_cell'] else 'NO'}.")
     return "\n".join(lines) + "\n"
 
 
@@ -93,17 +108,18 @@ def main(argv=None):
     p.add_argument("--source", default="meta", help="meta (the shipped generator) or scratch")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--ipc", type=int, default=50)
+    p.add_argument("--ipcs", default="10,50", help="IPCs generated from each adapted generator")
     p.add_argument("--runs", type=int, default=None, help="evaluation runs per set (default: the preset's)")
     p.add_argument("--epochs", type=int, default=None, help="evaluation epochs (default: the preset's)")
-    p.add_argument("--check", default=None, help="a bench cell that seed 0 must rebuild (its set_sha256)")
+    p.add_argument("--check", default=None, help="a bench's cells folder: seed 0 must rebuild its LABEL-ipcI cells")
+    p.add_argument("--check-label", default=None, help="the bench's label for this K, e.g. mgdd-k25")
     p.add_argument("--cache", default=None, help="feature-moment cache folder (e.g. the bench's OUT/cache)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     cfg = get_preset(a.preset)
-    seeds = [int(s) for s in a.seeds.split(",")]
+    seeds, ipcs = [int(s) for s in a.seeds.split(",")], [int(i) for i in a.ipcs.split(",")]
     runs, epochs = a.runs or cfg.runs, a.epochs or cfg.eval_epochs
     out = Path(a.out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
@@ -111,17 +127,19 @@ def main(argv=None):
     obj = objective_for(cfg, dataset, a.cache, a.device)
     cells = []
     for s in seeds:
-        path = out / "cells" / f"{a.source}-k{a.steps}-ipc{a.ipc}-seed{s}.json"
+        path = out / "cells" / f"{a.source}-k{a.steps}-seed{s}.json"
         if path.exists():
             cells.append(read_json(path))
             continue
         print(f"[seed spread] adaptation seed {s} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        c = seed_cell(cfg, obj, a.source, a.steps, s, a.ipc, runs, epochs, a.device)
+        c = seed_cell(cfg, obj, a.source, a.steps, s, ipcs, runs, epochs, a.device)
         c["cell_wall_seconds"] = time.perf_counter() - t0
         write_json(path, c, force=True)
         cells.append(c)
-    summary = summarise(cells, read_json(a.check) if a.check else None)
+    bench_cells = {str(i): read_json(Path(a.check) / f"{a.check_label}-ipc{i}.json") for i in ipcs
+                   if a.check and (Path(a.check) / f"{a.check_label}-ipc{i}.json").exists()}
+    summary = summarise(cells, bench_cells)
     cmd = "python benchmarks/adapt_seed_spread.py " + " ".join(sys.argv[1:] if argv is None else argv)
     write_json(out / "table.json", {"command": cmd, "cells": cells, "summary": summary}, force=True)
     write_bytes(out / "table.md", table(cells, summary, cmd).encode(), force=True)

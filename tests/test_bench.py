@@ -662,13 +662,16 @@ def test_adapt_seed_spread_varies_only_the_adaptation(tiny_objective):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     cfg = replace(bench.PRESETS["quick"], adapt_ipcs=[1, 2])
-    cell = lambda steps, s: mod.seed_cell(cfg, tiny_objective, "meta", steps, s, 2, runs=2, epochs=1)  # noqa: E731
-    still = [cell(0, s)["set_sha256"] for s in (0, 1)]
+    cell = lambda steps, s: mod.seed_cell(cfg, tiny_objective, "meta", steps, s, [1, 2], runs=2, epochs=1)  # noqa: E731
+    still = [cell(0, s)["by_ipc"]["2"]["set_sha256"] for s in (0, 1)]
     assert still[0] == still[1]
     a, b, again = cell(2, 0), cell(2, 1), cell(2, 0)
-    assert a["set_sha256"] != b["set_sha256"] != still[0] and a["set_sha256"] == again["set_sha256"]
-    assert len(a["accuracies"]) == 2 and a["steps"] == 2 and a["ipc"] == 2
-    s = mod.summarise([a, b], {"name": "mgdd-k2-ipc2", "set_sha256": a["set_sha256"]})
-    assert s["seed0_matches_bench_cell"] and s["seeds"] == [0, 1] and s["std_across_seeds"] is not None
-    assert not mod.summarise([b, a], {"set_sha256": "other"})["seed0_matches_bench_cell"]
-    assert "| 0 | 2 |" in mod.table([a, b], s, "cmd") and "bit for bit: yes" in mod.table([a, b], s, "cmd")
+    digest = lambda c, ipc="2": c["by_ipc"][ipc]["set_sha256"]  # noqa: E731
+    assert digest(a) != digest(b) != still[0] and digest(a) == digest(again) and digest(a, "1") != digest(a)
+    assert len(a["by_ipc"]["2"]["accuracies"]) == 2 and a["steps"] == 2
+    s = mod.summarise([a, b], {"2": {"name": "mgdd-k2-ipc2", "set_sha256": digest(a)}})
+    assert s["2"]["seed0_matches_bench_cell"] and s["2"]["seeds"] == [0, 1] and s["2"]["std_across_seeds"] is not None
+    assert "seed0_matches_bench_cell" not in s["1"]
+    assert not mod.summarise([b, a], {"2": {"set_sha256": "other"}})["2"]["seed0_matches_bench_cell"]
+    text = mod.table([a, b], s, "cmd")
+    assert "| 2 | 0 | 2 |" in text and "| 1 | 1 | 2 |" in text and "bit for bit: yes" in text
