@@ -568,6 +568,19 @@ def test_generator_cells_diff_compares_only_the_generator_cells(tmp_path):
     assert [r.split(" | ")[0] for r in rows] == ["| mgdd-k0-ipc1", "| unseen-ipc50"]
     assert all("| +3.00 | +1.0 |" in r for r in rows)
     assert "2 cells: mean difference +3.00, 2 higher, 0 lower." in text
+    assert "2 cells 0.1 points or more and 2 standard errors or more apart: mgdd-k0-ipc1, unseen-ipc50." in text
+    # --all-cells: every evaluated cell; 3 runs each make the standard error std / sqrt(3) of the pooled
+    every = cd.table(tmp_path / "old", tmp_path / "new", "t", all_cells=True)
+    assert "| krr-pixel-ipc1-step10 |" in every and "3 cells: mean difference +3.00" in every
+    assert "| mgdd-adapt |" not in every
+    for name in ("old", "new"):
+        c = tmp_path / name / "cells" / "random-ipc1.json"
+        c.write_text(json.dumps({"accuracy_mean": 0.5 + (name == "new") * 0.003, "accuracy_std": 0.01,
+                                 "runs": 3, "seconds": 1.0}))
+    every = cd.table(tmp_path / "old", tmp_path / "new", "t", all_cells=True)
+    row = next(line for line in every.splitlines() if line.startswith("| random-ipc1 |"))
+    assert "| +0.30 | +0.2 | +0.4 |" in row  # 0.3 / (sqrt(2) * 1) and 0.3 / (sqrt(2) / sqrt(3))
+    assert "apart: krr-pixel-ipc1-step10, mgdd-k0-ipc1, unseen-ipc50." in every
 
 
 def test_guide_ceiling_directions(tiny_dataset):
