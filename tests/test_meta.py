@@ -216,7 +216,14 @@ def test_torchrun_two_processes_match_single(tmp_path, tiny_npz):
     assert multi.returncode == 0, multi.stderr[:3000] + "\n...\n" + multi.stderr[-3000:]
     from mgdd.generator import MetaGenerator
     one, two = MetaGenerator.from_pretrained(tmp_path / "one"), MetaGenerator.from_pretrained(tmp_path / "two")
-    for k, v in one.state_dict().items():
-        torch.testing.assert_close(two.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+    # The ranks sum their tasks' updates in another order than one process does, and the inner
+    # Adam's first step is about lr * sign(grad), so a gradient element that rounds across zero
+    # moves its weight by up to 2 * lr / tasks. Such elements are rare (1 of 20736 on an AMD EPYC
+    # host); a rank that ran the wrong tasks or skipped the all-reduce would move most of them.
+    diffs = torch.cat([(two.state_dict()[k] - v).abs().flatten() for k, v in one.state_dict().items()])
+    scale = torch.cat([v.abs().flatten() for v in one.state_dict().values()])
+    loose = diffs > 1e-6 + 1e-5 * scale
+    assert loose.float().mean() <= 1e-3, f"{int(loose.sum())} of {diffs.numel()} weights differ"
+    assert diffs.max() <= 1e-4, f"largest difference {diffs.max():.3g}"
     info = json.loads((tmp_path / "two" / "config.json").read_text())
     assert info["metadata"]["world_size"] == 2
