@@ -164,6 +164,8 @@ CASES = [
     ("bench-preset", ["bench", "--preset", "nope", "--out", "{t}/B"], 2, "preset"),
     ("bench-retime-none", ["bench", "--preset", "quick", "--out", "{t}/B", "--retime"], 2, "no finished run"),
     ("bench-report-none", ["bench", "--out", "{t}/B", "--report"], 2, "no bench cells"),
+    ("bench-other-machine-alone", ["bench", "--preset", "quick", "--out", "{t}/B", "--other-machine"], 2,
+     "goes with --retime only"),
     # --- outputs: never over something that is not a regular file of ours, never without --force
     ("out-empty", ["baseline", "random", "--dataset", DS, "--ipc", "1", "--out", ""], 2, "empty"),
     ("out-png", ["baseline", "random", "--dataset", DS, "--ipc", "1", "--out", "{t}/same.png"], 2, ".safetensors"),

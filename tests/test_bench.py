@@ -148,6 +148,19 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match="random\\+ls-ipc1 rebuilt differently"):
         Bench("quick", out, resume=True).retime()
     assert {p.name: p.read_text() for p in (out / "cells").glob("*.json")} == before
+    # a run made on a machine with other arithmetic: --other-machine times that stage and marks it;
+    # the refused re-time kept its progress, which continues only the way it began
+    with pytest.raises(UsageError, match="rebuilt differently.*--other-machine"):
+        Bench("quick", out, resume=True).retime(cont=True)
+    with pytest.raises(UsageError, match="continue it the same way"):
+        Bench("quick", out, resume=True).retime(cont=True, other_machine=True)
+    (out / "retime-progress.json").unlink()
+    marked = Bench("quick", out, resume=True).retime(other_machine=True)
+    cell = json.loads((out / "cells" / "random+ls-ipc1.json").read_text())
+    assert cell["retimed"]["differs"] and not cell["retimed"]["verified"]
+    assert cell["set_sha256"] == json.loads(before["random+ls-ipc1.json"])["set_sha256"]  # still the evaluated set's
+    assert marked["retimed"]["other_bits"] == ["random+ls-ipc1"] and "random+ls-ipc1" not in marked["retimed"]["unverified"]
+    assert "1 cells rebuilt with other low bits" in (out / "results.md").read_text()
 
 
 def test_snapshot_added_after_the_run_replays_the_same_trajectory(tmp_path, monkeypatch):

@@ -155,7 +155,11 @@ def markdown(r: dict) -> str:
                       + (f" {len(r['retimed']['unverified'])} cells could not be checked: their sets predate "
                          "the recorded digests and are no longer on disk (sets are not committed); they were "
                          "rebuilt by the same seeded code as the checked ones." if r["retimed"]["unverified"]
-                         else ""), ""]
+                         else "")
+                      + (f" {len(r['retimed'].get('other_bits', []))} cells rebuilt with other low bits than "
+                         "their evaluated sets (`--other-machine`: the run was made on machines with other "
+                         "arithmetic), so their seconds are those of the same seeded steps, not of the exact "
+                         "sets evaluated." if r["retimed"].get("other_bits") else ""), ""]
     for ipc in ipcs:
         a = r["accuracy"][str(ipc)]
         best = a["acceleration"]["krr_best"]
@@ -348,7 +352,9 @@ def _retimed(cells) -> dict | None:
     if not done:
         return None
     return {"at": max(d["at"] for d in done), "cells": len(done),
-            "unverified": sorted(k for k, c in cells.items() if "retimed" in c and not c["retimed"]["verified"])}
+            "unverified": sorted(k for k, c in cells.items() if "retimed" in c and not c["retimed"]["verified"]
+                                 and not c["retimed"].get("differs")),
+            "other_bits": sorted(k for k, c in cells.items() if c.get("retimed", {}).get("differs"))}
 
 
 def _bench_cost(cells) -> dict:

@@ -9,6 +9,13 @@ A full re-time repeats every adaptation (about 1.5-2 h on 2 CPU cores for the fm
 so it keeps its progress: after each stage, what that stage measured goes to
 OUT/retime-progress.json, and `--retime --resume` continues from there in a later session.
 The file records a digest of the cells it started from; if they changed, it is refused.
+
+Bit for bit holds on one machine only: another CPU's arithmetic (its kernels, its reduction
+order) rebuilds the same seeded steps with other low bits, and long runs drift further (the
+same 25 adaptation steps landed 16% of their displacement apart on two CPU hosts). A run made
+over sessions on several machines is re-timed with ``other_machine``: a stage whose rebuild
+differs is timed anyway, and its cell says so (``retimed.differs``) instead of the re-time
+stopping.
 """
 
 from __future__ import annotations
@@ -52,11 +59,11 @@ def _cells_digest(out) -> str:
     return h.hexdigest()
 
 
-def _progress(out, cont: bool) -> dict:
+def _progress(out, cont: bool, other_machine: bool) -> dict:
     """The progress of a cut-off re-time to continue (``cont``), or a new one."""
     path, digest = Path(out) / PROGRESS, _cells_digest(out)
     if not path.exists():
-        return {"cells_sha256": digest, "stages": {}}
+        return {"cells_sha256": digest, "other_machine": other_machine, "stages": {}}
     progress = read_json(path)
     if not cont:
         raise UsageError(f"{out} holds a re-time cut off after {len(progress.get('stages', {}))} stages ({path}); "
@@ -64,10 +71,13 @@ def _progress(out, cont: bool) -> dict:
     if progress.get("cells_sha256") != digest or not isinstance(progress.get("stages"), dict):
         raise UsageError(f"the cells in {out} changed since the cut-off re-time in {path} began, so what it "
                          "measured may not belong to them; delete that file and re-time from the start.")
+    if progress.get("other_machine", False) != other_machine:
+        raise UsageError(f"the cut-off re-time in {path} ran {'with' if progress.get('other_machine') else 'without'} "
+                         "--other-machine; continue it the same way.")
     return progress
 
 
-def retime(bench, cont: bool = False) -> dict:
+def retime(bench, cont: bool = False, other_machine: bool = False) -> dict:
     """Re-run every timed stage of a finished run with this code on this machine.
 
     Every stage is seeded and deterministic, so each rebuilds exactly the set that was
@@ -76,9 +86,10 @@ def retime(bench, cont: bool = False) -> dict:
     stage matches. Feature moments are computed again without the cache and compared with the
     cached ones (to float64 rounding: reductions may run in another order). Each finished
     stage is kept in OUT/retime-progress.json; ``cont`` continues a cut-off re-time from it.
+    ``other_machine``: a rebuild with other bits is timed and marked, not refused (module doc).
     """
     check_finished(bench.out)
-    progress = _progress(bench.out, cont)
+    progress = _progress(bench.out, cont, other_machine)
     cells = read_cells(bench.out)
     new = {}  # cell name -> {"seconds", "timing", "verified"[, "set_sha256"]}
 
@@ -93,8 +104,15 @@ def retime(bench, cont: bool = False) -> dict:
         progress["stages"][key] = {k: v for k, v in new.items() if k not in before}
         write_json(bench.out / PROGRESS, progress, force=True)
 
-    def check_same(name, ds) -> bool:
-        """Whether ``ds`` could be checked against the evaluated set (raises if it differs)."""
+    def differs(message):
+        """A rebuild with other bits: refused, or (other_machine) timed and marked."""
+        if not other_machine:
+            raise UsageError(message + " If the run was made on another machine, re-time it with --other-machine.")
+        return "differs"
+
+    def check_same(name, ds):
+        """True if ``ds`` is the evaluated set bit for bit, False if it cannot be checked, and
+        "differs" (other_machine) if it rebuilt with other bits; otherwise a difference raises."""
         path, digest = bench.out / cells[name]["set"], cells[name].get("set_sha256")
         if path.exists():
             stored = DistilledSet.load(path)
@@ -104,15 +122,17 @@ def retime(bench, cont: bool = False) -> dict:
         else:
             return False  # sets are not committed: a cell from a run before digests were recorded
         if not same:
-            raise UsageError(f"re-time: {name} rebuilt differently from the evaluated set, so its accuracy "
-                             "would not carry over; nothing was changed. Re-run that cell instead.")
+            return differs(f"re-time: {name} rebuilt differently from the evaluated set, so its accuracy "
+                           "would not carry over; nothing was changed. Re-run that cell instead.")
         return True
 
     def record(name, ds, seconds):
         verified = check_same(name, ds)
-        new[name] = {"seconds": seconds, "timing": ds.meta.get("timing", {}), "verified": verified}
-        if verified:  # from now on the cell can be checked even after its set file is gone
+        new[name] = {"seconds": seconds, "timing": ds.meta.get("timing", {}), "verified": verified is True}
+        if verified is True:  # from now on the cell can be checked even after its set file is gone
             new[name]["set_sha256"] = set_digest(ds)
+        elif verified == "differs":  # the cell keeps the evaluated set's digest
+            new[name]["differs"] = True
 
     obj, seed = bench.objective(), bench.seed
 
@@ -138,13 +158,15 @@ def retime(bench, cont: bool = False) -> dict:
         _note(adapt_name)
         gen, _, log = bench.adapted_generator("scratch" if c["from"] == "scratch" else "meta", c["ipcs"], c["steps"])
         gen_path = bench.out / "sets" / f"{label}-generator"
-        if gen_path.exists():
+        verified = gen_path.exists()
+        if verified:
             stored = MetaGenerator.from_pretrained(gen_path).state_dict()
             if not all(torch.equal(v, stored[k]) for k, v in gen.state_dict().items()):
-                raise UsageError(f"re-time: {adapt_name} adapted to different weights than the stored "
-                                 "generator; nothing was changed. Re-run the bench for it instead.")
+                verified = differs(f"re-time: {adapt_name} adapted to different weights than the stored "
+                                   "generator; nothing was changed. Re-run the bench for it instead.")
         # without the stored weights, the sets it generates below are still checked
-        new[adapt_name] = {"seconds": log["seconds"], "verified": gen_path.exists()}
+        new[adapt_name] = {"seconds": log["seconds"], "verified": verified is True,
+                           **({"differs": True} if verified == "differs" else {})}
         # its own pass count, and (the shipped generator at K = 0) each count of the pass sweep
         sweep = [(f"{label}-p{p}", p) for p in bench.cfg.pass_sweep] if label == "mgdd-k0" else []
         for ipc in bench.cfg.ipcs:
@@ -171,11 +193,12 @@ def retime(bench, cont: bool = False) -> dict:
         # a timing-only cell: measured again, checked by the digests of the sets it built
         _note(name)
         m = bench.measure_scaling(ipc)
-        if (m["set_sha256"], m["krr_sha256"]) != (cells[name]["set_sha256"], cells[name]["krr_sha256"]):
-            raise UsageError(f"re-time: {name} rebuilt different sets than it timed; nothing was changed. "
-                             "Re-run that cell instead.")
+        same = (m["set_sha256"], m["krr_sha256"]) == (cells[name]["set_sha256"], cells[name]["krr_sha256"])
+        if not same:
+            differs(f"re-time: {name} rebuilt different sets than it timed; nothing was changed. "
+                    "Re-run that cell instead.")
         new[name] = {**{k: m[k] for k in ("generate_seconds", "label_seconds", "pixel_step_seconds")},
-                     "verified": True}
+                     "verified": same, **({} if same else {"differs": True})}
 
     stage("features", features)
     for ipc in bench.cfg.ipcs:
@@ -194,11 +217,11 @@ def retime(bench, cont: bool = False) -> dict:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     for name, upd in new.items():
         c, upd = cells[name], dict(upd)
-        verified = upd.pop("verified")
+        verified, other_bits = upd.pop("verified"), upd.pop("differs", False)
         # a timing-only cell keeps its seconds at the top level rather than under "timing"
         previous = c.get("timing") if "timing" in c or "seconds" in c else {k: c.get(k) for k in upd}
         c["retimed"] = {"at": stamp, "verified": verified, "previous_seconds": c.get("seconds"),
-                        "previous_timing": previous}
+                        "previous_timing": previous, **({"differs": True} if other_bits else {})}
         c.update(upd)
         write_json(bench.out / "cells" / f"{name}.json", c, force=True)
     (bench.out / PROGRESS).unlink(missing_ok=True)  # the cells now hold it all; a stale file would refuse the next re-time

@@ -397,7 +397,8 @@ class Bench:
         return {"name": name, "steps": step, "seconds": ds.meta["timing"]["seconds"], "timing": ds.meta["timing"],
                 **self.evaluate_set(ds, name)}
 
-    def retime(self, cont: bool = False) -> dict:
-        """Re-measure the finished run's timings; ``cont`` continues a cut-off re-time."""
+    def retime(self, cont: bool = False, other_machine: bool = False) -> dict:
+        """Re-measure the finished run's timings; ``cont`` continues a cut-off re-time;
+        ``other_machine`` times a rebuild with other bits instead of refusing it (retime.py)."""
         self._check_same_settings()
-        return retime(self, cont)
+        return retime(self, cont, other_machine)
