@@ -85,6 +85,9 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     assert all(x["pixel_step_seconds"] > 0 and x["generate_seconds"] > 0 for x in saved["scaling"])
     assert saved["complete"] and "How time grows with the set size" in (out / "results.md").read_text()
     assert saved["machine"]["cpus"] >= 1 and "protocol" in saved
+    # each new cell records the host that made it: a resumed run may span machines
+    made = json.loads((out / "cells" / "random+ls-ipc1.json").read_text())["host"]
+    assert made["torch_threads"] >= 1 and made["platform"] and "cpu_model" in made
     assert "| IPC |" in (out / "results.md").read_text()
     assert saved["bench_cost"]["cells_timed"] > 0 and saved["bench_cost"]["cells_untimed"] == 0
     # the preset's soft-label loss (cross-entropy at T = 0.25) is the one each cell was scored with
@@ -701,3 +704,33 @@ def test_adapt_seed_spread_varies_only_the_adaptation(tiny_objective):
     assert not mod.summarise([b, a], {"2": {"set_sha256": "other"}})["2"]["seed0_matches_bench_cell"]
     text = mod.table([a, b], s, "cmd")
     assert "| 2 | 0 | 2 |" in text and "| 1 | 1 | 2 |" in text and "bit for bit: yes" in text
+
+
+def test_rebuild_check_on_the_machine_that_made_the_bench(tmp_path, monkeypatch):
+    """benchmarks/rebuild_check.py: on the machine that ran the bench, the adaptation and the
+    krr-pixel sets rebuild bit for bit (distance 0); a stored generator that differs is measured."""
+    import importlib.util
+
+    from mgdd import bench
+    from mgdd.generator import MetaGenerator
+
+    spec = importlib.util.spec_from_file_location("rebuild_check", ROOT / "benchmarks" / "rebuild_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    _tiny_preset(tmp_path, monkeypatch, snapshot=2, adapt_steps=2)
+    out = tmp_path / "bench"
+    bench.Bench("tiny", out).run()
+    mod.main(["--preset", "tiny", str(out), "--adapt", "mgdd", "--krr", "krr-pixel-ipc1-step2",
+              "--out", str(tmp_path / "check")])
+    r = json.loads((tmp_path / "check" / "table.json").read_text())
+    assert r["adapt"][0]["identical"] and r["adapt"][0]["distance"] == 0 and r["adapt"][0]["moved"] > 0
+    assert r["krr"] == [{"cell": "krr-pixel-ipc1-step2", "identical": True}]
+    # weights from "another machine": nudged, so the distance is the nudge's
+    gen = MetaGenerator.from_pretrained(out / "sets" / "mgdd-generator")
+    with torch.no_grad():
+        next(gen.parameters()).add_(1e-3)
+    gen.save_pretrained(out / "sets" / "mgdd-generator", metadata=gen.metadata, force=True)
+    b = bench.Bench("tiny", out, resume=True)
+    a = mod.adapt_check(b, bench.read_cells(out), "mgdd")
+    n = next(gen.parameters()).numel()
+    assert not a["identical"] and a["distance"] == pytest.approx(1e-3 * n ** 0.5, rel=1e-3)

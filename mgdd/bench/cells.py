@@ -8,9 +8,12 @@ kept in its cell, so `--retime` can check a rebuilt set even after the file is g
 from __future__ import annotations
 
 import hashlib
+import platform
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 from ..distilled import DistilledSet
 from ..io import read_json, write_json
@@ -22,6 +25,22 @@ def set_digest(ds: DistilledSet) -> str:
     for t in (ds.images.float(), ds.labels.float()):
         h.update(t.contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux), which platform.processor() leaves at "x86_64": sets rebuild
+    bit for bit only on the arithmetic that made them (bench --retime --other-machine)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        return None
+
+
+def host() -> dict:
+    """What each new cell records of the machine that made it (run.json keeps only the latest)."""
+    return {"platform": platform.platform(), "cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__}
 
 
 def read_cells(out) -> dict:
@@ -52,8 +71,9 @@ class CellStore:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         result = make()
-        # wall time of the whole cell (build + evaluation runs): what the bench itself costs
-        result = {**result, "cell_wall_seconds": time.perf_counter() - t0}
+        # wall time of the whole cell (build + evaluation runs): what the bench itself costs, and
+        # the host that made it (a resumed run spans sessions and machines; run.json keeps the last)
+        result = {**result, "cell_wall_seconds": time.perf_counter() - t0, "host": host()}
         write_json(path, result, force=True)
         self.cells[name] = result
         if self.on_new is not None:

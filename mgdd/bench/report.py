@@ -20,7 +20,7 @@ import torch
 from ..distilled import DistilledSet, save_grid
 from ..io import read_json, write_bytes, write_json
 from ..version import __version__
-from .cells import read_cells
+from .cells import cpu_model, read_cells
 from .presets import TARGET_SPEEDUP, Preset, block_cells
 
 
@@ -33,6 +33,7 @@ def _s(seconds: float) -> str:
 def machine() -> dict:
     """The machine a run is measured on (recorded in run.json)."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(),
             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "mgdd": __version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
@@ -351,10 +352,11 @@ def _retimed(cells) -> dict | None:
     done = [c["retimed"] for c in cells.values() if "retimed" in c]
     if not done:
         return None
+    other_bits = sorted(k for k, c in cells.items() if c.get("retimed", {}).get("differs"))
     return {"at": max(d["at"] for d in done), "cells": len(done),
             "unverified": sorted(k for k, c in cells.items() if "retimed" in c and not c["retimed"]["verified"]
                                  and not c["retimed"].get("differs")),
-            "other_bits": sorted(k for k, c in cells.items() if c.get("retimed", {}).get("differs"))}
+            **({"other_bits": other_bits} if other_bits else {})}  # absent: runs re-timed before the option read back
 
 
 def _bench_cost(cells) -> dict:
