@@ -218,6 +218,12 @@ def test_retime_cut_off_continues_from_its_progress(tmp_path, monkeypatch):
     # a plain --retime does not throw it away
     with pytest.raises(UsageError, match="--retime --resume"):
         bench.Bench("tiny", out, resume=True).retime()
+    # nor is it continued on another host: one table must not mix two machines' times
+    moved = {**progress, "host": {**progress["host"], "cpu_model": "another CPU"}}
+    (out / retime_mod.PROGRESS).write_text(json.dumps(moved))
+    with pytest.raises(UsageError, match="another host"):
+        bench.Bench("tiny", out, resume=True).retime(cont=True)
+    (out / retime_mod.PROGRESS).write_text(json.dumps(progress))
 
     # continuing redoes none of the finished stages (they would raise) and uses their seconds
     def redone(*a, **k):

@@ -33,7 +33,7 @@ from ..errors import UsageError
 from ..generate import generate
 from ..generator import MetaGenerator
 from ..io import read_json, write_json
-from .cells import pass_seconds, read_cells, set_digest, timed
+from .cells import host, pass_seconds, read_cells, set_digest, timed
 from .presets import VARIANTS
 
 
@@ -63,7 +63,7 @@ def _progress(out, cont: bool, other_machine: bool) -> dict:
     """The progress of a cut-off re-time to continue (``cont``), or a new one."""
     path, digest = Path(out) / PROGRESS, _cells_digest(out)
     if not path.exists():
-        return {"cells_sha256": digest, "other_machine": other_machine, "stages": {}}
+        return {"cells_sha256": digest, "other_machine": other_machine, "host": host(), "stages": {}}
     progress = read_json(path)
     if not cont:
         raise UsageError(f"{out} holds a re-time cut off after {len(progress.get('stages', {}))} stages ({path}); "
@@ -71,6 +71,12 @@ def _progress(out, cont: bool, other_machine: bool) -> dict:
     if progress.get("cells_sha256") != digest or not isinstance(progress.get("stages"), dict):
         raise UsageError(f"the cells in {out} changed since the cut-off re-time in {path} began, so what it "
                          "measured may not belong to them; delete that file and re-time from the start.")
+    was, now = progress.get("host", {}), host()
+    if (was.get("platform"), was.get("cpu_model")) != (now["platform"], now["cpu_model"]):
+        # one table must not mix two machines' times
+        raise UsageError(f"the cut-off re-time in {path} ran on another host ({was.get('cpu_model')}, "
+                         f"{was.get('platform')}); its times would not compare with this one's. Delete that "
+                         "file and re-time from the start here.")
     if progress.get("other_machine", False) != other_machine:
         raise UsageError(f"the cut-off re-time in {path} ran {'with' if progress.get('other_machine') else 'without'} "
                          "--other-machine; continue it the same way.")
