@@ -116,6 +116,10 @@ def retime(bench, cont: bool = False, other_machine: bool = False) -> dict:
             raise UsageError(message + " If the run was made on another machine, re-time it with --other-machine.")
         return "differs"
 
+    def checked(verified) -> dict:
+        """A stage's check as its cell records it: True, False (not checkable) or "differs"."""
+        return {"verified": verified is True, **({"differs": True} if verified == "differs" else {})}
+
     def check_same(name, ds):
         """True if ``ds`` is the evaluated set bit for bit, False if it cannot be checked, and
         "differs" (other_machine) if it rebuilt with other bits; otherwise a difference raises."""
@@ -134,11 +138,9 @@ def retime(bench, cont: bool = False, other_machine: bool = False) -> dict:
 
     def record(name, ds, seconds):
         verified = check_same(name, ds)
-        new[name] = {"seconds": seconds, "timing": ds.meta.get("timing", {}), "verified": verified is True}
+        new[name] = {"seconds": seconds, "timing": ds.meta.get("timing", {}), **checked(verified)}
         if verified is True:  # from now on the cell can be checked even after its set file is gone
-            new[name]["set_sha256"] = set_digest(ds)
-        elif verified == "differs":  # the cell keeps the evaluated set's digest
-            new[name]["differs"] = True
+            new[name]["set_sha256"] = set_digest(ds)  # (one that differs keeps the evaluated set's)
 
     obj, seed = bench.objective(), bench.seed
 
@@ -171,8 +173,7 @@ def retime(bench, cont: bool = False, other_machine: bool = False) -> dict:
                 verified = differs(f"re-time: {adapt_name} adapted to different weights than the stored "
                                    "generator; nothing was changed. Re-run the bench for it instead.")
         # without the stored weights, the sets it generates below are still checked
-        new[adapt_name] = {"seconds": log["seconds"], "verified": verified is True,
-                           **({"differs": True} if verified == "differs" else {})}
+        new[adapt_name] = {"seconds": log["seconds"], **checked(verified)}
         # its own pass count, and (the shipped generator at K = 0) each count of the pass sweep
         sweep = [(f"{label}-p{p}", p) for p in bench.cfg.pass_sweep] if label == "mgdd-k0" else []
         for ipc in bench.cfg.ipcs:
@@ -200,11 +201,10 @@ def retime(bench, cont: bool = False, other_machine: bool = False) -> dict:
         _note(name)
         m = bench.measure_scaling(ipc)
         same = (m["set_sha256"], m["krr_sha256"]) == (cells[name]["set_sha256"], cells[name]["krr_sha256"])
-        if not same:
-            differs(f"re-time: {name} rebuilt different sets than it timed; nothing was changed. "
-                    "Re-run that cell instead.")
+        verified = same or differs(f"re-time: {name} rebuilt different sets than it timed; nothing was changed. "
+                                   "Re-run that cell instead.")
         new[name] = {**{k: m[k] for k in ("generate_seconds", "label_seconds", "pixel_step_seconds")},
-                     "verified": same, **({} if same else {"differs": True})}
+                     **checked(verified)}
 
     stage("features", features)
     for ipc in bench.cfg.ipcs:
