@@ -68,6 +68,16 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     assert DistilledSet.load(out / "sets" / "krr-fresh-ipc5-step4.safetensors").meta["objective"]["mode"] == "fresh"
     assert "krr-fresh" in (out / "results.md").read_text()
     assert saved["unseen"]["ipc"] == 5 and saved["unseen"]["adapt_ipcs"] == [1]
+    # sizes never adapted on: here only the unseen cell (adapted on IPC 1, generating IPC 5), set
+    # against its start and inside the shipped generator's meta-training range, which run.json records
+    from mgdd.io import read_json
+    from mgdd.pipeline import default_meta_generator as shipped
+    span = read_json(shipped(1) / "config.json")["metadata"]["ipc_range"]
+    assert saved["meta_training"]["ipc_range"] == span and span[0] <= 5 <= span[1]
+    never = saved["never_adapted"]
+    assert [(x["ipc"], x["adapted_on"], x["in_meta_training_range"]) for x in never] == [(5, [1], True)]
+    assert never[0]["minus_random_ls"] == pytest.approx(saved["unseen"]["mean"] - fresh["random+ls"]["mean"])
+    assert "## Sizes never adapted on" in (out / "results.md").read_text()
     # the pass sweep: the shipped generator unadapted at its own pass count (the K = 0 row) and at 2
     from mgdd.generate import default_passes
     from mgdd.generator import MetaGenerator
@@ -124,6 +134,7 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     # the moments are re-measured cold too, so a first build that read a partial cache is not the figure
     features = json.loads((out / "cells" / "features.json").read_text())
     assert features["retimed"]["previous_seconds"] == r["features"]["seconds"] and features["seconds"] > 0
+    assert retimed["features"]["seconds"] == features["seconds"]  # the report reads the re-timed moments
     for ipc, row in retimed["accuracy"].items():
         for m in ("random+ls", "mgdd", "scratch"):
             assert row[m]["mean"] == r["accuracy"][ipc][m]["mean"]
@@ -327,6 +338,36 @@ def test_report_shows_cells_of_a_block_still_running(tmp_path, monkeypatch):
     assert "IPC 1: cells finished so far" in md and "| random+ls-ipc1 |" in md
     saved = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert saved["pending_ipcs"] == [1] and set(saved["in_progress"]["1"]) == {"random-ipc1", "random+ls-ipc1"}
+
+
+def test_never_adapted_rows_compare_with_the_start_and_krr_pixel_at_equal_time():
+    """A block outside the adaptation's IPCs gets a row per K; krr-pixel is read at mgdd's own
+    seconds (log-time interpolation), and past its last snapshot the row falls back to its best."""
+    from mgdd.bench.report import _never_adapted
+
+    def pt(mean, seconds):
+        return {"mean": mean, "std": 0.01, "seconds": seconds}
+    curve = [{"steps": 0, **pt(0.70, 1.0)}, {"steps": 10, **pt(0.80, 10.0)}, {"steps": 100, **pt(0.85, 100.0)}]
+    block = {"random+ls": pt(0.70, 1.0), "krr-pixel": curve,
+             "by_k": [{"k": 0, "mgdd": pt(0.74, 10 ** 0.5)}, {"k": 25, "mgdd": pt(0.78, 1000.0)}]}
+    acc = {"1": block, "20": block}
+    cfg = {"adapt_ipcs": [1], "unseen": {"adapt": [1], "generate": 99}}
+    rows = _never_adapted(acc, {"mgdd-adapt": {"ipcs": [1]}}, cfg, {"meta_training": {"ipc_range": [1, 10]}})
+    assert [(r["ipc"], r["k"], r["adapted_on"]) for r in rows] == [(20, 0, [1]), (20, 25, [1])]
+    k0, k25 = rows
+    assert k0["in_meta_training_range"] is False  # 20 is outside 1-10
+    assert k0["minus_random_ls"] == pytest.approx(0.04)
+    assert k0["krr_at_mgdd_time"] == pytest.approx(0.75)  # halfway in log-time between 1 s and 10 s
+    assert k25["krr_at_mgdd_time"] is None and k25["krr_best"]["mean"] == 0.85
+    # as the report's table prints them: at mgdd's time, past krr-pixel's curve, before its start
+    from mgdd.bench.report import _equal_time_text
+    assert _equal_time_text(k0) == "75.00 | -1.00 |"
+    assert _equal_time_text(k25) == "past the last snapshot (best 85.00) | -7.00 (vs best) |"
+    early = _never_adapted({"20": {**block, "by_k": [{"k": 0, "mgdd": pt(0.74, 0.5)}]}},
+                           {"mgdd-adapt": {"ipcs": [1]}}, cfg, {})[0]
+    assert early["krr_at_mgdd_time"] is None and _equal_time_text(early) == "before its start | n/a |"
+    # a run recorded before the meta-training range was: the range is unknown, not guessed
+    assert _never_adapted(acc, {"mgdd-adapt": {"ipcs": [1]}}, cfg, {})[0]["in_meta_training_range"] is None
 
 
 def test_report_rebuilds_from_the_committed_cells_alone(tmp_path):

@@ -89,7 +89,7 @@ def summarise(cells: dict, cfg: dict, done, run: dict) -> dict:
                    for i in pending}
     # "any size": one adaptation serves every IPC, while krr-pixel starts over for each one
     all_sizes = None
-    if not pending:
+    if done:  # over the finished blocks (each row names its IPCs), so a pending block does not hide it
         all_sizes = []
         for k in [*cfg.get("k_sweep", []), cfg["adapt_steps"]]:
             prefix = "mgdd" if k == cfg["adapt_steps"] else f"mgdd-k{k}"
@@ -116,10 +116,11 @@ def summarise(cells: dict, cfg: dict, done, run: dict) -> dict:
                         + ("MSE" if cfg.get("eval_temperature") is None
                            else f"cross-entropy to softmax(labels / {cfg['eval_temperature']})")
                         + f", hard -> cross-entropy; {cfg['runs']} runs; full test set",
-            "features": cells["features"],
+            "meta_training": run.get("meta_training"), "features": cells["features"],
             "adapt": {k[:-len("-adapt")]: v for k, v in cells.items() if k.endswith("-adapt")},
             "accuracy": acc, "all_sizes": all_sizes, "bench_cost": _bench_cost(cells),
             "retimed": _retimed(cells),
+            "never_adapted": _never_adapted(acc, cells, cfg, run),
             "unseen": None if unseen is None else {
                 "adapt_ipcs": un["adapt"], "ipc": un["generate"], "mean": unseen["accuracy_mean"],
                 "std": unseen["accuracy_std"], "seconds": unseen["seconds"],
@@ -149,15 +150,17 @@ def markdown(r: dict) -> str:
     if r["pending_ipcs"]:
         lines[2:2] = [f"**Partial run**: IPC {r['pending_ipcs']} not finished yet (resume with `--resume`).", ""]
     if r.get("retimed"):
+        other = len(r["retimed"].get("other_bits", []))
         lines[2:2] = [f"**Timings re-measured** with `--retime` ({r['retimed']['at']}, {r['retimed']['cells']} "
-                      "cells): every timed stage was re-run with the current code on this machine and rebuilt "
-                      "bit-identical sets, so the accuracies are those of the original evaluations. Each cell "
-                      "keeps its earlier seconds under `retimed`."
+                      "cells): every timed stage was re-run with the current code on this machine"
+                      + (" and rebuilt bit-identical sets, so the accuracies are those of the original "
+                         "evaluations." if not other else ", and the accuracies are those of the original "
+                         "evaluations.") + " Each cell keeps its earlier seconds under `retimed`."
                       + (f" {len(r['retimed']['unverified'])} cells could not be checked: their sets predate "
                          "the recorded digests and are no longer on disk (sets are not committed); they were "
                          "rebuilt by the same seeded code as the checked ones." if r["retimed"]["unverified"]
                          else "")
-                      + (f" {len(r['retimed'].get('other_bits', []))} cells rebuilt with other low bits than "
+                      + (f" {other} cells rebuilt with other low bits than "
                          "their evaluated sets (`--other-machine`: the run was made on machines with other "
                          "arithmetic), so their seconds are those of the same seeded steps, not of the exact "
                          "sets evaluated." if r["retimed"].get("other_bits") else ""), ""]
@@ -259,8 +262,24 @@ def markdown(r: dict) -> str:
     for ipc in ipcs:
         for p in r["accuracy"][str(ipc)]["krr-pixel"]:
             lines.append(f"| {ipc} | {p['steps']} | {_s(p['seconds'])} | {pct(p)} |")
-    u = r["unseen"]
-    if u is not None:
+    u, never = r["unseen"], r.get("never_adapted")
+    if never:
+        span = (r.get("meta_training") or {}).get("ipc_range")
+        lines += ["", "## Sizes never adapted on", "",
+                  "One adaptation serves every size: each row generates an IPC its generator was never "
+                  "adapted on, against the generator's own start (random+ls) and against krr-pixel given "
+                  "the same seconds at the same size."
+                  + (f" The shipped generator was meta-trained on IPC {span[0]}-{span[1]}." if span else ""), "",
+                  "| IPC | K | adapted on IPC | mgdd % | mgdd s | mgdd - random+ls | krr-pixel % at mgdd's time "
+                  "| mgdd - krr-pixel there |", "|---|---|---|---|---|---|---|---|"]
+        for x in never:
+            lines.append(f"| {x['ipc']}{'' if x['in_meta_training_range'] in (None, True) else ' (outside)'} | "
+                         f"{x['k']} | {', '.join(str(i) for i in x['adapted_on'])} | {pct(x['mgdd'])} | "
+                         f"{_s(x['mgdd']['seconds'])} | {100 * x['minus_random_ls']:+.2f} | "
+                         + _equal_time_text(x))
+        if span and any(x["in_meta_training_range"] is False for x in never):
+            lines += ["", "(outside): a size outside the meta-training range as well."]
+    elif u is not None:  # reports from before the never-adapted table
         lines += ["", "## A size never seen in adaptation", "",
                   f"mgdd adapted on IPC {u['adapt_ipcs']} only, generating IPC {u['ipc']}: **{100 * u['mean']:.2f} ± "
                   f"{100 * u['std']:.2f}** (random+ls at IPC {u['ipc']}: "
@@ -338,6 +357,43 @@ def plots(r: dict, out) -> None:
         if p.exists():
             save_grid(DistilledSet.load(p), out / "plots" / f"grid-{name}.png", force=True)
 
+
+def _never_adapted(acc: dict, cells: dict, cfg: dict, run: dict) -> list:
+    """Issue #16: does the generator keep its margin at sizes it never adapted on? A row per
+    finished IPC outside the adaptation's IPCs and per K (the same adapted generators as the K
+    table), plus the ``unseen`` cell (adapted on fewer IPCs): mgdd against its own start
+    (random+ls) and against krr-pixel given the same seconds at the same size."""
+    adapted = sorted(cells["mgdd-adapt"]["ipcs"]) if "mgdd-adapt" in cells else sorted(cfg["adapt_ipcs"])
+    span = (run.get("meta_training") or {}).get("ipc_range")  # absent in runs recorded before it was
+
+    def row(ipc, k, adapted_on, mg):
+        a = acc[str(ipc)]
+        x = _acceleration(a["krr-pixel"], mg)
+        return {"ipc": ipc, "k": k, "adapted_on": adapted_on, "mgdd": mg,
+                "in_meta_training_range": None if span is None else span[0] <= ipc <= span[1],
+                "random+ls": a["random+ls"], "minus_random_ls": mg["mean"] - a["random+ls"]["mean"],
+                "krr_at_mgdd_time": x["krr_at_mgdd_time"], "krr_best": x["krr_best"]}
+
+    rows = [row(int(ipc), p["k"], adapted, p["mgdd"]) for ipc in acc if int(ipc) not in adapted
+            for p in acc[ipc]["by_k"]]
+    un = cfg["unseen"]
+    cell = cells.get(f"unseen-ipc{un['generate']}")
+    if cell is not None and str(un["generate"]) in acc:
+        rows.append(row(un["generate"], cells["unseen-adapt"]["steps"], sorted(un["adapt"]), point(cell)))
+    return rows
+
+
+def _equal_time_text(x) -> str:
+    """The last two cells of a never-adapted row: krr-pixel at mgdd's seconds, and the difference."""
+    at, mean = x["krr_at_mgdd_time"], x["mgdd"]["mean"]
+    if at is not None:
+        return f"{100 * at:.2f} | {100 * (mean - at):+.2f} |"
+    if x["mgdd"]["seconds"] < x["random+ls"]["seconds"]:  # sooner than krr-pixel's own start
+        return "before its start | n/a |"
+    best = x["krr_best"]["mean"]  # past the last snapshot: by then krr-pixel had reached its best
+    return f"past the last snapshot (best {100 * best:.2f}) | {100 * (mean - best):+.2f} (vs best) |"
+
+
 def _ratio_text(x) -> str:
     return f"{x['ratio']:.3g}x" if x["ratio"] is not None else f">= {x['ratio_lower_bound']:.3g}x"
 
@@ -382,7 +438,8 @@ def _acceleration(curve, point) -> dict:
             "ratio": (reach["seconds"] / point["seconds"]) if reach else None,
             "ratio_lower_bound": None if reach else curve[-1]["seconds"] / point["seconds"],
             "krr_best": best, "mgdd_minus_krr_best": point["mean"] - best["mean"],
-            "krr_at_22x_mgdd_time": _interp_curve(curve, TARGET_SPEEDUP * point["seconds"])}
+            "krr_at_22x_mgdd_time": _interp_curve(curve, TARGET_SPEEDUP * point["seconds"]),
+            "krr_at_mgdd_time": _interp_curve(curve, point["seconds"])}
 
 
 def _interp_curve(curve, seconds):

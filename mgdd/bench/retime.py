@@ -229,6 +229,6 @@ def retime(bench, cont: bool = False, other_machine: bool = False) -> dict:
         c["retimed"] = {"at": stamp, "verified": verified, "previous_seconds": c.get("seconds"),
                         "previous_timing": previous, **({"differs": True} if other_bits else {})}
         c.update(upd)
-        write_json(bench.out / "cells" / f"{name}.json", c, force=True)
+        bench.store.replace(name, c)  # on disk and in the bench's own copy, which its report reads
     (bench.out / PROGRESS).unlink(missing_ok=True)  # the cells now hold it all; a stale file would refuse the next re-time
     return bench.run()

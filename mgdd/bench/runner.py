@@ -31,7 +31,7 @@ from ..evaluate import evaluate
 from ..features import FeatureConfig
 from ..generate import generate
 from ..generator import MetaGenerator
-from ..io import write_json
+from ..io import read_json, write_json
 from ..objective import FreshObjective, KRRObjective
 from ..pipeline import adapted_generator, default_meta_generator, load_generator
 from .cells import CellStore, pass_seconds, set_digest, timed
@@ -145,10 +145,18 @@ class Bench:
         digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
         return {"name": path.name, "sha256": digest}
 
+    def meta_training_record(self) -> dict | None:
+        """What the shipped meta generator was meta-trained on (its source and IPC range), so the
+        report can say which bench sizes it never saw. Kept apart from meta_generator, which a
+        resume compares."""
+        path = default_meta_generator(self.dataset.channels)
+        meta = read_json(path / "config.json").get("metadata", {}) if path is not None else {}
+        return {k: meta[k] for k in ("source", "ipc_range") if k in meta} or None
+
     def run_record(self) -> dict:
         return {"preset": self.preset, "config": self.cfg.as_dict(), "dataset": self.dataset.describe(),
-                "meta_generator": self.meta_generator_record(), "machine": machine(), "device": self.device,
-                "seed": self.seed,
+                "meta_generator": self.meta_generator_record(), "meta_training": self.meta_training_record(),
+                "machine": machine(), "device": self.device, "seed": self.seed,
                 "command": "mgdd " + " ".join(sys.argv[1:]) if sys.argv else ""}
 
     def cell(self, name: str, fn):
