@@ -108,6 +108,8 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     krr_set = DistilledSet.load(out / "sets" / "krr-fresh-ipc5-step4.safetensors").meta["objective"]
     assert krr_set["lam"] == DEFAULT_LAM and krr_set.get("ridge", "kernel") == DEFAULT_RIDGE
     assert f"kernel ridge {DEFAULT_LAM}, {DEFAULT_RIDGE}-scaled" in (out / "results.md").read_text()
+    # the report of a resumed run holds every finished cell, also those it has not reached yet
+    assert Bench("quick", out, resume=True).report(plots=False)["scaling"] == saved["scaling"]
     # finished cells are reused: a resumed run changes nothing
     again = Bench("quick", out, resume=True).run()
     assert again["accuracy"] == r["accuracy"]

@@ -34,7 +34,7 @@ from ..generator import MetaGenerator
 from ..io import read_json, write_json
 from ..objective import FreshObjective, KRRObjective
 from ..pipeline import adapted_generator, default_meta_generator, load_generator
-from .cells import CellStore, pass_seconds, set_digest, timed
+from .cells import CellStore, pass_seconds, read_cells, set_digest, timed
 from .presets import VARIANTS, cross_sources, get_preset
 from .report import machine, write_report
 from .retime import retime
@@ -182,7 +182,10 @@ class Bench:
         return FreshObjective.sharing(self.objective())  # the pool serves its final label solve
 
     def report(self, plots: bool = True) -> dict:
-        return write_report(self.out, self.cells, self.cfg, self.run_record(), plots_too=plots)
+        # every finished cell on disk, not only those this process has reached: a resumed run
+        # adding a block reports the scaling cells (made after the blocks) while it runs
+        cells = {**read_cells(self.out), **self.cells}
+        return write_report(self.out, cells, self.cfg, self.run_record(), plots_too=plots)
 
     def _report_progress(self):
         if self.reporting:  # a block can take hours: keep the report current, cell by cell
