@@ -153,9 +153,9 @@ def markdown(r: dict) -> str:
         other = len(r["retimed"].get("other_bits", []))
         lines[2:2] = [f"**Timings re-measured** with `--retime` ({r['retimed']['at']}, {r['retimed']['cells']} "
                       "cells): every timed stage was re-run with the current code on this machine"
-                      + (" and rebuilt bit-identical sets, so the accuracies are those of the original "
-                         "evaluations." if not other else ", and the accuracies are those of the original "
-                         "evaluations.") + " Each cell keeps its earlier seconds under `retimed`."
+                      + (", and" if other else " and rebuilt bit-identical sets, so")
+                      + " the accuracies are those of the original evaluations. Each cell keeps its earlier "
+                      "seconds under `retimed`."
                       + (f" {len(r['retimed']['unverified'])} cells could not be checked: their sets predate "
                          "the recorded digests and are no longer on disk (sets are not committed); they were "
                          "rebuilt by the same seeded code as the checked ones." if r["retimed"]["unverified"]
@@ -163,7 +163,7 @@ def markdown(r: dict) -> str:
                       + (f" {other} cells rebuilt with other low bits than "
                          "their evaluated sets (`--other-machine`: the run was made on machines with other "
                          "arithmetic), so their seconds are those of the same seeded steps, not of the exact "
-                         "sets evaluated." if r["retimed"].get("other_bits") else ""), ""]
+                         "sets evaluated." if other else ""), ""]
     for ipc in ipcs:
         a = r["accuracy"][str(ipc)]
         best = a["acceleration"]["krr_best"]
