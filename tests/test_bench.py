@@ -25,6 +25,28 @@ def _tiny_preset(tmp_path, monkeypatch, snapshot, adapt_steps):
     return cfg
 
 
+def test_a_size_never_adapted_on_runs_its_generator_cells_before_its_curves(tmp_path, monkeypatch):
+    """The block exists to test the generator there and its curves cost hours on a CPU, so a
+    run cut short must already hold the generator's rows; block_cells says the same order."""
+    from mgdd.bench import PRESETS, Bench, block_cells
+
+    parts = []
+    monkeypatch.setattr(Bench, "baselines", lambda self, ipc: [])
+    monkeypatch.setattr(Bench, "_curve_cells", lambda self, ipc: parts.append(("curves", ipc)) or {})
+    monkeypatch.setattr(Bench, "_generator_cells", lambda self, ipc: parts.append(("generator", ipc)) or {})
+    bench = Bench("quick", tmp_path / "bench")
+    assert PRESETS["quick"].adapt_ipcs == [1, 5] and PRESETS["quick"].cross_ipc not in (1, 3)
+    bench.ipc_block(1)
+    bench.ipc_block(3)
+    assert parts == [("curves", 1), ("generator", 1), ("generator", 3), ("curves", 3)]
+    fm = PRESETS["fmnist"]
+    for ipc in fm.ipcs:
+        names = block_cells(fm, ipc)
+        first_curve, k0 = names.index(f"krr-pixel-ipc{ipc}-step{fm.krr_snapshots[str(ipc)][0]}"), names.index("mgdd-k0-adapt")
+        assert (first_curve < k0) == (ipc in fm.adapt_ipcs), ipc
+        assert names[:3] == [f"random-ipc{ipc}", f"random+ls-ipc{ipc}", f"herding-ipc{ipc}"]
+
+
 def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     from mgdd.bench import Bench
     from mgdd.errors import UsageError
@@ -35,12 +57,12 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(Bench, "cell", lambda self, name, fn: made.append(name) or cell(self, name, fn))
     r = Bench("quick", out).run()
     monkeypatch.setattr(Bench, "cell", cell)
-    # the runner makes a block's cells in block_cells' order: baselines, both pixel curves, then
-    # the generator cells (so a long block's baseline rows land first)
+    # the runner makes a block's cells in block_cells' order: at an adapted size, baselines, both
+    # pixel curves, then the generator cells by K (so a long block's baseline rows land first)
     from mgdd.bench import PRESETS, block_cells
     first = list(dict.fromkeys(block_cells(PRESETS["quick"], 1)))
     assert [n for n in dict.fromkeys(made) if n in first] == first
-    assert first.index("krr-pixel-ipc1-step10") < first.index("mgdd-adapt")
+    assert first.index("krr-pixel-ipc1-step10") < first.index("mgdd-k0-adapt") < first.index("mgdd-adapt")
     for f in ("results.json", "results.md", "plots/accuracy_vs_time.png", "plots/grid-mgdd-ipc5.png"):
         assert (out / f).exists(), f
     saved = json.loads((out / "results.json").read_text())
@@ -392,6 +414,15 @@ def test_cli_report_rebuilds_without_the_dataset(tmp_path, capsys):
     assert (tmp_path / "results.md").read_text() == (src / "results.md").read_text()
     assert (tmp_path / "plots" / "accuracy_vs_time.png").exists()
     assert main(["bench", "--out", str(tmp_path / "empty"), "--report"]) == 2
+    # set-aside cells (superseded/) have a run.json but no features cell: a clear refusal
+    aside = tmp_path / "aside"
+    (aside / "cells").mkdir(parents=True)
+    shutil.copy(tmp_path / "cells" / "mgdd-ipc10.json", aside / "cells")
+    (aside / "run.json").write_text((tmp_path / "results.json").read_text())
+    capsys.readouterr()
+    assert main(["bench", "--out", str(aside), "--report"]) == 2
+    err = capsys.readouterr().err
+    assert "no features.json" in err and "Traceback" not in err
 
 
 def test_protocol_calibration_counts_agreeing_pairs():

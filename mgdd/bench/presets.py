@@ -121,19 +121,22 @@ def block_cells(p: Preset, ipc: int) -> list:
     """The cells an IPC block needs, in the order the runner makes them (a block is finished
     when every one of them is on disk)."""
     names = [f"random-ipc{ipc}", f"random+ls-ipc{ipc}", f"herding-ipc{ipc}"]
-    names += [f"krr-pixel-ipc{ipc}-step{s}" for s in p.krr_snapshots[str(ipc)]]
-    names += [f"krr-fresh-ipc{ipc}-step{s}" for s in p.krr_fresh_snapshots.get(str(ipc), [])]
-    for label in ("mgdd", "scratch"):
-        names += [f"{label}-adapt", f"{label}-ipc{ipc}"]
-    if ipc == p.unseen["generate"]:
-        names += ["unseen-adapt", f"unseen-ipc{ipc}"]
+    curves = [f"krr-pixel-ipc{ipc}-step{s}" for s in p.krr_snapshots[str(ipc)]]
+    curves += [f"krr-fresh-ipc{ipc}-step{s}" for s in p.krr_fresh_snapshots.get(str(ipc), [])]
+    generator = []
     for k in p.k_sweep:
         for label in ("mgdd", "scratch"):
             if label == "scratch" and k == 0:
                 continue  # scratch at K = 0 is the identity: exactly random+ls
-            names += [f"{label}-k{k}-adapt", f"{label}-k{k}-ipc{ipc}"]
+            generator += [f"{label}-k{k}-adapt", f"{label}-k{k}-ipc{ipc}"]
+    for label in ("mgdd", "scratch"):
+        generator += [f"{label}-adapt", f"{label}-ipc{ipc}"]
+    if ipc == p.unseen["generate"]:
+        generator += ["unseen-adapt", f"unseen-ipc{ipc}"]
     for passes in p.pass_sweep:
-        names += ["mgdd-k0-adapt", f"mgdd-k0-p{passes}-ipc{ipc}"]
+        generator += ["mgdd-k0-adapt", f"mgdd-k0-p{passes}-ipc{ipc}"]
+    # a size never adapted on runs its generator cells before its (long) curves
+    names += curves + generator if ipc in p.adapt_ipcs else generator + curves
     if ipc == p.cross_ipc:
         names += [f"{n}-{p.cross_model}" for n in cross_sources(p, ipc)]
     return names

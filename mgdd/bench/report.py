@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..distilled import DistilledSet, save_grid
+from ..errors import UsageError
 from ..io import read_json, write_bytes, write_json
 from ..version import __version__
 from .cells import cpu_model, read_cells
@@ -495,5 +496,9 @@ def run_record(out) -> dict:
 
 def rebuild(out, plots_too: bool = True) -> dict:
     """results.json, results.md and plots/ from OUT/cells/ and OUT/run.json alone."""
-    run = run_record(out)
-    return write_report(out, read_cells(out), Preset(**run["config"]), run, plots_too)
+    run, cells = run_record(out), read_cells(out)
+    if "features" not in cells:
+        # a run cut off before its first stage, or a folder of set-aside cells (superseded/)
+        raise UsageError(f"{Path(out) / 'cells'} has no features.json, so there is no run to report on: "
+                         "point --out at a bench folder whose run got past its feature moments.")
+    return write_report(out, cells, Preset(**run["config"]), run, plots_too)
