@@ -56,6 +56,13 @@ class Preset:
         """{"ipc": [steps]} of the krr-pixel or krr-fresh curve."""
         return self.krr_snapshots if variant == "krr-pixel" else self.krr_fresh_snapshots
 
+    def generator_first(self, ipc: int) -> bool:
+        """Whether an IPC block runs its generator cells before its pixel curves: at a size never
+        adapted on, where the block exists to test the generator and its curves cost hours more,
+        so a run cut short already holds the generator's rows. The runner and block_cells both
+        follow this one rule."""
+        return ipc not in self.adapt_ipcs
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -135,8 +142,7 @@ def block_cells(p: Preset, ipc: int) -> list:
         generator += ["unseen-adapt", f"unseen-ipc{ipc}"]
     for passes in p.pass_sweep:
         generator += ["mgdd-k0-adapt", f"mgdd-k0-p{passes}-ipc{ipc}"]
-    # a size never adapted on runs its generator cells before its (long) curves
-    names += curves + generator if ipc in p.adapt_ipcs else generator + curves
+    names += generator + curves if p.generator_first(ipc) else curves + generator
     if ipc == p.cross_ipc:
         names += [f"{n}-{p.cross_model}" for n in cross_sources(p, ipc)]
     return names

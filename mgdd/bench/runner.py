@@ -304,11 +304,10 @@ class Bench:
             cells[name] = self.set_cell(name, lambda fn=fn, args=args: timed(fn, *args))
         # At an adapted size the iterative curves come before the generator cells, so that a block's
         # baseline rows land first (an IPC 50 block takes hours on a CPU, and the objective's rows do
-        # not depend on the generator). A size never adapted on exists to test the generator there,
-        # and its curves cost hours more (an IPC 100 cell is ~20 min on 2 cores), so there the
-        # generator cells come first: a run cut short still answers the block's question.
+        # not depend on the generator); at a size never adapted on, the other way round
+        # (Preset.generator_first says why).
         parts = [self._curve_cells, self._generator_cells]
-        if ipc not in self.cfg.adapt_ipcs:
+        if self.cfg.generator_first(ipc):
             parts.reverse()
         for part in parts:
             cells.update(part(ipc))
