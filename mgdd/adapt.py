@@ -14,16 +14,25 @@ import torch
 
 from .checkpoint import check_finite, load_weights, step_rng
 from .data import check_ipc
-from .errors import UsageError, check_range
-from .generate import default_passes, task_loss, unrolled_loss
+from .errors import UsageError, check_range, unknown_name
+from .generate import default_passes, default_start, task_loss, unrolled_loss
 from .generator import MetaGenerator, check_channels
 from .loop import run_resumable
 from .objective import KRRObjective
+from .start import STARTS
+
+
+def generation_defaults(log: dict) -> dict:
+    """What an adapted generator records for generation to use by default: its pass count and its
+    start, each only when not the default (1 pass, "random"), so earlier records read the same."""
+    return {**({"passes": log["passes"]} if log["passes"] != 1 else {}),
+            **({"start": log["start"]} if log.get("start", "random") != "random" else {})}
 
 
 def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1, 10, 50), lr: float = 1e-3,
           seed: int = 0, checkpoint=None, checkpoint_every: int = 25, resume: bool = False,
-          progress: bool = True, source: str | None = None, passes: int | None = None) -> dict:
+          progress: bool = True, source: str | None = None, passes: int | None = None,
+          start: str | None = None) -> dict:
     """Adapt ``generator`` in place. Returns {"seconds", "history", "steps", "ipcs", "lr", "seed", "passes"}.
 
     ``passes`` (default: what the generator was trained for) > 1 adapts a few-pass generator
@@ -31,6 +40,9 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
 
     ``source`` names where the generator came from (meta, scratch, a folder); it is recorded
     in the checkpoint so that a resume from another source is refused.
+
+    ``start`` (default: the start the generator was meta-trained from, else "random") is where
+    each step's X_0 comes from (start.py).
     """
     dataset = objective.dataset
     check_range("steps", steps, 0)
@@ -43,6 +55,9 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
     check_channels(generator, dataset)
     passes = default_passes(generator) if passes is None else passes
     check_range("passes", passes, 1)
+    start = default_start(generator) if start is None else start
+    if start not in STARTS:
+        raise unknown_name("start", start, STARTS)
     generator.to(objective.device)
     opt = torch.optim.Adam(generator.parameters(), lr=lr)
     # what makes this run this run: a resume must match it (checkpoint.check_same_settings)
@@ -50,13 +65,15 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
                 "objective": objective.describe(), "generator": asdict(generator.config)}
     if passes != 1:  # absent means one pass: checkpoints from before the option stay valid
         settings["passes"] = passes
+    if start != "random":  # absent means random, likewise
+        settings["start"] = start
     generator.train()
 
     def step(s: int) -> dict:
         rng = step_rng(seed, s)
         ipc = rng.choice(ipcs)
-        loss = task_loss(generator, objective, ipc, rng) if passes == 1 else \
-            unrolled_loss(generator, objective, ipc, rng, passes)
+        loss = task_loss(generator, objective, ipc, rng, start=start) if passes == 1 else \
+            unrolled_loss(generator, objective, ipc, rng, passes, start=start)
         check_finite(loss, s, checkpoint)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -68,4 +85,4 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
                          checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress)
     generator.eval()
     return {"steps": steps, "seconds": loop.seconds, "history": loop.history, "ipcs": ipcs, "lr": lr, "seed": seed,
-            "passes": passes}
+            "passes": passes, "start": start}

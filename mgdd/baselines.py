@@ -6,6 +6,7 @@ krr-pixel    the iterative method: optimise the pixels with the KRR loss (KIP/RF
              solve), snapshots at increasing step counts for an accuracy-vs-time curve
 herding      coreset: per class, greedily match the class mean in feature space
 kcenter      coreset: per class, greedy farthest-point cover in feature space
+kmeans       per class, k-means centroids in pixel space (at IPC 1: the class-mean image)
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from .distilled import DistilledSet, distilled_meta
 from .errors import CorruptFile, check_range, unknown_name
 from .loop import run_resumable
 from .objective import KRRObjective
+from .start import STARTS, coreset_indices
 
-BASELINES = ["random", "random+ls", "krr-pixel", "herding", "kcenter"]
-# where krr-pixel starts: random real images (the bench's seeded X_0) or a feature-space coreset
-INITS = ("random", "herding", "kcenter")
+BASELINES = ["random", "random+ls", "krr-pixel", "herding", "kcenter", "kmeans"]
+# where krr-pixel starts: random real images (the bench's seeded X_0) or a feature-space coreset (start.py)
+INITS = STARTS
 
 
 def random_real(dataset: Dataset, ipc: int, seed: int = 0) -> DistilledSet:
@@ -43,45 +45,6 @@ def random_ls(objective: KRRObjective, ipc: int, seed: int = 0) -> DistilledSet:
                                                   {"label_seconds": time.perf_counter() - t0}), dataset.zca)
 
 
-@torch.no_grad()
-def _class_features(objective: KRRObjective, c: int, chunk: int = 1024) -> torch.Tensor:
-    net = objective.pool.nets[0]
-    x = objective.dataset.train_x[objective.class_index[c]]
-    return torch.cat([net(x[i:i + chunk].to(objective.device)).cpu() for i in range(0, len(x), chunk)])
-
-
-def herding_indices(f: torch.Tensor, k: int) -> list:
-    target, chosen, running = f.mean(0), [], torch.zeros_like(f[0])
-    available = torch.ones(len(f), dtype=torch.bool)
-    for t in range(1, k + 1):
-        # pick the point that brings the mean of the chosen set closest to the class mean
-        dist = ((running[None] + f) / t - target[None]).pow(2).sum(1)
-        dist[~available] = float("inf")
-        i = int(dist.argmin())
-        chosen.append(i); available[i] = False; running += f[i]
-    return chosen
-
-
-def kcenter_indices(f: torch.Tensor, k: int) -> list:
-    chosen = [int((f - f.mean(0)).pow(2).sum(1).argmin())]  # start at the most central point
-    dist = (f - f[chosen[0]]).pow(2).sum(1)
-    for _ in range(k - 1):
-        i = int(dist.argmax())
-        chosen.append(i)
-        dist = torch.minimum(dist, (f - f[i]).pow(2).sum(1))
-    return chosen
-
-
-def coreset_indices(objective: KRRObjective, ipc: int, method: str) -> torch.Tensor:
-    """Training-set indices of a per-class coreset, class-major like sample_init: (C * ipc,)."""
-    pick = {"herding": herding_indices, "kcenter": kcenter_indices}[method]
-    idx = []
-    for c in range(objective.dataset.num_classes):
-        local = pick(_class_features(objective, c), ipc)
-        idx.append(objective.class_index[c][torch.tensor(local)])
-    return torch.cat(idx)
-
-
 def coreset(objective: KRRObjective, ipc: int, method: str, seed: int = 0, soft_labels: bool = False) -> DistilledSet:
     dataset = objective.dataset
     check_ipc(dataset, ipc)
@@ -90,6 +53,43 @@ def coreset(objective: KRRObjective, ipc: int, method: str, seed: int = 0, soft_
     x, y = dataset.train_x[idx].clone(), dataset.train_y[idx].clone()
     labels = objective.labels(x) if soft_labels else y
     return DistilledSet(x, labels, distilled_meta(dataset, ipc, method + ("+ls" if soft_labels else ""), seed,
+                                                  objective, {"seconds": time.perf_counter() - t0}), dataset.zca)
+
+
+def kmeans_centroids(x: torch.Tensor, k: int, seed: int = 0, iters: int = 50) -> torch.Tensor:
+    """k centroids of the rows of x (n, ...) by Lloyd's algorithm from a seeded k-means++ start,
+    in float64; (k, ...). With k = 1 it is the mean. An emptied cluster keeps its centroid."""
+    flat = x.reshape(len(x), -1).double()
+    g = torch.Generator().manual_seed(int(seed))
+    centres = flat[torch.randint(len(flat), (1,), generator=g)]
+    d2 = torch.cdist(flat, centres).squeeze(1).pow(2)
+    for _ in range(k - 1):  # k-means++: the next centre with probability proportional to d^2
+        weights = d2 if d2.sum() > 0 else torch.ones_like(d2)
+        nxt = flat[torch.multinomial(weights, 1, generator=g)]
+        centres = torch.cat([centres, nxt])
+        d2 = torch.minimum(d2, torch.cdist(flat, nxt).squeeze(1).pow(2))
+    for _ in range(iters):
+        assign = torch.cdist(flat, centres).argmin(1)
+        sums = torch.zeros_like(centres).index_add(0, assign, flat)
+        counts = torch.bincount(assign, minlength=k).to(flat)
+        new = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
+        if torch.equal(new, centres):
+            break
+        centres = new
+    return centres.to(x.dtype).reshape(k, *x.shape[1:])
+
+
+def kmeans(objective: KRRObjective, ipc: int, seed: int = 0, soft_labels: bool = False) -> DistilledSet:
+    """Per class, ``ipc`` k-means centroids of the real images in pixel space (class-major); with
+    ``soft_labels`` the least-squares labels (kmeans+ls), else the class labels."""
+    dataset = objective.dataset
+    check_ipc(dataset, ipc)
+    t0 = time.perf_counter()
+    x = torch.cat([kmeans_centroids(dataset.train_x[objective.class_index[c]], ipc, seed)
+                   for c in range(dataset.num_classes)])
+    y = torch.arange(dataset.num_classes).repeat_interleave(ipc)
+    labels = objective.labels(x) if soft_labels else y
+    return DistilledSet(x, labels, distilled_meta(dataset, ipc, "kmeans" + ("+ls" if soft_labels else ""), seed,
                                                   objective, {"seconds": time.perf_counter() - t0}), dataset.zca)
 
 
@@ -186,4 +186,6 @@ def run_baseline(name: str, dataset: Dataset, ipc: int, seed: int = 0, objective
         return random_ls(objective, ipc, seed)
     if name in ("herding", "kcenter"):
         return coreset(objective, ipc, name, seed, soft_labels=kwargs.get("soft_labels", False))
+    if name == "kmeans":
+        return kmeans(objective, ipc, seed, soft_labels=kwargs.get("soft_labels", False))
     return krr_pixel(objective, ipc, seed=seed, **kwargs)

@@ -272,7 +272,7 @@ def cmd_fetch(args):
 
 
 def cmd_baseline(args):
-    from .baselines import BASELINES, coreset, krr_pixel, random_ls, random_real
+    from .baselines import BASELINES, coreset, kmeans, krr_pixel, random_ls, random_real
     from .data import check_ipc
     from .distilled import save_grid
     from .errors import unknown_name
@@ -304,6 +304,8 @@ def cmd_baseline(args):
             ds = random_ls(objective, args.ipc, args.seed)
         elif args.name in ("herding", "kcenter"):
             ds = coreset(objective, args.ipc, args.name, args.seed, soft_labels=args.soft_labels)
+        elif args.name == "kmeans":
+            ds = kmeans(objective, args.ipc, args.seed, soft_labels=args.soft_labels)
         else:
             def on_snapshot(step, snap):
                 if step in snapshot_paths:
@@ -376,6 +378,7 @@ def _folder_out(args) -> Path:
 
 
 def cmd_adapt(args):
+    from .adapt import generation_defaults
     from .pipeline import adapted_generator
     out = _folder_out(args)
     replace = args.force or args.resume
@@ -386,11 +389,11 @@ def cmd_adapt(args):
     generator, origin, log = adapted_generator(args.source, objective, args.steps, args.ipcs, lr=args.lr,
                                                seed=args.seed, checkpoint=out / "adapt-checkpoint.safetensors",
                                                checkpoint_every=args.checkpoint_every, resume=args.resume,
-                                               progress=_progress(args), passes=args.passes)
+                                               progress=_progress(args), passes=args.passes, start=args.start)
     generator.save_pretrained(out, metadata={"target": dataset.name, "adapted_from": origin, "steps": args.steps,
                                              "ipcs": log["ipcs"], "seconds": log["seconds"],
                                              "objective": objective.describe(),
-                                             **({"passes": log["passes"]} if log["passes"] != 1 else {})},
+                                             **generation_defaults(log)},
                               force=replace)
     final = log["history"][-1]["loss"] if log["history"] else float("nan")
     _table([[dataset.name, origin, args.steps, ",".join(map(str, log["ipcs"])), f"{final:.4f}",
@@ -429,7 +432,7 @@ def cmd_generate(args):
     objective = _objective(args, dataset)
     rows = []
     for ipc, o in outs.items():
-        ds = generate(generator, objective, ipc, seed=args.seed, passes=args.passes,
+        ds = generate(generator, objective, ipc, seed=args.seed, passes=args.passes, start=args.start,
                       guide_nets=args.guide_nets, generator_path=str(args.generator))
         ds.save(o, force=args.force)
         save_grid(ds, o.with_suffix(".png"), force=args.force)
@@ -449,7 +452,7 @@ def cmd_distill(args):
     result = distill(dataset, ipcs=args.ipc, steps=args.steps, adapt_ipcs=args.adapt_ipcs, source=args.source,
                      out_dir=out, seed=args.seed, lr=args.lr, objective=_objective(args, dataset),
                      resume=args.resume, force=args.force, progress=_progress(args), evaluate_sets=args.evaluate,
-                     passes=args.passes,
+                     passes=args.passes, start=args.start,
                      epochs=args.epochs, runs=args.runs)
     summary = result["summary"]
     rows = [[ipc, e["images"], f"{e['generate_seconds']:.2f}", f"{e['label_seconds']:.2f}",
@@ -495,14 +498,15 @@ def cmd_meta_train(args):
     objective = objectives[0]
     torch.manual_seed(args.seed)
     generator = MetaGenerator(GeneratorConfig(channels=dataset.channels, guide_input=not args.no_guide,
-                                              history_input=args.history_input,
+                                              history_input=args.history_input, real_context=args.real_context,
                                               width=args.generator_width, blocks=args.generator_blocks,
                                               dilations=[1 + i % 2 for i in range(args.generator_blocks)]))
     log = meta_train(generator, objectives, args.meta_steps, args.algorithm, args.tasks_per_step, args.inner_steps,
                      args.inner_lr, args.meta_lr, tuple(args.ipc_range), args.min_classes, args.seed,
                      checkpoint=out / "meta-checkpoint.safetensors", checkpoint_every=args.checkpoint_every,
                      resume=args.resume, progress=_progress(args),
-                     log_path=out / "meta-log.json", passes=args.passes, guide_nets=args.guide_nets)
+                     log_path=out / "meta-log.json", passes=args.passes, guide_nets=args.guide_nets,
+                     start=args.start)
     if rank0:
         generator.save_pretrained(out, metadata={
             "kind": "meta generator", "source": dataset.name, "source_info": dataset.describe(),
@@ -575,8 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(s)
     s.set_defaults(func=cmd_fetch)
 
-    s = sub.add_parser("baseline", help="build a baseline distilled set (random, random+ls, krr-pixel, herding, kcenter)")
-    s.add_argument("name", help="random | random+ls | krr-pixel | herding | kcenter")
+    s = sub.add_parser("baseline", help="build a baseline distilled set (random, random+ls, krr-pixel, herding, kcenter, kmeans)")
+    s.add_argument("name", help="random | random+ls | krr-pixel | herding | kcenter | kmeans")
     _add_data(s)
     s.add_argument("--ipc", type=_positive_int, required=True, help="images per class")
     s.add_argument("--steps", type=_positive_int, default=300, help="krr-pixel: optimisation steps (300)")
@@ -586,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init", default=None,
                    help="krr-pixel: start from random real images (random, the default) or a feature-space "
                         "coreset (herding, kcenter)")
-    s.add_argument("--soft-labels", action="store_true", help="herding/kcenter: least-squares labels")
+    s.add_argument("--soft-labels", action="store_true", help="herding/kcenter/kmeans: least-squares labels")
     s.add_argument("--resume", action="store_true", help="krr-pixel: continue from the checkpoint beside --out")
     _add_objective(s)
     _add_out(s, "output distilled set (.safetensors)")
@@ -631,6 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--passes", type=_positive_int, default=None,
                        help="generator passes, each reading a fresh guide (default: as many as the generator "
                             "was trained for, which it records)")
+        s.add_argument("--start", default=None, help=_START_HELP)
         if name == "adapt":
             s.add_argument("--ipcs", type=_ints, default=[1, 10, 50], help="IPCs to adapt on (1,10,50)")
             s.add_argument("--checkpoint-every", type=_positive_int, default=25, help="steps between checkpoints")
@@ -654,6 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--passes", type=_positive_int, default=None,
                    help="generator passes, each reading a fresh guide (default: as many as the generator was "
                         "trained for, which it records)")
+    s.add_argument("--start", default=None, help=_START_HELP)
     s.add_argument("--guide-nets", type=_positive_int, default=None,
                    help="pool networks each guide averages over, up to --pool-size (default: as the generator "
                         "was trained, which it records; more costs more and fits the pool less, docs/results.md, issue #16)")
@@ -690,6 +696,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_START_HELP = ("where X_0 starts: random real images, or a herding / kcenter coreset in pool network 0's feature "
+               "space (default: the start the generator was meta-trained from, which it records)")
+
+
 def _add_meta_args(s):
     s.add_argument("--source", required=True, help="source dataset name (e.g. mnist)")
     s.add_argument("--data-dir", default=None)
@@ -717,6 +727,11 @@ def _add_meta_args(s):
     s.add_argument("--history-input", action="store_true",
                    help="unrolled: each pass also reads the previous pass's update (a learned optimiser's "
                         "momentum; zeros at the first pass)")
+    s.add_argument("--real-context", action="store_true",
+                   help="each pass also reads the real training data's class-mean and set-mean images (issue #39)")
+    s.add_argument("--start", default="random",
+                   help="where each task's X_0 comes from: random real images, or a herding / kcenter coreset in "
+                        "pool network 0's feature space (recorded; generation starts there by default)")
     s.add_argument("--meta-steps", type=_positive_int, default=200)
     s.add_argument("--tasks-per-step", type=_positive_int, default=4, help="tasks per meta-step (over all ranks)")
     s.add_argument("--inner-steps", type=_positive_int, default=5)

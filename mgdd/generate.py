@@ -12,11 +12,12 @@ import time
 
 import torch
 
-from .data import check_ipc, sample_init
-from .errors import UsageError, check_range
+from .data import check_ipc
+from .errors import UsageError, check_range, unknown_name
 from .distilled import DistilledSet, distilled_meta
 from .generator import MetaGenerator, check_channels
 from .objective import KRRObjective
+from .start import STARTS, start_set
 
 GUIDE_NETS = 2  # pool networks whose mean loss gradient is the generator's guide input
 
@@ -46,10 +47,11 @@ def each_pass(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_cla
     previous pass's update X_t - X_{t-1} (zeros at the first pass): a learned optimiser's momentum."""
     x, y0 = x0.to(objective.device), y0.to(objective.device)
     prev = torch.zeros_like(x) if generator.config.history_input else None
+    real = objective.real_context(classes) if generator.config.real_context else None
     for _ in range(passes):
         guide = objective.guide(x, classes=classes, nets=guide_nets) if generator.config.guide_input else None
-        new = generator(x, y0, num_classes, guide=guide, prev=prev) if chunk is None else \
-            generator.generate(x, y0, num_classes, guide=guide, chunk=chunk, prev=prev)
+        new = generator(x, y0, num_classes, guide=guide, prev=prev, real=real) if chunk is None else \
+            generator.generate(x, y0, num_classes, guide=guide, chunk=chunk, prev=prev, real=real)
         if prev is not None:
             prev = new - x
         x = new
@@ -61,6 +63,11 @@ def default_passes(generator: MetaGenerator) -> int:
     return int(getattr(generator, "metadata", {}).get("passes", 1))
 
 
+def default_start(generator: MetaGenerator) -> str:
+    """The start X_0 a generator was meta-trained from (recorded when not "random"), else "random"."""
+    return str(getattr(generator, "metadata", {}).get("start", "random"))
+
+
 def default_guide_nets(generator: MetaGenerator) -> int:
     """The guide-network count a generator was trained with (recorded by unrolled meta-training
     when not GUIDE_NETS), else GUIDE_NETS."""
@@ -68,22 +75,23 @@ def default_guide_nets(generator: MetaGenerator) -> int:
 
 
 def task_loss(generator: MetaGenerator, objective: KRRObjective, ipc: int, rng: random.Random,
-              classes=None) -> torch.Tensor:
+              classes=None, start: str = "random") -> torch.Tensor:
     """One training step's loss: a seeded X_0 (``ipc`` real images of each class, class-major),
     one generator pass, the KRR loss of its output against the full data of ``classes``.
 
     Draws from ``rng`` in a fixed order (X_0 seed, then the objective's draws), so a step is
-    a function of (seed, step) alone.
+    a function of (seed, step) alone. ``start``: where X_0 comes from (start.py; a coreset start
+    ignores the seed but still draws it, so the later draws do not depend on the start).
     """
     num_classes = objective.dataset.num_classes if classes is None else len(classes)
-    x0, _ = sample_init(objective.dataset, ipc, seed=rng.randrange(2**31), classes=classes)
+    x0, _ = start_set(objective, ipc, start, seed=rng.randrange(2**31), classes=classes)
     y0 = torch.arange(num_classes).repeat_interleave(ipc)  # class-major, relabelled 0..c-1
     x_s = synthesize(generator, objective, x0, y0, num_classes, classes=classes)
     return objective.loss(x_s, rng, classes=classes)
 
 
 def unrolled_loss(generator: MetaGenerator, objective: KRRObjective, ipc: int, rng: random.Random, passes: int,
-                  classes=None, guide_nets: int = GUIDE_NETS) -> torch.Tensor:
+                  classes=None, guide_nets: int = GUIDE_NETS, start: str = "random") -> torch.Tensor:
     """One training step's loss for a few-pass generator: a seeded X_0 as in task_loss, ``passes``
     passes applied in turn (synthesize), and the mean over passes of the KRR loss of each pass's
     output divided by that of X_0.
@@ -93,7 +101,7 @@ def unrolled_loss(generator: MetaGenerator, objective: KRRObjective, ipc: int, r
     pass is scored, not only the last, so each pass learns to improve on its input.
     """
     num_classes = objective.dataset.num_classes if classes is None else len(classes)
-    x0, _ = sample_init(objective.dataset, ipc, seed=rng.randrange(2**31), classes=classes)
+    x0, _ = start_set(objective, ipc, start, seed=rng.randrange(2**31), classes=classes)
     y0 = torch.arange(num_classes).repeat_interleave(ipc)
     net = rng.randrange(objective.pool.size)
     with torch.no_grad():
@@ -106,11 +114,12 @@ def unrolled_loss(generator: MetaGenerator, objective: KRRObjective, ipc: int, r
 
 def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: int = 0, chunk: int = 256,
              method: str = "mgdd", passes: int | None = None, guide_nets: int | None = None,
-             **extra_meta) -> DistilledSet:
+             start: str | None = None, **extra_meta) -> DistilledSet:
     """A distilled set of ``ipc`` images per class: X_0, ``passes`` generator passes (default: as
     many as the generator was trained for), least-squares labels. ``guide_nets``: the pool
     networks each pass's guide averages over (see synthesize; default: as the generator was
-    trained)."""
+    trained). ``start``: where X_0 comes from (start.py; default: the start the generator was
+    meta-trained from, else "random")."""
     dataset = objective.dataset
     check_ipc(dataset, ipc)
     check_channels(generator, dataset)
@@ -120,9 +129,12 @@ def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: 
                          "does not apply to it; leave it out.")
     guide_nets = default_guide_nets(generator) if guide_nets is None else guide_nets
     check_range("passes", passes, 1)
-    x0, y0 = sample_init(dataset, ipc, seed)
+    start = default_start(generator) if start is None else start
+    if start not in STARTS:
+        raise unknown_name("start", start, STARTS)
     generator.to(objective.device).eval()
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # a coreset start's selection is part of the method's time
+    x0, y0 = start_set(objective, ipc, start, seed)
     x_s = synthesize(generator, objective, x0, y0, dataset.num_classes, chunk=chunk, passes=passes,
                      guide_nets=guide_nets)
     if x_s.is_cuda:  # GPU kernels run asynchronously: the passes' time is theirs only once they finish
@@ -135,5 +147,7 @@ def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: 
         extra_meta["passes"] = passes
     if guide_nets != GUIDE_NETS:  # absent means the default
         extra_meta["guide_nets"] = guide_nets
+    if start != "random":  # absent means random: sets from before the option read the same
+        extra_meta["start"] = start
     return DistilledSet(x_s.float().cpu(), labels, distilled_meta(dataset, ipc, method, seed, objective, timing,
                                                                   **extra_meta), dataset.zca)

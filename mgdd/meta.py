@@ -33,12 +33,13 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import check_finite, load_weights, step_rng
-from .errors import UsageError, check_range
+from .errors import UsageError, check_range, unknown_name
 from .generate import GUIDE_NETS, task_loss, unrolled_loss
 from .io import write_json
 from .loop import run_resumable
 from .generator import MetaGenerator
 from .objective import KRRObjective
+from .start import STARTS
 
 
 ALGORITHMS = ("reptile", "fomaml", "unrolled")
@@ -105,11 +106,12 @@ def sample_task(num_classes: int, ipc_range, min_classes: int, smallest_class: i
     return task
 
 
-def task_loss_fn(objective: KRRObjective, task: dict):
+def task_loss_fn(objective: KRRObjective, task: dict, start: str = "random"):
     """loss(model, inner_step): the shared task loss (generate.task_loss) on the task's classes,
     with a fresh initialization and pool network per inner step."""
     def loss(model, s):
-        return task_loss(model, objective, task["ipc"], step_rng(task["seed"], s), classes=task["classes"])
+        return task_loss(model, objective, task["ipc"], step_rng(task["seed"], s), classes=task["classes"],
+                         start=start)
 
     return loss
 
@@ -120,8 +122,11 @@ def meta_train(generator: MetaGenerator, objective, meta_steps: int, algorithm: 
                tasks_per_step: int = 4, inner_steps: int = 5, inner_lr: float = 1e-3, meta_lr: float | None = None,
                ipc_range=(1, 50), min_classes: int = 2, seed: int = 0, checkpoint=None, checkpoint_every: int = 10,
                resume: bool = False, progress: bool = True, log_path=None, passes: int = 1,
-               guide_nets: int = GUIDE_NETS) -> dict:
+               guide_nets: int = GUIDE_NETS, start: str = "random") -> dict:
     """Meta-train ``generator`` in place; returns {"settings", "history", "seconds"}.
+
+    ``start``: where each task's X_0 comes from (start.py), the start the generator will see at
+    generation; it is recorded, and generation uses it by default.
 
     ``objective``: one KRRObjective, or a list of them over datasets with the same classes
     (a source and its variants, variants.py); each task then draws which one it runs on.
@@ -161,6 +166,10 @@ def meta_train(generator: MetaGenerator, objective, meta_steps: int, algorithm: 
     settings = {"algorithm": algorithm, "meta_steps": meta_steps, "tasks_per_step": tasks_per_step,
                 "inner_steps": inner_steps, "inner_lr": inner_lr, "meta_lr": meta_lr, "ipc_range": [lo, hi],
                 "min_classes": min_classes, "seed": seed, "source": dataset.name, "world_size": world}
+    if start not in STARTS:
+        raise unknown_name("start", start, STARTS)
+    if start != "random":  # absent means random: earlier runs resume and read the same
+        settings["start"] = start
     if len(objectives) > 1:  # absent for one source, so earlier runs resume and read the same
         settings["sources"] = [o.dataset.name for o in objectives]
     if algorithm == "unrolled":  # no inner loop; the pass count is what generation uses by default
@@ -180,7 +189,7 @@ def meta_train(generator: MetaGenerator, objective, meta_steps: int, algorithm: 
         for j in range(rank, tasks_per_step, world):
             task = sample_task(dataset.num_classes, (lo, hi), min_classes, smallest, seed, s, j, len(objectives))
             loss = unrolled_loss(generator, objectives[task["source"]], task["ipc"], step_rng(task["seed"], 0), passes,
-                                 classes=task["classes"], guide_nets=guide_nets)
+                                 classes=task["classes"], guide_nets=guide_nets, start=start)
             check_finite(loss, s, checkpoint)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             for acc, g in zip(sums, grads):
@@ -203,7 +212,7 @@ def meta_train(generator: MetaGenerator, objective, meta_steps: int, algorithm: 
         stats = torch.zeros(3, dtype=torch.float64, device=objective.device)  # [first loss, last loss, tasks]
         for j in range(rank, tasks_per_step, world):
             task = sample_task(dataset.num_classes, (lo, hi), min_classes, smallest, seed, s, j, len(objectives))
-            loss_fn = task_loss_fn(objectives[task["source"]], task)
+            loss_fn = task_loss_fn(objectives[task["source"]], task, start)
             fast, losses = inner_adapt(generator, loss_fn, inner_steps, inner_lr)
             for v in losses:
                 check_finite(torch.tensor(v), s, checkpoint)

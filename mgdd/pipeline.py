@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .adapt import adapt
+from .adapt import adapt, generation_defaults
 from .data import load_dataset
 from .distilled import save_grid
 from .evaluate import evaluate
@@ -66,14 +66,15 @@ def load_generator(source: str, channels: int, seed: int | None = None) -> tuple
 
 def adapted_generator(source: str, objective: KRRObjective, steps: int, ipcs, lr: float = 1e-3, seed: int = 0,
                       checkpoint=None, resume: bool = False, progress: bool = True, checkpoint_every: int = 25,
-                      passes: int | None = None):
+                      passes: int | None = None, start: str | None = None):
     """(generator, origin, log): load ``source`` (seeded: a scratch generator's weights are part of
     the run's seed) and adapt it for ``steps`` steps on the objective's dataset."""
     generator, origin = load_generator(source, objective.dataset.channels, seed=seed)
     log = adapt(generator, objective, steps=steps, ipcs=ipcs, lr=lr, seed=seed, checkpoint=checkpoint,
-                checkpoint_every=checkpoint_every, resume=resume, progress=progress, source=origin, passes=passes)
-    if log["passes"] != 1:  # an adapted few-pass generator generates with its passes by default
-        generator.metadata = {**getattr(generator, "metadata", {}), "passes": log["passes"]}
+                checkpoint_every=checkpoint_every, resume=resume, progress=progress, source=origin, passes=passes,
+                start=start)
+    # an adapted generator generates with the passes and from the start it was adapted with, by default
+    generator.metadata = {**getattr(generator, "metadata", {}), "passes": log["passes"], "start": log["start"]}
     return generator, origin, log
 
 
@@ -90,7 +91,8 @@ def distill_outputs(out_dir, ipcs) -> list:
 def distill(dataset, ipcs=(1, 10, 50), steps: int = 25, adapt_ipcs=None, source: str = "meta", out_dir=None,
             seed: int = 0, lr: float = 1e-3, objective: KRRObjective | None = None, resume: bool = False,
             force: bool = False, progress: bool = True, data_dir=None, evaluate_sets: bool = False,
-            epochs: int = 300, runs: int = 1, passes: int | None = None, **objective_kwargs) -> dict:
+            epochs: int = 300, runs: int = 1, passes: int | None = None, start: str | None = None,
+            **objective_kwargs) -> dict:
     """Adapt once, generate every IPC and (with ``evaluate_sets``) evaluate each set.
 
     ``steps``: adaptation steps. 25 by default: on Fashion-MNIST the bench measures 200 steps
@@ -114,15 +116,17 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int = 25, adapt_ipcs=None, source:
     # 2-3. the generator, adapted to this dataset
     ckpt = out_dir / "adapt-checkpoint.safetensors" if out_dir else None
     generator, origin, adapt_log = adapted_generator(source, objective, steps, adapt_ipcs, lr=lr, seed=seed,
-                                                     checkpoint=ckpt, resume=resume, progress=progress, passes=passes)
-    passes = adapt_log["passes"]
+                                                     checkpoint=ckpt, resume=resume, progress=progress, passes=passes,
+                                                     start=start)
+    passes, start = adapt_log["passes"], adapt_log["start"]
     summary = {"dataset": dataset.describe(), "source": origin, "adapt_steps": steps, "adapt_ipcs": adapt_ipcs,
                "adapt_seconds": adapt_log["seconds"], "feature_seconds": objective.build_seconds,
                "objective": objective.describe(), "sets": {}}
     # 4. every IPC from the one adapted generator
     sets = {}
     for ipc in ipcs:
-        ds = generate(generator, objective, ipc, seed=seed, passes=passes, adapted_from=origin, adapt_steps=steps,
+        ds = generate(generator, objective, ipc, seed=seed, passes=passes, start=start, adapted_from=origin,
+                      adapt_steps=steps,
                       adapt_ipcs=adapt_ipcs, adapt_seconds=adapt_log["seconds"])
         sets[ipc] = ds
         entry = {"images": len(ds.images), **ds.meta["timing"], "seen_in_adaptation": ipc in adapt_ipcs}
@@ -133,7 +137,7 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int = 25, adapt_ipcs=None, source:
     if out_dir is not None:
         generator.save_pretrained(out_dir / "generator", metadata={
             "target": dataset.name, "adapted_from": origin, "steps": steps, "ipcs": adapt_ipcs,
-            "seconds": adapt_log["seconds"], **({"passes": passes} if passes != 1 else {})}, force=replace)
+            "seconds": adapt_log["seconds"], **generation_defaults(adapt_log)}, force=replace)
     # 5. evaluation (the sets are already on disk: a failed evaluation loses nothing)
     if evaluate_sets:
         for ipc, ds in sets.items():

@@ -44,7 +44,7 @@ def test_a_size_never_adapted_on_runs_its_generator_cells_before_its_curves(tmp_
         names = block_cells(fm, ipc)
         first_curve, k0 = names.index(f"krr-pixel-ipc{ipc}-step{fm.krr_snapshots[str(ipc)][0]}"), names.index("mgdd-k0-adapt")
         assert (first_curve < k0) == (ipc in fm.adapt_ipcs), ipc
-        assert names[:3] == [f"random-ipc{ipc}", f"random+ls-ipc{ipc}", f"herding-ipc{ipc}"]
+        assert names[:4] == [f"random-ipc{ipc}", f"random+ls-ipc{ipc}", f"herding-ipc{ipc}", f"kmeans-ipc{ipc}"]
 
 
 def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
@@ -68,8 +68,11 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     saved = json.loads((out / "results.json").read_text())
     assert set(saved["accuracy"]) == {"1", "5"}
     for ipc, row in saved["accuracy"].items():
-        for m in ("random", "random+ls", "herding", "scratch", "mgdd"):
+        for m in ("random", "random+ls", "herding", "kmeans", "scratch", "mgdd"):
             assert 0 <= row[m]["mean"] <= 1 and row[m]["seconds"] >= 0
+        # the one-shot k-means row is the kmeans baseline with least-squares labels
+        from mgdd.distilled import DistilledSet as _DS
+        assert _DS.load(out / "sets" / f"kmeans-ipc{ipc}.safetensors").meta["method"] == "kmeans+ls"
         assert [p["steps"] for p in row["krr-pixel"]] == [0, 5, 10]
         # the unoptimised start of the krr curve is the random+ls set itself
         assert row["krr-pixel"][0] == {"steps": 0, **row["random+ls"]}
@@ -88,7 +91,7 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     assert all("acceleration_fresh" in p for p in fresh["by_k"])
     from mgdd.distilled import DistilledSet
     assert DistilledSet.load(out / "sets" / "krr-fresh-ipc5-step4.safetensors").meta["objective"]["mode"] == "fresh"
-    assert "krr-fresh" in (out / "results.md").read_text()
+    assert "krr-fresh" in (out / "results.md").read_text() and "kmeans+ls" in (out / "results.md").read_text()
     assert saved["unseen"]["ipc"] == 5 and saved["unseen"]["adapt_ipcs"] == [1]
     # sizes never adapted on: here only the unseen cell (adapted on IPC 1, generating IPC 5), set
     # against its start and inside the shipped generator's meta-training range, which run.json records

@@ -139,7 +139,7 @@ def kcenter_reference(f, k):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_herding_and_kcenter_pick_what_the_references_pick(seed):
-    from mgdd.baselines import herding_indices, kcenter_indices
+    from mgdd.start import herding_indices, kcenter_indices
     f = torch.randn(12, 4, generator=torch.Generator().manual_seed(seed))
     assert herding_indices(f, 5) == herding_reference(f, 5)
     assert kcenter_indices(f, 5) == kcenter_reference(f, 5)

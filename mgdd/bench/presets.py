@@ -47,10 +47,13 @@ class Preset:
     pass_sweep: list = field(default_factory=list)
     # timing only (no evaluation): generator passes, a pixel step and the label solve at these IPCs
     scaling_ipcs: list = field(default_factory=list)
+    # one-shot rows beside herding+ls, least-squares labels (issue #39): "kmeans" (pixel-space
+    # k-means centroids per class; at IPC 1 the class-mean images). Runs from before it read [].
+    one_shot: list = field(default_factory=list)
 
     # the fields that only say which cells exist: a resume may add cells (a snapshot, an IPC
     # block, a K); every other field changes what a cell computes and must match to resume
-    CELL_LISTS = ("ipcs", "krr_snapshots", "krr_fresh_snapshots", "k_sweep", "pass_sweep", "scaling_ipcs")
+    CELL_LISTS = ("ipcs", "krr_snapshots", "krr_fresh_snapshots", "k_sweep", "pass_sweep", "scaling_ipcs", "one_shot")
 
     def snapshots(self, variant: str) -> dict:
         """{"ipc": [steps]} of the krr-pixel or krr-fresh curve."""
@@ -72,7 +75,7 @@ PRESETS = {
     "quick": Preset(dataset="digits", ipcs=[1, 5], unseen={"adapt": [1], "generate": 5},
                     feature={"width": 16, "depth": 2}, pool_size=2, krr_snapshots={"1": [5, 10], "5": [5, 10]},
                     krr_fresh_snapshots={"5": [2, 4]}, adapt_steps=5, k_sweep=[0, 2], pass_sweep=[2],
-                    scaling_ipcs=[1, 3], adapt_ipcs=[1, 5],
+                    scaling_ipcs=[1, 3], adapt_ipcs=[1, 5], one_shot=["kmeans"],
                     eval_epochs=20, runs=2, cross_model="mlp", cross_ipc=5, lr_pixel=0.03, lr_adapt=1e-3,
                     eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM, ridge=DEFAULT_RIDGE),
     # The headline benchmark on Fashion-MNIST, ConvNet-3 protocol (docs/design.md §6).
@@ -96,7 +99,7 @@ PRESETS = {
                      # the shipped generator runs 4 passes; 1 and 2 show what fewer cost and give;
                      # scaling_ipcs times a pass and a pixel step up to IPC 500 (no evaluation)
                      adapt_steps=200, k_sweep=[0, 25], pass_sweep=[1, 2], adapt_ipcs=[1, 10, 50], eval_epochs=300,
-                     scaling_ipcs=[1, 10, 50, 100, 200, 500],
+                     scaling_ipcs=[1, 10, 50, 100, 200, 500], one_shot=["kmeans"],
                      runs=3, cross_model="mlp", cross_ipc=10, lr_pixel=0.03, lr_adapt=1e-3,
                      eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM, ridge=DEFAULT_RIDGE),
     # The second target (issue #16): scikit-learn's digits upsampled to 28 x 28, the size the
@@ -111,7 +114,7 @@ PRESETS = {
                                       "50": [5, 10, 25, 200]},
                        krr_fresh_snapshots={"1": [1, 5, 25, 100], "10": [1, 5, 25, 200], "50": [1, 5, 25, 200]},
                        adapt_steps=200, k_sweep=[0, 25], pass_sweep=[1, 2], adapt_ipcs=[1, 10, 50],
-                       scaling_ipcs=[1, 10, 50, 100],
+                       scaling_ipcs=[1, 10, 50, 100], one_shot=["kmeans"],
                        eval_epochs=300, runs=3,
                        cross_model="mlp", cross_ipc=10, lr_pixel=0.03, lr_adapt=1e-3,
                        eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM, ridge=DEFAULT_RIDGE),
@@ -127,7 +130,7 @@ def get_preset(name: str) -> Preset:
 def block_cells(p: Preset, ipc: int) -> list:
     """The cells an IPC block needs, in the order the runner makes them (a block is finished
     when every one of them is on disk)."""
-    names = [f"random-ipc{ipc}", f"random+ls-ipc{ipc}", f"herding-ipc{ipc}"]
+    names = [f"random-ipc{ipc}", f"random+ls-ipc{ipc}", f"herding-ipc{ipc}"] + [f"{m}-ipc{ipc}" for m in p.one_shot]
     curves = [f"krr-pixel-ipc{ipc}-step{s}" for s in p.krr_snapshots[str(ipc)]]
     curves += [f"krr-fresh-ipc{ipc}-step{s}" for s in p.krr_fresh_snapshots.get(str(ipc), [])]
     generator = []

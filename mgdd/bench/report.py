@@ -48,6 +48,8 @@ def summarise(cells: dict, cfg: dict, done, run: dict) -> dict:
         row = {}
         for m in ("random", "random+ls", "herding", "scratch", "mgdd"):
             row[m] = point(cells[f"{m}-ipc{ipc}"])
+        for m in cfg.get("one_shot", []):  # the one-shot rows beside herding+ls (issue #39)
+            row[m] = point(cells[f"{m}-ipc{ipc}"])
         # both krr curves start, at step 0, from exactly the random+ls set (same images, same
         # label solve): a point below random+ls is reached before the first pixel step
         start = {"steps": 0, **row["random+ls"]}
@@ -145,8 +147,9 @@ def markdown(r: dict) -> str:
              f"{cfg.get('lam', 1e-3)}, {cfg.get('ridge', 'kernel')}-scaled (docs/design.md §2).", "",
              "## Test accuracy (%)", "",
              f"scratch and mgdd: {cfg['adapt_steps']} adaptation steps (fewer steps: the K table below).", "",
-             "| IPC | random | random+ls | herding+ls | krr-pixel (best) | scratch | **mgdd** |",
-             "|---|---|---|---|---|---|---|"]
+             "| IPC | random | random+ls | herding+ls | " + "".join(f"{m}+ls | " for m in cfg.get("one_shot", []))
+             + "krr-pixel (best) | scratch | **mgdd** |",
+             "|---|---|---|---|" + "---|" * len(cfg.get("one_shot", [])) + "---|---|---|"]
     ipcs = [int(i) for i in r["accuracy"]]
     if r["pending_ipcs"]:
         lines[2:2] = [f"**Partial run**: IPC {r['pending_ipcs']} not finished yet (resume with `--resume`).", ""]
@@ -169,7 +172,8 @@ def markdown(r: dict) -> str:
         a = r["accuracy"][str(ipc)]
         best = a["acceleration"]["krr_best"]
         lines.append(f"| {ipc} | {pct(a['random'])} | {pct(a['random+ls'])} | {pct(a['herding'])} | "
-                     f"{pct(best)} ({best['steps']} steps, {best['seconds']:.0f} s) | {pct(a['scratch'])} | "
+                     + "".join(f"{pct(a[m])} | " for m in cfg.get("one_shot", []))
+                     + f"{pct(best)} ({best['steps']} steps, {best['seconds']:.0f} s) | {pct(a['scratch'])} | "
                      f"**{pct(a['mgdd'])}** |")
     lines += ["", "## Time and acceleration", "",
               f"mgdd (K = {cfg['adapt_steps']}) time = adaptation (shared by all IPCs) + generation + label solve "
@@ -339,8 +343,9 @@ def plots(r: dict, out) -> None:
             ax.errorbar([p["mgdd"]["seconds"] for p in pts], [100 * p["mgdd"]["mean"] for p in pts],
                         yerr=[100 * p["mgdd"]["std"] for p in pts], color="orange", marker="D", linestyle="-.",
                         label=f"mgdd K = 0 (passes {', '.join(str(p['passes']) for p in pts)})")
-        for m, color in (("random", "gray"), ("random+ls", "black"), ("herding", "purple")):
-            ax.axhline(100 * a[m]["mean"], color=color, linestyle="--", linewidth=1, label=m)
+        for m, color in (("random", "gray"), ("random+ls", "black"), ("herding", "purple"), ("kmeans", "brown")):
+            if m in a:
+                ax.axhline(100 * a[m]["mean"], color=color, linestyle="--", linewidth=1, label=m)
         ax.set_xscale("log")
         ax.set_xlabel("wall-clock seconds (log)")
         ax.set_ylabel("test accuracy %")

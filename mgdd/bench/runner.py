@@ -22,7 +22,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..baselines import coreset, krr_pixel, random_ls, random_real
+from ..adapt import generation_defaults
+from ..baselines import coreset, kmeans, krr_pixel, random_ls, random_real
 from ..checkpoint import load_state
 from ..data import load_dataset
 from ..distilled import DistilledSet
@@ -36,6 +37,8 @@ from ..objective import FreshObjective, KRRObjective
 from ..pipeline import adapted_generator, default_meta_generator, load_generator
 from .cells import CellStore, pass_seconds, read_cells, set_digest, timed
 from .presets import VARIANTS, cross_sources, get_preset
+
+ONE_SHOT = {"kmeans": kmeans}  # Preset.one_shot: name -> builder(objective, ipc, seed, soft_labels)
 from .report import machine, write_report
 from .retime import retime
 
@@ -296,7 +299,8 @@ class Bench:
         obj, seed = self.objective(), self.seed
         return [(f"random-ipc{ipc}", random_real, (self.dataset, ipc, seed)),
                 (f"random+ls-ipc{ipc}", random_ls, (obj, ipc, seed)),
-                (f"herding-ipc{ipc}", coreset, (obj, ipc, "herding", seed, True))]
+                (f"herding-ipc{ipc}", coreset, (obj, ipc, "herding", seed, True))] + \
+            [(f"{m}-ipc{ipc}", ONE_SHOT[m], (obj, ipc, seed, True)) for m in self.cfg.one_shot]
 
     def ipc_block(self, ipc) -> dict:
         cells = {}
@@ -365,8 +369,9 @@ class Bench:
         steps = self.cfg.adapt_steps if steps is None else steps
         gen, origin, log = self.adapted_generator(
             source, ipcs, steps, checkpoint=self.out / "cells" / f"{label}-adapt.checkpoint.safetensors")
-        # a few-pass generator keeps its pass count, so _generate runs the passes it was adapted with
-        passes = {"passes": log["passes"]} if log["passes"] != 1 else {}
+        # a few-pass generator keeps its pass count (and a coreset-start one its start), so _generate
+        # runs what it was adapted with
+        passes = generation_defaults(log)
         gen.save_pretrained(self.out / "sets" / f"{label}-generator", metadata={"from": origin, **{
             k: log[k] for k in ("steps", "seconds", "ipcs")}, **passes}, force=True)
         return {"from": origin, "steps": log["steps"], "ipcs": log["ipcs"], "seconds": log["seconds"],

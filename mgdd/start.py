@@ -1,0 +1,91 @@
+"""Where a distilled set starts: X_0, the images the generator (or the pixels) move from.
+
+    STARTS = ("random", "herding", "kcenter")
+    x0, y0 = start_set(objective, ipc, "herding", seed=0)
+
+``random``   a seeded, class-balanced sample of real images (data.sample_init; the default).
+``herding``  per class, greedy herding in pool network 0's feature space: pick t is the image
+             that brings the mean of the t picked features closest to the class mean,
+             argmin_i || (sum_{j<t} phi_j + phi_i) / t - mean_c phi ||^2.
+``kcenter``  per class, greedy farthest-point cover in the same space, from the most central image.
+
+Both coresets are greedy, so they are nested: the IPC-k start is the first k images of any
+larger one, and every size is still one pass from one ordering. They do not depend on the
+seed. The ordering of a class is computed once per objective (its net-0 features pass once)
+and reused by every later request, so meta-training tasks pay for it once per class.
+
+Shapes: x0 (len(classes) * ipc, C, H, W), class-major; y0 (len(classes) * ipc,), the dataset's
+class indices (callers on a class subset relabel them 0..c-1 by position).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .data import check_ipc, sample_init
+from .errors import unknown_name
+
+STARTS = ("random", "herding", "kcenter")
+
+
+def herding_indices(f: torch.Tensor, k: int) -> list:
+    """The first k herding picks among the rows of f (n, d)."""
+    target, chosen, running = f.mean(0), [], torch.zeros_like(f[0])
+    available = torch.ones(len(f), dtype=torch.bool)
+    for t in range(1, k + 1):
+        # pick the point that brings the mean of the chosen set closest to the class mean
+        dist = ((running[None] + f) / t - target[None]).pow(2).sum(1)
+        dist[~available] = float("inf")
+        i = int(dist.argmin())
+        chosen.append(i); available[i] = False; running += f[i]
+    return chosen
+
+
+def kcenter_indices(f: torch.Tensor, k: int) -> list:
+    """The first k greedy k-center picks among the rows of f (n, d), from the most central one."""
+    chosen = [int((f - f.mean(0)).pow(2).sum(1).argmin())]  # start at the most central point
+    dist = (f - f[chosen[0]]).pow(2).sum(1)
+    for _ in range(k - 1):
+        i = int(dist.argmax())
+        chosen.append(i)
+        dist = torch.minimum(dist, (f - f[i]).pow(2).sum(1))
+    return chosen
+
+
+PICKERS = {"herding": herding_indices, "kcenter": kcenter_indices}
+
+
+@torch.no_grad()
+def _class_features(objective, c: int, chunk: int = 1024) -> torch.Tensor:
+    net = objective.pool.nets[0]
+    x = objective.dataset.train_x[objective.class_index[c]]
+    return torch.cat([net(x[i:i + chunk].to(objective.device)).cpu() for i in range(0, len(x), chunk)])
+
+
+def class_order(objective, c: int, ipc: int, method: str) -> torch.Tensor:
+    """Training-set indices of the first ``ipc`` picks of ``method`` in class c (cached per objective;
+    a longer request recomputes, and the greedy prefix is the same)."""
+    cache = objective.__dict__.setdefault("_start_orders", {})
+    order = cache.get((method, c))
+    if order is None or len(order) < ipc:
+        local = PICKERS[method](_class_features(objective, c), ipc)
+        order = cache[(method, c)] = objective.class_index[c][torch.tensor(local)]
+    return order[:ipc]
+
+
+def coreset_indices(objective, ipc: int, method: str, classes=None) -> torch.Tensor:
+    """Training-set indices of a per-class coreset, class-major like sample_init: (len(classes) * ipc,)."""
+    classes = range(objective.dataset.num_classes) if classes is None else classes
+    return torch.cat([class_order(objective, c, ipc, method) for c in classes])
+
+
+def start_set(objective, ipc: int, start: str = "random", seed: int = 0, classes=None) -> tuple:
+    """X_0 and its labels: (x0, y0), class-major over ``classes`` (default all)."""
+    if start not in STARTS:
+        raise unknown_name("start", start, STARTS)
+    dataset = objective.dataset
+    if start == "random":
+        return sample_init(dataset, ipc, seed, classes=classes)
+    check_ipc(dataset, ipc)
+    idx = coreset_indices(objective, ipc, start, classes)
+    return dataset.train_x[idx].clone(), dataset.train_y[idx].clone()

@@ -1,0 +1,165 @@
+"""Where a set starts (mgdd/start.py) and the generator's view of the real data (issue #39)."""
+
+import pytest
+import torch
+
+from mgdd.adapt import adapt, generation_defaults
+from mgdd.data import sample_init
+from mgdd.errors import UsageError
+from mgdd.generate import default_start, generate, synthesize
+from mgdd.generator import GeneratorConfig, MetaGenerator
+from mgdd.meta import meta_train
+from mgdd.start import coreset_indices, herding_indices, start_set
+
+
+def real_gen(seed=0, real_context=True, channels=1):
+    torch.manual_seed(seed)
+    g = MetaGenerator(GeneratorConfig(channels=channels, width=8, stem_width=4, blocks=2, context_dim=8,
+                                      dilations=[1, 2], real_context=real_context))
+    with torch.no_grad():  # not the identity, so the inputs show in the output
+        g.out.weight.normal_(0, 0.1)
+    return g
+
+
+def test_coreset_starts_are_nested_and_class_major(tiny_objective, tiny_dataset):
+    """The IPC-k start is the first k images of a larger one, class by class, labelled class-major."""
+    for method in ("herding", "kcenter"):
+        x5, y5 = start_set(tiny_objective, 5, method)
+        tiny_objective.__dict__.pop("_start_orders")          # recompute from scratch at the smaller size
+        x2, y2 = start_set(tiny_objective, 2, method)
+        assert torch.equal(y5, torch.arange(3).repeat_interleave(5))
+        assert torch.equal(x2, x5.view(3, 5, *x5.shape[1:])[:, :2].reshape(x2.shape))
+        assert torch.equal(y2, torch.arange(3).repeat_interleave(2))
+    # the seed does not move a coreset; it does move the random start
+    assert torch.equal(start_set(tiny_objective, 3, "herding", seed=1)[0], start_set(tiny_objective, 3, "herding")[0])
+    assert torch.equal(start_set(tiny_objective, 3, "random", seed=4)[0], sample_init(tiny_dataset, 3, 4)[0])
+    with pytest.raises(UsageError, match="unknown start 'herd'.*herding"):
+        start_set(tiny_objective, 1, "herd")
+
+
+def test_herding_start_is_herding_in_pool_network_0(tiny_objective, tiny_dataset):
+    """A second formulation: herding on net 0's features of one class, picked directly."""
+    c = 1
+    idx = tiny_dataset.class_indices()[c]
+    with torch.no_grad():
+        f = tiny_objective.pool.nets[0](tiny_dataset.train_x[idx])
+    want = idx[torch.tensor(herding_indices(f, 4))]
+    assert torch.equal(coreset_indices(tiny_objective, 4, "herding", classes=[c]), want)
+    # on a class subset, the classes come in the order asked
+    both = coreset_indices(tiny_objective, 4, "herding", classes=[2, c])
+    assert torch.equal(both[4:], want) and (tiny_dataset.train_y[both[:4]] == 2).all()
+
+
+def test_real_context_is_the_real_class_means(tiny_objective, tiny_dataset):
+    x, y = tiny_dataset.train_x, tiny_dataset.train_y
+    means, set_mean = tiny_objective.real_context([2, 0])
+    torch.testing.assert_close(means[0], x[y == 2].mean(0))
+    torch.testing.assert_close(means[1], x[y == 0].mean(0))
+    torch.testing.assert_close(set_mean[0], x[(y == 2) | (y == 0)].mean(0))
+    all_means, all_set = tiny_objective.real_context()
+    assert all_means.shape == (3, *x.shape[1:]) and torch.allclose(all_set[0], x.mean(0), atol=1e-6)
+
+
+def test_real_context_reaches_the_generator(tiny_objective, tiny_dataset):
+    """A real_context generator reads the real means (other means, other output), needs them,
+    chunks agree, and a generator without the flag refuses them."""
+    g = real_gen()
+    x0, y0 = sample_init(tiny_dataset, 3, seed=0)
+    guide = tiny_objective.guide(x0)
+    real = tiny_objective.real_context()
+    with torch.no_grad():
+        out = g(x0, y0, 3, guide=guide, real=real)
+        moved = g(x0, y0, 3, guide=guide, real=(real[0] + 1, real[1]))
+        torch.testing.assert_close(g.generate(x0, y0, 3, guide=guide, chunk=4, real=real), out,
+                                   rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(out, moved, atol=1e-4)
+    with pytest.raises(UsageError, match="real_context"):
+        g(x0, y0, 3, guide=guide)
+    with pytest.raises(UsageError, match="real_context"):
+        real_gen(real_context=False)(x0, y0, 3, guide=guide, real=real)
+    with pytest.raises(UsageError, match="do not fit"):
+        g(x0, y0, 3, guide=guide, real=(real[0][:2], real[1]))
+    # synthesize hands the objective's real means to the generator, for a class subset too
+    with torch.no_grad():
+        torch.testing.assert_close(synthesize(g, tiny_objective, x0, y0, 3), out)
+        sub = torch.cat([x0[3:6], x0[6:]])
+        y_sub = torch.arange(2).repeat_interleave(3)
+        want = g(sub, y_sub, 2, guide=tiny_objective.guide(sub, classes=[1, 2]),
+                 real=tiny_objective.real_context([1, 2]))
+        torch.testing.assert_close(synthesize(g, tiny_objective, sub, y_sub, 2, classes=[1, 2]), want)
+
+
+def test_grey_real_context_generator_folds_channels(tiny_objective, tiny_dataset):
+    """Three copies of a grey set, with three copies of the real means, give the grey result in
+    every channel (the real means are averaged over channels, as the set's own class means are)."""
+    g = real_gen()
+    x0, y0 = sample_init(tiny_dataset, 2, seed=1)
+    guide = tiny_objective.guide(x0)
+    means, set_mean = tiny_objective.real_context()
+    with torch.no_grad():
+        grey = g(x0, y0, 3, guide=guide, real=(means, set_mean))
+        colour = g(x0.repeat(1, 3, 1, 1), y0, 3, guide=guide.repeat(1, 3, 1, 1),
+                   real=(means.repeat(1, 3, 1, 1), set_mean.repeat(1, 3, 1, 1)))
+    for c in range(3):
+        torch.testing.assert_close(colour[:, c:c + 1], grey, rtol=1e-5, atol=1e-5)
+
+
+def test_generate_from_the_start_the_generator_records(tmp_path, tiny_objective):
+    """generate starts where the generator was meta-trained from (metadata "start") unless told,
+    records a non-random start, and the set from a herding start is the generator on that start."""
+    g = real_gen()
+    g.metadata = {"start": "herding"}
+    assert default_start(g) == "herding" and default_start(real_gen()) == "random"
+    ds = generate(g, tiny_objective, 2, seed=5)
+    assert ds.meta["start"] == "herding"
+    x0, y0 = start_set(tiny_objective, 2, "herding")
+    with torch.no_grad():
+        torch.testing.assert_close(ds.images, synthesize(g, tiny_objective, x0, y0, 3))
+    plain = generate(g, tiny_objective, 2, seed=5, start="random")
+    assert "start" not in plain.meta and not torch.allclose(plain.images, ds.images)
+    with pytest.raises(UsageError, match="unknown start"):
+        generate(g, tiny_objective, 2, start="kmeans")
+    # adaptation keeps the start, and an adapted generator records it for generation
+    log = adapt(g, tiny_objective, steps=2, ipcs=[1, 2], progress=False)
+    assert log["start"] == "herding" and generation_defaults(log) == {"start": "herding"}
+    assert generation_defaults({"passes": 1, "start": "random"}) == {}
+
+
+def test_meta_train_records_its_start_and_refuses_another_on_resume(tmp_path, tiny_objective):
+    from mgdd.errors import MgddError
+    g = real_gen()
+    ck = tmp_path / "meta.safetensors"
+    log = meta_train(g, tiny_objective, 2, "unrolled", tasks_per_step=2, ipc_range=(1, 2), passes=2,
+                     checkpoint=ck, checkpoint_every=1, progress=False, start="herding")
+    assert log["settings"]["start"] == "herding"
+    plain = meta_train(real_gen(), tiny_objective, 1, "unrolled", tasks_per_step=1, ipc_range=(1, 2),
+                       progress=False)
+    assert "start" not in plain["settings"]  # a random start records nothing: older runs resume as before
+    with pytest.raises(MgddError, match="start"):
+        meta_train(real_gen(), tiny_objective, 3, "unrolled", tasks_per_step=2, ipc_range=(1, 2), passes=2,
+                   checkpoint=ck, resume=True, progress=False)
+
+
+def test_kmeans_centroids_against_a_direct_lloyd():
+    """At k = 1 the centroid is the mean; on well-separated blobs the centroids are the blob means
+    (any order); the result is seeded and deterministic."""
+    from mgdd.baselines import kmeans_centroids
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 1, 3, 3, generator=g)
+    torch.testing.assert_close(kmeans_centroids(x, 1)[0], x.mean(0), rtol=1e-5, atol=1e-6)
+    blobs = torch.cat([torch.randn(30, 4, generator=g) * 0.01 + c for c in (-5.0, 0.0, 5.0)])
+    c = kmeans_centroids(blobs, 3, seed=2)
+    want = torch.stack([blobs[i * 30:(i + 1) * 30].mean(0) for i in range(3)])
+    torch.testing.assert_close(c[c[:, 0].argsort()], want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(kmeans_centroids(x, 4, seed=3), kmeans_centroids(x, 4, seed=3))
+
+
+def test_kmeans_baseline_is_class_major_with_ls_labels(tiny_objective, tiny_dataset):
+    from mgdd.baselines import kmeans, run_baseline
+    hard = kmeans(tiny_objective, 1)
+    x, y = tiny_dataset.train_x, tiny_dataset.train_y
+    torch.testing.assert_close(hard.images, torch.stack([x[y == c].mean(0) for c in range(3)]), rtol=1e-5, atol=1e-6)
+    assert torch.equal(hard.labels, torch.arange(3)) and hard.meta["method"] == "kmeans"
+    soft = run_baseline("kmeans", tiny_dataset, 2, objective=tiny_objective, soft_labels=True)
+    assert soft.meta["method"] == "kmeans+ls" and soft.labels.shape == (6, 3)
+    torch.testing.assert_close(soft.labels, tiny_objective.labels(soft.images))
