@@ -62,13 +62,19 @@ def _class_features(objective, c: int, chunk: int = 1024) -> torch.Tensor:
     return torch.cat([net(x[i:i + chunk].to(objective.device)).cpu() for i in range(0, len(x), chunk)])
 
 
+# picks computed per class at least, so the common sizes (IPC 1, 10, 50) share one pass of the
+# class through network 0: the pass is the cost, the greedy picks are cheap
+ORDER_LENGTH = 100
+
+
 def class_order(objective, c: int, ipc: int, method: str) -> torch.Tensor:
-    """Training-set indices of the first ``ipc`` picks of ``method`` in class c (cached per objective;
-    a longer request recomputes, and the greedy prefix is the same)."""
+    """Training-set indices of the first ``ipc`` picks of ``method`` in class c (cached per objective
+    up to max(ipc, ORDER_LENGTH); a longer request recomputes, and the greedy prefix is the same)."""
     cache = objective.__dict__.setdefault("_start_orders", {})
     order = cache.get((method, c))
     if order is None or len(order) < ipc:
-        local = PICKERS[method](_class_features(objective, c), ipc)
+        length = min(len(objective.class_index[c]), max(ipc, ORDER_LENGTH))
+        local = PICKERS[method](_class_features(objective, c), length)
         order = cache[(method, c)] = objective.class_index[c][torch.tensor(local)]
     return order[:ipc]
 

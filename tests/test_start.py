@@ -44,6 +44,10 @@ def test_herding_start_is_herding_in_pool_network_0(tiny_objective, tiny_dataset
     with torch.no_grad():
         f = tiny_objective.pool.nets[0](tiny_dataset.train_x[idx])
     want = idx[torch.tensor(herding_indices(f, 4))]
+    # the pickers are greedy, so a shorter order is a prefix of a longer one (what nesting rests on)
+    from mgdd.start import kcenter_indices
+    for pick in (herding_indices, kcenter_indices):
+        assert pick(f, 2) == pick(f, 4)[:2] and len(set(pick(f, 4))) == 4
     assert torch.equal(coreset_indices(tiny_objective, 4, "herding", classes=[c]), want)
     # on a class subset, the classes come in the order asked
     both = coreset_indices(tiny_objective, 4, "herding", classes=[2, c])
