@@ -498,7 +498,7 @@ def cmd_meta_train(args):
     objective = objectives[0]
     torch.manual_seed(args.seed)
     generator = MetaGenerator(GeneratorConfig(channels=dataset.channels, guide_input=not args.no_guide,
-                                              history_input=args.history_input, real_context=args.real_context,
+                                              history_input=args.history_input,
                                               width=args.generator_width, blocks=args.generator_blocks,
                                               dilations=[1 + i % 2 for i in range(args.generator_blocks)]))
     log = meta_train(generator, objectives, args.meta_steps, args.algorithm, args.tasks_per_step, args.inner_steps,
@@ -727,8 +727,6 @@ def _add_meta_args(s):
     s.add_argument("--history-input", action="store_true",
                    help="unrolled: each pass also reads the previous pass's update (a learned optimiser's "
                         "momentum; zeros at the first pass)")
-    s.add_argument("--real-context", action="store_true",
-                   help="each pass also reads the real training data's class-mean and set-mean images (issue #39)")
     s.add_argument("--start", default="random",
                    help="where each task's X_0 comes from: random real images, or a herding / kcenter coreset in "
                         "pool network 0's feature space (recorded; generation starts there by default)")

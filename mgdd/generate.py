@@ -47,11 +47,10 @@ def each_pass(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_cla
     previous pass's update X_t - X_{t-1} (zeros at the first pass): a learned optimiser's momentum."""
     x, y0 = x0.to(objective.device), y0.to(objective.device)
     prev = torch.zeros_like(x) if generator.config.history_input else None
-    real = objective.real_context(classes) if generator.config.real_context else None
     for _ in range(passes):
         guide = objective.guide(x, classes=classes, nets=guide_nets) if generator.config.guide_input else None
-        new = generator(x, y0, num_classes, guide=guide, prev=prev, real=real) if chunk is None else \
-            generator.generate(x, y0, num_classes, guide=guide, chunk=chunk, prev=prev, real=real)
+        new = generator(x, y0, num_classes, guide=guide, prev=prev) if chunk is None else \
+            generator.generate(x, y0, num_classes, guide=guide, chunk=chunk, prev=prev)
         if prev is not None:
             prev = new - x
         x = new

@@ -54,7 +54,6 @@ class GeneratorConfig:
     pixel_context: bool = True  # also feed the class-mean and set-mean images to the stem
     guide_input: bool = True    # also feed the KRR-loss gradient at X_0 (see objective.guide)
     history_input: bool = False  # also feed the previous pass's update X_t - X_{t-1} (zeros at the first)
-    real_context: bool = False   # also feed the real training data's class-mean and set-mean images
 
 
 class FiLMBlock(nn.Module):
@@ -80,7 +79,7 @@ class MetaGenerator(nn.Module):
             raise UsageError(f"generator config: {config.blocks} blocks need {config.blocks} dilations.")
         self.config = config
         c, w, sw, cd = config.channels, config.width, config.stem_width, config.context_dim
-        inputs = 1 + 2 * config.pixel_context + config.guide_input + config.history_input + 2 * config.real_context
+        inputs = 1 + 2 * config.pixel_context + config.guide_input + config.history_input
         self.stem = nn.Conv2d(c * inputs, sw, 3, padding=1)
         self.down = nn.Conv2d(sw, w, 3, stride=2, padding=1)
         self.encode = nn.Sequential(nn.Linear(w, cd), nn.ReLU(), nn.Linear(cd, cd))
@@ -93,11 +92,11 @@ class MetaGenerator(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     # -- the two halves, so large sets can be generated in chunks with one set context
-    def _trunk(self, x, pixel_ctx=None, guide=None, prev=None, real_ctx=None):
+    def _trunk(self, x, pixel_ctx=None, guide=None, prev=None):
         if self.config.history_input and prev is None:
             prev = torch.zeros_like(x)                # the first pass has no previous update
         extra = ([guide] if guide is not None else []) + (list(pixel_ctx) if pixel_ctx is not None else []) \
-            + ([prev] if self.config.history_input else []) + (list(real_ctx) if real_ctx is not None else [])
+            + ([prev] if self.config.history_input else [])
         if extra:
             x = torch.cat([x, *extra], dim=1)        # (M, C * inputs, H, W)
         s = F.relu(self.stem(x))                     # (M, sw, H, W)
@@ -105,14 +104,11 @@ class MetaGenerator(nn.Module):
         e = self.encode(h.mean(dim=(2, 3)))          # (M, cd)
         return s, h, e
 
-    def set_statistics(self, x0, y0, num_classes: int, guide=None, chunk: int | None = None, prev=None,
-                       real=None) -> dict:
+    def set_statistics(self, x0, y0, num_classes: int, guide=None, chunk: int | None = None, prev=None) -> dict:
         """Per-class sums and counts of the images and their encodings (additive over chunks)."""
         chunk = chunk or len(x0)
         counts = torch.bincount(y0, minlength=num_classes).to(x0)
         stats = {"counts": counts}
-        if real is not None:
-            stats["real"] = real
         if self.config.pixel_context:
             pix = torch.zeros(num_classes, *x0.shape[1:], dtype=x0.dtype, device=x0.device).index_add(0, y0, x0)
             stats["class_pixel_sums"] = pix
@@ -120,8 +116,7 @@ class MetaGenerator(nn.Module):
         for i in range(0, len(x0), chunk):
             g = guide[i:i + chunk] if guide is not None else None
             p = prev[i:i + chunk] if prev is not None else None
-            _, _, e = self._trunk(x0[i:i + chunk], self._pixel_context(x0[i:i + chunk], y0[i:i + chunk], stats), g, p,
-                                  self._real_context(y0[i:i + chunk], stats))
+            _, _, e = self._trunk(x0[i:i + chunk], self._pixel_context(x0[i:i + chunk], y0[i:i + chunk], stats), g, p)
             part = torch.zeros(num_classes, e.shape[1], dtype=e.dtype, device=e.device).index_add(0, y0[i:i + chunk], e)
             sums = part if sums is None else sums + part
         stats["class_sums"] = sums
@@ -144,16 +139,8 @@ class MetaGenerator(nn.Module):
         set_mean = pix.sum(0, keepdim=True) / counts.sum()                               # (1, C, H, W)
         return class_mean[y], set_mean.expand(len(x), -1, -1, -1)
 
-    @staticmethod
-    def _real_context(y, stats):
-        """Each image's real class-mean image and the real set-mean image (stats["real"]), or None."""
-        if "real" not in stats:
-            return None
-        class_means, set_mean = stats["real"]
-        return class_means[y], set_mean.expand(len(y), -1, -1, -1)
-
     def decode(self, x0, y0, stats: dict, guide=None, prev=None):
-        s, h, e = self._trunk(x0, self._pixel_context(x0, y0, stats), guide, prev, self._real_context(y0, stats))
+        s, h, e = self._trunk(x0, self._pixel_context(x0, y0, stats), guide, prev)
         counts = stats["counts"]
         class_mean = stats["class_sums"] / counts.clamp_min(1)[:, None]                # (K, cd)
         set_mean = stats["class_sums"].sum(0) / counts.sum()                            # (cd,)
@@ -166,51 +153,32 @@ class MetaGenerator(nn.Module):
         delta = self.out(F.relu(self.up(torch.cat([up, s], dim=1))))
         return x0 + delta
 
-    def forward(self, x0, y0, num_classes: int | None = None, guide=None, prev=None, real=None):
-        """``prev``: the previous pass's update, for a generator with history_input (None: zeros).
-        ``real``: (class-mean images (K, C, H, W), set-mean image (1, C, H, W)) of the real training
-        data, row k for class k of y0, for a generator with real_context (objective.real_context)."""
-        self._check_input(x0, y0, guide, prev, real)
+    def forward(self, x0, y0, num_classes: int | None = None, guide=None, prev=None):
+        """``prev``: the previous pass's update, for a generator with history_input (None: zeros)."""
+        self._check_input(x0, y0, guide, prev)
         num_classes = num_classes or int(y0.max()) + 1
         shape = x0.shape
-        real = self._fold_real(real, x0.shape[1])
         x0, y0, guide, prev, fold = self._fold(x0, y0, guide, prev)
-        stats = dict(self.set_statistics(x0, y0, num_classes, guide, prev=prev, real=real), fold=fold)
+        stats = dict(self.set_statistics(x0, y0, num_classes, guide, prev=prev), fold=fold)
         return self.decode(x0, y0, stats, guide, prev).reshape(shape)
 
     @torch.no_grad()
-    def generate(self, x0, y0, num_classes: int, guide=None, chunk: int = 256, prev=None, real=None):
+    def generate(self, x0, y0, num_classes: int, guide=None, chunk: int = 256, prev=None):
         """Forward in chunks of ``chunk`` images (for large IPCs): same result as forward(), bounded memory."""
-        self._check_input(x0, y0, guide, prev, real)
+        self._check_input(x0, y0, guide, prev)
         shape = x0.shape
-        real = self._fold_real(real, x0.shape[1])
         x0, y0, guide, prev, fold = self._fold(x0, y0, guide, prev)
         chunk *= fold
-        stats = dict(self.set_statistics(x0, y0, num_classes, guide, chunk, prev, real), fold=fold)
+        stats = dict(self.set_statistics(x0, y0, num_classes, guide, chunk, prev), fold=fold)
         part = lambda t, i: None if t is None else t[i:i + chunk]  # noqa: E731
         return torch.cat([self.decode(x0[i:i + chunk], y0[i:i + chunk], stats, part(guide, i), part(prev, i))
                           for i in range(0, len(x0), chunk)]).reshape(shape)
-
-    def _fold_real(self, real, channels: int):
-        """A grey generator on C-channel data reads the real means averaged over the channels, as its
-        own class means run over every channel of a class's images."""
-        if real is None or channels == self.config.channels:
-            return real
-        return tuple(t.mean(1, keepdim=True) for t in real)
 
     def serves(self, channels: int) -> bool:
         """Whether this generator makes ``channels``-channel images: its own count, or any count by folding."""
         return channels == self.config.channels or self.config.channels == 1
 
-    def _check_input(self, x0, y0, guide=None, prev=None, real=None):
-        if self.config.real_context and real is None:
-            raise UsageError("this generator reads the real data's class-mean images (real=objective.real_context()); "
-                             "pass them.")
-        if real is not None and not self.config.real_context:
-            raise UsageError("real (the real data's class means) is for a generator built with real_context.")
-        if real is not None and (real[0].shape[1:] != x0.shape[1:] or len(real[0]) <= int(y0.max())):
-            raise UsageError(f"real class means of shape {tuple(real[0].shape)} do not fit images of shape "
-                             f"{tuple(x0.shape)} with {int(y0.max()) + 1} classes.")
+    def _check_input(self, x0, y0, guide=None, prev=None):
         if self.config.guide_input and (guide is None or guide.shape != x0.shape):
             raise UsageError("this generator takes the KRR-loss gradient at X_0 as input (guide=objective.guide(x0)); "
                              "pass a guide of the same shape as x0.")

@@ -177,22 +177,6 @@ class KRRObjective:
         return (grad / grad.pow(2).mean().sqrt().clamp_min(1e-12)).detach()
 
     @torch.no_grad()
-    def real_context(self, classes=None) -> tuple:
-        """The real training data's mean image per class and over the classes, on the device:
-        (means (len(classes), C, H, W), set mean (1, C, H, W)), the set mean weighted by class size.
-        One pass over the training images, done once per objective (a generator with
-        real_context reads them as input channels; generator.py)."""
-        if getattr(self, "_pixel_sums", None) is None:
-            x, y = self.dataset.train_x, self.dataset.train_y
-            sums = torch.zeros(self.dataset.num_classes, *x.shape[1:], dtype=torch.float64).index_add(0, y, x.double())
-            self._pixel_sums = (sums, torch.bincount(y, minlength=self.dataset.num_classes).double())
-        sums, counts = self._pixel_sums
-        idx = torch.arange(len(counts)) if classes is None else torch.as_tensor(list(classes))
-        means = sums[idx] / counts[idx].view(-1, 1, 1, 1)
-        set_mean = sums[idx].sum(0, keepdim=True) / counts[idx].sum()
-        return means.float().to(self.device), set_mean.float().to(self.device)
-
-    @torch.no_grad()
     def labels(self, x_s: torch.Tensor, classes=None, chunk: int = 1024) -> torch.Tensor:
         """Exact least-squares labels over the whole training set and every pool network."""
         self._check(x_s)

@@ -174,9 +174,9 @@ def test_history_input_reads_the_previous_update(tmp_path, tiny_objective, tiny_
     x0, y0 = sample_init(tiny_dataset, 3, seed=0)
     seen, forward = [], g.forward
 
-    def spy(x, y, k, guide=None, prev=None, real=None):
+    def spy(x, y, k, guide=None, prev=None):
         seen.append((x.detach().clone(), prev.detach().clone()))
-        return forward(x, y, k, guide=guide, prev=prev, real=real)
+        return forward(x, y, k, guide=guide, prev=prev)
 
     g.forward = spy
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Where a set starts (mgdd/start.py) and the generator's view of the real data (issue #39)."""
+"""Where a set starts (mgdd/start.py, issue #39) and the one-shot k-means row."""
 
 import pytest
 import torch
@@ -12,10 +12,10 @@ from mgdd.meta import meta_train
 from mgdd.start import coreset_indices, herding_indices, start_set
 
 
-def real_gen(seed=0, real_context=True, channels=1):
+def small_gen(seed=0, channels=1):
     torch.manual_seed(seed)
     g = MetaGenerator(GeneratorConfig(channels=channels, width=8, stem_width=4, blocks=2, context_dim=8,
-                                      dilations=[1, 2], real_context=real_context))
+                                      dilations=[1, 2]))
     with torch.no_grad():  # not the identity, so the inputs show in the output
         g.out.weight.normal_(0, 0.1)
     return g
@@ -54,66 +54,12 @@ def test_herding_start_is_herding_in_pool_network_0(tiny_objective, tiny_dataset
     assert torch.equal(both[4:], want) and (tiny_dataset.train_y[both[:4]] == 2).all()
 
 
-def test_real_context_is_the_real_class_means(tiny_objective, tiny_dataset):
-    x, y = tiny_dataset.train_x, tiny_dataset.train_y
-    means, set_mean = tiny_objective.real_context([2, 0])
-    torch.testing.assert_close(means[0], x[y == 2].mean(0))
-    torch.testing.assert_close(means[1], x[y == 0].mean(0))
-    torch.testing.assert_close(set_mean[0], x[(y == 2) | (y == 0)].mean(0))
-    all_means, all_set = tiny_objective.real_context()
-    assert all_means.shape == (3, *x.shape[1:]) and torch.allclose(all_set[0], x.mean(0), atol=1e-6)
-
-
-def test_real_context_reaches_the_generator(tiny_objective, tiny_dataset):
-    """A real_context generator reads the real means (other means, other output), needs them,
-    chunks agree, and a generator without the flag refuses them."""
-    g = real_gen()
-    x0, y0 = sample_init(tiny_dataset, 3, seed=0)
-    guide = tiny_objective.guide(x0)
-    real = tiny_objective.real_context()
-    with torch.no_grad():
-        out = g(x0, y0, 3, guide=guide, real=real)
-        moved = g(x0, y0, 3, guide=guide, real=(real[0] + 1, real[1]))
-        torch.testing.assert_close(g.generate(x0, y0, 3, guide=guide, chunk=4, real=real), out,
-                                   rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(out, moved, atol=1e-4)
-    with pytest.raises(UsageError, match="real_context"):
-        g(x0, y0, 3, guide=guide)
-    with pytest.raises(UsageError, match="real_context"):
-        real_gen(real_context=False)(x0, y0, 3, guide=guide, real=real)
-    with pytest.raises(UsageError, match="do not fit"):
-        g(x0, y0, 3, guide=guide, real=(real[0][:2], real[1]))
-    # synthesize hands the objective's real means to the generator, for a class subset too
-    with torch.no_grad():
-        torch.testing.assert_close(synthesize(g, tiny_objective, x0, y0, 3), out)
-        sub = torch.cat([x0[3:6], x0[6:]])
-        y_sub = torch.arange(2).repeat_interleave(3)
-        want = g(sub, y_sub, 2, guide=tiny_objective.guide(sub, classes=[1, 2]),
-                 real=tiny_objective.real_context([1, 2]))
-        torch.testing.assert_close(synthesize(g, tiny_objective, sub, y_sub, 2, classes=[1, 2]), want)
-
-
-def test_grey_real_context_generator_folds_channels(tiny_objective, tiny_dataset):
-    """Three copies of a grey set, with three copies of the real means, give the grey result in
-    every channel (the real means are averaged over channels, as the set's own class means are)."""
-    g = real_gen()
-    x0, y0 = sample_init(tiny_dataset, 2, seed=1)
-    guide = tiny_objective.guide(x0)
-    means, set_mean = tiny_objective.real_context()
-    with torch.no_grad():
-        grey = g(x0, y0, 3, guide=guide, real=(means, set_mean))
-        colour = g(x0.repeat(1, 3, 1, 1), y0, 3, guide=guide.repeat(1, 3, 1, 1),
-                   real=(means.repeat(1, 3, 1, 1), set_mean.repeat(1, 3, 1, 1)))
-    for c in range(3):
-        torch.testing.assert_close(colour[:, c:c + 1], grey, rtol=1e-5, atol=1e-5)
-
-
 def test_generate_from_the_start_the_generator_records(tmp_path, tiny_objective):
     """generate starts where the generator was meta-trained from (metadata "start") unless told,
     records a non-random start, and the set from a herding start is the generator on that start."""
-    g = real_gen()
+    g = small_gen()
     g.metadata = {"start": "herding"}
-    assert default_start(g) == "herding" and default_start(real_gen()) == "random"
+    assert default_start(g) == "herding" and default_start(small_gen()) == "random"
     ds = generate(g, tiny_objective, 2, seed=5)
     assert ds.meta["start"] == "herding"
     x0, y0 = start_set(tiny_objective, 2, "herding")
@@ -131,16 +77,16 @@ def test_generate_from_the_start_the_generator_records(tmp_path, tiny_objective)
 
 def test_meta_train_records_its_start_and_refuses_another_on_resume(tmp_path, tiny_objective):
     from mgdd.errors import MgddError
-    g = real_gen()
+    g = small_gen()
     ck = tmp_path / "meta.safetensors"
     log = meta_train(g, tiny_objective, 2, "unrolled", tasks_per_step=2, ipc_range=(1, 2), passes=2,
                      checkpoint=ck, checkpoint_every=1, progress=False, start="herding")
     assert log["settings"]["start"] == "herding"
-    plain = meta_train(real_gen(), tiny_objective, 1, "unrolled", tasks_per_step=1, ipc_range=(1, 2),
+    plain = meta_train(small_gen(), tiny_objective, 1, "unrolled", tasks_per_step=1, ipc_range=(1, 2),
                        progress=False)
     assert "start" not in plain["settings"]  # a random start records nothing: older runs resume as before
     with pytest.raises(MgddError, match="start"):
-        meta_train(real_gen(), tiny_objective, 3, "unrolled", tasks_per_step=2, ipc_range=(1, 2), passes=2,
+        meta_train(small_gen(), tiny_objective, 3, "unrolled", tasks_per_step=2, ipc_range=(1, 2), passes=2,
                    checkpoint=ck, resume=True, progress=False)
 
 
