@@ -3,12 +3,18 @@ one-shot rows, at K = 0 (no adaptation), on the public API only.
 
 Rows (every one ends in the exact least-squares label solve):
   random+ls, herding+ls, kmeans+ls     one-shot baselines (kmeans at IPC 1 = the class-mean images)
-  shipped                              the shipped meta generator, random start (as the bench's K = 0)
-  shipped@herding                      the same weights from the herding start (no retraining)
-  shipped@real                         the same weights reading the real class means in place of the
+  meta:previous                        the meta generator shipped before issue #39 (random start), made
+                                       by `git show 5c4dbcb:mgdd/pretrained/meta-mnist/FILE` into
+                                       runs/meta-previous/ (model.safetensors, config.json)
+  meta:previous@herding                the same weights from the herding start (no retraining)
+  meta:previous@real                   the same weights reading the real class means in place of the
                                        set's own (its pixel-context inputs swapped; no retraining)
   meta:NAME                            a generator folder runs/meta-NAME (meta-trained by the commands
                                        in results/generator-view/README.md), from its recorded start
+  shipped                              the installed meta generator (since #39: meta-herding)
+
+The meta:real and meta:herding-real generators read the real means as input channels, an option
+that measured no better and left the product: their rows load only at commit 350edf4.
 
 Cheap protocol (results/ablation/calibration.md): ConvNet-3, 300 epochs, CE at T = 0.25; runs
 seeded 0.. (run 0 is the calibrated one-run protocol). Each finished (row, IPC) is one JSON
@@ -34,8 +40,8 @@ import mgdd
 from mgdd.baselines import kmeans
 
 ONE_SHOT = ("random+ls", "herding+ls", "kmeans+ls")
-DEFAULT_ROWS = ONE_SHOT + ("shipped", "shipped@herding", "shipped@real", "meta:herding", "meta:real",
-                           "meta:herding-real")
+DEFAULT_ROWS = ONE_SHOT + ("meta:previous", "meta:previous@herding", "meta:previous@real", "meta:herding", "meta:real",
+                           "meta:herding-real", "meta:herding-real-600", "shipped")
 
 
 def shipped(channels: int):
@@ -58,7 +64,9 @@ def real_means_swapped(generator, objective):
 
 
 def build(row: str, objective, ipc: int, runs_dir: Path) -> mgdd.DistilledSet:
-    channels = objective.dataset.channels
+    """A row's set: a one-shot baseline, ``shipped`` (the installed meta generator, from its recorded
+    start), or ``meta:NAME[@START][@real]``: the generator folder runs/meta-NAME, from START (default:
+    its recorded start), with @real its pixel context swapped for the real means."""
     if row == "random+ls":
         return mgdd.random_ls(objective, ipc)
     if row == "herding+ls":
@@ -66,13 +74,14 @@ def build(row: str, objective, ipc: int, runs_dir: Path) -> mgdd.DistilledSet:
     if row == "kmeans+ls":
         return kmeans(objective, ipc, soft_labels=True)
     if row == "shipped":
-        return mgdd.generate(shipped(channels), objective, ipc, start="random")
-    if row == "shipped@herding":
-        return mgdd.generate(shipped(channels), objective, ipc, start="herding")
-    if row == "shipped@real":
-        return mgdd.generate(real_means_swapped(shipped(channels), objective), objective, ipc, start="random")
+        return mgdd.generate(shipped(objective.dataset.channels), objective, ipc)
     if row.startswith("meta:"):
-        return mgdd.generate(mgdd.MetaGenerator.from_pretrained(runs_dir / f"meta-{row[5:]}"), objective, ipc)
+        name, *opts = row[5:].split("@")
+        gen = mgdd.MetaGenerator.from_pretrained(runs_dir / f"meta-{name}").eval()
+        if "real" in opts:
+            real_means_swapped(gen, objective)
+        start = next((o for o in opts if o != "real"), None)
+        return mgdd.generate(gen, objective, ipc, start=start)
     raise SystemExit(f"unknown row {row!r}")
 
 
