@@ -380,6 +380,7 @@ def _folder_out(args) -> Path:
 def cmd_adapt(args):
     from .adapt import generation_defaults
     from .pipeline import adapted_generator
+    _check_start(args)
     out = _folder_out(args)
     replace = args.force or args.resume
     _check_outputs(args, [out / "model.safetensors", out / "config.json", out / "adapt-checkpoint.safetensors"],
@@ -401,6 +402,14 @@ def cmd_adapt(args):
            ["dataset", "from", "steps", "ipcs", "final loss", "seconds", "generator"])
 
 
+def _check_start(args):
+    """Refuse an unknown --start before any work (the feature moments take minutes)."""
+    from .errors import unknown_name
+    from .start import STARTS
+    if args.start is not None and args.start not in STARTS:
+        raise unknown_name("start", args.start, STARTS)
+
+
 def _check_guide_nets(args):
     """Refuse an explicit --guide-nets over --pool-size before the feature moments are built (the
     default, 2, takes what a smaller pool has, as the objective's guide does)."""
@@ -415,6 +424,7 @@ def cmd_generate(args):
     from .generate import generate
     from .generator import MetaGenerator
     _check_guide_nets(args)
+    _check_start(args)
     base = _set_path(args.out)
     ipcs = sorted(set(args.ipc))
     outs = {ipc: base if len(ipcs) == 1 else Path(f"{base.with_suffix('')}-ipc{ipc}.safetensors") for ipc in ipcs}
@@ -444,6 +454,7 @@ def cmd_generate(args):
 def cmd_distill(args):
     from .data import check_ipc
     from .pipeline import distill, distill_outputs
+    _check_start(args)
     out = _folder_out(args)
     _check_outputs(args, distill_outputs(out, args.ipc), args.force or args.resume)
     dataset = _load(args)
@@ -478,6 +489,7 @@ def cmd_meta_train(args):
     if len(args.ipc_range) != 2 or not 1 <= args.ipc_range[0] <= args.ipc_range[1]:
         raise UsageError(f"--ipc-range must be min,max with 1 <= min <= max (e.g. 1,50); got {args.ipc_range}.")
     _check_guide_nets(args)
+    _check_start(args)
     if args.history_input and (args.algorithm != "unrolled" or args.passes < 2):
         raise UsageError("--history-input feeds a pass the previous pass's update; it needs --algorithm unrolled "
                          "and --passes 2 or more.")
