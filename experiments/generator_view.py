@@ -38,6 +38,7 @@ import torch
 
 import mgdd
 from mgdd.baselines import kmeans
+from mgdd.start import forget_orders
 
 ONE_SHOT = ("random+ls", "herding+ls", "kmeans+ls")
 DEFAULT_ROWS = ONE_SHOT + ("meta:previous", "meta:previous@herding", "meta:previous@real", "meta:herding", "meta:real",
@@ -139,7 +140,7 @@ def main():
             if cell is not None and len(cell["accuracies"]) >= args.runs:
                 continue
             torch.manual_seed(0)
-            objective.__dict__.pop("_start_orders", None)  # every row pays for its own coreset selection
+            forget_orders(objective)  # every row pays for its own coreset selection
             t0 = time.perf_counter()
             ds = build(row, objective, ipc, Path(args.runs_dir))
             wall = time.perf_counter() - t0

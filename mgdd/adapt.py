@@ -14,12 +14,12 @@ import torch
 
 from .checkpoint import check_finite, load_weights, step_rng
 from .data import check_ipc
-from .errors import UsageError, check_range, unknown_name
+from .errors import UsageError, check_range
 from .generate import default_passes, default_start, task_loss, unrolled_loss
 from .generator import MetaGenerator, check_channels
 from .loop import run_resumable
 from .objective import KRRObjective
-from .start import STARTS
+from .start import check_start
 
 
 def generation_defaults(log: dict) -> dict:
@@ -56,8 +56,7 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
     passes = default_passes(generator) if passes is None else passes
     check_range("passes", passes, 1)
     start = default_start(generator) if start is None else start
-    if start not in STARTS:
-        raise unknown_name("start", start, STARTS)
+    check_start(start)
     generator.to(objective.device)
     opt = torch.optim.Adam(generator.parameters(), lr=lr)
     # what makes this run this run: a resume must match it (checkpoint.check_same_settings)

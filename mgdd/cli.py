@@ -404,10 +404,9 @@ def cmd_adapt(args):
 
 def _check_start(args):
     """Refuse an unknown --start before any work (the feature moments take minutes)."""
-    from .errors import unknown_name
-    from .start import STARTS
-    if args.start is not None and args.start not in STARTS:
-        raise unknown_name("start", args.start, STARTS)
+    from .start import check_start
+    if args.start is not None:
+        check_start(args.start)
 
 
 def _check_guide_nets(args):

@@ -13,11 +13,11 @@ import time
 import torch
 
 from .data import check_ipc
-from .errors import UsageError, check_range, unknown_name
+from .errors import UsageError, check_range
 from .distilled import DistilledSet, distilled_meta
 from .generator import MetaGenerator, check_channels
 from .objective import KRRObjective
-from .start import STARTS, start_set
+from .start import check_start, start_set
 
 GUIDE_NETS = 2  # pool networks whose mean loss gradient is the generator's guide input
 
@@ -129,8 +129,7 @@ def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: 
     guide_nets = default_guide_nets(generator) if guide_nets is None else guide_nets
     check_range("passes", passes, 1)
     start = default_start(generator) if start is None else start
-    if start not in STARTS:
-        raise unknown_name("start", start, STARTS)
+    check_start(start)
     generator.to(objective.device).eval()
     t0 = time.perf_counter()  # a coreset start's selection is part of the method's time
     x0, y0 = start_set(objective, ipc, start, seed)

@@ -33,13 +33,13 @@ import torch
 import torch.distributed as dist
 
 from .checkpoint import check_finite, load_weights, step_rng
-from .errors import UsageError, check_range, unknown_name
+from .errors import UsageError, check_range
 from .generate import GUIDE_NETS, task_loss, unrolled_loss
 from .io import write_json
 from .loop import run_resumable
 from .generator import MetaGenerator
 from .objective import KRRObjective
-from .start import STARTS
+from .start import check_start
 
 
 ALGORITHMS = ("reptile", "fomaml", "unrolled")
@@ -166,8 +166,7 @@ def meta_train(generator: MetaGenerator, objective, meta_steps: int, algorithm: 
     settings = {"algorithm": algorithm, "meta_steps": meta_steps, "tasks_per_step": tasks_per_step,
                 "inner_steps": inner_steps, "inner_lr": inner_lr, "meta_lr": meta_lr, "ipc_range": [lo, hi],
                 "min_classes": min_classes, "seed": seed, "source": dataset.name, "world_size": world}
-    if start not in STARTS:
-        raise unknown_name("start", start, STARTS)
+    check_start(start)
     if start != "random":  # absent means random: earlier runs resume and read the same
         settings["start"] = start
     if len(objectives) > 1:  # absent for one source, so earlier runs resume and read the same

@@ -55,6 +55,18 @@ def kcenter_indices(f: torch.Tensor, k: int) -> list:
 PICKERS = {"herding": herding_indices, "kcenter": kcenter_indices}
 
 
+def check_start(start: str) -> None:
+    """The one check of a start's name."""
+    if start not in STARTS:
+        raise unknown_name("start", start, STARTS)
+
+
+def forget_orders(objective) -> None:
+    """Drop the objective's cached coreset orders, so that the next start pays for its selection
+    (the bench times every cell as if it ran alone)."""
+    objective.__dict__.pop("_start_orders", None)
+
+
 @torch.no_grad()
 def _class_features(objective, c: int, chunk: int = 1024) -> torch.Tensor:
     net = objective.pool.nets[0]
@@ -87,8 +99,7 @@ def coreset_indices(objective, ipc: int, method: str, classes=None) -> torch.Ten
 
 def start_set(objective, ipc: int, start: str = "random", seed: int = 0, classes=None) -> tuple:
     """X_0 and its labels: (x0, y0), class-major over ``classes`` (default all)."""
-    if start not in STARTS:
-        raise unknown_name("start", start, STARTS)
+    check_start(start)
     dataset = objective.dataset
     if start == "random":
         return sample_init(dataset, ipc, seed, classes=classes)

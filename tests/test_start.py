@@ -9,7 +9,7 @@ from mgdd.errors import UsageError
 from mgdd.generate import default_start, generate, synthesize
 from mgdd.generator import GeneratorConfig, MetaGenerator
 from mgdd.meta import meta_train
-from mgdd.start import coreset_indices, herding_indices, start_set
+from mgdd.start import coreset_indices, forget_orders, herding_indices, start_set
 
 
 def small_gen(seed=0, channels=1):
@@ -25,7 +25,7 @@ def test_coreset_starts_are_nested_and_class_major(tiny_objective, tiny_dataset)
     """The IPC-k start is the first k images of a larger one, class by class, labelled class-major."""
     for method in ("herding", "kcenter"):
         x5, y5 = start_set(tiny_objective, 5, method)
-        tiny_objective.__dict__.pop("_start_orders")          # recompute from scratch at the smaller size
+        forget_orders(tiny_objective)                        # recompute from scratch at the smaller size
         x2, y2 = start_set(tiny_objective, 2, method)
         assert torch.equal(y5, torch.arange(3).repeat_interleave(5))
         assert torch.equal(x2, x5.view(3, 5, *x5.shape[1:])[:, :2].reshape(x2.shape))
@@ -113,3 +113,23 @@ def test_kmeans_baseline_is_class_major_with_ls_labels(tiny_objective, tiny_data
     soft = run_baseline("kmeans", tiny_dataset, 2, objective=tiny_objective, soft_labels=True)
     assert soft.meta["method"] == "kmeans+ls" and soft.labels.shape == (6, 3)
     torch.testing.assert_close(soft.labels, tiny_objective.labels(soft.images))
+
+
+def test_bench_cells_pay_for_their_own_coreset_selection(tmp_path, monkeypatch):
+    """A bench cell is timed as if it ran alone: the objective's cached coreset orders are dropped
+    before each set is built, so a herding start computed by an earlier cell is not reused."""
+    from mgdd.bench import Bench
+    monkeypatch.setenv("MGDD_CACHE", str(tmp_path / "cache"))
+    bench = Bench("quick", tmp_path / "bench")
+    obj = bench.objective()
+    start_set(obj, 2, "herding")
+    seen = []
+
+    def make():
+        seen.append("_start_orders" in obj.__dict__)
+        return random_ls(obj, 1), 0.0
+
+    from mgdd.baselines import random_ls
+    monkeypatch.setattr(Bench, "evaluate_set", lambda self, ds, name, model: {})
+    bench.set_cell("probe", make)
+    assert seen == [False]

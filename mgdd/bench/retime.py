@@ -31,6 +31,7 @@ from ..baselines import krr_pixel
 from ..distilled import DistilledSet
 from ..errors import UsageError
 from ..generate import generate
+from ..start import forget_orders
 from ..generator import MetaGenerator
 from ..io import read_json, write_json
 from .cells import host, pass_seconds, read_cells, set_digest, timed
@@ -158,12 +159,14 @@ def retime(bench, cont: bool = False, other_machine: bool = False) -> dict:
 
     def baseline(name, fn, args):
         _note(name)
+        forget_orders(obj)  # as the run timed it: each cell pays for its own coreset selection
         record(name, *timed(fn, *args))
 
     def generator(adapt_name):
         # adapt again from the same start, then one pass per IPC
         label, c = adapt_name[: -len("-adapt")], cells[adapt_name]
         _note(adapt_name)
+        forget_orders(obj)
         gen, _, log = bench.adapted_generator("scratch" if c["from"] == "scratch" else "meta", c["ipcs"], c["steps"])
         gen_path = bench.out / "sets" / f"{label}-generator"
         verified = gen_path.exists()
@@ -180,6 +183,7 @@ def retime(bench, cont: bool = False, other_machine: bool = False) -> dict:
             for stem, passes in [(label, None), *sweep]:
                 name = f"{stem}-ipc{ipc}"
                 if name in cells:
+                    forget_orders(obj)  # as the run timed it (runner.set_cell)
                     ds = generate(gen, obj, ipc, seed=seed, method=label, adapted_from=c["from"],
                                   adapt_steps=c["steps"], adapt_ipcs=c["ipcs"], passes=passes)
                     record(name, ds, log["seconds"] + pass_seconds(ds))
