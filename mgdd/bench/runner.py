@@ -373,11 +373,11 @@ class Bench:
             source, ipcs, steps, checkpoint=self.out / "cells" / f"{label}-adapt.checkpoint.safetensors")
         # a few-pass generator keeps its pass count (and a coreset-start one its start), so _generate
         # runs what it was adapted with
-        passes = generation_defaults(log)
+        defaults = generation_defaults(log)
         gen.save_pretrained(self.out / "sets" / f"{label}-generator", metadata={"from": origin, **{
-            k: log[k] for k in ("steps", "seconds", "ipcs")}, **passes}, force=True)
+            k: log[k] for k in ("steps", "seconds", "ipcs")}, **defaults}, force=True)
         return {"from": origin, "steps": log["steps"], "ipcs": log["ipcs"], "seconds": log["seconds"],
-                "final_losses": [h["loss"] for h in log["history"][-10:]], **passes}
+                "final_losses": [h["loss"] for h in log["history"][-10:]], **defaults}
 
     def _generate(self, label, ipc, adapt_cell, adapt_args, passes=None):
         path = self.out / "sets" / f"{label}-generator"
