@@ -1,5 +1,5 @@
 # make demo : set up a venv, install mgdd, get Fashion-MNIST, distill it and evaluate
-# make test : set up the venv and run the test suite
+# make test : set up the venv and run the test suite (without the slow tests; TEST_MARK='slow or not slow' for all)
 # Override the torch pin for your platform: make test TORCH_SPEC='torch==2.5.1'
 PYTHON     ?= python3
 VENV       ?= .venv
@@ -50,8 +50,12 @@ colour-data: install data mnist
 demo: install data
 	$(VENV)/bin/mgdd distill --dataset fashion-mnist $(DEMO_ARGS) --out $(DEMO_OUT) --resume
 
+# the default run leaves out the tests marked slow (the quick bench end to end); CI runs them all:
+# make test TEST_MARK='slow or not slow'
+TEST_MARK ?= not slow
+
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "$(TEST_MARK)"
 
 bench-quick: install
 	$(VENV)/bin/mgdd bench --preset quick --out results/quick --force

@@ -19,7 +19,7 @@ import torch
 from .checkpoint import check_finite, step_rng
 from .data import Dataset, check_ipc, sample_init
 from .distilled import DistilledSet, distilled_meta
-from .errors import CorruptFile, check_range, unknown_name
+from .errors import CorruptFile, UsageError, check_range, unknown_name
 from .loop import run_resumable
 from .objective import KRRObjective
 from .start import STARTS, coreset_indices
@@ -175,17 +175,35 @@ def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: f
     return final[0] if final else emit(steps, loop.seconds)
 
 
+def baseline_outputs(out, name: str, steps: int | None = None, snapshots=()) -> dict:
+    """The files a baseline run writes for the set ``out`` (.safetensors): the set, its PNG grid
+    beside it, and for krr-pixel its snapshots (``STEM-stepN.safetensors``, the final step is the
+    set itself) and its checkpoint (``STEM.checkpoint.safetensors``, kept for --resume)."""
+    out = Path(out)
+    stem = out.with_suffix("")
+    krr = name == "krr-pixel"
+    return {"set": out, "grid": out.with_suffix(".png"),
+            "snapshots": {s: Path(f"{stem}-step{s}.safetensors") for s in sorted(set(snapshots)) if krr and s != steps},
+            "checkpoint": Path(f"{stem}.checkpoint.safetensors") if krr else None}
+
+
 def run_baseline(name: str, dataset: Dataset, ipc: int, seed: int = 0, objective: KRRObjective | None = None,
-                 **kwargs) -> DistilledSet:
+                 soft_labels: bool = False, **krr_kwargs) -> DistilledSet:
+    """Any baseline by name (``BASELINES``); ``krr_kwargs`` go to ``krr_pixel`` (steps, lr, init,
+    snapshots, checkpoint, ...) and ``soft_labels`` to the coresets and k-means."""
     if name not in BASELINES:
         raise unknown_name("baseline", name, BASELINES)
+    if soft_labels and name not in ("herding", "kcenter", "kmeans"):
+        raise UsageError(f"{name} takes no soft labels option (herding, kcenter and kmeans do); drop it.")
+    if krr_kwargs and name != "krr-pixel":
+        raise UsageError(f"{name} takes no {', '.join(sorted(krr_kwargs))} (krr-pixel options); drop them.")
     if name == "random":
         return random_real(dataset, ipc, seed)
     objective = objective or KRRObjective(dataset, seed=0)
     if name == "random+ls":
         return random_ls(objective, ipc, seed)
     if name in ("herding", "kcenter"):
-        return coreset(objective, ipc, name, seed, soft_labels=kwargs.get("soft_labels", False))
+        return coreset(objective, ipc, name, seed, soft_labels=soft_labels)
     if name == "kmeans":
-        return kmeans(objective, ipc, seed, soft_labels=kwargs.get("soft_labels", False))
-    return krr_pixel(objective, ipc, seed=seed, **kwargs)
+        return kmeans(objective, ipc, seed, soft_labels=soft_labels)
+    return krr_pixel(objective, ipc, seed=seed, **krr_kwargs)

@@ -59,6 +59,31 @@ def check_output(path, force: bool = False) -> Path:
     return path
 
 
+def check_outputs(outputs, force: bool = False, inputs=()) -> list:
+    """The one up-front check of everything a command or pipeline will write, before any work:
+
+    - every output may be written (``check_output``);
+    - a checkpoint is an unfinished run: it is replaced only with ``force`` (or ``--resume``);
+    - no two outputs are the same file;
+    - no output is an input, or lies inside an input folder. ``inputs``: (what, path) pairs.
+    """
+    outputs = [Path(o) for o in outputs]
+    for o in outputs:
+        if "checkpoint" in o.name and o.is_file() and not force:
+            raise UsageError(f"{o} holds an unfinished run; pass --resume to continue it or --force to start over.")
+        check_output(o, force)
+    for i, a in enumerate(outputs):
+        for b in outputs[i + 1:]:
+            if same_file(a, b):
+                raise UsageError(f"two outputs of this command are the same file {a}; choose another --out.")
+    for what, src in inputs:
+        for o in outputs:
+            if overlaps(o, src):
+                raise UsageError(f"the output {o} would overwrite or write into the input ({what}: {src}); "
+                                 "choose another --out.")
+    return outputs
+
+
 def make_parent(path) -> None:
     """Create ``path``'s folder (and its parents) for writing, with one clear error if we cannot."""
     parent = Path(path).parent

@@ -7,6 +7,9 @@
 3. adapt it for ``steps`` steps on the target;
 4. for each IPC: seeded initialization -> one forward pass -> exact labels -> save;
 5. optionally evaluate every set (ConvNet-3 protocol) into summary.json.
+
+``method="krr-pixel"`` or ``"herding"`` runs the same job with another maker of sets in step 4
+(and no generator in steps 2-3), so every method is one call and one command (`mgdd distill`).
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from pathlib import Path
 import torch
 
 from .adapt import adapt, generation_defaults
-from .data import load_dataset
+from .baselines import coreset, krr_pixel
+from .data import check_ipc, load_dataset
 from .distilled import save_grid
+from .errors import MgddError, UsageError, check_range, unknown_name
 from .evaluate import evaluate
 from .generate import generate
-from .errors import MgddError
 from .generator import GeneratorConfig, MetaGenerator
-from .io import check_output, write_json
+from .io import check_outputs, write_json
 from .objective import KRRObjective
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -78,66 +82,137 @@ def adapted_generator(source: str, objective: KRRObjective, steps: int, ipcs, lr
     return generator, origin, log
 
 
-def distill_outputs(out_dir, ipcs) -> list:
-    """Every file ``distill`` writes into ``out_dir``."""
+def adapted_metadata(log: dict, origin: str, target: str, objective: KRRObjective | None = None) -> dict:
+    """What every adapted generator records in its config.json (the one place it is built: `mgdd
+    adapt`, `distill` and the bench): where it came from, its adaptation, and its generation
+    defaults (``adapt.generation_defaults``)."""
+    meta = {"target": target, "adapted_from": origin, "steps": log["steps"], "ipcs": log["ipcs"],
+            "seconds": log["seconds"]}
+    if objective is not None:
+        meta["objective"] = objective.describe()
+    return {**meta, **generation_defaults(log)}
+
+
+# The methods `distill` runs, each for every IPC asked. The generator is the method mgdd is about
+# and the default; on Fashion-MNIST the bench measures krr-pixel's sets better at IPC 10 and 50
+# and herding+ls's at IPC 20 and 50, in the times README.md's "Choosing a method" table gives.
+METHODS = ("generator", "krr-pixel", "herding")
+DEFAULT_STEPS = {"generator": 25, "krr-pixel": 300}
+
+
+def distill_outputs(out_dir, ipcs, method: str = "generator") -> list:
+    """Every file ``distill`` writes into ``out_dir`` (checkpoints included, while it runs)."""
     out_dir = Path(out_dir)
-    files = [out_dir / "summary.json", out_dir / "adapt-checkpoint.safetensors",
-             out_dir / "generator" / "model.safetensors", out_dir / "generator" / "config.json"]
+    files = [out_dir / "summary.json"]
+    if method == "generator":
+        files += [out_dir / "adapt-checkpoint.safetensors", out_dir / "generator" / "model.safetensors",
+                  out_dir / "generator" / "config.json"]
     for ipc in ipcs:
         files += [out_dir / f"ipc{ipc}.safetensors", out_dir / f"ipc{ipc}.png"]
+        if method == "krr-pixel":
+            files.append(out_dir / f"ipc{ipc}.checkpoint.safetensors")
     return files
 
 
-def distill(dataset, ipcs=(1, 10, 50), steps: int = 25, adapt_ipcs=None, source: str = "meta", out_dir=None,
-            seed: int = 0, lr: float = 1e-3, objective: KRRObjective | None = None, resume: bool = False,
-            force: bool = False, progress: bool = True, data_dir=None, evaluate_sets: bool = False,
-            epochs: int = 300, runs: int = 1, passes: int | None = None, start: str | None = None,
+def _check_method(method: str, steps, adapt_ipcs, source: str, passes, start) -> int | None:
+    """The method's steps (its default when None); refuses options the method does not take."""
+    if method not in METHODS:
+        raise unknown_name("method", method, METHODS)
+    if method != "generator":
+        given = [name for name, value, default in (("adapt_ipcs", adapt_ipcs, None), ("source", source, "meta"),
+                                                   ("passes", passes, None), ("start", start, None))
+                 if value != default]
+        if given:
+            raise UsageError(f"method {method} takes no {', '.join(given)} (generator options); drop them.")
+    if method == "herding":
+        if steps is not None:
+            raise UsageError("method herding is one shot and takes no steps; drop --steps.")
+        return None
+    steps = DEFAULT_STEPS[method] if steps is None else int(steps)
+    check_range("steps", steps, 0 if method == "generator" else 1)
+    return steps
+
+
+def distill(dataset, ipcs=(1, 10, 50), steps: int | None = None, adapt_ipcs=None, source: str = "meta",
+            out_dir=None, seed: int = 0, lr: float | None = None, objective: KRRObjective | None = None,
+            resume: bool = False, force: bool = False, progress: bool = True, data_dir=None,
+            evaluate_sets: bool = False, epochs: int = 300, runs: int = 1, passes: int | None = None,
+            start: str | None = None, method: str = "generator", keep_checkpoints: bool = False, inputs=(),
             **objective_kwargs) -> dict:
-    """Adapt once, generate every IPC and (with ``evaluate_sets``) evaluate each set.
+    """Make a distilled set of every IPC in ``ipcs`` with ``method`` and (with ``evaluate_sets``)
+    evaluate each one.
 
-    ``steps``: adaptation steps. 25 by default: on Fashion-MNIST the bench measures 200 steps
-    within 0.4 points of 25 (IPC 10) or below it (IPC 1), at 12x the time (docs/results.md).
+    method:
+      "generator" (default)  adapt the meta generator once for ``steps`` steps (25), then one pass
+                             per IPC. 25 steps: on Fashion-MNIST the bench measures 200 steps within
+                             0.4 points of 25 (IPC 10) or below it (IPC 1), at 12x the time.
+      "krr-pixel"            optimise the pixels of each IPC's set for ``steps`` steps (300).
+      "herding"              one shot: the herding coreset in feature space with least-squares labels.
 
-    With ``out_dir``, the sets, their grids, the adapted generator and summary.json are written
-    there. Existing outputs are replaced only with ``force``, or with ``resume`` (which
-    continues the interrupted run that wrote them).
+    With ``out_dir``, the sets, their grids, summary.json and (generator) the adapted generator are
+    written there; every output is checked before any work (``inputs``: (what, path) pairs that no
+    output may overwrite). ``dataset`` is a Dataset, a name, or a function that loads one;
+    ``objective`` an objective or a function of the dataset that builds one: functions are called
+    after the outputs are checked, so a bad ``out_dir`` fails in a second, not after the moments. Existing outputs are replaced only with ``force``, or with ``resume``
+    (which continues the interrupted run that wrote them). A finished run removes its checkpoints
+    unless ``keep_checkpoints``.
     """
-    if isinstance(dataset, str):
-        dataset = load_dataset(dataset, data_dir)
+    steps = _check_method(method, steps, adapt_ipcs, source, passes, start)
+    lr = {"generator": 1e-3, "krr-pixel": 0.03}.get(method) if lr is None else lr
     ipcs = [int(i) for i in ipcs]
-    adapt_ipcs = [int(i) for i in (adapt_ipcs or ipcs)]
+    adapt_ipcs = [int(i) for i in (adapt_ipcs or ipcs)] if method == "generator" else []
     out_dir = Path(out_dir) if out_dir else None
     replace = force or resume
-    if out_dir is not None:
-        for path in distill_outputs(out_dir, ipcs):  # fail before any work, not after an hour
-            check_output(path, replace)
-    # 1. the objective: feature pool + real-data moments (computed once per dataset, then cached)
-    objective = objective or KRRObjective(dataset, seed=seed, **objective_kwargs)
-    # 2-3. the generator, adapted to this dataset
-    ckpt = out_dir / "adapt-checkpoint.safetensors" if out_dir else None
-    generator, origin, adapt_log = adapted_generator(source, objective, steps, adapt_ipcs, lr=lr, seed=seed,
-                                                     checkpoint=ckpt, resume=resume, progress=progress, passes=passes,
-                                                     start=start)
-    passes, start = adapt_log["passes"], adapt_log["start"]
-    summary = {"dataset": dataset.describe(), "source": origin, "adapt_steps": steps, "adapt_ipcs": adapt_ipcs,
-               "adapt_seconds": adapt_log["seconds"], "feature_seconds": objective.build_seconds,
-               "objective": objective.describe(), "sets": {}}
-    # 4. every IPC from the one adapted generator
+    if out_dir is not None:  # fail before any work, not after an hour
+        check_outputs(distill_outputs(out_dir, ipcs, method), replace, inputs)
+    # 1. the data and the objective: feature pool + real-data moments (computed once per dataset, then cached)
+    if isinstance(dataset, str):
+        dataset = load_dataset(dataset, data_dir)
+    elif callable(dataset):
+        dataset = dataset()
+    for ipc in sorted(set(ipcs) | set(adapt_ipcs)):
+        check_ipc(dataset, ipc)
+    if objective is None:
+        objective = KRRObjective(dataset, seed=seed, **objective_kwargs)
+    elif callable(objective) and not isinstance(objective, KRRObjective):
+        objective = objective(dataset)
+    summary = {"dataset": dataset.describe(), "method": method, "objective": objective.describe(),
+               "feature_seconds": objective.build_seconds, "sets": {}}
+    checkpoints = []
+    if method == "generator":
+        # 2-3. the generator, adapted to this dataset
+        ckpt = out_dir / "adapt-checkpoint.safetensors" if out_dir else None
+        checkpoints.append(ckpt)
+        generator, origin, adapt_log = adapted_generator(source, objective, steps, adapt_ipcs, lr=lr, seed=seed,
+                                                         checkpoint=ckpt, resume=resume, progress=progress,
+                                                         passes=passes, start=start)
+        summary.update(source=origin, adapt_steps=steps, adapt_ipcs=adapt_ipcs, adapt_seconds=adapt_log["seconds"])
+    # 4. every IPC: the generator's one pass, krr-pixel's optimisation, or the coreset
     sets = {}
     for ipc in ipcs:
-        ds = generate(generator, objective, ipc, seed=seed, passes=passes, start=start, adapted_from=origin,
-                      adapt_steps=steps,
-                      adapt_ipcs=adapt_ipcs, adapt_seconds=adapt_log["seconds"])
+        if method == "generator":
+            ds = generate(generator, objective, ipc, seed=seed, passes=adapt_log["passes"], start=adapt_log["start"],
+                          adapted_from=origin, adapt_steps=steps, adapt_ipcs=adapt_ipcs,
+                          adapt_seconds=adapt_log["seconds"])
+            entry = {"seen_in_adaptation": ipc in adapt_ipcs}
+        elif method == "krr-pixel":
+            ckpt = out_dir / f"ipc{ipc}.checkpoint.safetensors" if out_dir else None
+            checkpoints.append(ckpt)
+            ds = krr_pixel(objective, ipc, steps, lr=lr, seed=seed, checkpoint=ckpt, resume=resume,
+                           progress=progress)
+            entry = {}
+        else:
+            ds = coreset(objective, ipc, "herding", seed, soft_labels=True)
+            entry = {}
         sets[ipc] = ds
-        entry = {"images": len(ds.images), **ds.meta["timing"], "seen_in_adaptation": ipc in adapt_ipcs}
+        entry = {"images": len(ds.images), **ds.meta["timing"], "seconds": set_seconds(ds), **entry}
         if out_dir is not None:
             entry["file"] = str(ds.save(out_dir / f"ipc{ipc}.safetensors", force=replace))
             entry["grid"] = str(save_grid(ds, out_dir / f"ipc{ipc}.png", force=replace))
         summary["sets"][str(ipc)] = entry
-    if out_dir is not None:
-        generator.save_pretrained(out_dir / "generator", metadata={
-            "target": dataset.name, "adapted_from": origin, "steps": steps, "ipcs": adapt_ipcs,
-            "seconds": adapt_log["seconds"], **generation_defaults(adapt_log)}, force=replace)
+    if out_dir is not None and method == "generator":
+        generator.save_pretrained(out_dir / "generator", metadata=adapted_metadata(adapt_log, origin, dataset.name,
+                                                                                   objective), force=replace)
     # 5. evaluation (the sets are already on disk: a failed evaluation loses nothing)
     if evaluate_sets:
         for ipc, ds in sets.items():
@@ -145,4 +220,18 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int = 25, adapt_ipcs=None, source:
                                                                progress=progress)
     if out_dir is not None:
         write_json(out_dir / "summary.json", summary, force=replace)
-    return {"summary": summary, "sets": sets, "generator": generator, "objective": objective}
+        if not keep_checkpoints:  # a finished run leaves only its outputs
+            for ckpt in checkpoints:
+                ckpt.unlink(missing_ok=True)
+    return {"summary": summary, "sets": sets, "generator": generator if method == "generator" else None,
+            "objective": objective}
+
+
+def set_seconds(ds) -> float:
+    """A set's own making time from its timing record: the generator's pass and label solve, a
+    krr-pixel run's optimisation and final label solve, or a coreset's selection (adaptation, shared
+    by every size, is reported apart)."""
+    t = ds.meta["timing"]
+    if "generate_seconds" in t:
+        return t["generate_seconds"] + t["label_seconds"]
+    return t.get("seconds", 0.0) + t.get("label_seconds", 0.0)

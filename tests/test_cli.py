@@ -45,16 +45,17 @@ def test_ridge_defaults_come_from_the_objective_and_flags_override_them(tmp_path
 
 
 def test_adaptation_steps_default_is_the_same_in_the_cli_and_the_api():
-    """`mgdd adapt`/`mgdd distill` and mgdd.distill adapt the same number of steps by default."""
+    """`mgdd adapt` and mgdd.distill adapt the same number of steps by default; `mgdd distill`
+    leaves the default to the API (it depends on --method)."""
     import inspect
 
     from mgdd.cli import build_parser
-    from mgdd.pipeline import distill
+    from mgdd.pipeline import DEFAULT_STEPS, distill
 
-    parser, api = build_parser(), inspect.signature(distill).parameters["steps"].default
-    for cmd in ("adapt", "distill"):
-        args = parser.parse_args([cmd, "--dataset", "digits", "--out", "x"])
-        assert args.steps == api == 25, cmd
+    parser = build_parser()
+    assert inspect.signature(distill).parameters["steps"].default is None
+    assert parser.parse_args(["adapt", "--dataset", "digits", "--out", "x"]).steps == DEFAULT_STEPS["generator"] == 25
+    assert parser.parse_args(["distill", "--dataset", "digits", "--out", "x"]).steps is None
 
 
 def test_baseline_evaluate_export(tmp_path, tiny_npz, capsys):
@@ -260,6 +261,39 @@ def test_adapt_generate_distill(tmp_path, tiny_npz, capsys):
     summary = json.loads((tmp_path / "D" / "summary.json").read_text())
     assert set(summary["sets"]) == {"1", "3"} and "evaluation" in summary["sets"]["3"]
     assert (tmp_path / "D" / "ipc3.png").exists() and (tmp_path / "D" / "generator" / "model.safetensors").exists()
+    assert not (tmp_path / "D" / "adapt-checkpoint.safetensors").exists()  # a finished run leaves its outputs only
+
+
+@pytest.mark.parametrize("method,label", [("krr-pixel", "krr-pixel"), ("herding", "herding+ls")])
+def test_distill_with_another_method(tmp_path, tiny_npz, capsys, method, label):
+    """`mgdd distill --method` makes every IPC with krr-pixel or the herding coreset (least-squares
+    labels), writes no generator, and removes its checkpoints unless asked to keep them."""
+    from mgdd.distilled import DistilledSet
+    steps = ["--steps", "2"] if method == "krr-pixel" else []
+    for out, keep in (("D", []), ("K", ["--keep-checkpoints"])):
+        code, text, err = run(capsys, "distill", "--method", method, "--dataset", f"npz:{tiny_npz}", "--ipc", "1,2",
+                              *steps, *keep, "--out", str(tmp_path / out), *OBJ)
+        assert code == 0, err
+        summary = json.loads((tmp_path / out / "summary.json").read_text())
+        assert summary["method"] == method and set(summary["sets"]) == {"1", "2"}
+        ds = DistilledSet.load(tmp_path / out / "ipc2.safetensors")
+        assert ds.meta["method"] == label and ds.soft and len(ds.images) == 2 * ds.labels.shape[1]
+        assert not (tmp_path / out / "generator").exists()
+        checkpoints = sorted(p.name for p in (tmp_path / out).glob("*checkpoint*"))
+        expected = ["ipc1.checkpoint.safetensors", "ipc2.checkpoint.safetensors"]
+        assert checkpoints == (expected if keep and method == "krr-pixel" else [])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "herding", "--steps", "5"], "one shot and takes no steps"),
+    (["--method", "krr-pixel", "--from", "scratch"], "takes no source"),
+    (["--method", "krr-pixel", "--start", "herding"], "takes no start"),
+    (["--method", "magic"], "invalid choice"),
+])
+def test_distill_refuses_options_its_method_does_not_take(tmp_path, tiny_npz, capsys, args, message):
+    code, _, err = run(capsys, "distill", "--dataset", f"npz:{tiny_npz}", *args, "--out", str(tmp_path / "D"), *OBJ)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "D").exists()
 
 
 @pytest.mark.parametrize("args,code,message", [

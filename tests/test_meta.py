@@ -201,6 +201,7 @@ def test_passes_need_the_unrolled_algorithm(tiny_objective):
         meta_train(tiny_generator(), tiny_objective, 1, algorithm="reptile", passes=2, progress=False)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_single(tmp_path, tiny_npz):
     common = ["meta-train", "--source", f"npz:{tiny_npz}", "--meta-steps", "2", "--tasks-per-step", "4",
               "--inner-steps", "2", "--ipc-range", "1,3", "--pool-size", "2", "--feature-width", "8",

@@ -18,6 +18,7 @@ def mgdd(*args, **kw):
     return subprocess.run([sys.executable, "-m", "mgdd", *map(str, args)], capture_output=True, text=True, **kw)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_adaptation_then_resume_matches_uninterrupted(tmp_path, tiny_npz):
     from safetensors.torch import load_file
     common = ["adapt", "--dataset", f"npz:{tiny_npz}", "--steps", "40", "--ipcs", "1,2", "--from", "scratch",

@@ -34,7 +34,7 @@ from ..generate import generate
 from ..generator import MetaGenerator
 from ..io import read_json, write_json
 from ..objective import FreshObjective, KRRObjective
-from ..pipeline import adapted_generator, default_meta_generator, load_generator
+from ..pipeline import adapted_generator, adapted_metadata, default_meta_generator, load_generator
 from ..start import forget_orders
 from .cells import CellStore, pass_seconds, read_cells, set_digest, timed
 from .presets import VARIANTS, cross_sources, get_preset
@@ -373,11 +373,10 @@ class Bench:
             source, ipcs, steps, checkpoint=self.out / "cells" / f"{label}-adapt.checkpoint.safetensors")
         # a few-pass generator keeps its pass count (and a coreset-start one its start), so _generate
         # runs what it was adapted with
-        defaults = generation_defaults(log)
-        gen.save_pretrained(self.out / "sets" / f"{label}-generator", metadata={"from": origin, **{
-            k: log[k] for k in ("steps", "seconds", "ipcs")}, **defaults}, force=True)
+        gen.save_pretrained(self.out / "sets" / f"{label}-generator",
+                            metadata=adapted_metadata(log, origin, self.dataset.name), force=True)
         return {"from": origin, "steps": log["steps"], "ipcs": log["ipcs"], "seconds": log["seconds"],
-                "final_losses": [h["loss"] for h in log["history"][-10:]], **defaults}
+                "final_losses": [h["loss"] for h in log["history"][-10:]], **generation_defaults(log)}
 
     def _generate(self, label, ipc, adapt_cell, adapt_args, passes=None):
         path = self.out / "sets" / f"{label}-generator"

@@ -1,0 +1,55 @@
+"""`mgdd bench`: every method against every baseline, accuracy against time (mgdd/bench/)."""
+
+from __future__ import annotations
+
+from ..errors import UsageError
+from . import common
+
+
+def cmd_bench(args):
+    from ..bench import Bench, check_finished, rebuild
+    out = common.folder_out(args)
+    if args.report:
+        if args.force or args.resume or args.retime or args.new_generator or args.other_machine:
+            raise UsageError("--report rebuilds the report of the run in --out and takes no other mode.")
+        if not (out / "cells").is_dir():
+            raise UsageError(f"{out} holds no bench cells to report on.")
+        rebuild(out)
+    else:
+        if args.retime and args.force:
+            raise UsageError("--retime re-measures a finished run and cannot be combined with --force.")
+        if args.retime:
+            check_finished(out)  # before any folder is made
+        if args.other_machine and not args.retime:
+            raise UsageError("--other-machine goes with --retime only.")
+        if args.new_generator and (args.retime or args.force):
+            raise UsageError("--new-generator goes with --resume only (not --retime or --force).")
+        b = Bench(args.preset, out, data_dir=args.data_dir, resume=args.resume or args.retime, force=args.force,
+                  seed=args.seed, progress=common.progress(args), new_generator=args.new_generator, device=common.device(args))
+        b.retime(cont=args.resume, other_machine=args.other_machine) if args.retime else b.run()
+    print((out / "results.md").read_text())
+    print(f"wrote {out}/results.json, results.md, plots/")
+
+
+def add_parsers(sub):
+    s = sub.add_parser("bench", help="benchmark mgdd against every baseline: accuracy vs time")
+    s.add_argument("--preset", default="quick", help="quick | fmnist | digits28")
+    common.add_out(s, "results folder")
+    s.add_argument("--data-dir", default=None)
+    s.add_argument("--resume", action="store_true", help="reuse finished cells in --out")
+    s.add_argument("--new-generator", action="store_true",
+                   help="with --resume, when the shipped meta generator changed: set its cells (mgdd-*, "
+                        "unseen-*) aside under OUT/superseded/ and redo them; the other cells stand")
+    s.add_argument("--retime", action="store_true",
+                   help="re-measure every timed stage of the finished run in --out on this machine, keeping its "
+                        "evaluations (each set is checked to rebuild bit-identically); each finished stage is kept "
+                        "in OUT/retime-progress.json, and --retime --resume continues a cut-off re-time")
+    s.add_argument("--other-machine", action="store_true",
+                   help="with --retime, for a run made on other machines: a stage that rebuilds with other low "
+                        "bits (another CPU's arithmetic) is timed and marked in its cell instead of refused")
+    s.add_argument("--report", action="store_true",
+                   help="rebuild results.json, results.md and plots/ from the cells in --out alone (no dataset)")
+    s.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...; every stage "
+                   "runs there, and a resumed or re-timed run must use the kind it was measured on")
+    common.add_common(s)
+    s.set_defaults(func=cmd_bench)
