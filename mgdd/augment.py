@@ -1,5 +1,4 @@
-"""Differentiable DSA-style augmentation, shared by the evaluation protocol (``--dsa``) and
-the objective (``augment=True``: the loss sees augmented synthetic images, design §2)."""
+"""Differentiable DSA-style augmentation for the evaluation protocol (``mgdd evaluate --dsa``)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,6 @@ class subset (a meta-learning task) is a sum over its classes.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import sys
@@ -102,33 +101,6 @@ def compute_moments(net: FeatureNet, x: torch.Tensor, y: torch.Tensor, num_class
     return ClassMoments(gram, sums, torch.bincount(y, minlength=num_classes))
 
 
-def train_trajectory(net: FeatureNet, x: torch.Tensor, y: torch.Tensor, num_classes: int, stops: list,
-                     seed: int, batch_size: int = 128, lr: float = 0.01, device="cpu") -> list:
-    """Train ``net``'s body with a seeded linear head on real data; its weights at each of ``stops``.
-
-    Plain SGD as in the evaluation protocol (momentum 0.9, weight decay 5e-4), cross-entropy,
-    batches drawn with replacement from a seeded generator. ``net`` is left unchanged.
-    """
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        body = copy.deepcopy(net.body).to(device).requires_grad_(True).train()
-        head = nn.Linear(net.dim, num_classes).to(device)
-    params = list(body.parameters()) + list(head.parameters())
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
-    states, step = [], 0
-    for stop in sorted(stops):
-        while step < stop:
-            idx = torch.randint(len(x), (batch_size,), generator=g)
-            loss = nn.functional.cross_entropy(head(body(x[idx].to(device)).flatten(1)), y[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-        states.append({k: v.detach().clone() for k, v in body.state_dict().items()})
-    return states
-
-
 def dataset_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
     h = hashlib.sha1()
     h.update(str(tuple(x.shape)).encode())
@@ -150,25 +122,10 @@ class FeaturePool:
     """
 
     def __init__(self, config: FeatureConfig, channels: int, image_size, size: int = 8, seed: int = 0,
-                 cache_dir=None, images_per_network: int | None = None, train_steps: int = 0,
-                 checkpoints: int = 4):
+                 cache_dir=None):
         if size < 1:
             raise UsageError(f"the feature pool needs at least 1 network, got {size}.")
-        if images_per_network is not None and images_per_network < 1:
-            raise UsageError(f"images per network must be >= 1, got {images_per_network}.")
-        if train_steps < 0 or checkpoints < 1:
-            raise UsageError(f"train steps must be >= 0 and checkpoints >= 1, got {train_steps} and {checkpoints}.")
         self.config, self.size, self.seed = config, size, seed
-        # 0: random networks. T > 0: trained features (FRePo's idea, docs/design.md §2): networks are
-        # trained on the real data in trajectories of T SGD steps, and each trajectory gives
-        # ``checkpoints`` pool networks, snapshots at T/C, 2T/C, ..., T; the training is
-        # part of the one-time precompute and its weights are cached with the moments
-        self.train_steps, self.checkpoints = train_steps, min(checkpoints, size)
-        self._snapshots = {}
-        self._trained_on = None  # the fingerprint of the data a trained pool belongs to
-        # None: every network's moments cover the whole training set. n: network i covers its own
-        # seeded, class-stratified subset of about n images (more networks at the same cost)
-        self.images_per_network = images_per_network
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None  # None: feature_cache_dir()
         self.channels, self.image_size = channels, tuple(image_size)
         try:
@@ -187,12 +144,6 @@ class FeaturePool:
     def moments(self, x, y, num_classes: int, cache: bool = True, device="cpu", progress=None) -> list:
         """ClassMoments of every pool network on (x, y), computed once per dataset."""
         fp = dataset_fingerprint(x, y)
-        if self.train_steps:
-            # trained networks belong to the data they were trained on
-            if self._trained_on not in (None, fp):
-                raise UsageError("a pool of trained feature networks serves one dataset; build a new objective "
-                                 "for another.")
-            self._trained_on = fp
         out = []
         for i, net in enumerate(self.nets):
             key = (fp, i)
@@ -206,33 +157,7 @@ class FeaturePool:
     def _cache_path(self, fp: str, i: int) -> Path:
         cfg = "-".join(f"{k}{v}" for k, v in asdict(self.config).items())
         root = self.cache_dir if self.cache_dir is not None else feature_cache_dir()
-        sub = "" if self.images_per_network is None else f"-sub{self.images_per_network}"
-        trained = f"-train{self.train_steps}x{self.checkpoints}" if self.train_steps else ""
-        return root / f"{fp}-{cfg}-s{self.seed}{sub}{trained}-n{i}.safetensors"
-
-    def _trained_weights(self, i: int, x, y, num_classes: int, device) -> dict:
-        """Network i's weights: snapshot i % C of trajectory i // C (trained once, on demand)."""
-        r, j = divmod(i, self.checkpoints)
-        if (r, j) not in self._snapshots:
-            first = r * self.checkpoints
-            start = make_feature_net(self.config, self.channels, self.image_size, self.seed * 1000 + first)
-            stops = [round(self.train_steps * (k + 1) / self.checkpoints) for k in range(self.checkpoints)]
-            states = train_trajectory(start, x, y, num_classes, stops, seed=self.seed * 1000 + first,
-                                      device=device)
-            self._snapshots.update({(r, k): st for k, st in enumerate(states)})
-        return self._snapshots.pop((r, j))
-
-    def subset(self, y: torch.Tensor, i: int) -> torch.Tensor | None:
-        """Indices of network i's images: per class, a seeded share proportional to the class size."""
-        if self.images_per_network is None or self.images_per_network >= len(y):
-            return None
-        g = torch.Generator().manual_seed(self.seed * 1000 + i)
-        picks = []
-        for k in y.unique().tolist():
-            idx = torch.nonzero(y == k).flatten()
-            n_k = max(1, round(self.images_per_network * len(idx) / len(y)))
-            picks.append(idx[torch.randperm(len(idx), generator=g)[:n_k]])
-        return torch.cat(picks).sort().values
+        return root / f"{fp}-{cfg}-s{self.seed}-n{i}.safetensors"
 
     def _load_or_compute(self, net, i, fp, x, y, num_classes, cache, device) -> ClassMoments:
         from .io import load_tensors, save_tensors
@@ -243,27 +168,18 @@ class FeaturePool:
                 t, _ = load_tensors(path)
                 m = ClassMoments(t["gram"], t["sums"], t["counts"])
                 if m.gram.shape == (num_classes, self.dim, self.dim):
-                    if self.train_steps:
-                        net.body.load_state_dict({k[2:]: v for k, v in t.items() if k.startswith("w.")})
                     return m
             except (CorruptFile, KeyError, RuntimeError):
                 pass  # a damaged cache entry is recomputed and replaced
-        weights = {}
-        if self.train_steps:
-            weights = self._trained_weights(i, x, y, num_classes, device)
-            net.body.load_state_dict(weights)
         # the pass frees and re-allocates large activations: keep them in the heap (allocator.py);
         # measured on Fashion-MNIST (60k images, width 64), 34 s a network instead of 70 s
-        keep = self.subset(y, i)
         with keep_freed_memory():
-            m = compute_moments(net, x if keep is None else x[keep], y if keep is None else y[keep], num_classes,
-                                device=device)
+            m = compute_moments(net, x, y, num_classes, device=device)
         if cache:
             try:
-                save_tensors(path, {"gram": m.gram, "sums": m.sums, "counts": m.counts,
-                                    **{f"w.{k}": v.cpu() for k, v in weights.items()}},
+                save_tensors(path, {"gram": m.gram, "sums": m.sums, "counts": m.counts},
                              {"kind": "feature-moments", "config": asdict(self.config), "seed": self.seed,
-                              "index": i, "train_steps": self.train_steps}, force=True)
+                              "index": i}, force=True)
             except (OSError, MgddError) as e:
                 # caching is an optimisation; a read-only cache is not an error, but say so once
                 if not FeaturePool._warned_cache:

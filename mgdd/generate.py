@@ -43,17 +43,12 @@ def synthesize(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_cl
 
 def each_pass(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_classes: int, classes=None,
               chunk: int | None = None, passes: int = 1, guide_nets: int = GUIDE_NETS):
-    """Yield X_1 ... X_passes (see synthesize). A generator with history_input also reads the
-    previous pass's update X_t - X_{t-1} (zeros at the first pass): a learned optimiser's momentum."""
+    """Yield X_1 ... X_passes (see synthesize): each pass reads a fresh guide at its own input."""
     x, y0 = x0.to(objective.device), y0.to(objective.device)
-    prev = torch.zeros_like(x) if generator.config.history_input else None
     for _ in range(passes):
         guide = objective.guide(x, classes=classes, nets=guide_nets) if generator.config.guide_input else None
-        new = generator(x, y0, num_classes, guide=guide, prev=prev) if chunk is None else \
-            generator.generate(x, y0, num_classes, guide=guide, chunk=chunk, prev=prev)
-        if prev is not None:
-            prev = new - x
-        x = new
+        x = generator(x, y0, num_classes, guide=guide) if chunk is None else \
+            generator.generate(x, y0, num_classes, guide=guide, chunk=chunk)
         yield x
 
 

@@ -53,7 +53,6 @@ class GeneratorConfig:
     dilations: list = field(default_factory=lambda: [1, 2, 1, 2])
     pixel_context: bool = True  # also feed the class-mean and set-mean images to the stem
     guide_input: bool = True    # also feed the KRR-loss gradient at X_0 (see objective.guide)
-    history_input: bool = False  # also feed the previous pass's update X_t - X_{t-1} (zeros at the first)
 
 
 class FiLMBlock(nn.Module):
@@ -79,7 +78,7 @@ class MetaGenerator(nn.Module):
             raise UsageError(f"generator config: {config.blocks} blocks need {config.blocks} dilations.")
         self.config = config
         c, w, sw, cd = config.channels, config.width, config.stem_width, config.context_dim
-        inputs = 1 + 2 * config.pixel_context + config.guide_input + config.history_input
+        inputs = 1 + 2 * config.pixel_context + config.guide_input
         self.stem = nn.Conv2d(c * inputs, sw, 3, padding=1)
         self.down = nn.Conv2d(sw, w, 3, stride=2, padding=1)
         self.encode = nn.Sequential(nn.Linear(w, cd), nn.ReLU(), nn.Linear(cd, cd))
@@ -92,11 +91,8 @@ class MetaGenerator(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     # -- the two halves, so large sets can be generated in chunks with one set context
-    def _trunk(self, x, pixel_ctx=None, guide=None, prev=None):
-        if self.config.history_input and prev is None:
-            prev = torch.zeros_like(x)                # the first pass has no previous update
-        extra = ([guide] if guide is not None else []) + (list(pixel_ctx) if pixel_ctx is not None else []) \
-            + ([prev] if self.config.history_input else [])
+    def _trunk(self, x, pixel_ctx=None, guide=None):
+        extra = ([guide] if guide is not None else []) + (list(pixel_ctx) if pixel_ctx is not None else [])
         if extra:
             x = torch.cat([x, *extra], dim=1)        # (M, C * inputs, H, W)
         s = F.relu(self.stem(x))                     # (M, sw, H, W)
@@ -104,7 +100,7 @@ class MetaGenerator(nn.Module):
         e = self.encode(h.mean(dim=(2, 3)))          # (M, cd)
         return s, h, e
 
-    def set_statistics(self, x0, y0, num_classes: int, guide=None, chunk: int | None = None, prev=None) -> dict:
+    def set_statistics(self, x0, y0, num_classes: int, guide=None, chunk: int | None = None) -> dict:
         """Per-class sums and counts of the images and their encodings (additive over chunks)."""
         chunk = chunk or len(x0)
         counts = torch.bincount(y0, minlength=num_classes).to(x0)
@@ -115,21 +111,20 @@ class MetaGenerator(nn.Module):
         sums = None
         for i in range(0, len(x0), chunk):
             g = guide[i:i + chunk] if guide is not None else None
-            p = prev[i:i + chunk] if prev is not None else None
-            _, _, e = self._trunk(x0[i:i + chunk], self._pixel_context(x0[i:i + chunk], y0[i:i + chunk], stats), g, p)
+            _, _, e = self._trunk(x0[i:i + chunk], self._pixel_context(x0[i:i + chunk], y0[i:i + chunk], stats), g)
             part = torch.zeros(num_classes, e.shape[1], dtype=e.dtype, device=e.device).index_add(0, y0[i:i + chunk], e)
             sums = part if sums is None else sums + part
         stats["class_sums"] = sums
         return stats
 
-    def _fold(self, x0, y0, guide, prev=None):
+    def _fold(self, x0, y0, guide):
         """(M, C, H, W) -> (M*C, 1, H, W) for a grey generator on C-channel data (else unchanged);
         returns the folded inputs and C (the fold, 1 when nothing was folded)."""
         c = x0.shape[1]
         if c == self.config.channels:
-            return x0, y0, guide, prev, 1
+            return x0, y0, guide, 1
         flat = lambda t: None if t is None else t.reshape(-1, 1, *t.shape[2:])  # noqa: E731
-        return flat(x0), y0.repeat_interleave(c), flat(guide), flat(prev), c
+        return flat(x0), y0.repeat_interleave(c), flat(guide), c
 
     def _pixel_context(self, x, y, stats):
         if not self.config.pixel_context:
@@ -139,8 +134,8 @@ class MetaGenerator(nn.Module):
         set_mean = pix.sum(0, keepdim=True) / counts.sum()                               # (1, C, H, W)
         return class_mean[y], set_mean.expand(len(x), -1, -1, -1)
 
-    def decode(self, x0, y0, stats: dict, guide=None, prev=None):
-        s, h, e = self._trunk(x0, self._pixel_context(x0, y0, stats), guide, prev)
+    def decode(self, x0, y0, stats: dict, guide=None):
+        s, h, e = self._trunk(x0, self._pixel_context(x0, y0, stats), guide)
         counts = stats["counts"]
         class_mean = stats["class_sums"] / counts.clamp_min(1)[:, None]                # (K, cd)
         set_mean = stats["class_sums"].sum(0) / counts.sum()                            # (cd,)
@@ -153,32 +148,31 @@ class MetaGenerator(nn.Module):
         delta = self.out(F.relu(self.up(torch.cat([up, s], dim=1))))
         return x0 + delta
 
-    def forward(self, x0, y0, num_classes: int | None = None, guide=None, prev=None):
-        """``prev``: the previous pass's update, for a generator with history_input (None: zeros)."""
-        self._check_input(x0, y0, guide, prev)
+    def forward(self, x0, y0, num_classes: int | None = None, guide=None):
+        self._check_input(x0, y0, guide)
         num_classes = num_classes or int(y0.max()) + 1
         shape = x0.shape
-        x0, y0, guide, prev, fold = self._fold(x0, y0, guide, prev)
-        stats = dict(self.set_statistics(x0, y0, num_classes, guide, prev=prev), fold=fold)
-        return self.decode(x0, y0, stats, guide, prev).reshape(shape)
+        x0, y0, guide, fold = self._fold(x0, y0, guide)
+        stats = dict(self.set_statistics(x0, y0, num_classes, guide), fold=fold)
+        return self.decode(x0, y0, stats, guide).reshape(shape)
 
     @torch.no_grad()
-    def generate(self, x0, y0, num_classes: int, guide=None, chunk: int = 256, prev=None):
+    def generate(self, x0, y0, num_classes: int, guide=None, chunk: int = 256):
         """Forward in chunks of ``chunk`` images (for large IPCs): same result as forward(), bounded memory."""
-        self._check_input(x0, y0, guide, prev)
+        self._check_input(x0, y0, guide)
         shape = x0.shape
-        x0, y0, guide, prev, fold = self._fold(x0, y0, guide, prev)
+        x0, y0, guide, fold = self._fold(x0, y0, guide)
         chunk *= fold
-        stats = dict(self.set_statistics(x0, y0, num_classes, guide, chunk, prev), fold=fold)
+        stats = dict(self.set_statistics(x0, y0, num_classes, guide, chunk), fold=fold)
         part = lambda t, i: None if t is None else t[i:i + chunk]  # noqa: E731
-        return torch.cat([self.decode(x0[i:i + chunk], y0[i:i + chunk], stats, part(guide, i), part(prev, i))
+        return torch.cat([self.decode(x0[i:i + chunk], y0[i:i + chunk], stats, part(guide, i))
                           for i in range(0, len(x0), chunk)]).reshape(shape)
 
     def serves(self, channels: int) -> bool:
         """Whether this generator makes ``channels``-channel images: its own count, or any count by folding."""
         return channels == self.config.channels or self.config.channels == 1
 
-    def _check_input(self, x0, y0, guide=None, prev=None):
+    def _check_input(self, x0, y0, guide=None):
         if self.config.guide_input and (guide is None or guide.shape != x0.shape):
             raise UsageError("this generator takes the KRR-loss gradient at X_0 as input (guide=objective.guide(x0)); "
                              "pass a guide of the same shape as x0.")
@@ -189,9 +183,6 @@ class MetaGenerator(nn.Module):
             raise UsageError(f"images of size {tuple(x0.shape[2:])} are too small for the generator (min 4x4).")
         if len(y0) != len(x0):
             raise UsageError("x0 and y0 differ in length.")
-        if prev is not None and (not self.config.history_input or prev.shape != x0.shape):
-            raise UsageError("prev (the previous pass's update) is for a generator built with history_input, "
-                             "and has x0's shape.")
 
     # -- checkpoints: safetensors weights + JSON config/metadata, no pickle
     def save_pretrained(self, path, metadata: dict | None = None, force: bool = False) -> Path:
@@ -222,8 +213,14 @@ class MetaGenerator(nn.Module):
         tensors, info = load_tensors(weights)
         if info.get("format") != CHECKPOINT_FORMAT:
             raise CorruptFile(f"{weights} is not an mgdd generator checkpoint (format {info.get('format')!r}).")
+        config = dict(info.get("config", {}))
+        # the history input (each pass also reading the previous update) measured no better and
+        # left mgdd after commit d363fff; configs from before record it as false
+        if config.pop("history_input", False):
+            raise UsageError(f"{weights} was made with history_input, an option that left mgdd after commit "
+                             "d363fff; load it with mgdd at that commit.")
         try:
-            model = cls(GeneratorConfig(**info["config"]))
+            model = cls(GeneratorConfig(**config))
         except (TypeError, KeyError) as e:
             raise CorruptFile(f"{weights}: generator config is invalid ({e}).") from None
         expected = model.state_dict()

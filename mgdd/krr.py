@@ -147,20 +147,6 @@ def left_factor(f_s: torch.Tensor, lam: float, space: str = "auto") -> torch.Ten
     return torch.linalg.solve(regularized_gram(f_s, lam), f_s)
 
 
-def platt_scale(logits: torch.Tensor, y: torch.Tensor, iterations: int = 20) -> torch.Tensor:
-    """The t > 0 minimising cross-entropy(t * logits, y), by Newton's method (convex in t)."""
-    z = logits.detach().double()
-    zy = z.gather(1, y.view(-1, 1)).squeeze(1)
-    t = torch.ones((), dtype=z.dtype, device=z.device)
-    for _ in range(iterations):
-        p = torch.softmax(t * z, dim=1)
-        mean = (p * z).sum(1)
-        grad = (mean - zy).mean()
-        hess = ((p * z * z).sum(1) - mean ** 2).mean().clamp_min(1e-12)
-        t = (t - grad / hess).clamp(1e-3, 1e4)
-    return t
-
-
 def krr_loss_moments(f_s, moments, lam: float, mu: float, space: str = "auto") -> tuple:
     """Full-data loss for one network: moments = (G, H, yy, n). Returns (L, Y_s*).
 

@@ -1,7 +1,7 @@
 """Meta-training: learn generator weights that adapt to a new dataset in a few steps.
 
 A *task* is (a class subset of the source of size min_classes..C, an IPC, a seed, and, when
-meta-training reads several sources (a dataset and its variants, variants.py), which one). Each
+meta-training reads several sources with the same classes, which one). Each
 meta-step runs ``tasks_per_step`` tasks; for each, a clone of the generator takes
 ``inner_steps`` Adam steps of the KRR loss on that task (learn2learn-style clone/adapt),
 then the meta-update is
@@ -129,7 +129,7 @@ def meta_train(generator: MetaGenerator, objective, meta_steps: int, algorithm: 
     generation; it is recorded, and generation uses it by default.
 
     ``objective``: one KRRObjective, or a list of them over datasets with the same classes
-    (a source and its variants, variants.py); each task then draws which one it runs on.
+    (several sources); each task then draws which one it runs on.
     """
     objectives = list(objective) if isinstance(objective, (list, tuple)) else [objective]
     objective = objectives[0]

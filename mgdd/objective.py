@@ -23,10 +23,8 @@ import time
 from dataclasses import asdict
 
 import torch
-import torch.nn.functional as F
 
 from . import krr
-from .augment import augment
 from .data import Dataset
 from .errors import UsageError, check_range, unknown_name
 from .features import FeatureConfig, FeaturePool, make_feature_net
@@ -52,34 +50,18 @@ class KRRObjective:
 
     def __init__(self, dataset: Dataset, feature_config: FeatureConfig | None = None, pool_size: int = 8,
                  seed: int = 0, lam: float = DEFAULT_LAM, mu: float = 1e-3, batch_size: int = 1024, cache: bool = True,
-                 device="cpu", progress=None, cache_dir=None, images_per_network: int | None = None,
-                 train_steps: int = 0, checkpoints: int = 4, augment: bool = False, criterion: str = "mse",
-                 ridge: str = DEFAULT_RIDGE):
+                 device="cpu", progress=None, cache_dir=None, ridge: str = DEFAULT_RIDGE):
         check_range("lam", lam, 0, low_open=True)
         if ridge not in RIDGES:
             raise unknown_name("ridge", ridge, RIDGES)
         check_range("mu", mu, 0, low_open=True)
         check_range("batch_size", batch_size, 2)
-        if criterion not in CRITERIA:
-            raise unknown_name("criterion", criterion, CRITERIA)
-        if criterion != "mse" and self.mode != "pool":
-            raise UsageError(f"the {criterion} criterion is for the pool objective; drop it or use "
-                             "--objective-mode pool.")
         t0 = time.perf_counter()
         self.dataset, self.lam, self.mu, self.ridge = dataset, lam, mu, ridge
         self.batch_size, self.seed, self.device = batch_size, seed, device
-        # True: each loss() sees the synthetic images under a fresh DSA-style augmentation
-        # (drawn from the step seed), so the set is fitted for networks trained with it
-        self.augment = augment
-        # "mse": the loss is the squared error of the KRR predictor over the whole training set,
-        # from the moments. "platt": cross-entropy of the same predictor (labels still solved
-        # from the moments) on a real batch drawn each step, at its best temperature (Platt
-        # scaling, as RFAD does); the batch's features are computed without gradient
-        self.criterion = criterion
         self.feature_config = feature_config or FeatureConfig()
         self.pool = FeaturePool(self.feature_config, dataset.channels, dataset.image_size, pool_size, seed,
-                                cache_dir=cache_dir, images_per_network=images_per_network,
-                                train_steps=train_steps, checkpoints=checkpoints).to(device)
+                                cache_dir=cache_dir).to(device)
         self.class_index = dataset.class_indices()
         moments = self.pool.moments(dataset.train_x, dataset.train_y, dataset.num_classes,
                                     cache=cache, device=device, progress=progress)
@@ -90,14 +72,6 @@ class KRRObjective:
     def describe(self) -> dict:
         out = {"feature": asdict(self.feature_config), "pool_size": self.pool.size, "seed": self.seed,
                "lam": self.lam, "mu": self.mu, "mode": self.mode, "feature_dim": self.pool.dim}
-        if self.pool.images_per_network is not None:  # absent by default: older records stay comparable
-            out["images_per_network"] = self.pool.images_per_network
-        if self.pool.train_steps:
-            out["train_steps"], out["checkpoints"] = self.pool.train_steps, self.pool.checkpoints
-        if self.augment:
-            out["augment"] = True
-        if self.criterion != "mse":
-            out["criterion"] = self.criterion
         # absent means "kernel": records from before the option stay readable as they were
         if self.ridge != "kernel":
             out["ridge"] = self.ridge
@@ -119,24 +93,8 @@ class KRRObjective:
 
     def loss(self, x_s: torch.Tensor, rng: random.Random | None = None, classes=None) -> torch.Tensor:
         """KRR loss of synthetic images x_s (M, C, H, W) against the real data of ``classes``."""
-        net_index, step_seed = _draw(rng, self.pool.size)
-        x_s = self._augmented(x_s, step_seed)
-        if self.criterion == "platt":
-            return self._platt_loss(x_s, net_index, step_seed, classes)
+        net_index, _ = _draw(rng, self.pool.size)
         return self.pool_loss(x_s, net_index, classes)
-
-    def _platt_loss(self, x_s: torch.Tensor, net_index: int, step_seed: int, classes=None) -> torch.Tensor:
-        self._check(x_s)
-        i = net_index % self.pool.size
-        net = self.pool.nets[i]
-        f_s = net(x_s.to(self.device))                                        # (M, d)
-        lam = self.lam_for(len(f_s))
-        _, y_s = krr.krr_loss_moments(f_s, self.moments[i].for_classes(classes), lam, self.mu)  # (M, c)
-        xb, yb = self._real_batch(classes, step_seed, self.batch_size)
-        with torch.no_grad():
-            f_b = net(xb).double()                                            # (B, d)
-        logits = f_b @ krr.left_factor(f_s, lam).T @ y_s                      # KRR predictions (B, c)
-        return F.cross_entropy(krr.platt_scale(logits, yb) * logits, yb)
 
     def _real_batch(self, classes, step_seed: int, size: int) -> tuple:
         """``size`` real images of ``classes`` drawn from the step seed, labels renumbered 0..c-1."""
@@ -147,11 +105,6 @@ class KRRObjective:
         remap[torch.tensor(classes)] = torch.arange(len(classes))
         picks = pool[torch.randperm(len(pool), generator=g)[:size]]
         return self.dataset.train_x[picks].to(self.device), remap[self.dataset.train_y[picks]].to(self.device)
-
-    def _augmented(self, x_s: torch.Tensor, step_seed: int) -> torch.Tensor:
-        if not self.augment:
-            return x_s
-        return augment(x_s, torch.Generator().manual_seed(int(step_seed)))
 
     def pool_loss(self, x_s: torch.Tensor, net_index: int, classes=None) -> torch.Tensor:
         """The loss through pool network ``net_index``, from its cached full-data moments."""
@@ -209,7 +162,6 @@ class FreshObjective(KRRObjective):
         yb = krr.centered_onehot(labels.cpu(), ncls)
         with torch.no_grad():
             fb = net(xb)
-        x_s = self._augmented(x_s, step_seed)
         loss, _ = krr.krr_loss(net(x_s.to(self.device)), fb[half:], yb[half:].to(self.device), self.lam_for(len(x_s)),
                                self.mu,
                                f_label=fb[:half], y_label=yb[:half].to(self.device))
@@ -217,7 +169,6 @@ class FreshObjective(KRRObjective):
 
 
 OBJECTIVES = {"pool": KRRObjective, "fresh": FreshObjective}
-CRITERIA = ("mse", "platt")
 
 
 def create_objective(mode: str, dataset: Dataset, **kwargs) -> KRRObjective:

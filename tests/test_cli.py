@@ -79,17 +79,6 @@ def test_other_baselines(tmp_path, tiny_npz, capsys, name):
     assert code == 0, err
 
 
-def test_krr_pixel_on_trained_features_records_them(tmp_path, tiny_npz, capsys):
-    out = tmp_path / "t.safetensors"
-    code, _, err = run(capsys, "baseline", "krr-pixel", "--dataset", f"npz:{tiny_npz}", "--ipc", "2", "--steps", "3",
-                       "--feature-train-steps", "4", "--feature-checkpoints", "2", "--images-per-network", "12",
-                       "--no-cache", "--out", str(out), *OBJ)
-    assert code == 0, err
-    from mgdd.distilled import DistilledSet
-    objective = DistilledSet.load(out).meta["objective"]
-    assert (objective["train_steps"], objective["checkpoints"], objective["images_per_network"]) == (4, 2, 12)
-
-
 def test_krr_pixel_init_flag(tmp_path, tiny_npz, capsys):
     out = tmp_path / "h.safetensors"
     base = ["--dataset", f"npz:{tiny_npz}", "--ipc", "2", *OBJ]
@@ -156,82 +145,34 @@ def test_meta_train_records_its_guide_networks(tmp_path, tiny_npz, capsys):
         assert not (tmp_path / "R" / "model.safetensors").exists()
 
 
-def test_meta_train_without_the_guide(tmp_path, tiny_npz, capsys):
-    """--no-guide records a generator that reads no guide; it generates with its passes, and
-    --guide-nets is refused with it, at meta-training and at generation."""
-    from mgdd.distilled import DistilledSet
-    ds = f"npz:{tiny_npz}"
-    meta = ["meta-train", "--source", ds, "--algorithm", "unrolled", "--passes", "2", "--meta-steps", "2",
-            "--tasks-per-step", "1", "--ipc-range", "1,2", "--no-cache", *OBJ]
-    code, _, err = run(capsys, *meta, "--no-guide", "--out", str(tmp_path / "U"))
-    assert code == 0, err
-    info = json.loads((tmp_path / "U" / "config.json").read_text())
-    assert info["config"]["guide_input"] is False and info["metadata"]["passes"] == 2
-    out = tmp_path / "g.safetensors"
-    code, _, err = run(capsys, "generate", str(tmp_path / "U"), "--dataset", ds, "--ipc", "2", "--out", str(out),
-                       "--no-cache", *OBJ)
-    assert code == 0, err
-    assert DistilledSet.load(out).meta["passes"] == 2
-    code, _, err = run(capsys, "generate", str(tmp_path / "U"), "--dataset", ds, "--ipc", "2", "--no-cache",
-                       "--guide-nets", "1", "--out", str(tmp_path / "h.safetensors"), *OBJ)
-    assert code == 2 and "reads no guide" in err and "Traceback" not in err
-    assert not (tmp_path / "h.safetensors").exists()
-    code, _, err = run(capsys, *meta, "--no-guide", "--guide-nets", "1", "--out", str(tmp_path / "V"))
-    assert code == 2 and "--no-guide" in err and "Traceback" not in err and not (tmp_path / "V").exists()
-
-
-def test_meta_train_generator_size_and_finishing_a_cut_run(tmp_path, tiny_npz, capsys):
-    """--generator-width/--generator-blocks build and record that generator, which loads and
-    generates; --resume continues the checkpoint, and a resume at the step the checkpoint holds
-    writes the model with no more steps (how a run cut off by a time limit is closed); a resume
-    with another generator size is refused."""
+def test_meta_train_finishing_a_cut_run(tmp_path, tiny_npz, capsys):
+    """--resume continues the checkpoint, and a resume at the step the checkpoint holds writes the
+    model with no more steps (how a run cut off by a time limit is closed); a resume with other
+    settings is refused."""
     from mgdd.distilled import DistilledSet
     from mgdd.generator import MetaGenerator
     ds = f"npz:{tiny_npz}"
-    meta = ["meta-train", "--source", ds, "--algorithm", "unrolled", "--tasks-per-step", "1", "--ipc-range", "1,2",
-            "--no-cache", "--generator-width", "16", "--generator-blocks", "3", "--checkpoint-every", "1",
-            "--out", str(tmp_path / "U"), *OBJ]
-    code, _, err = run(capsys, *meta, "--meta-steps", "2")
+    meta = ["meta-train", "--source", ds, "--algorithm", "unrolled", "--tasks-per-step", "1",
+            "--no-cache", "--checkpoint-every", "1", "--out", str(tmp_path / "U"), *OBJ]
+    code, _, err = run(capsys, *meta, "--ipc-range", "1,2", "--meta-steps", "2")
     assert code == 0, err
-    config = json.loads((tmp_path / "U" / "config.json").read_text())["config"]
-    assert config["width"] == 16 and config["blocks"] == 3 and config["dilations"] == [1, 2, 1]
     gen = MetaGenerator.from_pretrained(tmp_path / "U")
-    assert len(gen.blocks) == 3 and gen.blocks[0].conv1.out_channels == 16
+    assert "history_input" not in json.loads((tmp_path / "U" / "config.json").read_text())["config"]
     out = tmp_path / "g.safetensors"
     code, _, err = run(capsys, "generate", str(tmp_path / "U"), "--dataset", ds, "--ipc", "2", "--out", str(out),
                        "--no-cache", *OBJ)
     assert code == 0, err
-    assert len(DistilledSet.load(out).images) > 0
+    assert len(DistilledSet.load(out).images) > 0 and gen.num_parameters() > 0
     (tmp_path / "U" / "model.safetensors").unlink()
-    code, _, err = run(capsys, *meta, "--meta-steps", "3", "--resume")
+    code, _, err = run(capsys, *meta, "--ipc-range", "1,2", "--meta-steps", "3", "--resume")
     assert code == 0, err
     log = json.loads((tmp_path / "U" / "meta-log.json").read_text())["history"]
     assert [h["step"] for h in log] == [1, 2, 3]
-    code, _, err = run(capsys, *meta, "--meta-steps", "3", "--resume")
+    code, _, err = run(capsys, *meta, "--ipc-range", "1,2", "--meta-steps", "3", "--resume")
     assert code == 0, err
     assert json.loads((tmp_path / "U" / "config.json").read_text())["metadata"]["meta_steps"] == 3
-    code, _, err = run(capsys, *meta[:-len(OBJ) - 2], "--generator-width", "24", "--out", str(tmp_path / "U"), *OBJ,
-                       "--meta-steps", "4", "--resume")
-    assert code == 2 and "generator" in err and "Traceback" not in err
-
-
-def test_meta_train_with_history_input(tmp_path, tiny_npz, capsys):
-    """--history-input records a generator whose passes read the previous update; it generates;
-    it is refused where there is no previous pass."""
-    from mgdd.distilled import DistilledSet
-    ds = f"npz:{tiny_npz}"
-    meta = ["meta-train", "--source", ds, "--algorithm", "unrolled", "--meta-steps", "2", "--tasks-per-step", "1",
-            "--ipc-range", "1,2", "--no-cache", "--history-input", *OBJ]
-    code, _, err = run(capsys, *meta, "--passes", "2", "--out", str(tmp_path / "U"))
-    assert code == 0, err
-    assert json.loads((tmp_path / "U" / "config.json").read_text())["config"]["history_input"] is True
-    out = tmp_path / "g.safetensors"
-    code, _, err = run(capsys, "generate", str(tmp_path / "U"), "--dataset", ds, "--ipc", "2", "--out", str(out),
-                       "--no-cache", *OBJ)
-    assert code == 0, err
-    assert DistilledSet.load(out).meta["passes"] == 2
-    code, _, err = run(capsys, *meta, "--out", str(tmp_path / "V"))  # one pass: no previous update
-    assert code == 2 and "--history-input" in err and "Traceback" not in err and not (tmp_path / "V").exists()
+    code, _, err = run(capsys, *meta, "--ipc-range", "1,3", "--meta-steps", "4", "--resume")
+    assert code == 2 and "Traceback" not in err
 
 
 def test_krr_pixel_snapshots_and_resume(tmp_path, tiny_npz, capsys):

@@ -101,16 +101,6 @@ def add_objective(p):
     g.add_argument("--pool-size", type=positive_int, default=8, help="random feature networks in the pool (8)")
     g.add_argument("--feature-width", type=positive_int, default=64, help="width of the feature ConvNets (64)")
     g.add_argument("--feature-depth", type=positive_int, default=3, help="depth of the feature ConvNets (3)")
-    g.add_argument("--images-per-network", type=positive_int, default=None,
-                   help="each pool network's moments from its own stratified subset of this many images (all)")
-    g.add_argument("--feature-train-steps", type=count, default=0,
-                   help="train the feature networks on the real data for this many SGD steps (0: random)")
-    g.add_argument("--feature-checkpoints", type=positive_int, default=4,
-                   help="pool networks per training trajectory, snapshots along it (4)")
-    g.add_argument("--objective-criterion", choices=["mse", "platt"], default="mse",
-                   help="mse: full-data squared error (moments); platt: cross-entropy on a real batch, Platt-scaled")
-    g.add_argument("--objective-augment", action="store_true",
-                   help="the loss sees the synthetic images under DSA-style augmentation, fresh each step")
     # None: the objective's own defaults (objective.DEFAULT_LAM, DEFAULT_RIDGE), so they live in
     # one place and the CLI does not import torch to print its help
     g.add_argument("--lam", type=positive_float, default=None,
@@ -149,9 +139,7 @@ def objective(args, dataset):
     ridge = {k: v for k, v in (("lam", args.lam), ("ridge", args.ridge)) if v is not None}
     return create_objective(args.objective_mode, dataset, feature_config=cfg, pool_size=args.pool_size,
                             seed=args.seed, mu=args.mu, cache=not args.no_cache, device=device(args),
-                            progress=say, images_per_network=args.images_per_network,
-                            train_steps=args.feature_train_steps, checkpoints=args.feature_checkpoints,
-                            augment=args.objective_augment, criterion=args.objective_criterion, **ridge)
+                            progress=say, **ridge)
 
 
 def device(args) -> str:

@@ -18,19 +18,11 @@ def cmd_meta_train(args):
     from ..data import load_dataset
     from ..generator import GeneratorConfig, MetaGenerator
     from ..meta import init_distributed, meta_train
-    from ..variants import parse_variants, with_variants
 
     if len(args.ipc_range) != 2 or not 1 <= args.ipc_range[0] <= args.ipc_range[1]:
         raise UsageError(f"--ipc-range must be min,max with 1 <= min <= max (e.g. 1,50); got {args.ipc_range}.")
     common.check_guide_nets(args)
     common.check_start(args)
-    if args.history_input and (args.algorithm != "unrolled" or args.passes < 2):
-        raise UsageError("--history-input feeds a pass the previous pass's update; it needs --algorithm unrolled "
-                         "and --passes 2 or more.")
-    if args.no_guide and args.guide_nets != 2:
-        raise UsageError("--guide-nets sets the guide a pass reads; --no-guide trains a generator that reads none. "
-                         "Give one of them.")
-    variants = parse_variants(args.source_variants)
     out = common.folder_out(args)
     replace = args.force or args.resume
     started = init_distributed()
@@ -39,15 +31,10 @@ def cmd_meta_train(args):
         common.check_outputs(args, [out / "model.safetensors", out / "config.json", out / "meta-log.json",
                               out / "meta-checkpoint.safetensors"], replace)
     dataset = load_dataset(args.source, args.data_dir, args.download, image_size=args.image_size)
-    # one objective (pool and moments) per source; the same pool seed, so the same networks
-    objectives = [common.objective(args, d) for d in with_variants(dataset, variants, args.seed)]
-    objective = objectives[0]
+    objective = common.objective(args, dataset)
     torch.manual_seed(args.seed)
-    generator = MetaGenerator(GeneratorConfig(channels=dataset.channels, guide_input=not args.no_guide,
-                                              history_input=args.history_input,
-                                              width=args.generator_width, blocks=args.generator_blocks,
-                                              dilations=[1 + i % 2 for i in range(args.generator_blocks)]))
-    log = meta_train(generator, objectives, args.meta_steps, args.algorithm, args.tasks_per_step, args.inner_steps,
+    generator = MetaGenerator(GeneratorConfig(channels=dataset.channels))
+    log = meta_train(generator, objective, args.meta_steps, args.algorithm, args.tasks_per_step, args.inner_steps,
                      args.inner_lr, args.meta_lr, tuple(args.ipc_range), args.min_classes, args.seed,
                      checkpoint=out / "meta-checkpoint.safetensors", checkpoint_every=args.checkpoint_every,
                      resume=args.resume, progress=common.progress(args),
@@ -81,9 +68,6 @@ def add_parsers(sub):
     s.add_argument("--data-dir", default=None)
     s.add_argument("--download", action="store_true")
     s.add_argument("--image-size", type=common.positive_int, default=None, help="resize the source to N x N")
-    s.add_argument("--source-variants", default=None,
-                   help="comma-separated transforms of the source that tasks are also drawn from, each with its "
-                        "own feature moments: thick, blur, texture, invert, zoom, or a chain such as thick+texture (none)")
     s.add_argument("--algorithm", choices=["reptile", "fomaml", "unrolled"], default="reptile",
                    help="reptile / fomaml: learn to adapt in a few steps; unrolled: learn to be applied --passes "
                         "times in turn, with no adaptation")
@@ -92,17 +76,6 @@ def add_parsers(sub):
     s.add_argument("--guide-nets", type=common.positive_int, default=2,
                    help="unrolled: pool networks each pass's guide averages over, up to --pool-size (2); "
                         "recorded, so generation uses it by default")
-    s.add_argument("--no-guide", action="store_true",
-                   help="a generator that reads no guide: a pass is a plain forward, linear in the set size, with "
-                        "no gradient through the pool (the guide's ablation, docs/design.md §4)")
-    s.add_argument("--generator-width", type=common.positive_int, default=48,
-                   help="channels of the generator's half-resolution body (48, as shipped); a capacity knob "
-                        "(docs/experiments.md, issue #16)")
-    s.add_argument("--generator-blocks", type=common.positive_int, default=4,
-                   help="residual blocks in the generator's body, dilations alternating 1, 2 (4, as shipped)")
-    s.add_argument("--history-input", action="store_true",
-                   help="unrolled: each pass also reads the previous pass's update (a learned optimiser's "
-                        "momentum; zeros at the first pass)")
     s.add_argument("--start", default="random",
                    help="where each task's X_0 comes from: random real images, or a herding / kcenter coreset in "
                         "pool network 0's feature space (recorded; generation starts there by default)")
