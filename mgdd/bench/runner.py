@@ -16,10 +16,7 @@ where it stopped, and the report (report.py) is rewritten after every cell.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import sys
 from pathlib import Path
 
 from ..adapt import generation_defaults
@@ -32,24 +29,23 @@ from ..evaluate import evaluate
 from ..features import FeatureConfig
 from ..generate import generate
 from ..generator import MetaGenerator
-from ..io import read_json, write_json
 from ..objective import FreshObjective, KRRObjective
-from ..pipeline import adapted_generator, adapted_metadata, default_meta_generator, load_generator
+from ..pipeline import adapted_generator, adapted_metadata, load_generator
 from ..start import forget_orders
 from .cells import CellStore, pass_seconds, read_cells, set_digest, timed
+from .folder import RunFolder
 from .presets import VARIANTS, cross_sources, get_preset
-
-ONE_SHOT = {"kmeans": kmeans}  # Preset.one_shot: name -> builder(objective, ipc, seed, soft_labels)
-from .report import machine, write_report
+from .report import write_report
 from .retime import retime
 
-
-def _device_kind(device: str) -> str:
-    """cpu, cuda or mps: cuda:0 and cuda measure the same kind of machine."""
-    return str(device).split(":")[0]
+ONE_SHOT = {"kmeans": kmeans}  # Preset.one_shot: name -> builder(objective, ipc, seed, soft_labels)
 
 
 class Bench:
+    """Orchestration: which cells a preset has and how each is made. The results folder's record
+    and resume rules are folder.RunFolder's, the cell cache is cells.CellStore's, the tables and
+    plots are report.py's."""
+
     def __init__(self, preset: str, out, data_dir=None, resume=False, force=False, seed=0, progress=False,
                  new_generator=False, device="cpu"):
         self.cfg, self.preset, self.seed, self.progress = get_preset(preset), preset, seed, progress
@@ -64,6 +60,8 @@ class Bench:
                              "it needs --resume.")
         self.resume, self.force, self.data_dir, self.new_generator = resume, force, data_dir, new_generator
         self.store = CellStore(self.out, on_new=self._report_progress)
+        self.folder = RunFolder(self.out, preset, self.cfg, lambda: self.dataset, self.device, seed, resume=resume,
+                                force=force, new_generator=new_generator)
         self._dataset, self._objective = None, None
         self.reporting = False  # during run(): the report is kept current cell by cell
 
@@ -78,90 +76,10 @@ class Bench:
         return self._dataset
 
     def _start(self) -> None:
-        """Make the folders (a forced start drops the old cells) and record the run."""
-        self._check_same_settings()
-        if self.force and not self.resume and (self.out / "cells").exists():
-            for p in (self.out / "cells").glob("*.json"):
-                p.unlink()
-        for sub in ("cells", "sets", "plots"):
-            (self.out / sub).mkdir(parents=True, exist_ok=True)
-        write_json(self.out / "run.json", self.run_record(), force=True)
-
-    def _check_same_settings(self) -> None:
-        """A resumed (or re-timed) run must compute its cells as the recorded one did: cells made
-        under other settings (a changed default, say) would be mixed into one table. Adding
-        cells (Preset.CELL_LISTS) is what a resume is for."""
-        record = self.out / "run.json"
-        if not (self.resume and record.is_file()):
-            return
-        recorded = json.loads(record.read_text())
-        old = recorded.get("config", {})
-        new = json.loads(json.dumps(self.cfg.as_dict()))
-        changed = sorted(k for k in set(old) | set(new)
-                         if k not in self.cfg.CELL_LISTS and old.get(k) != new.get(k))
-        if changed:
-            raise UsageError(f"{self.out} was made with other {self.preset} settings ({', '.join(changed)}); "
-                             "use a new --out, or --force to start over.")
-        # times measured on two devices would share one table (records from before this field ran on the CPU)
-        old_device = recorded.get("device", "cpu")
-        if _device_kind(old_device) != _device_kind(self.device):
-            raise UsageError(f"{self.out} was measured on {old_device} and this run would use {self.device}; "
-                             f"pass --device {old_device}, or use a new --out.")
-        # the mgdd cells are the shipped generator's: another one (a new release) would mix two
-        # generators in one table (records from before this field carry none and are not checked)
-        old_gen = recorded.get("meta_generator")
-        new_gen = self.meta_generator_record()
-        if old_gen is not None and old_gen != new_gen:
-            if not self.new_generator:
-                raise UsageError(f"{self.out} was made with another shipped meta generator ({old_gen.get('name')}, "
-                                 f"sha256 {str(old_gen.get('sha256'))[:12]}); use a new --out, --force to start "
-                                 "over, or --new-generator to redo only the cells that use the meta generator.")
-            self._supersede(recorded)
-
-    # the cells (and their sets, generators, checkpoints) made from the shipped meta generator;
-    # every other cell (baselines, krr curves, scratch) does not read it
-    GENERATOR_CELLS = ("mgdd-", "unseen-")
-
-    def _supersede(self, recorded: dict) -> None:
-        """Move the meta generator's cells of the old generator (``recorded``: the old run.json) to
-        OUT/superseded/<digest>/, so they are kept (never overwritten) and redone with the new
-        generator; the other cells stand."""
-        dest = self.out / "superseded" / str(recorded["meta_generator"].get("sha256"))[:12]
-        moves = [(p, dest / sub / p.name) for sub in ("cells", "sets") if (self.out / sub).is_dir()
-                 for p in sorted((self.out / sub).iterdir()) if p.name.startswith(self.GENERATOR_CELLS)]
-        # checked before anything moves, run.json included, so a refusal leaves nothing half-moved
-        clash = [str(d) for d in [dest / "run.json", *(d for _, d in moves)] if os.path.lexists(d)]
-        if clash:
-            raise UsageError(f"cannot set the old generator's cells aside: {clash[0]} already exists; move "
-                             f"{dest} away and run again.")
-        for src, dst in moves:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)  # same filesystem: a rename, nothing copied or half-written
-        write_json(dest / "run.json", recorded, force=False)
-        print(f"[bench] the shipped meta generator changed: {len(moves)} of its files moved to {dest}; "
-              "its cells are redone", file=sys.stderr, flush=True)
-
-    def meta_generator_record(self) -> dict | None:
-        """Which shipped meta generator the mgdd cells adapt: its folder name and weights digest."""
-        path = default_meta_generator(self.dataset.channels)
-        if path is None:
-            return None
-        digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
-        return {"name": path.name, "sha256": digest}
-
-    def meta_training_record(self) -> dict | None:
-        """What the shipped meta generator was meta-trained on (its source and IPC range), so the
-        report can say which bench sizes it never saw. Kept apart from meta_generator, which a
-        resume compares."""
-        path = default_meta_generator(self.dataset.channels)
-        meta = read_json(path / "config.json").get("metadata", {}) if path is not None else {}
-        return {k: meta[k] for k in ("source", "ipc_range") if k in meta} or None
+        self.folder.start()
 
     def run_record(self) -> dict:
-        return {"preset": self.preset, "config": self.cfg.as_dict(), "dataset": self.dataset.describe(),
-                "meta_generator": self.meta_generator_record(), "meta_training": self.meta_training_record(),
-                "machine": machine(), "device": self.device, "seed": self.seed,
-                "command": "mgdd " + " ".join(sys.argv[1:]) if sys.argv else ""}
+        return self.folder.record()
 
     def cell(self, name: str, fn):
         return self.store.get(name, fn)
@@ -430,5 +348,5 @@ class Bench:
     def retime(self, cont: bool = False, other_machine: bool = False) -> dict:
         """Re-measure the finished run's timings; ``cont`` continues a cut-off re-time;
         ``other_machine`` times a rebuild with other bits instead of refusing it (retime.py)."""
-        self._check_same_settings()
+        self.folder.check_same_settings()
         return retime(self, cont, other_machine)
