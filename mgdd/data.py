@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CorruptFile, DatasetNotFound, UsageError, unknown_name
+from .errors import CorruptFile, DatasetNotFound, MgddError, UsageError, unknown_name
 
 SYSTEM_LOCATIONS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
 NAMED = ["fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "digits"]
@@ -114,7 +114,7 @@ def sample_init(dataset: Dataset, ipc: int, seed: int, classes=None) -> tuple:
 
 
 def check_ipc(dataset: Dataset, ipc: int) -> None:
-    if not isinstance(ipc, int) or ipc < 1:
+    if not isinstance(ipc, int) or isinstance(ipc, bool) or ipc < 1:
         raise UsageError(f"IPC (images per class) must be an integer >= 1, got {ipc!r}.")
     smallest = min(dataset.class_counts())
     if ipc > smallest:
@@ -306,6 +306,28 @@ def _fit_square(im, size: int):
     return im.crop((left, top, left + size, top + size))
 
 
+def _as_rgb(im):
+    """A PIL image of any mode as 8-bit RGB, upright: EXIF orientation applied, 16-bit and 32-bit
+    integer images scaled (not clipped) to 0..255, float images in [0, 1] scaled, others refused."""
+    from PIL import Image, ImageOps
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+                raise CorruptFile(f"{getattr(im, 'filename', 'an image')}: float pixels outside [0, 1]; save it as "
+                                  "8- or 16-bit, or scale it to [0, 1].")
+            a = a * 255
+        elif a.max() > 255:  # 16-bit data (or 32-bit holding 16-bit values): full range 0..65535
+            if a.min() < 0 or a.max() > 65535:
+                raise CorruptFile(f"{getattr(im, 'filename', 'an image')}: 32-bit pixels outside 0..65535; save it "
+                                  "as 8- or 16-bit.")
+            a = a / 257
+        im = Image.fromarray(np.round(a).astype(np.uint8))
+    # any other mode (L, P, RGBA, CMYK, ...) -> RGB; grey folders drop back to 1 channel later
+    return im.convert("RGB")
+
+
 def _read_imagefolder(root: Path, size: int):
     try:
         from PIL import Image
@@ -316,19 +338,27 @@ def _read_imagefolder(root: Path, size: int):
                               f"and {root}/test/<class>/*.png, or {root}/<class>/*.png.")
     exts = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
-    def scan(folder: Path, classes=None):
-        classes = classes or sorted(p.name for p in folder.iterdir() if p.is_dir())
+    def scan(folder: Path, classes=None, every_class: bool = True):
+        # hidden folders (.ipynb_checkpoints, .git, ...) are not classes
+        classes = classes or sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
         xs, ys = [], []
         for ci, c in enumerate(classes):
+            found = 0
             for f in sorted((folder / c).iterdir()) if (folder / c).is_dir() else []:
-                if f.suffix.lower() in exts:
+                if f.suffix.lower() in exts and not f.name.startswith("."):
                     try:
                         with Image.open(f) as im:
-                            # any mode (L, P, RGBA, CMYK, I;16...) -> RGB; grey folders drop back to 1 channel below
-                            xs.append(np.asarray(_fit_square(im.convert("RGB"), size)))
+                            xs.append(np.asarray(_fit_square(_as_rgb(im), size)))
+                    except MgddError:
+                        raise
                     except Exception as e:
                         raise CorruptFile(f"{f} is not a readable image ({e}); remove or replace it.") from None
                     ys.append(ci)
+                    found += 1
+            if not found and every_class:  # a test split may lack a class; training may not
+                raise DatasetNotFound(f"class folder {folder / c} holds no images (looked for "
+                                      f"{', '.join(sorted(exts))} directly inside it, not in subfolders); add images "
+                                      "or remove the folder.")
         if not xs:
             raise DatasetNotFound(f"no images found under {folder}/<class>/ (looked for {', '.join(sorted(exts))}).")
         x = np.stack(xs).transpose(0, 3, 1, 2)
@@ -336,7 +366,7 @@ def _read_imagefolder(root: Path, size: int):
 
     if (root / "train").is_dir() and (root / "test").is_dir():
         xtr, ytr, classes = scan(root / "train")
-        xte, yte, _ = scan(root / "test", classes)
+        xte, yte, _ = scan(root / "test", classes, every_class=False)
     else:
         x, y, classes = scan(root)
         xtr, ytr, xte, yte = _split_per_class(x, y, 0.2, seed=0)
@@ -423,7 +453,9 @@ def load_dataset(name: str, data_dir=None, download: bool = False, image_size: i
     ``image_size``: resize to N x N (imagefolder default 32, others their own size).
     ``zca``: whiten with this regularization (a fraction of the mean eigenvalue, e.g. 0.1).
     """
-    if image_size is not None and (not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE):
+    if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool)):
+        raise UsageError(f"--image-size must be a whole number of pixels, got {image_size!r}.")
+    if image_size is not None and image_size < MIN_IMAGE_SIZE:
         raise UsageError(f"--image-size {image_size} is too small: the ConvNet-3 feature and evaluation networks "
                          f"halve the image three times; use {MIN_IMAGE_SIZE} or more.")
     info = {}
@@ -530,10 +562,13 @@ def make_dataset(name, xtr, ytr, xte, yte, names, info, image_size=None) -> Data
     names = list(names) if names is not None else [str(i) for i in range(num_classes)]
     if len(names) < num_classes:
         raise CorruptFile(f"{name}: {num_classes} classes in the labels but {len(names)} class names.")
+    if num_classes < 2:
+        raise CorruptFile(f"{name}: every image is in one class ({names[0]!r}); distillation needs at least 2 "
+                          "classes.")
     counts = torch.bincount(train_y, minlength=num_classes)
     if (counts == 0).any():
-        empty = torch.nonzero(counts == 0).flatten().tolist()
-        raise CorruptFile(f"{name}: classes {empty} have no training images.")
+        empty = [names[i] for i in torch.nonzero(counts == 0).flatten().tolist()]
+        raise CorruptFile(f"{name}: classes {', '.join(map(repr, empty))} have no training images.")
     # float64 numpy reductions: the same bits whatever the torch thread count, so datasets (and the
     # feature caches keyed by their fingerprint) are identical across processes
     arr = train_x.numpy().astype(np.float64)

@@ -12,6 +12,7 @@ Metadata (JSON, in the safetensors header under "mgdd"):
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,15 @@ class DistilledSet:
         return (images * s + m).clamp(0, 1)
 
 
+def set_digest(ds: "DistilledSet") -> str:
+    """SHA-256 of a set's images and labels: identifies a set's contents without its file (bench
+    --retime, and `distill --evaluate --resume`, which keeps the scores of unchanged sets)."""
+    h = hashlib.sha256()
+    for t in (ds.images.float(), ds.labels.float()):
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def distilled_meta(dataset, ipc: int, method: str, seed: int, objective, timing: dict, **extra) -> dict:
     """The metadata every distilled set carries: where it came from and how it was made."""
     meta = {"dataset": dataset.name, "classes": list(dataset.classes), "mean": dataset.mean, "std": dataset.std,
@@ -174,8 +184,9 @@ _EXPORT_FILES = {"png": "grid.png", "imagefolder": "imagefolder", "npz": "distil
 
 
 def export_paths(out_dir, formats) -> dict:
-    """{format: path} that ``export`` writes; refuses unknown or no formats."""
-    formats = [f.strip() for f in formats]
+    """{format: path} that ``export`` writes; refuses unknown or no formats. ``formats``: a list, or
+    one comma-separated string ("npz" or "png,npz")."""
+    formats = [f.strip() for f in (formats.split(",") if isinstance(formats, str) else formats)]
     unknown = [f for f in formats if f not in EXPORT_FORMATS]
     if unknown or not any(formats):
         raise UsageError(f"--formats takes a comma-separated list of {', '.join(EXPORT_FORMATS)}; "
@@ -268,14 +279,18 @@ def export(ds: DistilledSet, out_dir, formats=EXPORT_FORMATS, force: bool = Fals
             if build.exists():
                 shutil.rmtree(build)
         written.append(root)
+    # a whitened set's images mean nothing without its transform: it travels in every format
+    # (zca_mean, zca_matrix, as in the .safetensors file; `pixels` are the images un-whitened)
+    zca = ds.zca.tensors() if ds.zca is not None else {}
+    meta = {**ds.meta, **({"zca": ds.zca.describe()} if ds.zca is not None else {})}
     if "npz" in paths:
         buf = io.BytesIO()
         np.savez(buf, images=ds.images.numpy(), labels=ds.labels.numpy(), pixels=pixels.numpy(),
-                 meta=np.array(json.dumps(ds.meta)))
+                 meta=np.array(json.dumps(meta)), **{k: v.numpy() for k, v in zca.items()})
         written.append(write_bytes(paths["npz"], buf.getvalue(), force))
     if "pt" in paths:
         with atomic_path(paths["pt"], force) as tmp:
-            torch.save({"images": ds.images, "labels": ds.labels, "meta_json": json.dumps(ds.meta)}, tmp)
+            torch.save({"images": ds.images, "labels": ds.labels, "meta_json": json.dumps(meta), **zca}, tmp)
         written.append(paths["pt"])
     return written
 

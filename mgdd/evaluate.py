@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .allocator import keep_freed_memory
 from .augment import augment
 from .data import Dataset
-from .distilled import DEFAULT_TEMPERATURE, DistilledSet
+from .distilled import DEFAULT_TEMPERATURE, DistilledSet, validate
 from .errors import UsageError, check_range
 from .models import create_model
 from .progress import Progress
@@ -156,6 +156,7 @@ def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs:
     Soft labels: ``soft_loss`` "ce" (at ``temperature``, default 0.25) or "mse"; None uses
     what the set records (resolve_soft_loss).
     """
+    validate(ds.images, ds.labels, ds.meta, "distilled set")  # a set built in memory is checked as a loaded one
     check_compatible(ds, dataset)
     test_x = images_to_test(ds, dataset)
     epochs = epochs if epochs is not None else (1000 if dsa else 300)
@@ -165,6 +166,8 @@ def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs:
     check_range("batch_size", batch_size, 1)
     soft_loss, temperature = resolve_soft_loss(ds, soft_loss, temperature)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r}: no CUDA device is available here; use device='cpu'.")
     # The training loop frees and re-allocates ~100 MB activations every step; on CPU keep
     # them in the heap instead of paying the kernel for fresh pages (see allocator.py).
     with keep_freed_memory():

@@ -143,7 +143,7 @@ class FeaturePool:
 
     def moments(self, x, y, num_classes: int, cache: bool = True, device="cpu", progress=None) -> list:
         """ClassMoments of every pool network on (x, y), computed once per dataset."""
-        fp = dataset_fingerprint(x, y)
+        fp = self.fingerprint = dataset_fingerprint(x, y)
         out = []
         for i, net in enumerate(self.nets):
             key = (fp, i)
@@ -155,9 +155,14 @@ class FeaturePool:
         return out
 
     def _cache_path(self, fp: str, i: int) -> Path:
+        return self.cache_path(fp, f"n{i}")
+
+    def cache_path(self, fp: str, name: str) -> Path:
+        """Where this pool caches ``name`` (n0, n1, ...: a network's moments; start.py: coreset
+        orders) for the dataset with fingerprint ``fp``."""
         cfg = "-".join(f"{k}{v}" for k, v in asdict(self.config).items())
         root = self.cache_dir if self.cache_dir is not None else feature_cache_dir()
-        return root / f"{fp}-{cfg}-s{self.seed}-n{i}.safetensors"
+        return root / f"{fp}-{cfg}-s{self.seed}-{name}.safetensors"
 
     def _load_or_compute(self, net, i, fp, x, y, num_classes, cache, device) -> ClassMoments:
         from .io import load_tensors, save_tensors

@@ -72,16 +72,28 @@ def check_outputs(outputs, force: bool = False, inputs=()) -> list:
         if "checkpoint" in o.name and o.is_file() and not force:
             raise UsageError(f"{o} holds an unfinished run; pass --resume to continue it or --force to start over.")
         check_output(o, force)
-    for i, a in enumerate(outputs):
-        for b in outputs[i + 1:]:
-            if same_file(a, b):
-                raise UsageError(f"two outputs of this command are the same file {a}; choose another --out.")
+    seen = {}  # one pass, not all pairs: a thousand IPCs are a thousand checks, not a million
+    for o in outputs:
+        key = _file_key(o)
+        if key in seen:
+            raise UsageError(f"two outputs of this command are the same file {o}; choose another --out.")
+        seen[key] = o
     for what, src in inputs:
         for o in outputs:
             if overlaps(o, src):
                 raise UsageError(f"the output {o} would overwrite or write into the input ({what}: {src}); "
                                  "choose another --out.")
     return outputs
+
+
+def _file_key(path):
+    """What makes two paths the same file (as same_file decides): the inode of an existing file,
+    else the path with links resolved."""
+    try:
+        st = os.stat(path)
+        return ("inode", st.st_dev, st.st_ino)
+    except OSError:
+        return ("path", os.path.realpath(path))
 
 
 def make_parent(path) -> None:

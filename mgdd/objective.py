@@ -59,6 +59,7 @@ class KRRObjective:
         t0 = time.perf_counter()
         self.dataset, self.lam, self.mu, self.ridge = dataset, lam, mu, ridge
         self.batch_size, self.seed, self.device = batch_size, seed, device
+        self.cache = cache  # the moments, and start.py's coreset orders, are kept on disk
         self.feature_config = feature_config or FeatureConfig()
         self.pool = FeaturePool(self.feature_config, dataset.channels, dataset.image_size, pool_size, seed,
                                 cache_dir=cache_dir).to(device)
@@ -66,6 +67,7 @@ class KRRObjective:
         moments = self.pool.moments(dataset.train_x, dataset.train_y, dataset.num_classes,
                                     cache=cache, device=device, progress=progress)
         self.moments = [m.to(device) for m in moments]
+        self.fingerprint = self.pool.fingerprint  # of the training data the moments describe
         # the one-time precompute (feature moments, or reading them from the cache)
         self.build_seconds = time.perf_counter() - t0
 

@@ -21,12 +21,12 @@ import torch
 from .adapt import adapt, generation_defaults
 from .baselines import coreset, krr_pixel
 from .data import check_ipc, load_dataset
-from .distilled import save_grid
+from .distilled import save_grid, set_digest
 from .errors import MgddError, UsageError, check_range, unknown_name
 from .evaluate import evaluate
 from .generate import generate
 from .generator import GeneratorConfig, MetaGenerator
-from .io import check_outputs, write_json
+from .io import check_outputs, read_json, write_json
 from .objective import KRRObjective
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -213,18 +213,41 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int | None = None, adapt_ipcs=None
     if out_dir is not None and method == "generator":
         generator.save_pretrained(out_dir / "generator", metadata=adapted_metadata(adapt_log, origin, dataset.name,
                                                                                    objective), force=replace)
-    # 5. evaluation (the sets are already on disk: a failed evaluation loses nothing)
+    # 5. evaluation (the sets are already on disk: a failed evaluation loses nothing). summary.json
+    # is rewritten after each set's scores, so an interrupted run keeps them, and a resumed one
+    # reuses the scores of a set that rebuilt bit for bit under the same evaluation settings
     if evaluate_sets:
+        earlier = _earlier_evaluations(out_dir, resume)
         for ipc, ds in sets.items():
-            summary["sets"][str(ipc)]["evaluation"] = evaluate(ds, dataset, epochs=epochs, runs=runs, seed=seed,
-                                                               progress=progress)
+            entry = summary["sets"][str(ipc)]
+            entry["set_sha256"] = set_digest(ds)
+            old = earlier.get(str(ipc), {})
+            res = old.get("evaluation")
+            if not (res and old.get("set_sha256") == entry["set_sha256"]
+                    and (res.get("epochs"), res.get("runs"), (res.get("per_run") or [{}])[0].get("seed"))
+                    == (epochs, runs, seed)):
+                res = evaluate(ds, dataset, epochs=epochs, runs=runs, seed=seed, progress=progress)
+            entry["evaluation"] = res
+            if out_dir is not None:
+                write_json(out_dir / "summary.json", {**summary, "finished": False}, force=True)
     if out_dir is not None:
-        write_json(out_dir / "summary.json", summary, force=replace)
+        write_json(out_dir / "summary.json", summary, force=True)
         if not keep_checkpoints:  # a finished run leaves only its outputs
             for ckpt in checkpoints:
                 ckpt.unlink(missing_ok=True)
     return {"summary": summary, "sets": sets, "generator": generator if method == "generator" else None,
             "objective": objective}
+
+
+def _earlier_evaluations(out_dir, resume: bool) -> dict:
+    """The per-IPC entries of the summary.json a run being resumed left (its scores so far)."""
+    path = Path(out_dir) / "summary.json" if out_dir is not None else None
+    if not (resume and path is not None and path.is_file()):
+        return {}
+    try:
+        return read_json(path).get("sets", {})
+    except MgddError:
+        return {}  # a damaged summary: every set is scored again
 
 
 def set_seconds(ds) -> float:

@@ -11,14 +11,17 @@
 
 Both coresets are greedy, so they are nested: the IPC-k start is the first k images of any
 larger one, and every size is still one pass from one ordering. They do not depend on the
-seed. The ordering of a class is computed once per objective (its net-0 features pass once)
-and reused by every later request, so meta-training tasks pay for it once per class.
+seed. The orderings are a one-time precompute, like the feature moments: every class's first
+100 picks are computed once (one pass of the training set through pool network 0) and kept
+on disk beside the moments, so a later process, and every size up to 100, reads them.
 
 Shapes: x0 (len(classes) * ipc, C, H, W), class-major; y0 (len(classes) * ipc,), the dataset's
 class indices (callers on a class subset relabel them 0..c-1 by position).
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 
@@ -62,8 +65,8 @@ def check_start(start: str) -> None:
 
 
 def forget_orders(objective) -> None:
-    """Drop the objective's cached coreset orders, so that the next start pays for its selection
-    (the bench times every cell as if it ran alone)."""
+    """Drop the objective's coreset orders held in memory (the disk cache stays): the next start
+    reads them again, or computes them when the objective keeps no cache."""
     objective.__dict__.pop("_start_orders", None)
 
 
@@ -74,20 +77,81 @@ def _class_features(objective, c: int, chunk: int = 1024) -> torch.Tensor:
     return torch.cat([net(x[i:i + chunk].to(objective.device)).cpu() for i in range(0, len(x), chunk)])
 
 
-# picks computed per class at least, so the common sizes (IPC 1, 10, 50) share one pass of the
-# class through network 0: the pass is the cost, the greedy picks are cheap
+# picks computed per class at least, so the common sizes (IPC 1, 10, 50, 100) share one pass of
+# the data through network 0: the pass is the cost, the greedy picks are cheap
 ORDER_LENGTH = 100
 
 
+def _orders_path(objective, method: str):
+    """The disk cache of ``method``'s orders, beside the objective's feature moments (same key:
+    data fingerprint, feature config, pool seed), or None when the objective keeps no cache."""
+    fp = getattr(objective, "fingerprint", None)
+    if not getattr(objective, "cache", False) or fp is None:
+        return None
+    return objective.pool.cache_path(fp, f"n0-{method}-orders")
+
+
+def _valid(objective, orders: dict, length: int) -> bool:
+    """Every class has an order of ``length`` picks (or its whole class), each a distinct training
+    index of that class: a damaged or foreign cache entry is recomputed, never used."""
+    for c, members in enumerate(objective.class_index):
+        o = orders.get(c)
+        if o is None or o.dtype != torch.int64 or o.dim() != 1 or len(o) < min(length, len(members)):
+            return False
+        if len(set(o.tolist())) != len(o) or not torch.isin(o, members).all():
+            return False
+    return True
+
+
+def compute_orders(objective, method: str, length: int = ORDER_LENGTH) -> dict:
+    """{class: training-set indices of its first ``length`` picks} for every class, with the
+    seconds it took: the one-time precompute of a coreset start, like the feature moments (one
+    pass of the training set through pool network 0, then the greedy picks per class). Read
+    from the disk cache beside the moments when it is there; computed and written otherwise."""
+    path = _orders_path(objective, method)
+    if path is not None and path.is_file():
+        from .errors import CorruptFile
+        from .io import load_tensors
+        try:
+            tensors, info = load_tensors(path)
+            orders = {int(k[1:]): v for k, v in tensors.items() if k.startswith("c")}
+            if _valid(objective, orders, length):
+                return {"orders": orders, "seconds": float(info.get("seconds", 0.0)), "cached": True}
+        except (CorruptFile, ValueError, RuntimeError):
+            pass  # recomputed and replaced below
+    t0 = time.perf_counter()
+    orders = {}
+    for c, members in enumerate(objective.class_index):
+        local = PICKERS[method](_class_features(objective, c), min(len(members), length))
+        orders[c] = members[torch.tensor(local, dtype=torch.long)]
+    seconds = time.perf_counter() - t0
+    if path is not None:
+        from .errors import MgddError
+        from .io import save_tensors
+        try:
+            save_tensors(path, {f"c{c}": o for c, o in orders.items()},
+                         {"kind": "coreset-orders", "method": method, "length": length, "seconds": seconds}, force=True)
+        except (OSError, MgddError):
+            pass  # caching is an optimisation (features.py warns about an unwritable cache once)
+    return {"orders": orders, "seconds": seconds, "cached": False}
+
+
+def order_seconds(objective, method: str) -> float:
+    """Seconds the objective's ``method`` orders took to compute (cold), once they exist."""
+    return objective.__dict__.get("_order_seconds", {}).get(method, 0.0)
+
+
 def class_order(objective, c: int, ipc: int, method: str) -> torch.Tensor:
-    """Training-set indices of the first ``ipc`` picks of ``method`` in class c (cached per objective
-    up to max(ipc, ORDER_LENGTH); a longer request recomputes, and the greedy prefix is the same)."""
+    """Training-set indices of the first ``ipc`` picks of ``method`` in class c. Every class's
+    order is computed (or read from the cache) at once, up to max(ipc, ORDER_LENGTH) picks; a
+    longer request recomputes, and the greedy prefix is the same."""
     cache = objective.__dict__.setdefault("_start_orders", {})
     order = cache.get((method, c))
-    if order is None or len(order) < ipc:
-        length = min(len(objective.class_index[c]), max(ipc, ORDER_LENGTH))
-        local = PICKERS[method](_class_features(objective, c), length)
-        order = cache[(method, c)] = objective.class_index[c][torch.tensor(local)]
+    if order is None or len(order) < min(ipc, len(objective.class_index[c])):
+        made = compute_orders(objective, method, max(ipc, ORDER_LENGTH))
+        cache.update({(method, k): v for k, v in made["orders"].items()})
+        objective.__dict__.setdefault("_order_seconds", {})[method] = made["seconds"]
+        order = cache[(method, c)]
     return order[:ipc]
 
 

@@ -24,6 +24,11 @@ MAX_DIMS = 4096
 TENSORS = ("zca_mean", "zca_matrix")
 
 
+# --zca's sane range, as a fraction of the mean eigenvalue: at 1e-4 the smallest directions are
+# scaled up by at most 100x the largest; at 100 the whitening is a scaled identity already
+REG_RANGE = (1e-4, 100.0)
+
+
 @dataclass
 class ZCA:
     mean: torch.Tensor     # (d,)
@@ -33,8 +38,10 @@ class ZCA:
     @classmethod
     def fit(cls, x: torch.Tensor, regularization: float = 0.1, chunk: int = 4096) -> "ZCA":
         """Fit on images x (N, C, H, W); the covariance is accumulated in float64 chunks."""
-        if not regularization > 0:
-            raise UsageError(f"--zca-reg must be > 0 (a fraction of the mean eigenvalue, e.g. 0.1); got {regularization}.")
+        if not REG_RANGE[0] <= regularization <= REG_RANGE[1]:
+            raise UsageError(f"--zca {regularization} is outside {REG_RANGE[0]:g} to {REG_RANGE[1]:g} (a fraction of the "
+                             "mean eigenvalue: 0.1 is usual); below it the whitening divides by noise, above it "
+                             "the images shrink to zero.")
         n, d = len(x), x[0].numel()
         if d > MAX_DIMS:
             raise UsageError(f"ZCA needs a d x d matrix and these images have d = C*H*W = {d} > {MAX_DIMS} "

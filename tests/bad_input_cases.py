@@ -51,6 +51,7 @@ def build_workspace(root) -> dict:
          x_test=(np.random.default_rng(4).random((6, 12, 12, 3)) * 255).astype(np.uint8))
     _npz(root / "small8.npz", x_train=x[:, :8, :8], x_test=x[:6, :8, :8])
     _npz(root / "small2.npz", x_train=x[:, :2, :2], x_test=x[:6, :2, :2])
+    _npz(root / "one_class.npz", y_train=np.zeros(18, np.int64), y_test=np.zeros(6, np.int64))
 
     def run(*argv):
         code = main([str(a) for a in argv])
@@ -156,7 +157,15 @@ CASES = [
     ("min-classes", ["meta-train", "--source", DS, "--min-classes", "50", "--out", "{t}/M", *OBJ], 2, "--min-classes"),
     ("fetch-unknown", ["fetch", "cifar"], 2, "knows only 'mnist'"),
     ("imagefolder-no-images", ["distill", "--dataset", "imagefolder:{t}/imgs_empty", "--out", "{t}/D2", *OBJ], 1,
-     "no images found"),
+     "imgs_empty/a holds no images"),
+    ("one-class", ["baseline", "random", "--dataset", "npz:{t}/one_class.npz", "--ipc", "1", "--out",
+                   "{t}/a.safetensors"], 1, "at least 2 classes"),
+    ("zca-out-of-range", ["baseline", "random", "--dataset", DS, "--ipc", "1", "--zca", "1e300", "--out",
+                          "{t}/a.safetensors"], 2, "is outside"),
+    ("distill-herding-steps", ["distill", "--method", "herding", "--dataset", DS, "--steps", "3", "--out", "{t}/D2",
+                               *OBJ], 2, "takes no steps"),
+    ("soft-labels-not-a-coreset", ["baseline", "random+ls", "--dataset", DS, "--ipc", "1", "--soft-labels", "--out",
+                                   "{t}/a.safetensors", *OBJ], 2, "--soft-labels is for"),
     ("imagefolder-unreadable", ["distill", "--dataset", "imagefolder:{t}/imgs_bad", "--out", "{t}/D2", *OBJ], 1,
      "broken.jpg is not a readable image"),
     ("imagefolder-class-too-small", ["distill", "--dataset", "imagefolder:{t}/imgs_few", "--ipc", "2",

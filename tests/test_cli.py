@@ -269,3 +269,31 @@ def test_existing_output_is_kept(tmp_path, tiny_npz, capsys):
     out.write_bytes(b"precious")
     code, _, err = run(capsys, "baseline", "random", "--dataset", f"npz:{tiny_npz}", "--ipc", "1", "--out", str(out))
     assert code == 2 and "--force" in err and out.read_bytes() == b"precious"
+
+
+def test_interrupted_distill_keeps_its_finished_evaluations(tmp_path, tiny_npz, capsys, monkeypatch):
+    """#43 (17): summary.json holds every finished evaluation as soon as it ends, and --resume
+    scores only the sets it has no scores for (here: the one whose evaluation was cut off)."""
+    import mgdd.pipeline as pipeline
+    real, calls = pipeline.evaluate, []
+
+    def cut_at_second(ds, *a, **k):
+        calls.append(ds.meta["ipc"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(ds, *a, **k)
+
+    monkeypatch.setattr(pipeline, "evaluate", cut_at_second)
+    args = ["distill", "--method", "herding", "--dataset", f"npz:{tiny_npz}", "--ipc", "1,2", "--evaluate",
+            "--epochs", "2", "--out", str(tmp_path / "D"), *OBJ]
+    code, _, _ = run(capsys, *args)
+    assert code == 130
+    partial = json.loads((tmp_path / "D" / "summary.json").read_text())
+    assert partial["finished"] is False and "evaluation" in partial["sets"]["1"]
+    assert "evaluation" not in partial["sets"]["2"]
+    monkeypatch.setattr(pipeline, "evaluate", lambda ds, *a, **k: (calls.append(ds.meta["ipc"]), real(ds, *a, **k))[1])
+    code, _, err = run(capsys, *args, "--resume")
+    assert code == 0, err
+    assert calls == [1, 2, 2]  # IPC 1 kept its scores; IPC 2 was scored once more
+    final = json.loads((tmp_path / "D" / "summary.json").read_text())
+    assert "finished" not in final and final["sets"]["1"]["evaluation"] == partial["sets"]["1"]["evaluation"]

@@ -194,3 +194,79 @@ def test_normalisation_is_identical_across_thread_counts(tiny_npz):
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env=dict(os.environ, OMP_NUM_THREADS=str(t))).stdout for t in (1, 2)}
     assert len(outs) == 1 and len(outs.pop().strip()) == 16
+
+
+def _png_folder(root, classes=("a", "b"), n=3, size=8):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
+def test_imagefolder_skips_hidden_folders_and_names_empty_classes(tmp_path):
+    """#43 (8): a hidden folder with images is not a class; a class folder with no images (or
+    images only in subfolders) is refused by name."""
+    _png_folder(tmp_path / "imgs")
+    _png_folder(tmp_path / "imgs" / ".ipynb_checkpoints", classes=("x",))
+    ds = load_dataset(f"imagefolder:{tmp_path / 'imgs'}", image_size=8)
+    assert ds.classes == ["a", "b"]
+    (tmp_path / "imgs" / "empty").mkdir()
+    with pytest.raises(DatasetNotFound, match="class folder .*empty holds no images"):
+        load_dataset(f"imagefolder:{tmp_path / 'imgs'}", image_size=8)
+    (tmp_path / "imgs" / "empty").rmdir()
+    _png_folder(tmp_path / "imgs" / "nested", classes=("sub",))
+    with pytest.raises(DatasetNotFound, match="nested holds no images .*not in subfolders"):
+        load_dataset(f"imagefolder:{tmp_path / 'imgs'}", image_size=8)
+
+
+def test_sixteen_bit_float_and_rotated_images_load_as_they_look(tmp_path):
+    """#43 (7): a 0..65535 16-bit PNG and a [0, 1] float TIFF load scaled like their 8-bit twin
+    (not clipped to 244..255); EXIF orientation is applied; float pixels outside [0, 1] are refused."""
+    from PIL import Image
+    ramp8 = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))           # 16 x 16, 0..240
+    for name, im in [("eight", Image.fromarray(ramp8)),
+                     ("sixteen", Image.fromarray(ramp8.astype(np.uint16) * 257)),
+                     ("float", Image.fromarray(ramp8.astype(np.float32) / 255))]:
+        root = tmp_path / name
+        for c in ("a", "b"):
+            (root / c).mkdir(parents=True)
+            for i in range(2):
+                im.save(root / c / f"{i}.{'tif' if name == 'float' else 'png'}")
+    eight = load_dataset(f"imagefolder:{tmp_path / 'eight'}", image_size=16)
+    raw = lambda d: d.train_x * d.std[0] + d.mean[0]  # noqa: E731
+    for name in ("sixteen", "float"):
+        torch.testing.assert_close(raw(load_dataset(f"imagefolder:{tmp_path / name}", image_size=16)), raw(eight),
+                                   atol=1 / 255, rtol=0)
+    bad = tmp_path / "badfloat"
+    for c in ("a", "b"):
+        (bad / c).mkdir(parents=True)
+        Image.fromarray(np.full((8, 8), 3.0, dtype=np.float32)).save(bad / c / "0.tif")
+    with pytest.raises(CorruptFile, match="float pixels outside"):
+        load_dataset(f"imagefolder:{bad}", image_size=8)
+    # a left-white / right-black JPEG tagged "rotate 90": it loads top/bottom, as a viewer shows it
+    half = np.zeros((16, 16), dtype=np.uint8)
+    half[:, :8] = 255
+    rot = tmp_path / "rot"
+    for c in ("a", "b"):
+        for split in ("train", "test"):
+            (rot / split / c).mkdir(parents=True)
+        im = Image.fromarray(half)
+        exif = im.getexif()
+        exif[0x0112] = 6
+        im.save(rot / "train" / c / "0.jpg", exif=exif, quality=95)
+        im.save(rot / "test" / c / "0.png")
+    d = load_dataset(f"imagefolder:{rot}", image_size=16)
+    rotated, plain = raw(d).reshape(-1, 16, 16)[0], (d.test_x * d.std[0] + d.mean[0]).reshape(-1, 16, 16)[0]
+    assert plain[:, :8].mean() > 0.9 and plain[:, 8:].mean() < 0.1
+    assert abs(rotated[:8].mean() - rotated[8:].mean()) > 0.8 and abs(rotated[:, :8].mean() - rotated[:, 8:].mean()) < 0.2
+
+
+def test_one_class_dataset_is_refused(tmp_path):
+    """#43 (9): a dataset whose labels are all one class is refused (it scored 100 %)."""
+    path = tmp_path / "one.npz"
+    np.savez(path, x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.zeros(4, np.int64),
+             x_test=np.zeros((2, 8, 8), np.uint8), y_test=np.zeros(2, np.int64))
+    with pytest.raises(CorruptFile, match="at least 2 classes"):
+        load_dataset(f"npz:{path}")

@@ -106,3 +106,28 @@ def test_fuzz_loaders_only_raise_our_errors(tmp_path_factory, data):
             loader(p)
         except MgddError:
             pass
+
+
+def test_python_api_misuse_gets_one_clear_error(tiny_dataset, tmp_path):
+    """#43 (16): a set built in memory with mismatched or out-of-range labels, or an empty meta,
+    is refused by evaluate with our error, not an IndexError or KeyError; bool IPCs, float image
+    sizes and a string of export formats are handled as a user means them."""
+    from mgdd.baselines import random_real
+    from mgdd.data import check_ipc, load_dataset
+    from mgdd.distilled import DistilledSet, export
+    from mgdd.errors import MgddError, UsageError
+    from mgdd.evaluate import evaluate
+    good = random_real(tiny_dataset, 2, seed=0)
+    bad = [DistilledSet(good.images, torch.zeros(len(good.images) + 3, dtype=torch.long), good.meta),
+           DistilledSet(good.images, good.labels[:3], good.meta),
+           DistilledSet(good.images, good.labels.float(), good.meta),
+           DistilledSet(good.images, torch.full_like(good.labels, 7), good.meta),
+           DistilledSet(good.images, good.labels, {})]
+    for ds in bad:
+        with pytest.raises(MgddError):
+            evaluate(ds, tiny_dataset, epochs=1, progress=False)
+    with pytest.raises(UsageError, match="integer >= 1"):
+        check_ipc(tiny_dataset, True)
+    with pytest.raises(UsageError, match="whole number"):
+        load_dataset("digits", image_size=8.0)
+    assert [p.name for p in export(good, tmp_path / "x", formats="npz")] == ["distilled.npz"]

@@ -219,3 +219,18 @@ def test_a_signal_saves_a_checkpoint_and_exits_128_plus_its_number(tmp_path, tin
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum and "--resume" in err and "Traceback" not in err
     assert ck.exists() and not (out / "k.safetensors").exists()
+
+
+def test_output_check_is_one_pass_over_the_outputs(tmp_path, monkeypatch):
+    """#43 (12): the up-front check compares outputs through one dict, not pairwise (a thousand
+    IPCs were a million comparisons), and still finds two names for one file."""
+    from mgdd import io
+    from mgdd.errors import UsageError
+    seen, key = [], io._file_key
+    monkeypatch.setattr(io, "_file_key", lambda p: (seen.append(p), key(p))[1])
+    monkeypatch.setattr(io, "same_file", lambda a, b: pytest.fail("outputs compared pairwise"))
+    io.check_outputs([tmp_path / f"ipc{i}.safetensors" for i in range(3000)])
+    assert len(seen) == 3000
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(UsageError, match="same file"):
+        io.check_outputs([tmp_path / "a.png", tmp_path / "sub" / ".." / "a.png"])

@@ -39,8 +39,11 @@ def test_zca_matches_the_inverse_square_root():
 def test_zca_refuses_what_it_cannot_do():
     with pytest.raises(UsageError, match="smaller --image-size"):
         ZCA.fit(torch.zeros(2, 3, 64, 64))
-    with pytest.raises(UsageError, match="zca-reg"):
-        ZCA.fit(correlated_images(), regularization=0)
+    for reg in (0, 1e-30, 1e300, float("nan")):  # #43: 1e300 left an all-zero set, 1e-30 images up to 6e8
+        with pytest.raises(UsageError, match="--zca .* is outside"):
+            ZCA.fit(correlated_images(), regularization=reg)
+    for reg in (1e-4, 0.1, 100.0):
+        assert torch.isfinite(ZCA.fit(correlated_images(), regularization=reg).matrix).all()
 
 
 def test_whitened_set_carries_its_transform(tmp_path):
@@ -61,6 +64,17 @@ def test_whitened_set_carries_its_transform(tmp_path):
     x0 = plain.denormalize(plain.train_x[:1])
     probe = DistilledSet(white.train_x[:1], back.labels[:1], back.meta, back.zca)
     torch.testing.assert_close(probe.denormalized(), x0.clamp(0, 1), rtol=1e-4, atol=1e-3)
+    # every export format carries the transform (#43, 15): .npz and .pt read back without pickle
+    import json
+    import numpy as np
+    from mgdd.distilled import export
+    export(back, tmp_path / "x", formats=["npz", "pt"])
+    with np.load(tmp_path / "x" / "distilled.npz", allow_pickle=False) as z:
+        assert np.array_equal(z["zca_matrix"], back.zca.matrix.numpy()) and np.array_equal(z["zca_mean"],
+                                                                                             back.zca.mean.numpy())
+        assert json.loads(str(z["meta"]))["zca"]["regularization"] == 0.1
+    pt = torch.load(tmp_path / "x" / "distilled.pt", weights_only=True)
+    assert torch.equal(pt["zca_matrix"], back.zca.matrix) and json.loads(pt["meta_json"])["zca"]["dims"] == 192
     res = evaluate(back, plain, epochs=2, runs=1, progress=False)
     assert 0 <= res["accuracy_mean"] <= 1
     # a set made without ZCA is not tested on whitened images

@@ -7,7 +7,8 @@
     report.py   pure functions: cells -> results.json, results.md, plots/ (no dataset needed)
 """
 
-from .cells import CellStore, pass_seconds, read_cells, set_digest, timed
+from ..distilled import set_digest
+from .cells import CellStore, pass_seconds, read_cells, timed
 from .presets import PRESETS, TARGET_SPEEDUP, Preset, block_cells, get_preset
 from .report import markdown, rebuild, summarise
 from .retime import check_finished, retime

@@ -7,7 +7,6 @@ kept in its cell, so `--retime` can check a rebuilt set even after the file is g
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import sys
 import time
@@ -17,14 +16,6 @@ import torch
 
 from ..distilled import DistilledSet
 from ..io import read_json, write_json
-
-
-def set_digest(ds: DistilledSet) -> str:
-    """SHA-256 of a set's images and labels: lets --retime check a set that is no longer on disk."""
-    h = hashlib.sha256()
-    for t in (ds.images.float(), ds.labels.float()):
-        h.update(t.contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def cpu_model() -> str | None:

@@ -28,13 +28,13 @@ from pathlib import Path
 import torch
 
 from ..baselines import krr_pixel
-from ..distilled import DistilledSet
+from ..distilled import DistilledSet, set_digest
 from ..errors import UsageError
 from ..generate import generate
-from ..start import forget_orders
+from ..start import compute_orders
 from ..generator import MetaGenerator
 from ..io import read_json, write_json
-from .cells import host, pass_seconds, read_cells, set_digest, timed
+from .cells import host, pass_seconds, read_cells, timed
 from .presets import VARIANTS
 
 
@@ -156,17 +156,22 @@ def retime(bench, cont: bool = False, other_machine: bool = False) -> dict:
                 raise UsageError("re-time: the feature moments computed again differ from the cached ones; nothing "
                                  "was changed. Remove the cache (OUT/cache or $MGDD_CACHE) and re-run the bench.")
         new["features"] = {"seconds": cold.build_seconds, "verified": True}
+        if "orders-herding" in cells:  # the herding orders, computed cold too and checked the same way
+            _note("orders-herding")
+            warm, made = compute_orders(obj, "herding"), compute_orders(cold, "herding")
+            if any(not torch.equal(made["orders"][c], o) for c, o in warm["orders"].items()):
+                raise UsageError("re-time: the herding orders computed again differ from the cached ones; nothing "
+                                 "was changed. Remove the cache (OUT/cache or $MGDD_CACHE) and re-run the bench.")
+            new["orders-herding"] = {"seconds": made["seconds"], "verified": True}
 
     def baseline(name, fn, args):
         _note(name)
-        forget_orders(obj)  # as the run timed it: each cell pays for its own coreset selection
         record(name, *timed(fn, *args))
 
     def generator(adapt_name):
         # adapt again from the same start, then one pass per IPC
         label, c = adapt_name[: -len("-adapt")], cells[adapt_name]
         _note(adapt_name)
-        forget_orders(obj)
         gen, _, log = bench.adapted_generator("scratch" if c["from"] == "scratch" else "meta", c["ipcs"], c["steps"])
         gen_path = bench.out / "sets" / f"{label}-generator"
         verified = gen_path.exists()
@@ -183,7 +188,6 @@ def retime(bench, cont: bool = False, other_machine: bool = False) -> dict:
             for stem, passes in [(label, None), *sweep]:
                 name = f"{stem}-ipc{ipc}"
                 if name in cells:
-                    forget_orders(obj)  # as the run timed it (runner.set_cell)
                     ds = generate(gen, obj, ipc, seed=seed, method=label, adapted_from=c["from"],
                                   adapt_steps=c["steps"], adapt_ipcs=c["ipcs"], passes=passes)
                     record(name, ds, log["seconds"] + pass_seconds(ds))
