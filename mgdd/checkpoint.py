@@ -13,6 +13,7 @@ they write a checkpoint and raise ``Interrupted``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import random
@@ -41,7 +42,19 @@ class Interrupted(MgddError):
 def save_state(path, tensors: dict, optimizer, info: dict) -> None:
     flat = {f"param.{k}": v.detach().cpu() for k, v in tensors.items()}
     spec = tensors_to_state("optim", optimizer.state_dict(), flat) if optimizer is not None else None
-    save_tensors(path, flat, {"format": STATE_FORMAT, "optimizer": spec, **info}, force=True)
+    meta = {"format": STATE_FORMAT, "optimizer": spec, **info}
+    save_tensors(path, flat, {**meta, "sha256": state_digest(flat, meta)}, force=True)
+
+
+def state_digest(tensors: dict, meta: dict) -> str:
+    """SHA-256 over a checkpoint's tensors and its JSON (step, history, settings, optimizer layout):
+    a bit flip or a hand edit anywhere is found before a resume uses the file."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True).encode())
+    for k in sorted(tensors):
+        t = tensors[k]
+        h.update(f"{k}{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def load_state(path, optimizer=None, settings: dict | None = None, steps: int | None = None) -> tuple:
@@ -55,6 +68,10 @@ def load_state(path, optimizer=None, settings: dict | None = None, steps: int | 
     raw, info = load_tensors(path)
     if info.get("format") != STATE_FORMAT:
         raise CorruptFile(f"{path} is not an mgdd training checkpoint.")
+    # checkpoints from before the digest carry none and are read as they were
+    if "sha256" in info and info["sha256"] != state_digest(raw, info):
+        raise CorruptFile(f"{path} is damaged (its contents do not match the digest written with it); delete it "
+                          "and start over without --resume.")
     if settings is not None:
         check_same_settings(path, info, settings)
     if steps is not None and info.get("step", 0) > steps:
@@ -84,9 +101,10 @@ def check_same_settings(path, info: dict, settings: dict) -> None:
     differ = [f"{k} {_show(saved[k])} (now {_show(v)})" for k, v in settings.items()
               if k in saved and saved[k] != v]
     if isinstance(info.get("settings"), dict):
-        # a setting recorded only when it is not the default (guide_nets, sources) and absent now
-        # means the run would go on with another value
+        # settings recorded only when not the default (passes, start, init, guide_nets, sources):
+        # absent on one side means the default there, so a change either way is a difference
         differ += [f"{k} {_show(saved[k])} (now the default)" for k in saved if k not in settings]
+        differ += [f"{k} the default (now {_show(v)})" for k, v in settings.items() if k not in saved]
     if differ:
         raise UsageError(f"{path} belongs to a run with other settings: {'; '.join(differ)}. Resume with the same "
                          "settings, or start over without --resume (another --out, or delete the checkpoint).")

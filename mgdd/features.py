@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from .allocator import keep_freed_memory
+from .data import dataset_fingerprint
 from .errors import CorruptFile, MgddError, UsageError
 from .models import ConvNet
 
@@ -101,12 +102,13 @@ def compute_moments(net: FeatureNet, x: torch.Tensor, y: torch.Tensor, num_class
     return ClassMoments(gram, sums, torch.bincount(y, minlength=num_classes))
 
 
-def dataset_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
-    h = hashlib.sha1()
-    h.update(str(tuple(x.shape)).encode())
-    h.update(x.contiguous().numpy().tobytes())
-    h.update(y.numpy().tobytes())
-    return h.hexdigest()[:16]
+def moments_digest(m: ClassMoments) -> str:
+    """SHA-256 of a network's moments (gram, sums, counts): the feature cache's content check."""
+    h = hashlib.sha256()
+    for t in (m.gram, m.sums, m.counts):
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def feature_cache_dir() -> Path:
@@ -170,12 +172,18 @@ class FeaturePool:
         path = self._cache_path(fp, i)
         if cache and path.is_file():
             try:
-                t, _ = load_tensors(path)
+                t, info = load_tensors(path)
                 m = ClassMoments(t["gram"], t["sums"], t["counts"])
-                if m.gram.shape == (num_classes, self.dim, self.dim):
+                # shapes, and the digest written with the entry: a damaged entry (bit flips, a NaN,
+                # a wrong shape) or one from before digests is recomputed and replaced, never used
+                if (m.gram.shape == (num_classes, self.dim, self.dim) and m.sums.shape == (num_classes, self.dim)
+                        and m.counts.shape == (num_classes,) and info.get("sha256") == moments_digest(m)):
                     return m
+                if "sha256" in info:  # damaged; an entry from before digests is quietly remade
+                    print(f"mgdd: warning: the cached feature moments {path.name} fail their check; recomputing "
+                          "them.", file=sys.stderr)
             except (CorruptFile, KeyError, RuntimeError):
-                pass  # a damaged cache entry is recomputed and replaced
+                pass  # a truncated or unreadable entry is recomputed and replaced
         # the pass frees and re-allocates large activations: keep them in the heap (allocator.py);
         # measured on Fashion-MNIST (60k images, width 64), 34 s a network instead of 70 s
         with keep_freed_memory():
@@ -184,7 +192,7 @@ class FeaturePool:
             try:
                 save_tensors(path, {"gram": m.gram, "sums": m.sums, "counts": m.counts},
                              {"kind": "feature-moments", "config": asdict(self.config), "seed": self.seed,
-                              "index": i}, force=True)
+                              "index": i, "sha256": moments_digest(m)}, force=True)
             except (OSError, MgddError) as e:
                 # caching is an optimisation; a read-only cache is not an error, but say so once
                 if not FeaturePool._warned_cache:

@@ -28,6 +28,7 @@ from . import krr
 from .data import Dataset
 from .errors import UsageError, check_range, unknown_name
 from .features import FeatureConfig, FeaturePool, make_feature_net
+from .memory import check_fits
 
 
 # The kernel ridge and how it scales (docs/design.md §2). "kernel": the ridge is
@@ -64,6 +65,10 @@ class KRRObjective:
         self.pool = FeaturePool(self.feature_config, dataset.channels, dataset.image_size, pool_size, seed,
                                 cache_dir=cache_dir).to(device)
         self.class_index = dataset.class_indices()
+        # every pool network keeps a d x d float64 Gram matrix per class (features.py)
+        check_fits(1.1 * self.pool.size * dataset.num_classes * self.pool.dim ** 2 * 8,
+                   f"the feature moments ({self.pool.size} networks x {dataset.num_classes} classes x d^2, "
+                   f"d = {self.pool.dim})", "use a smaller --image-size or --pool-size, or fewer classes (issue #41)")
         moments = self.pool.moments(dataset.train_x, dataset.train_y, dataset.num_classes,
                                     cache=cache, device=device, progress=progress)
         self.moments = [m.to(device) for m in moments]

@@ -297,3 +297,18 @@ def test_interrupted_distill_keeps_its_finished_evaluations(tmp_path, tiny_npz, 
     assert calls == [1, 2, 2]  # IPC 1 kept its scores; IPC 2 was scored once more
     final = json.loads((tmp_path / "D" / "summary.json").read_text())
     assert "finished" not in final and final["sets"]["1"]["evaluation"] == partial["sets"]["1"]["evaluation"]
+
+
+def test_resume_onto_other_data_of_the_same_shape_is_refused(tmp_path, capsys):
+    """#43 (5): a checkpoint records its training data's fingerprint, so --resume after the file
+    at the same path changed its pixels (same shapes, same name) is refused."""
+    from conftest import make_npz
+    data = make_npz(tmp_path / "d.npz", seed=0)
+    args = ["baseline", "krr-pixel", "--dataset", f"npz:{data}", "--ipc", "1", "--steps", "2",
+            "--out", str(tmp_path / "K.safetensors"), *OBJ]
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    make_npz(tmp_path / "d.npz", seed=1)
+    code, _, err = run(capsys, *args[:-len(OBJ) - 2], "--steps", "4", "--out", str(tmp_path / "K.safetensors"),
+                       "--resume", *OBJ)
+    assert code == 2 and "other settings: dataset" in err and "fingerprint" in err, err

@@ -335,3 +335,27 @@ def test_no_import_cycle_and_nothing_imports_the_cli():
     cli = lambda m: m == "mgdd.cli" or m.startswith("mgdd.cli.")  # noqa: E731
     assert [n for n, d in graph.items() if not cli(n) and any(cli(m) for m in d)] == ["mgdd.__main__"]
 
+
+
+def test_damaged_feature_cache_entries_are_recomputed_not_used(tiny_dataset, tmp_path, capsys):
+    """#43 (6): a cached entry with flipped bits, a NaN or a wrong shape fails its digest or shape
+    check and is recomputed (with one warning line), so the labels never come from it."""
+    from mgdd.features import FeatureConfig
+    from mgdd.io import load_tensors, save_tensors
+    from mgdd.objective import KRRObjective
+    make = lambda: KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=1, cache_dir=tmp_path)  # noqa: E731
+    clean = make().moments[0]
+    path = next(tmp_path.glob("*-n0.safetensors"))
+    t, info = load_tensors(path)
+    assert info["sha256"]
+    damages = {"bit flip": lambda t: t["gram"].view(-1)[5].mul_(1.0001),
+               "nan": lambda t: t["sums"].view(-1)[0].fill_(float("nan")),
+               "shape": lambda t: t.update(sums=t["sums"][:, :-1].clone())}
+    for what, damage in damages.items():
+        t, info = load_tensors(path)
+        damage(t)
+        save_tensors(path, t, info, force=True)
+        capsys.readouterr()
+        again = make().moments[0]
+        assert "fail their check" in capsys.readouterr().err, what
+        assert torch.equal(again.gram, clean.gram) and torch.equal(again.sums, clean.sums), what

@@ -270,3 +270,34 @@ def test_one_class_dataset_is_refused(tmp_path):
              x_test=np.zeros((2, 8, 8), np.uint8), y_test=np.zeros(2, np.int64))
     with pytest.raises(CorruptFile, match="at least 2 classes"):
         load_dataset(f"npz:{path}")
+
+
+def test_memory_is_estimated_before_the_data_and_the_moments(tmp_path, monkeypatch):
+    """#43 (1, 2): loading and the feature moments are estimated from the shapes first and refused
+    with the estimate and the option that helps (here under a 1 MiB limit), never allocated; a
+    1 x 500000 image is cropped before it is resized (no 32 x 16,000,000 intermediate); an
+    --image-size above 512 is refused."""
+    from PIL import Image
+    from mgdd.features import FeatureConfig
+    from mgdd.objective import KRRObjective
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x_train=np.zeros((30, 8, 8), np.uint8), y_train=np.repeat(np.arange(3), 10),
+             x_test=np.zeros((3, 8, 8), np.uint8), y_test=np.arange(3))
+    ds = load_dataset(f"npz:{path}")
+    monkeypatch.setenv("MGDD_MEMORY_LIMIT", "1M")
+    with pytest.raises(UsageError, match=r"loading .* would need about .* smaller --image-size"):
+        load_dataset(f"npz:{path}", image_size=128)
+    with pytest.raises(UsageError, match=r"feature moments .* --pool-size"):
+        KRRObjective(ds, FeatureConfig(width=64, depth=1), pool_size=8, cache=False)
+    monkeypatch.delenv("MGDD_MEMORY_LIMIT")
+    with pytest.raises(UsageError, match="above 512"):
+        load_dataset("digits", image_size=100000)
+    for c in ("a", "b"):
+        (tmp_path / "long" / c).mkdir(parents=True)
+        for i in range(2):
+            Image.new("L", (500000, 1), 200).save(tmp_path / "long" / c / f"{i}.png")
+    sizes = []
+    real = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize", lambda im, size, *a, **k: (sizes.append(size), real(im, size, *a, **k))[1])
+    long = load_dataset(f"imagefolder:{tmp_path / 'long'}")
+    assert long.train_x.shape[1:] == (1, 32, 32) and sizes and max(max(s) for s in sizes) == 32

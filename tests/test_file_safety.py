@@ -79,7 +79,9 @@ def test_checkpoints_at_every_header_length_resume(tmp_path, tiny_objective):
     seen = set()
     for k in range(600):
         padded = tmp_path / f"ck{k}.safetensors"
-        save_tensors(padded, tensors, dict(info, note="x" * k))
+        from mgdd.checkpoint import state_digest
+        padded_info = dict(info, note="x" * k)
+        save_tensors(padded, tensors, dict(padded_info, sha256=state_digest(tensors, padded_info)))
         r = header_length(padded) % 256
         if r in seen:
             continue
@@ -234,3 +236,24 @@ def test_output_check_is_one_pass_over_the_outputs(tmp_path, monkeypatch):
     (tmp_path / "sub").mkdir()
     with pytest.raises(UsageError, match="same file"):
         io.check_outputs([tmp_path / "a.png", tmp_path / "sub" / ".." / "a.png"])
+
+
+def test_a_damaged_checkpoint_is_refused_before_a_resume_uses_it(tmp_path, tiny_objective):
+    """#43 (14): a checkpoint carries a digest of its tensors and JSON, so a bit flip in the saved
+    images, a NaN in them, or a hand-edited step or history is refused with one message."""
+    from mgdd.baselines import krr_pixel
+    from mgdd.errors import CorruptFile
+    ck = tmp_path / "k.checkpoint.safetensors"
+    krr_pixel(tiny_objective, 1, 2, lr=0.01, checkpoint=ck, progress=False)
+    tensors, info = load_tensors(ck)
+    edits = {"bit flip": lambda t, i: t["param.x"].view(-1)[0].mul_(1.0000001),
+             "nan": lambda t, i: t["param.x"].view(-1)[1].fill_(float("nan")),
+             "step": lambda t, i: i.update(step=1),
+             "history": lambda t, i: i.update(history=[])}
+    for what, edit in edits.items():
+        t, i = {k: v.clone() for k, v in tensors.items()}, dict(info)
+        edit(t, i)
+        save_tensors(tmp_path / "bad.safetensors", t, i, force=True)
+        with pytest.raises(CorruptFile, match="is damaged"):
+            krr_pixel(tiny_objective, 1, 3, lr=0.01, checkpoint=tmp_path / "bad.safetensors", resume=True,
+                      progress=False)
