@@ -221,15 +221,34 @@ def _read_cifar(folder: Path, fine: bool):
         xs, ys = [], []
         for p in paths:
             d = _unpickle_arrays(p)
-            xs.append(np.asarray(_key(d, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(_key(d, label_key), dtype=np.int64))
+            if not isinstance(d, dict):
+                raise CorruptFile(f"{p} is not a CIFAR batch (a dict with 'data' and '{label_key}'), it holds "
+                                  f"a {type(d).__name__}.")
+            data, labels = _key(d, "data"), _key(d, label_key)
+            if data is None or labels is None:
+                raise CorruptFile(f"{p} lacks {'data' if data is None else label_key!r}; is it a CIFAR-"
+                                  f"{'100' if fine else '10'} batch?")
+            data, labels = np.asarray(data), np.asarray(labels)
+            # uint8 pixels, 3 x 32 x 32 = 3072 a row; anything else is refused, never wrapped or reshaped
+            if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+                raise CorruptFile(f"{p}: 'data' must be uint8 rows of 3072 pixels (3 x 32 x 32), got "
+                                  f"{data.dtype} {data.shape}.")
+            if labels.dtype.kind not in "iu" or labels.shape != (len(data),):
+                raise CorruptFile(f"{p}: '{label_key}' must be one integer class per row ({len(data)}), got "
+                                  f"{labels.dtype} {labels.shape}.")
+            xs.append(data.reshape(-1, 3, 32, 32))
+            ys.append(labels.astype(np.int64))
         return np.concatenate(xs), np.concatenate(ys)
 
     xtr, ytr = load(tr)
     xte, yte = load(te)
     names = None
     if meta.is_file():
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in _key(_unpickle_arrays(meta), names_key)]
+        m = _unpickle_arrays(meta)
+        raw = _key(m, names_key) if isinstance(m, dict) else None
+        if raw is None:
+            raise CorruptFile(f"{meta} lacks {names_key!r}; remove it to number the classes instead.")
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
     return xtr, ytr, xte, yte, names
 
 
@@ -247,9 +266,15 @@ def _read_svhn(folder: Path):
             m = loadmat(p)
         except Exception as e:
             raise CorruptFile(f"{p} is not a readable SVHN .mat file ({e}).") from None
-        x = np.transpose(m["X"], (3, 2, 0, 1)).astype(np.uint8)
-        y = m["y"].reshape(-1).astype(np.int64) % 10  # SVHN labels the digit 0 as 10
-        return x, y
+        x, y = m.get("X"), m.get("y")
+        if x is None or y is None:
+            raise CorruptFile(f"{p} lacks {'X' if x is None else 'y'}; is it an SVHN *_32x32.mat file?")
+        if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8:
+            raise CorruptFile(f"{p}: X must be uint8 (32, 32, 3, N), got {x.dtype} {x.shape}.")
+        y = np.asarray(y).reshape(-1)
+        if y.dtype.kind not in "iuf" or len(y) != x.shape[3] or not np.isin(y, np.arange(1, 11)).all():
+            raise CorruptFile(f"{p}: y must hold one label 1..10 per image (10 is the digit 0).")
+        return np.transpose(x, (3, 2, 0, 1)), y.astype(np.int64) % 10  # SVHN labels the digit 0 as 10
 
     return (*load(tr), *load(te))
 

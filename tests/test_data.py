@@ -301,3 +301,38 @@ def test_memory_is_estimated_before_the_data_and_the_moments(tmp_path, monkeypat
     monkeypatch.setattr(Image.Image, "resize", lambda im, size, *a, **k: (sizes.append(size), real(im, size, *a, **k))[1])
     long = load_dataset(f"imagefolder:{tmp_path / 'long'}")
     assert long.train_x.shape[1:] == (1, 32, 32) and sizes and max(max(s) for s in sizes) == 32
+
+
+@pytest.mark.parametrize("batch,meta,message", [
+    ([1, 2, 3], None, "holds a list"),
+    ({b"labels": list(range(10))}, None, "lacks 'data'"),
+    ({b"data": np.zeros((10, 3000), np.uint8), b"labels": list(range(10))}, None, "rows of 3072"),
+    ({b"data": np.full((10, 3072), 1000.0), b"labels": list(range(10))}, None, "must be uint8"),
+    ({b"data": np.zeros((10, 3072), np.uint8), b"labels": [str(i) for i in range(10)]}, None, "one integer class"),
+    ({b"data": np.zeros((10, 3072), np.uint8), b"labels": list(range(10))}, {b"other": 1}, "lacks 'label_names'"),
+])
+def test_malformed_cifar_gets_one_clear_error(tmp_path, batch, meta, message):
+    """#43 (11): wrong shapes, a list for a dict, missing keys, string labels, float pixels (which
+    wrapped into uint8) and a meta without names are refused by name, not internal errors."""
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        pickle.dump(batch, open(root / name, "wb"))
+    if meta is not None:
+        pickle.dump(meta, open(root / "batches.meta", "wb"))
+    with pytest.raises(CorruptFile, match=message):
+        load_dataset("cifar10", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("arrays,message", [
+    ({"y": np.ones((10, 1))}, "lacks X"),
+    ({"X": np.zeros((32, 32, 10), np.uint8), "y": np.ones((10, 1))}, "uint8 \\(32, 32, 3, N\\)"),
+    ({"X": np.zeros((32, 32, 3, 10), np.uint8), "y": np.arange(21, 31).reshape(-1, 1)}, "label 1..10"),
+])
+def test_malformed_svhn_gets_one_clear_error(tmp_path, arrays, message):
+    scipy_io = pytest.importorskip("scipy.io")
+    (tmp_path / "svhn").mkdir()
+    for split in ("train", "test"):
+        scipy_io.savemat(tmp_path / "svhn" / f"{split}_32x32.mat", arrays)
+    with pytest.raises(CorruptFile, match=message):
+        load_dataset("svhn", data_dir=tmp_path)
