@@ -27,6 +27,7 @@ from .evaluate import evaluate
 from .generate import generate
 from .generator import GeneratorConfig, MetaGenerator
 from .io import check_outputs, read_json, write_json
+from .lock import claim
 from .objective import KRRObjective
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -163,8 +164,9 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int | None = None, adapt_ipcs=None
     adapt_ipcs = [int(i) for i in (adapt_ipcs or ipcs)] if method == "generator" else []
     out_dir = Path(out_dir) if out_dir else None
     replace = force or resume
-    if out_dir is not None:  # fail before any work, not after an hour
-        check_outputs(distill_outputs(out_dir, ipcs, method), replace, inputs)
+    if out_dir is not None:  # fail before any work, not after an hour; then claim them for this run
+        for path in check_outputs(distill_outputs(out_dir, ipcs, method), replace, inputs):
+            claim(path)
     # 1. the data and the objective: feature pool + real-data moments (computed once per dataset, then cached)
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, data_dir)

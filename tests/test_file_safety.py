@@ -257,3 +257,35 @@ def test_a_damaged_checkpoint_is_refused_before_a_resume_uses_it(tmp_path, tiny_
         with pytest.raises(CorruptFile, match="is damaged"):
             krr_pixel(tiny_objective, 1, 3, lr=0.01, checkpoint=tmp_path / "bad.safetensors", resume=True,
                       progress=False)
+
+
+def test_a_second_run_onto_the_same_outputs_is_refused_at_once(tmp_path, tiny_npz):
+    """#43 (3): a run claims its outputs before any work; a second run started onto them while the
+    first works is refused at once (exit 2), the first finishes with its own checkpoint, and a
+    claim left by a killed process is taken over."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import hashlib
+    env = {**os.environ, "MGDD_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "K.safetensors"
+    args = [sys.executable, "-m", "mgdd", "baseline", "krr-pixel", "--dataset", f"npz:{tiny_npz}", "--ipc", "1",
+            "--pool-size", "2", "--feature-width", "8", "--feature-depth", "2", "--quiet", "--out", str(out)]
+    first = subprocess.Popen(args + ["--steps", "100000", "--lr", "0.01"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    locks = tmp_path / "cache" / "locks"
+    for _ in range(600):
+        if locks.is_dir() and list(locks.iterdir()):
+            break
+        time.sleep(0.05)
+    second = subprocess.run(args + ["--steps", "3"], env=env, capture_output=True, text=True)
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=120)
+    assert second.returncode == 2 and "another mgdd run" in second.stderr, second.stderr
+    assert first.returncode == 143 and not list(locks.iterdir())  # released on the way out
+    # a stale claim (a process that no longer exists) does not block
+    (locks / (hashlib.sha1(os.path.realpath(out).encode()).hexdigest() + ".lock")).write_text("999999999 x\n")
+    again = subprocess.run(args + ["--steps", "3", "--force"], env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr

@@ -79,6 +79,9 @@ def main(argv=None) -> int:
         print(f"mgdd: internal error ({type(e).__name__}: {first}); rerun with --debug and report the "
               "traceback.", file=sys.stderr)
         return 1
+    finally:
+        from ..lock import release_all
+        release_all()  # the outputs this command claimed (common.check_outputs)
     return 0
 
 

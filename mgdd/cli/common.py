@@ -201,9 +201,14 @@ def input_paths(args) -> list:
 
 
 def check_outputs(args, outputs, force: bool) -> list:
-    """Before any work: io.check_outputs on this command's outputs and inputs."""
+    """Before any work: io.check_outputs on this command's outputs and inputs, then claim the
+    outputs for this run (lock.py), so a second run onto them is refused now, not hours later."""
     from ..io import check_outputs as check
-    return check(outputs, force, input_paths(args))
+    from ..lock import claim
+    outputs = check(outputs, force, input_paths(args))
+    for o in outputs:
+        claim(o)
+    return outputs
 
 
 def table(rows, headers):
