@@ -10,24 +10,50 @@
     print(mgdd.evaluate(distilled, dataset, runs=3)["accuracy_mean"])
 """
 
-from .adapt import adapt
-from .baselines import coreset, krr_pixel, random_ls, random_real, run_baseline
-from .data import Dataset, load_dataset, sample_init
-from .distilled import DistilledSet, export, save_grid
-from .errors import CorruptFile, DatasetNotFound, MgddError, UsageError
-from .evaluate import evaluate
-from .features import FeatureConfig, FeaturePool
-from .generate import generate
-from .generator import GeneratorConfig, MetaGenerator
-from .models import create_model
-from .objective import FreshObjective, KRRObjective, create_objective
-from .pipeline import default_meta_generator, distill
+import importlib
+import sys
+import types
+
 from .version import __version__
 
-__all__ = [
-    "__version__", "adapt", "coreset", "krr_pixel", "random_ls", "random_real", "run_baseline", "Dataset",
-    "load_dataset", "sample_init", "DistilledSet", "export", "save_grid", "CorruptFile", "DatasetNotFound",
-    "MgddError", "UsageError", "evaluate", "FeatureConfig", "FeaturePool", "generate", "GeneratorConfig",
-    "MetaGenerator", "create_model", "KRRObjective", "FreshObjective", "create_objective", "default_meta_generator",
-    "distill",
-]
+# name -> the module that defines it. Imported on first use (PEP 562), so `import mgdd.cli` and
+# `mgdd --help` do not import torch, and Ctrl-C while a command starts is caught by the CLI.
+_EXPORTS = {
+    "adapt": "adapt", "coreset": "baselines", "krr_pixel": "baselines", "random_ls": "baselines",
+    "random_real": "baselines", "run_baseline": "baselines", "Dataset": "data", "load_dataset": "data",
+    "sample_init": "data", "DistilledSet": "distilled", "export": "distilled", "save_grid": "distilled",
+    "CorruptFile": "errors", "DatasetNotFound": "errors", "MgddError": "errors", "UsageError": "errors",
+    "evaluate": "evaluate", "FeatureConfig": "features", "FeaturePool": "features", "generate": "generate",
+    "GeneratorConfig": "generator", "MetaGenerator": "generator", "create_model": "models",
+    "KRRObjective": "objective", "FreshObjective": "objective", "create_objective": "objective",
+    "default_meta_generator": "pipeline", "distill": "pipeline",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'mgdd' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """adapt, evaluate and generate are functions named like the modules that define them; the
+    import system binds the module under that name when anything imports it, and the function
+    is what ``mgdd.adapt`` means (as when this package imported everything eagerly)."""
+
+    def __getattribute__(self, name):
+        value = super().__getattribute__(name)
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            return getattr(value, name)
+        return value
+
+
+sys.modules[__name__].__class__ = _Package

@@ -312,3 +312,14 @@ def test_resume_onto_other_data_of_the_same_shape_is_refused(tmp_path, capsys):
     code, _, err = run(capsys, *args[:-len(OBJ) - 2], "--steps", "4", "--out", str(tmp_path / "K.safetensors"),
                        "--resume", *OBJ)
     assert code == 2 and "other settings: dataset" in err and "fingerprint" in err, err
+
+
+def test_the_cli_starts_without_torch():
+    """#43 (13): importing the command line imports no torch (the package API loads on first
+    use), so `mgdd --help` is quick and Ctrl-C while a command starts lands inside main(), which
+    prints one line; the package's names still resolve to the same functions."""
+    code = ("import sys, mgdd.cli; assert 'torch' not in sys.modules; import mgdd.pipeline, mgdd; "
+            "assert callable(mgdd.adapt) and callable(mgdd.evaluate) and callable(mgdd.generate); "
+            "assert mgdd.distill is mgdd.pipeline.distill and 'KRRObjective' in dir(mgdd)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
