@@ -41,7 +41,7 @@ import torch
 
 import mgdd
 from mgdd.baselines import kmeans
-from mgdd.pipeline import adapted_metadata
+from mgdd.pipeline import adapted_metadata, set_seconds
 from mgdd.start import forget_orders
 
 ONE_SHOT = ("random+ls", "herding+ls", "kmeans+ls")
@@ -103,11 +103,6 @@ def build(row: str, objective, ipc: int, runs_dir: Path) -> mgdd.DistilledSet:
         start = next((o for o in opts if o != "real"), None)
         return mgdd.generate(gen, objective, ipc, start=start)
     raise SystemExit(f"unknown row {row!r}")
-
-
-def seconds_of(ds) -> float:
-    t = ds.meta["timing"]
-    return t.get("seconds", 0.0) + t.get("generate_seconds", 0.0) + t.get("label_seconds", 0.0)
 
 
 def table(cells_dir: Path) -> str:
@@ -172,7 +167,7 @@ def main():
             adapt_seconds = ds.meta.get("adapt_seconds") or (
                 json.loads((Path(args.runs_dir) / f"adapted-{row}" / "config.json").read_text())["metadata"]["seconds"]
                 if row.startswith("shipped-k") else None)
-            cell = {"ipc": ipc, "row": row, "accuracies": done, "seconds": seconds_of(ds), "wall_seconds": wall,
+            cell = {"ipc": ipc, "row": row, "accuracies": done, "seconds": set_seconds(ds), "wall_seconds": wall,
                     **({"adapt_seconds": adapt_seconds} if adapt_seconds is not None else {}),
                     "start": ds.meta.get("start", "random"), "passes": ds.meta.get("passes", 1),
                     "protocol": f"ConvNet-3, {args.epochs} epochs, CE at T=0.25, runs seeded 0..{len(done) - 1}"}

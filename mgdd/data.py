@@ -85,14 +85,17 @@ class Dataset:
     def class_indices(self) -> list:
         return [torch.nonzero(self.train_y == c).flatten() for c in range(self.num_classes)]
 
+    def fingerprint(self) -> str:
+        """dataset_fingerprint of the training split, computed once per Dataset."""
+        if "_fingerprint" not in self.__dict__:
+            self.__dict__["_fingerprint"] = dataset_fingerprint(self.train_x, self.train_y)
+        return self.__dict__["_fingerprint"]
+
     def identity(self) -> dict:
         """What a checkpoint records of its dataset: enough to refuse a resume on another one, the
         same shapes with other pixels included (the training data's fingerprint)."""
-        if "_fingerprint" not in self.__dict__:
-            self.__dict__["_fingerprint"] = dataset_fingerprint(self.train_x, self.train_y)
         out = {"name": self.name, "train": len(self.train_y), "classes": self.num_classes,
-               "channels": self.channels, "image_size": list(self.image_size),
-               "fingerprint": self.__dict__["_fingerprint"]}
+               "channels": self.channels, "image_size": list(self.image_size), "fingerprint": self.fingerprint()}
         if self.zca is not None:
             out["zca"] = self.zca.describe()
         return out
@@ -592,12 +595,11 @@ def _resized(x: torch.Tensor, size: int | None) -> torch.Tensor:
 
 def make_dataset(name, xtr, ytr, xte, yte, names, info, image_size=None) -> Dataset:
     """Checked, normalised Dataset from train/test images (uint8 0..255 or float 0..1) and labels."""
-    # float32 images (and one float64 copy of the training split for the statistics), checked
-    # before they are made
-    n, c = len(xtr) + len(xte), (np.shape(xtr)[1] if np.ndim(xtr) == 4 and np.shape(xtr)[1] in (1, 3) else
-                                 (np.shape(xtr)[-1] if np.ndim(xtr) == 4 else 1))
-    side = image_size or max(np.shape(xtr)[-2], np.shape(xtr)[-1] if np.ndim(xtr) == 4 else 1)
-    check_fits(n * c * side * side * 4 * 2 + len(xtr) * c * side * side * 8, f"loading {name}",
+    # float32 images, twice (loaded and normalised), and a float64 copy of the training split for
+    # the statistics, checked before they are made; values an image: as stored, or (an upper
+    # bound) 3 x size^2 when resized
+    per_image = max(int(np.prod(np.shape(xtr)[1:])), 3 * image_size ** 2 if image_size else 0)
+    check_fits(per_image * ((len(xtr) + len(xte)) * 4 * 2 + len(xtr) * 8), f"loading {name}",
                "use a smaller --image-size")
     train_x, test_x = _to_nchw_float(xtr, f"{name} x_train"), _to_nchw_float(xte, f"{name} x_test")
     if image_size is not None and tuple(train_x.shape[2:]) != (image_size, image_size):

@@ -17,7 +17,6 @@ class subset (a meta-learning task) is a sum over its classes.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -112,8 +111,8 @@ def moments_digest(m: ClassMoments) -> str:
 
 
 def feature_cache_dir() -> Path:
-    root = os.environ.get("MGDD_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mgdd"
-    return Path(root) / "features"
+    from .io import cache_root
+    return cache_root() / "features"
 
 
 class FeaturePool:
@@ -143,9 +142,11 @@ class FeaturePool:
         self.nets = [n.to(device) for n in self.nets]
         return self
 
-    def moments(self, x, y, num_classes: int, cache: bool = True, device="cpu", progress=None) -> list:
-        """ClassMoments of every pool network on (x, y), computed once per dataset."""
-        fp = self.fingerprint = dataset_fingerprint(x, y)
+    def moments(self, x, y, num_classes: int, cache: bool = True, device="cpu", progress=None,
+                fingerprint: str | None = None) -> list:
+        """ClassMoments of every pool network on (x, y), computed once per dataset (``fingerprint``:
+        dataset_fingerprint(x, y) when the caller already has it)."""
+        fp = self.fingerprint = fingerprint or dataset_fingerprint(x, y)
         out = []
         for i, net in enumerate(self.nets):
             key = (fp, i)

@@ -30,6 +30,12 @@ _DTYPE_SIZES = {
 }
 
 
+def cache_root() -> Path:
+    """mgdd's cache folder: $MGDD_CACHE, else $XDG_CACHE_HOME/mgdd (~/.cache/mgdd)."""
+    root = os.environ.get("MGDD_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mgdd"
+    return Path(root)
+
+
 def check_output(path, force: bool = False) -> Path:
     """Fail early (before any work) unless ``path`` may be written.
 

@@ -14,13 +14,13 @@ import os
 from pathlib import Path
 
 from .errors import UsageError
+from .io import cache_root
 
 _held: list = []
 
 
 def lock_dir() -> Path:
-    root = os.environ.get("MGDD_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mgdd"
-    return Path(root) / "locks"
+    return cache_root() / "locks"
 
 
 def _alive(pid: int) -> bool:
@@ -33,7 +33,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def claim(path, what: str = "output") -> None:
+def claim(path) -> None:
     """Claim ``path`` for this process until ``release_all``; refuse when another live process holds it."""
     key = hashlib.sha1(os.path.realpath(path).encode()).hexdigest()
     folder = lock_dir()

@@ -70,7 +70,8 @@ class KRRObjective:
                    f"the feature moments ({self.pool.size} networks x {dataset.num_classes} classes x d^2, "
                    f"d = {self.pool.dim})", "use a smaller --image-size or --pool-size, or fewer classes (issue #41)")
         moments = self.pool.moments(dataset.train_x, dataset.train_y, dataset.num_classes,
-                                    cache=cache, device=device, progress=progress)
+                                    cache=cache, device=device, progress=progress,
+                                    fingerprint=dataset.fingerprint())
         self.moments = [m.to(device) for m in moments]
         self.fingerprint = self.pool.fingerprint  # of the training data the moments describe
         # the one-time precompute (feature moments, or reading them from the cache)

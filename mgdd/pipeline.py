@@ -154,9 +154,10 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int | None = None, adapt_ipcs=None
     written there; every output is checked before any work (``inputs``: (what, path) pairs that no
     output may overwrite). ``dataset`` is a Dataset, a name, or a function that loads one;
     ``objective`` an objective or a function of the dataset that builds one: functions are called
-    after the outputs are checked, so a bad ``out_dir`` fails in a second, not after the moments. Existing outputs are replaced only with ``force``, or with ``resume``
-    (which continues the interrupted run that wrote them). A finished run removes its checkpoints
-    unless ``keep_checkpoints``.
+    after the outputs are checked, so a bad ``out_dir`` fails in a second, not after the moments.
+    Existing outputs are replaced only with ``force``, or with ``resume`` (which continues the
+    interrupted run that wrote them). A finished run removes its checkpoints unless
+    ``keep_checkpoints``.
     """
     steps = _check_method(method, steps, adapt_ipcs, source, passes, start)
     lr = {"generator": 1e-3, "krr-pixel": 0.03}.get(method) if lr is None else lr

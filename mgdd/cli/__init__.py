@@ -80,8 +80,9 @@ def main(argv=None) -> int:
               "traceback.", file=sys.stderr)
         return 1
     finally:
-        from ..lock import release_all
-        release_all()  # the outputs this command claimed (common.check_outputs)
+        lock = sys.modules.get("mgdd.lock")  # loaded only by a command that claimed its outputs
+        if lock is not None:
+            lock.release_all()
     return 0
 
 
