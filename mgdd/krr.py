@@ -198,3 +198,12 @@ def solve_labels_stacked(features: list, moments: list, lam: float, mu: float, s
     rho = mu * ((left_all @ g_blk) * left_all).sum().div(m).clamp_min(1e-30)
     eye = torch.eye(len(p_all), dtype=p_all.dtype, device=p_all.device)
     return left_all @ torch.linalg.solve(g_blk @ p_all + rho * eye, h_all)
+
+
+def stacked_solve_bytes(m: int, dims: list) -> int:
+    """Peak bytes of solve_labels_stacked for m images and networks of feature sizes ``dims``
+    (float64): about five square systems of the space it solves in, plus the features and the
+    left factors; the estimate memory.check_fits compares with what is free."""
+    k = sum(dims)
+    side = m if pick_space(m, k) == "dual" else k
+    return 8 * (5 * side * side + 2 * m * k) + 4 * m * k

@@ -150,6 +150,9 @@ def meta_train(generator: MetaGenerator, objective, meta_steps: int, algorithm: 
     if not 1 <= lo <= hi:
         raise UsageError(f"--ipc-range must be min,max with 1 <= min <= max; got {lo},{hi}.")
     dataset = objective.dataset
+    if not all(getattr(o, "class_subsets", True) for o in objectives):
+        raise UsageError("meta-training draws class subsets, which need per-class feature moments; build the "
+                         "objective with class_subsets=True.")
     if any(o.dataset.num_classes != dataset.num_classes for o in objectives):
         raise UsageError("meta-training sources must have the same classes; "
                          + ", ".join(f"{o.dataset.name} has {o.dataset.num_classes}" for o in objectives) + ".")

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict
 
 import torch
 
 from . import krr
 from .data import Dataset
 from .errors import UsageError, check_range, unknown_name
-from .features import FeatureConfig, FeaturePool, make_feature_net
+from .features import FeatureConfig, FeaturePool, features, make_feature_net, moments_bytes
 from .memory import check_fits
 
 
@@ -51,7 +50,8 @@ class KRRObjective:
 
     def __init__(self, dataset: Dataset, feature_config: FeatureConfig | None = None, pool_size: int = 8,
                  seed: int = 0, lam: float = DEFAULT_LAM, mu: float = 1e-3, batch_size: int = 1024, cache: bool = True,
-                 device="cpu", progress=None, cache_dir=None, ridge: str = DEFAULT_RIDGE):
+                 device="cpu", progress=None, cache_dir=None, ridge: str = DEFAULT_RIDGE,
+                 class_subsets: bool = False):
         check_range("lam", lam, 0, low_open=True)
         if ridge not in RIDGES:
             raise unknown_name("ridge", ridge, RIDGES)
@@ -65,20 +65,25 @@ class KRRObjective:
         self.pool = FeaturePool(self.feature_config, dataset.channels, dataset.image_size, pool_size, seed,
                                 cache_dir=cache_dir).to(device)
         self.class_index = dataset.class_indices()
-        # every pool network keeps a d x d float64 Gram matrix per class (features.py)
-        check_fits(1.1 * self.pool.size * dataset.num_classes * self.pool.dim ** 2 * 8,
-                   f"the feature moments ({self.pool.size} networks x {dataset.num_classes} classes x d^2, "
-                   f"d = {self.pool.dim})", "use a smaller --image-size or --pool-size, or fewer classes (issue #41)")
+        # every pool network keeps a d x d float64 Gram matrix, or one per class for class-subset
+        # tasks (meta-training): K times as much (features.py)
+        self.class_subsets = class_subsets
+        k, d = dataset.num_classes, self.pool.dim
+        per = moments_bytes(k, d, class_subsets)
+        what = f"{self.pool.size} networks x {k} classes x d^2" if class_subsets else f"{self.pool.size} networks x d^2"
+        check_fits(1.1 * self.pool.size * per, f"the feature moments ({what}, d = {d})",
+                   "use a smaller --pool-size or --image-size" + (", or a source with fewer classes"
+                                                                  if class_subsets else ""))
         moments = self.pool.moments(dataset.train_x, dataset.train_y, dataset.num_classes,
                                     cache=cache, device=device, progress=progress,
-                                    fingerprint=dataset.fingerprint())
+                                    fingerprint=dataset.fingerprint(), per_class=class_subsets)
         self.moments = [m.to(device) for m in moments]
         self.fingerprint = self.pool.fingerprint  # of the training data the moments describe
         # the one-time precompute (feature moments, or reading them from the cache)
         self.build_seconds = time.perf_counter() - t0
 
     def describe(self) -> dict:
-        out = {"feature": asdict(self.feature_config), "pool_size": self.pool.size, "seed": self.seed,
+        out = {"feature": self.pool.describe_config(), "pool_size": self.pool.size, "seed": self.seed,
                "lam": self.lam, "mu": self.mu, "mode": self.mode, "feature_dim": self.pool.dim}
         # absent means "kernel": records from before the option stay readable as they were
         if self.ridge != "kernel":
@@ -119,7 +124,7 @@ class KRRObjective:
         self._check(x_s)
         net = self.pool.nets[net_index % self.pool.size]
         stats = self.moments[net_index % self.pool.size].for_classes(classes)
-        loss, _ = krr.krr_loss_moments(net(x_s.to(self.device)), stats, self.lam_for(len(x_s)), self.mu)
+        loss, _ = krr.krr_loss_moments(features(net, x_s.to(self.device)), stats, self.lam_for(len(x_s)), self.mu)
         return loss
 
     def guide(self, x0: torch.Tensor, classes=None, nets: int | None = None) -> torch.Tensor:
@@ -138,11 +143,14 @@ class KRRObjective:
         return (grad / grad.pow(2).mean().sqrt().clamp_min(1e-12)).detach()
 
     @torch.no_grad()
-    def labels(self, x_s: torch.Tensor, classes=None, chunk: int = 1024) -> torch.Tensor:
+    def labels(self, x_s: torch.Tensor, classes=None) -> torch.Tensor:
         """Exact least-squares labels over the whole training set and every pool network."""
         self._check(x_s)
-        feats = [torch.cat([net(x_s[i:i + chunk].to(self.device)) for i in range(0, len(x_s), chunk)])
-                 for net in self.pool.nets]
+        check_fits(krr.stacked_solve_bytes(len(x_s), [self.pool.dim] * self.pool.size),
+                   f"the least-squares label solve ({len(x_s)} images x {self.pool.size} networks, d = {self.pool.dim})",
+                   "use a smaller --pool-size or a smaller set")
+        x_s = x_s.to(self.device)
+        feats = [features(net, x_s) for net in self.pool.nets]
         stats = [m.for_classes(classes) for m in self.moments]
         return krr.solve_labels_stacked(feats, stats, self.lam_for(len(x_s)), self.mu).float().cpu()
 

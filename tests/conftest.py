@@ -47,3 +47,11 @@ def tiny_objective(tiny_dataset):
     from mgdd.features import FeatureConfig
     from mgdd.objective import KRRObjective
     return KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=2, cache=False)
+
+
+@pytest.fixture
+def tiny_meta_objective(tiny_dataset):
+    """Meta-training draws class subsets: its objective keeps per-class moments."""
+    from mgdd.features import FeatureConfig
+    from mgdd.objective import KRRObjective
+    return KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=2, cache=False, class_subsets=True)

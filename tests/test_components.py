@@ -29,9 +29,14 @@ def direct_loss(objective, x, i, classes=None):
     return krr.krr_loss(net(x), f_b, krr.centered_onehot(ys, c), objective.lam_for(len(x)), objective.mu)
 
 
-@pytest.mark.parametrize("classes", [None, [0, 2]])
-def test_pool_loss_and_labels_equal_a_direct_whole_dataset_solve(tiny_objective, classes):
-    obj = tiny_objective
+@pytest.mark.parametrize("classes,subsets", [(None, False), (None, True), ([0, 2], True)])
+def test_pool_loss_and_labels_equal_a_direct_whole_dataset_solve(tiny_dataset, classes, subsets):
+    # the total Gram (the default) and the per-class Grams (class_subsets, meta-training) both
+    # give the direct whole-dataset solve
+    from mgdd.features import FeatureConfig
+    from mgdd.objective import KRRObjective
+    obj = KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=2, cache=False, class_subsets=subsets)
+    assert all(m.per_class == subsets for m in obj.moments)
     ipc = 2
     x, _ = sample_init(obj.dataset, ipc, seed=3, classes=classes)
     for i in range(obj.pool.size):
@@ -345,7 +350,7 @@ def test_damaged_feature_cache_entries_are_recomputed_not_used(tiny_dataset, tmp
     from mgdd.objective import KRRObjective
     make = lambda: KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=1, cache_dir=tmp_path)  # noqa: E731
     clean = make().moments[0]
-    path = next(tmp_path.glob("*-n0.safetensors"))
+    path = next(tmp_path.glob("*-n0-total.safetensors"))
     t, info = load_tensors(path)
     assert info["sha256"]
     damages = {"bit flip": lambda t: t["gram"].view(-1)[5].mul_(1.0001),

@@ -56,9 +56,11 @@ def test_moments_equal_batch_formulation():
     assert abs(loss_m.item() - loss_b.item()) < 1e-9
 
 
-def test_chunked_class_moments_equal_one_shot(tiny_dataset):
+@pytest.mark.parametrize("per_class", [False, True])
+def test_chunked_class_moments_equal_one_shot(tiny_dataset, per_class):
     net = make_feature_net(FeatureConfig(width=8, depth=2), 1, (12, 12), seed=0)
-    chunked = compute_moments(net, tiny_dataset.train_x, tiny_dataset.train_y, 3, chunk=5)
+    chunked = compute_moments(net, tiny_dataset.train_x, tiny_dataset.train_y, 3, chunk=5, per_class=per_class)
+    assert chunked.gram.shape == ((3,) if per_class else ()) + (net.dim, net.dim)
     with torch.no_grad():
         f = net(tiny_dataset.train_x).double()
     g, h, yy, n = chunked.for_classes()
@@ -66,10 +68,16 @@ def test_chunked_class_moments_equal_one_shot(tiny_dataset):
     torch.testing.assert_close(g, f.T @ f)
     torch.testing.assert_close(h, f.T @ y)
     assert n == 36 and abs(yy - float((y ** 2).sum())) < 1e-9
+    if not per_class:  # the total Gram serves the whole class set only, and says so
+        with pytest.raises(UsageError, match="class_subsets=True"):
+            chunked.for_classes([0, 2])
+        torch.testing.assert_close(chunked.for_classes([2, 1, 0])[1], h[:, [2, 1, 0]])  # every class, any order
+        return
     # a class subset relabels to centred one-hot over the subset
     g2, h2, _, n2 = chunked.for_classes([0, 2])
     keep = tiny_dataset.train_y != 1
     y2 = krr.centered_onehot((tiny_dataset.train_y[keep] == 2).long(), 2)
+    torch.testing.assert_close(g2, f[keep].T @ f[keep])
     torch.testing.assert_close(h2, f[keep].T @ y2)
     assert n2 == 24
 

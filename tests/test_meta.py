@@ -12,6 +12,11 @@ import torch
 from mgdd.meta import apply_reptile, fomaml_grad, inner_adapt, meta_train, reptile_delta
 
 
+@pytest.fixture
+def tiny_objective(tiny_meta_objective):
+    return tiny_meta_objective  # meta-training's objective keeps per-class moments
+
+
 def quadratic_loss(target):
     return lambda model, s: ((model.weight - target) ** 2).sum()
 

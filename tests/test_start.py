@@ -75,18 +75,18 @@ def test_generate_from_the_start_the_generator_records(tmp_path, tiny_objective)
     assert generation_defaults({"passes": 1, "start": "random"}) == {}
 
 
-def test_meta_train_records_its_start_and_refuses_another_on_resume(tmp_path, tiny_objective):
+def test_meta_train_records_its_start_and_refuses_another_on_resume(tmp_path, tiny_meta_objective):
     from mgdd.errors import MgddError
     g = small_gen()
     ck = tmp_path / "meta.safetensors"
-    log = meta_train(g, tiny_objective, 2, "unrolled", tasks_per_step=2, ipc_range=(1, 2), passes=2,
+    log = meta_train(g, tiny_meta_objective, 2, "unrolled", tasks_per_step=2, ipc_range=(1, 2), passes=2,
                      checkpoint=ck, checkpoint_every=1, progress=False, start="herding")
     assert log["settings"]["start"] == "herding"
-    plain = meta_train(small_gen(), tiny_objective, 1, "unrolled", tasks_per_step=1, ipc_range=(1, 2),
+    plain = meta_train(small_gen(), tiny_meta_objective, 1, "unrolled", tasks_per_step=1, ipc_range=(1, 2),
                        progress=False)
     assert "start" not in plain["settings"]  # a random start records nothing: older runs resume as before
     with pytest.raises(MgddError, match="start"):
-        meta_train(small_gen(), tiny_objective, 3, "unrolled", tasks_per_step=2, ipc_range=(1, 2), passes=2,
+        meta_train(small_gen(), tiny_meta_objective, 3, "unrolled", tasks_per_step=2, ipc_range=(1, 2), passes=2,
                    checkpoint=ck, resume=True, progress=False)
 
 

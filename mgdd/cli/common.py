@@ -131,7 +131,7 @@ def load(args):
                         zca=getattr(args, "zca", None))
 
 
-def objective(args, dataset):
+def objective(args, dataset, class_subsets: bool = False):
     from ..features import FeatureConfig
     from ..objective import create_objective
     cfg = FeatureConfig(width=args.feature_width, depth=args.feature_depth)
@@ -139,7 +139,7 @@ def objective(args, dataset):
     ridge = {k: v for k, v in (("lam", args.lam), ("ridge", args.ridge)) if v is not None}
     return create_objective(args.objective_mode, dataset, feature_config=cfg, pool_size=args.pool_size,
                             seed=args.seed, mu=args.mu, cache=not args.no_cache, device=device(args),
-                            progress=say, **ridge)
+                            progress=say, class_subsets=class_subsets, **ridge)
 
 
 def device(args) -> str:

@@ -31,7 +31,7 @@ def cmd_meta_train(args):
         common.check_outputs(args, [out / "model.safetensors", out / "config.json", out / "meta-log.json",
                               out / "meta-checkpoint.safetensors"], replace)
     dataset = load_dataset(args.source, args.data_dir, args.download, image_size=args.image_size)
-    objective = common.objective(args, dataset)
+    objective = common.objective(args, dataset, class_subsets=True)  # tasks are class subsets
     torch.manual_seed(args.seed)
     generator = MetaGenerator(GeneratorConfig(channels=dataset.channels))
     log = meta_train(generator, objective, args.meta_steps, args.algorithm, args.tasks_per_step, args.inner_steps,

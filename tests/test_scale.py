@@ -1,0 +1,156 @@
+"""Issue #41: the field's shapes in bounded memory. The total-Gram layout against the per-class
+one, the pooled feature grid, the streamed (chunked) features and their gradient, the memory
+estimates and their refusals, and the sharded (torchrun) precompute against one process."""
+
+import os
+
+import pytest
+import torch
+
+from mgdd import krr
+from mgdd.errors import UsageError
+from mgdd.features import (FeatureConfig, FeaturePool, chunk_size, compute_moments, features, make_feature_net,
+                           moments_bytes)
+from mgdd.objective import KRRObjective
+
+
+def test_feature_grid_pools_only_maps_larger_than_the_grid():
+    # 28 and 32 px keep their 4 x 4 map (d = width * 16) exactly; 64 and 128 px are pooled to it
+    for size, pooled in [(28, False), (32, False), (64, True), (128, True)]:
+        net = make_feature_net(FeatureConfig(width=8), 3, (size, size), seed=0)
+        assert (net.dim, net.pooled) == (8 * 16, pooled)
+        assert net(torch.randn(2, 3, size, size)).shape == (2, 8 * 16)
+    # grid 8 at 64 px is today's unpooled 8 x 8 map; the same weights give the same features
+    wide = make_feature_net(FeatureConfig(width=8, grid=8), 3, (64, 64), seed=0)
+    plain = make_feature_net(FeatureConfig(width=8, grid=4), 3, (64, 64), seed=0)
+    assert (wide.dim, wide.pooled) == (8 * 64, False)
+    x = torch.randn(2, 3, 64, 64)
+    pooled = torch.nn.functional.avg_pool2d(wide.body(x), 2).flatten(1) * plain.scale
+    torch.testing.assert_close(plain(x), pooled)
+    # unpooled records and cache keys read as before the option; pooled ones name the grid
+    assert "grid" not in FeaturePool(FeatureConfig(width=8), 1, (28, 28), size=1).describe_config()
+    assert FeaturePool(FeatureConfig(width=8), 1, (64, 64), size=1).describe_config()["grid"] == 4
+    with pytest.raises(UsageError, match="grid"):
+        make_feature_net(FeatureConfig(width=8, grid=0), 1, (28, 28), seed=0)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+def test_streamed_features_and_their_gradient_equal_one_pass(chunk):
+    net = make_feature_net(FeatureConfig(width=8, depth=2), 3, (12, 12), seed=1)
+    x = torch.randn(7, 3, 12, 12, requires_grad=True)
+    w = torch.randn(7, net.dim)
+    one = net(x)
+    (g_one,) = torch.autograd.grad((one * w).sum() + one.pow(2).sum(), x)
+    streamed = features(net, x, chunk=chunk)
+    (g_streamed,) = torch.autograd.grad((streamed * w).sum() + streamed.pow(2).sum(), x)
+    torch.testing.assert_close(streamed, one, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_streamed, g_one, rtol=1e-5, atol=1e-6)
+
+
+def test_chunk_size_bounds_one_chunks_activations():
+    small = make_feature_net(FeatureConfig(), 1, (28, 28), seed=0)
+    large = make_feature_net(FeatureConfig(), 3, (128, 128), seed=0)
+    assert chunk_size(small) == 1024  # today's chunk at 28 px
+    n = chunk_size(large)
+    assert 1 <= n < 256 and n * 4 * large.activation_floats[0] <= 2**30
+    m = chunk_size(large, grad=True)
+    assert m < n and m * 4 * large.activation_floats[1] <= 2**30
+    # measured: a no-grad chunk's peak stays within the budget's bound
+    x = torch.randn(8, 3, 128, 128)
+    with torch.no_grad():
+        assert large(x).shape == (8, 1024)
+
+
+def test_the_loss_streams_a_large_set_with_the_same_value_and_gradient(tiny_dataset, monkeypatch):
+    from mgdd import features as feats
+    obj = KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=1, cache=False)
+    x = tiny_dataset.train_x[:20].clone().requires_grad_(True)
+    loss = obj.pool_loss(x, 0)
+    (g,) = torch.autograd.grad(loss, x)
+    monkeypatch.setattr(feats, "chunk_size", lambda net, budget=0, grad=False: 3)  # force 7 chunks
+    loss2 = obj.pool_loss(x, 0)
+    (g2,) = torch.autograd.grad(loss2, x)
+    torch.testing.assert_close(loss2, loss)
+    torch.testing.assert_close(g2, g, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(obj.labels(x.detach()), obj.labels(x.detach()))
+
+
+def test_moments_memory_does_not_grow_with_the_class_count():
+    # 8 networks, d = 1,024: 200 classes need the same total Gram as 10 (plus K x d sums)
+    assert moments_bytes(200, 1024, False) < 1.3 * moments_bytes(10, 1024, False)
+    assert moments_bytes(200, 1024, True) > 150 * moments_bytes(200, 1024, False)
+    assert 8 * moments_bytes(10, 1024, True) == pytest.approx(0.67e9, rel=0.05)  # the issue's table
+
+
+def test_refusals_name_the_estimate_and_the_option(tiny_dataset, monkeypatch):
+    obj = KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=2, cache=False)
+    monkeypatch.setenv("MGDD_MEMORY_LIMIT", "64K")
+    with pytest.raises(UsageError, match=r"label solve .* would need about .* --pool-size"):
+        obj.labels(torch.randn(300, 1, 12, 12))
+    monkeypatch.setenv("MGDD_MEMORY_LIMIT", "600K")
+    # per-class moments (meta-training) are refused where the total fits
+    with pytest.raises(UsageError, match=r"3 classes x d\^2.* fewer classes"):
+        KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=8, cache=False, class_subsets=True)
+    KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=8, cache=False)
+    assert krr.stacked_solve_bytes(10, [64] * 2) < krr.stacked_solve_bytes(1000, [64] * 2)
+
+
+def test_meta_training_asks_for_per_class_moments(tiny_objective):
+    from mgdd.generator import GeneratorConfig, MetaGenerator
+    from mgdd.meta import meta_train
+    with pytest.raises(UsageError, match="class_subsets=True"):
+        meta_train(MetaGenerator(GeneratorConfig(width=8, stem_width=4, context_dim=8)), tiny_objective, 1,
+                   progress=False)
+
+
+def test_the_total_is_read_from_a_per_class_cache_entry(tiny_dataset, tmp_path, monkeypatch):
+    from mgdd import features as feats
+    make = lambda subsets: KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=2,  # noqa: E731
+                                        cache_dir=tmp_path, class_subsets=subsets)
+    per = make(True)
+    calls = []
+    real = feats.compute_moments
+    monkeypatch.setattr(feats, "compute_moments", lambda *a, **k: calls.append(1) or real(*a, **k))
+    total = make(False)
+    assert calls == []  # summed from the per-class entries, then cached as totals
+    for a, b in zip(per.moments, total.moments):
+        assert not b.per_class
+        torch.testing.assert_close(b.gram, a.gram.sum(0))
+    assert len(list(tmp_path.glob("*-total.safetensors"))) == 2
+    make(False)
+    assert calls == []
+
+
+def _shard_worker(rank, world, init, data, out):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    x, y = torch.load(data)
+    pool = FeaturePool(FeatureConfig(width=8, depth=2), 1, (12, 12), size=2)
+    for per_class in (False, True):
+        ms = pool.moments(x, y, 3, cache=False, per_class=per_class)
+        if rank == 1:  # every rank ends with the whole data's moments
+            torch.save([(m.gram, m.sums, m.counts) for m in ms], f"{out}-{int(per_class)}")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_sharded_precompute_equals_one_process(tiny_dataset, tmp_path):
+    import torch.multiprocessing as mp
+    data = tmp_path / "data.pt"
+    torch.save((tiny_dataset.train_x, tiny_dataset.train_y), data)
+    init = f"file://{tmp_path / 'rendezvous'}"
+    env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS",)}
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        mp.spawn(_shard_worker, args=(2, init, str(data), str(tmp_path / "m")), nprocs=2, join=True)
+    finally:
+        for k, v in env.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    single = FeaturePool(FeatureConfig(width=8, depth=2), 1, (12, 12), size=2)
+    for per_class in (False, True):
+        sharded = torch.load(f"{tmp_path / 'm'}-{int(per_class)}")
+        ref = single.moments(tiny_dataset.train_x, tiny_dataset.train_y, 3, cache=False, per_class=per_class)
+        for (g, s, c), m in zip(sharded, ref):
+            torch.testing.assert_close(g, m.gram)
+            torch.testing.assert_close(s, m.sums)
+            assert torch.equal(c, m.counts)
