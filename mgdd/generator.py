@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .version import __version__
 from .errors import CorruptFile, MgddError, UsageError
@@ -100,22 +101,40 @@ class MetaGenerator(nn.Module):
         e = self.encode(h.mean(dim=(2, 3)))          # (M, cd)
         return s, h, e
 
-    def set_statistics(self, x0, y0, num_classes: int, guide=None, chunk: int | None = None) -> dict:
-        """Per-class sums and counts of the images and their encodings (additive over chunks)."""
+    def set_statistics(self, x0, y0, num_classes: int, guide=None, chunk: int | None = None,
+                       checkpointed: bool = False) -> dict:
+        """Per-class sums and counts of the images and their encodings (additive over chunks;
+        ``checkpointed``: each chunk's activations are recomputed in the backward pass, not kept)."""
         chunk = chunk or len(x0)
         counts = torch.bincount(y0, minlength=num_classes).to(x0)
         stats = {"counts": counts}
         if self.config.pixel_context:
             pix = torch.zeros(num_classes, *x0.shape[1:], dtype=x0.dtype, device=x0.device).index_add(0, y0, x0)
             stats["class_pixel_sums"] = pix
+
+        def class_sums(x, y, g):
+            _, _, e = self._trunk(x, self._pixel_context(x, y, stats), g)
+            return torch.zeros(num_classes, e.shape[1], dtype=e.dtype, device=e.device).index_add(0, y, e)
+
         sums = None
         for i in range(0, len(x0), chunk):
-            g = guide[i:i + chunk] if guide is not None else None
-            _, _, e = self._trunk(x0[i:i + chunk], self._pixel_context(x0[i:i + chunk], y0[i:i + chunk], stats), g)
-            part = torch.zeros(num_classes, e.shape[1], dtype=e.dtype, device=e.device).index_add(0, y0[i:i + chunk], e)
+            args = (x0[i:i + chunk], y0[i:i + chunk], guide[i:i + chunk] if guide is not None else None)
+            part = checkpoint(class_sums, *args, use_reentrant=False) if checkpointed else class_sums(*args)
             sums = part if sums is None else sums + part
         stats["class_sums"] = sums
         return stats
+
+    # the activations one folded (1-channel) image keeps for a backward pass, in floats per pixel:
+    # full resolution (inputs, stem, upsampled body, concatenation, up conv, output) and half
+    # resolution (down conv and each block's conv, norm, FiLM, ReLU, conv, sum); an upper bound
+    GRAD_BUDGET = 2**30  # bytes of activations a training pass keeps before it is checkpointed
+
+    def grad_chunk(self, pixels: int) -> int:
+        """Folded images per checkpointed chunk of a training pass at ``pixels`` (H x W) an image."""
+        c = self.config
+        full = 4 + 4 * c.stem_width + 2 * c.width
+        half = (2 + 7 * c.blocks) * c.width / 4
+        return max(1, int(self.GRAD_BUDGET // (4 * pixels * (full + half))))
 
     def _fold(self, x0, y0, guide):
         """(M, C, H, W) -> (M*C, 1, H, W) for a grey generator on C-channel data (else unchanged);
@@ -153,8 +172,18 @@ class MetaGenerator(nn.Module):
         num_classes = num_classes or int(y0.max()) + 1
         shape = x0.shape
         x0, y0, guide, fold = self._fold(x0, y0, guide)
-        stats = dict(self.set_statistics(x0, y0, num_classes, guide), fold=fold)
-        return self.decode(x0, y0, stats, guide).reshape(shape)
+        chunk = self.grad_chunk(x0.shape[2] * x0.shape[3])
+        if not torch.is_grad_enabled() or len(x0) <= chunk:
+            stats = dict(self.set_statistics(x0, y0, num_classes, guide), fold=fold)
+            return self.decode(x0, y0, stats, guide).reshape(shape)
+        # a large set in a training pass (adaptation, meta-training): chunks whose activations are
+        # recomputed in the backward pass (gradient checkpointing), so memory holds one chunk's
+        # activations and the outputs; the same values and gradients as one pass
+        stats = dict(self.set_statistics(x0, y0, num_classes, guide, chunk, checkpointed=True), fold=fold)
+        part = lambda t, i: None if t is None else t[i:i + chunk]  # noqa: E731
+        return torch.cat([checkpoint(self.decode, x0[i:i + chunk], y0[i:i + chunk], stats, part(guide, i),
+                                     use_reentrant=False)
+                          for i in range(0, len(x0), chunk)]).reshape(shape)
 
     @torch.no_grad()
     def generate(self, x0, y0, num_classes: int, guide=None, chunk: int = 256):

@@ -9,7 +9,7 @@ import torch
 
 from mgdd import krr
 from mgdd.errors import UsageError
-from mgdd.features import (FeatureConfig, FeaturePool, chunk_size, compute_moments, features, make_feature_net,
+from mgdd.features import (FeatureConfig, FeaturePool, chunk_size, features, make_feature_net,
                            moments_bytes)
 from mgdd.objective import KRRObjective
 
@@ -154,3 +154,28 @@ def test_sharded_precompute_equals_one_process(tiny_dataset, tmp_path):
             torch.testing.assert_close(g, m.gram)
             torch.testing.assert_close(s, m.sums)
             assert torch.equal(c, m.counts)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_checkpointed_generator_pass_has_the_same_values_and_gradients(channels, monkeypatch):
+    from mgdd.generator import GeneratorConfig, MetaGenerator
+    torch.manual_seed(0)
+    gen = MetaGenerator(GeneratorConfig(channels=1, width=8, stem_width=4, context_dim=8))
+    torch.nn.init.normal_(gen.out.weight, std=0.1)  # not the identity, so every layer has a gradient
+    gen.double()  # float64, so summation order does not hide a wrong gradient
+    x0, guide = torch.randn(10, channels, 12, 12).double(), torch.randn(10, channels, 12, 12).double()
+    y0 = torch.arange(5).repeat_interleave(2)
+
+    def run():
+        gen.zero_grad()
+        out = gen(x0, y0, 5, guide=guide)
+        (out * torch.linspace(-1, 1, out.numel()).double().view_as(out)).sum().backward()
+        return out.detach(), [p.grad.clone() for p in gen.parameters()]
+
+    one, grads = run()
+    monkeypatch.setattr(MetaGenerator, "GRAD_BUDGET", 4 * 144 * 200 * 3)  # 3 folded images a chunk
+    assert gen.grad_chunk(144) < len(x0) * channels
+    chunked, grads2 = run()
+    torch.testing.assert_close(chunked, one)
+    for a, b in zip(grads2, grads):
+        torch.testing.assert_close(a, b)

@@ -101,6 +101,9 @@ def add_objective(p):
     g.add_argument("--pool-size", type=positive_int, default=8, help="random feature networks in the pool (8)")
     g.add_argument("--feature-width", type=positive_int, default=64, help="width of the feature ConvNets (64)")
     g.add_argument("--feature-depth", type=positive_int, default=3, help="depth of the feature ConvNets (3)")
+    g.add_argument("--feature-grid", type=positive_int, default=4,
+                   help="average-pool the feature ConvNets' last map to at most N x N, so the feature size stays "
+                        "width x N^2 at any image size (4: 28 and 32 px unchanged)")
     # None: the objective's own defaults (objective.DEFAULT_LAM, DEFAULT_RIDGE), so they live in
     # one place and the CLI does not import torch to print its help
     g.add_argument("--lam", type=positive_float, default=None,
@@ -134,7 +137,7 @@ def load(args):
 def objective(args, dataset, class_subsets: bool = False):
     from ..features import FeatureConfig
     from ..objective import create_objective
-    cfg = FeatureConfig(width=args.feature_width, depth=args.feature_depth)
+    cfg = FeatureConfig(width=args.feature_width, depth=args.feature_depth, grid=args.feature_grid)
     say = (lambda i, n: print(f"  feature moments {i}/{n}", file=sys.stderr, flush=True)) if not args.quiet else None
     ridge = {k: v for k, v in (("lam", args.lam), ("ridge", args.ridge)) if v is not None}
     return create_objective(args.objective_mode, dataset, feature_config=cfg, pool_size=args.pool_size,

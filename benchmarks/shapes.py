@@ -1,0 +1,301 @@
+"""Issue #41: the field's dataset shapes on one machine, stage by stage: time and peak memory.
+
+    python benchmarks/shapes.py data                   # builds the shape-equivalent sets (once)
+    python benchmarks/shapes.py run [--shapes c100-32,c200-64,c10-128] [--ipcs 1,10,50]
+    python benchmarks/shapes.py run --evaluate c100-32:1,c100-32:10,c10-128:1   # 300-epoch accuracies
+    python benchmarks/shapes.py table                  # results/shapes/table.md from the cells
+
+The real CIFAR-100, Tiny-ImageNet and ImageNet do not install here, so these are built from
+Fashion-MNIST (which does). They test the SHAPES (classes, image size, channels, set sizes),
+not the difficulty of the real data:
+
+  c100-32   100 classes, 3 x 32 x 32 (CIFAR-100's shape): 10 garments x 10 colour schemes; a
+            scheme is a fixed ink and background colour pair (jittered per image), so the
+            scheme, like the garment, decides the class. 600 training / 100 test images a class.
+  c200-64   200 classes, 3 x 64 x 64 (Tiny-ImageNet's shape): 10 garments x 20 schemes;
+            300 / 50 a class (Tiny-ImageNet has 500 / 50).
+  c10-128   10 classes, 3 x 128 x 128 (an ImageNet subset's shape): the 10 garments in random
+            colours over a two-colour gradient (colour is a nuisance); 300 / 50 a class.
+
+Each (shape, stage, IPC) is one cell, run in its own process so that its peak resident memory
+(ru_maxrss: the dataset, the moments and the stage) is its own, and written to
+results/shapes/cells/ when it finishes; a rerun skips finished cells. Stages, all with mgdd's
+defaults (8 random ConvNet-3 of width 64, features pooled to 4 x 4: d = 1,024):
+
+  precompute   the feature moments (cold: the shape's cache folder is emptied first)
+  random+ls    a random class-balanced sample and the exact least-squares label solve
+  krr-pixel    --krr-steps (5) Adam steps on the pixels (seconds a step; 300 is the default run)
+  adapt        --adapt-steps (3) adaptation steps of the shipped meta generator at this IPC
+  generate     the shipped meta generator, K = 0: one pass per recorded pass and the label solve
+  eval-*       ConvNet-3, 300 epochs, 1 run, the cheap protocol, on the random+ls or generate set
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+OUT = ROOT / "results" / "shapes"
+SHAPES = {  # name: (garment schemes, size, train a class, test a class)
+    "c100-32": (10, 32, 600, 100),
+    "c200-64": (20, 64, 300, 50),
+    "c10-128": (0, 128, 300, 50),   # 0 schemes: random colours, 10 classes
+}
+STAGES = ("precompute", "random+ls", "krr-pixel", "adapt", "generate")
+MIN_CONTRAST = 0.35
+
+
+def data_dir() -> Path:
+    from mgdd.data import user_data_dir
+    return user_data_dir() / "shapes"
+
+
+def cache_dir(shape: str) -> Path:
+    from mgdd.io import cache_root
+    return cache_root() / "shapes" / shape
+
+
+def _schemes(rng, k: int) -> tuple:
+    """k (ink, background) colour pairs, each pair at least MIN_CONTRAST apart, and the pairs
+    apart from each other, so a scheme is recognisable."""
+    inks, bgs = [], []
+    while len(inks) < k:
+        ink, bg = rng.random(3), rng.random(3)
+        if np.abs(ink - bg).mean() < MIN_CONTRAST:
+            continue
+        if any(np.abs(ink - i).mean() + np.abs(bg - b).mean() < 0.3 for i, b in zip(inks, bgs)):
+            continue
+        inks.append(ink), bgs.append(bg)
+    return np.array(inks, np.float32), np.array(bgs, np.float32)
+
+
+def _colour(grey, scheme, inks, bgs, rng, size: int):
+    """grey (n, 1, 28, 28) in [0, 1] -> uint8 (n, 3, size, size): resized, then ink and
+    background colours per image (the scheme's, jittered by +-0.08; or random with a gradient)."""
+    import torch
+    import torch.nn.functional as F
+    g = F.interpolate(torch.from_numpy(grey), size=(size, size), mode="bilinear", align_corners=False,
+                      antialias=True).clamp_(0, 1).numpy()
+    n = len(g)
+    if scheme is None:  # random colours, a left-to-right gradient background
+        a, b = rng.random((n, 3), dtype=np.float32), rng.random((n, 3), dtype=np.float32)
+        t = np.linspace(0, 1, size, dtype=np.float32)[None, None, None, :]
+        bg = a[:, :, None, None] * (1 - t) + b[:, :, None, None] * t
+        ink = rng.random((n, 3), dtype=np.float32)
+        close = np.abs(ink - (a + b) / 2).mean(1) < MIN_CONTRAST
+        ink[close] = 1 - (a[close] + b[close]) / 2
+    else:
+        jitter = lambda: rng.uniform(-0.08, 0.08, (n, 3)).astype(np.float32)  # noqa: E731
+        ink, bg = np.clip(inks[scheme] + jitter(), 0, 1), np.clip(bgs[scheme] + jitter(), 0, 1)[:, :, None, None]
+    x = g * ink[:, :, None, None] + (1 - g) * bg
+    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+
+
+def build(shape: str, out: Path) -> None:
+    from mgdd.data import load_dataset
+    schemes, size, n_train, n_test = SHAPES[shape]
+    ds = load_dataset("fashion-mnist")
+    m, s = np.float32(ds.mean[0]), np.float32(ds.std[0])
+    rng = np.random.default_rng(41)
+    inks, bgs = _schemes(rng, schemes) if schemes else (None, None)
+    classes = 10 * max(schemes, 1)
+    splits = {}
+    for split, x_all, y_all, per_class in (("train", ds.train_x, ds.train_y, n_train),
+                                           ("test", ds.test_x, ds.test_y, n_test)):
+        xs, ys = [], []
+        for garment in range(10):
+            idx = np.flatnonzero(y_all.numpy() == garment)
+            rng.shuffle(idx)
+            for k in range(max(schemes, 1)):
+                pick = idx[k * per_class:(k + 1) * per_class] if schemes else idx[:per_class]
+                if len(pick) < per_class:
+                    raise SystemExit(f"{shape}: Fashion-MNIST has too few {split} images of class {garment}")
+                grey = np.clip(x_all[pick].numpy() * s + m, 0, 1)  # undo the normalisation
+                xs.append(_colour(grey, k if schemes else None, inks, bgs, rng, size))
+                ys.append(np.full(len(pick), garment * max(schemes, 1) + k, np.int64))
+        splits[split] = (np.concatenate(xs), np.concatenate(ys))
+    names = [f"{g}/{k}" if schemes else g for g in ds.classes for k in range(max(schemes, 1))]
+    info = {"built_by": "benchmarks/shapes.py", "from": "fashion-mnist", "shape": shape, "classes": classes,
+            "size": size, "seed": 41, "note": "shape-equivalent test data, not the real dataset"}
+    np.savez(out, x_train=splits["train"][0], y_train=splits["train"][1], x_test=splits["test"][0],
+             y_test=splits["test"][1], class_names=np.array(names), info=np.array(json.dumps(info)))
+    print(f"wrote {out}: {classes} classes, {len(splits['train'][1])} train, {len(splits['test'][1])} test, "
+          f"3x{size}x{size}", flush=True)
+
+
+# -- one cell, in its own process
+
+def cell(shape: str, stage: str, ipc: int, args) -> dict:
+    from mgdd.data import load_dataset
+    from mgdd.objective import KRRObjective
+
+    t0 = time.perf_counter()
+    dataset = load_dataset(f"npz:{data_dir() / (shape + '.npz')}")
+    out = {"shape": shape, "stage": stage, "ipc": ipc, "classes": dataset.num_classes,
+           "image": list(dataset.train_x.shape[1:]), "train_images": len(dataset.train_y),
+           "load_seconds": time.perf_counter() - t0}
+    sets = OUT / "sets"
+    if stage.startswith("eval-"):
+        from mgdd.distilled import DistilledSet
+        from mgdd.evaluate import evaluate
+        ds = DistilledSet.load(sets / f"{shape}-{stage[5:]}-ipc{ipc}.safetensors")
+        t0 = time.perf_counter()
+        res = evaluate(ds, dataset, epochs=300, runs=1, progress=False)
+        out.update(accuracy=res["mean"], seconds=time.perf_counter() - t0, protocol="ConvNet-3, 300 epochs, 1 run")
+        return out
+    if stage == "precompute":
+        shutil.rmtree(cache_dir(shape), ignore_errors=True)
+    t0 = time.perf_counter()
+    obj = KRRObjective(dataset, cache_dir=cache_dir(shape))
+    out.update(feature_dim=obj.pool.dim, objective_seconds=time.perf_counter() - t0)
+    if stage == "precompute":
+        out["seconds"] = obj.build_seconds
+        return out
+    sets.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if stage == "random+ls":
+        from mgdd.baselines import random_ls
+        ds = random_ls(obj, ipc, seed=0)
+        ds.save(sets / f"{shape}-random+ls-ipc{ipc}.safetensors", force=True)
+        out["seconds"] = time.perf_counter() - t0
+    elif stage == "krr-pixel":
+        from mgdd.baselines import krr_pixel
+        krr_pixel(obj, ipc, args.krr_steps, progress=False)
+        out.update(steps=args.krr_steps, seconds=time.perf_counter() - t0,
+                   seconds_per_step=(time.perf_counter() - t0) / args.krr_steps)
+    elif stage == "adapt":
+        from mgdd.adapt import adapt
+        from mgdd.pipeline import load_generator
+        gen, origin = load_generator("meta", dataset.channels, seed=0)
+        log = adapt(gen, obj, steps=args.adapt_steps, ipcs=[ipc], progress=False)
+        out.update(steps=args.adapt_steps, seconds=log["seconds"], seconds_per_step=log["seconds"] / args.adapt_steps,
+                   generator=origin)
+    elif stage == "generate":
+        from mgdd.generate import generate
+        from mgdd.pipeline import load_generator
+        gen, origin = load_generator("meta", dataset.channels, seed=0)
+        ds = generate(gen, obj, ipc, seed=0)
+        ds.save(sets / f"{shape}-generate-ipc{ipc}.safetensors", force=True)
+        t = ds.meta["timing"]
+        out.update(seconds=time.perf_counter() - t0, pass_seconds=t["generate_seconds"],
+                   label_seconds=t["label_seconds"], generator=origin)
+    else:
+        raise SystemExit(f"unknown stage {stage}")
+    return out
+
+
+def cell_path(shape: str, stage: str, ipc: int) -> Path:
+    return OUT / "cells" / f"{shape}-{stage}-ipc{ipc}.json"
+
+
+def run(args) -> None:
+    shapes = args.shapes.split(",")
+    todo = []
+    for shape in shapes:
+        todo.append((shape, "precompute", 0))
+        for ipc in [int(i) for i in args.ipcs.split(",")]:
+            todo += [(shape, stage, ipc) for stage in args.stages.split(",") if stage != "precompute"]
+    for item in (args.evaluate.split(",") if args.evaluate else []):
+        shape, ipc = item.split(":")
+        todo += [(shape, "eval-random+ls", int(ipc)), (shape, "eval-generate", int(ipc))]
+    for shape, stage, ipc in todo:
+        path = cell_path(shape, stage, ipc)
+        if path.is_file():
+            continue
+        cmd = [sys.executable, __file__, "cell", shape, stage, str(ipc), "--krr-steps", str(args.krr_steps),
+               "--adapt-steps", str(args.adapt_steps)]
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            res = {"shape": shape, "stage": stage, "ipc": ipc, "failed": r.stderr.strip().splitlines()[-1:],
+                   "wall_seconds": time.perf_counter() - t0}
+            print(json.dumps(res), flush=True)
+            continue  # not written: a rerun tries again
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        res["wall_seconds"] = time.perf_counter() - t0
+        res["machine"] = f"{platform.machine()} {os.cpu_count()} cpus, torch threads {os.environ.get('OMP_NUM_THREADS')}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(res, indent=1) + "\n")
+        tmp.replace(path)
+        print(json.dumps(res), flush=True)
+
+
+def table() -> str:
+    rows = [json.loads(p.read_text()) for p in sorted((OUT / "cells").glob("*.json"))]
+    order = {s: i for i, s in enumerate(SHAPES)}
+    stage_order = {s: i for i, s in enumerate(STAGES + ("eval-random+ls", "eval-generate"))}
+    rows.sort(key=lambda r: (order.get(r["shape"], 9), r["ipc"], stage_order.get(r["stage"], 9)))
+    lines = ["| shape | classes x image | IPC | stage | seconds | peak memory (GB) | accuracy (%) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["stage"] == "krr-pixel" or r["stage"] == "adapt":
+            t = f"{r['seconds_per_step']:.2f} a step ({r['steps']} steps)"
+        elif r["stage"] == "generate":
+            t = f"{r['pass_seconds']:.1f} pass + {r['label_seconds']:.1f} labels"
+        elif r["stage"] == "precompute":
+            t = f"{r['seconds']:.0f} ({r['train_images']} images, d = {r['feature_dim']})"
+        else:
+            t = f"{r['seconds']:.1f}"
+        acc = f"{r['accuracy']:.2f}" if "accuracy" in r else ""
+        ipc = "" if r["stage"] == "precompute" else r["ipc"]
+        img = "x".join(map(str, r["image"]))
+        lines.append(f"| {r['shape']} | {r['classes']} x {img} | {ipc} | {r['stage']} | {t} | "
+                     f"{r['peak_rss_gb']:.2f} | {acc} |")
+    text = "\n".join(lines) + "\n"
+    (OUT / "table.md").write_text(text)
+    return text
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("data")
+    d.add_argument("--shapes", default=",".join(SHAPES))
+    r = sub.add_parser("run")
+    r.add_argument("--shapes", default=",".join(SHAPES))
+    r.add_argument("--stages", default=",".join(STAGES))
+    r.add_argument("--ipcs", default="1,10,50")
+    r.add_argument("--evaluate", default="", help="shape:ipc,... cells to score (300 epochs, 1 run)")
+    r.add_argument("--krr-steps", type=int, default=5)
+    r.add_argument("--adapt-steps", type=int, default=3)
+    c = sub.add_parser("cell")
+    c.add_argument("shape")
+    c.add_argument("stage")
+    c.add_argument("ipc", type=int)
+    c.add_argument("--krr-steps", type=int, default=5)
+    c.add_argument("--adapt-steps", type=int, default=3)
+    sub.add_parser("table")
+    args = ap.parse_args()
+    if args.cmd == "data":
+        data_dir().mkdir(parents=True, exist_ok=True)
+        for shape in args.shapes.split(","):
+            if not (data_dir() / f"{shape}.npz").is_file():
+                build(shape, data_dir() / f"{shape}.npz")
+    elif args.cmd == "run":
+        run(args)
+        print(table())
+    elif args.cmd == "cell":
+        res = cell(args.shape, args.stage, args.ipc, args)
+        res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(json.dumps(res))
+    else:
+        print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
