@@ -4,6 +4,7 @@
     python benchmarks/shapes.py run [--shapes c100-32,c200-64,c10-128] [--ipcs 1,10,50]
     python benchmarks/shapes.py run --evaluate c100-32:1,c100-32:10,c10-128:1   # 300-epoch accuracies
     python benchmarks/shapes.py table                  # results/shapes/table.md from the cells
+    python benchmarks/shapes.py check                  # Fashion-MNIST: total Gram against per-class Grams
 
 The real CIFAR-100, Tiny-ImageNet and ImageNet do not install here, so these are built from
 Fashion-MNIST (which does). They test the SHAPES (classes, image size, channels, set sizes),
@@ -260,6 +261,32 @@ def table() -> str:
     return text
 
 
+def check() -> dict:
+    """Fashion-MNIST, the default objective: the total-Gram layout (the default since #41) against
+    the per-class layout mgdd used before, on the same sets: labels and losses."""
+    import torch
+
+    from mgdd.data import load_dataset, sample_init
+    from mgdd.objective import KRRObjective
+    dataset = load_dataset("fashion-mnist")
+    # the per-class moments from the cache (or computed), the total computed cold: no cache entry is summed
+    per, total = KRRObjective(dataset, class_subsets=True), KRRObjective(dataset, cache=False)
+    out = {"dataset": dataset.name, "rows": []}
+    for ipc in (1, 10, 50):
+        x, _ = sample_init(dataset, ipc, seed=0)
+        a, b = per.labels(x), total.labels(x)
+        losses = [(per.pool_loss(x, i).item(), total.pool_loss(x, i).item()) for i in range(per.pool.size)]
+        out["rows"].append({"ipc": ipc, "labels_max_abs_diff": float((a - b).abs().max()),
+                            "labels_max_abs": float(a.abs().max()),
+                            "loss_max_rel_diff": max(abs(p - t) / abs(p) for p, t in losses),
+                            "same_argmax": bool(torch.equal(a.argmax(1), b.argmax(1)))})
+    out["moments_bytes"] = {"per_class": sum(m.nbytes() for m in per.moments),
+                            "total": sum(m.nbytes() for m in total.moments)}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "fmnist-total-vs-per-class.json").write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -279,6 +306,7 @@ def main() -> int:
     c.add_argument("--krr-steps", type=int, default=5)
     c.add_argument("--adapt-steps", type=int, default=3)
     sub.add_parser("table")
+    sub.add_parser("check")
     args = ap.parse_args()
     if args.cmd == "data":
         data_dir().mkdir(parents=True, exist_ok=True)
@@ -292,6 +320,8 @@ def main() -> int:
         res = cell(args.shape, args.stage, args.ipc, args)
         res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print(json.dumps(res))
+    elif args.cmd == "check":
+        print(json.dumps(check(), indent=1))
     else:
         print(table())
     return 0

@@ -19,7 +19,7 @@ def run(capsys, *args):
 
 
 def test_help_for_every_subcommand(capsys):
-    for cmd in ["datasets", "fetch", "baseline", "evaluate", "export", "adapt", "distill", "generate",
+    for cmd in ["datasets", "fetch", "precompute", "baseline", "evaluate", "export", "adapt", "distill", "generate",
                 "meta-train", "bench"]:
         with pytest.raises(SystemExit) as e:  # argparse exits 0 after printing the help
             main([cmd, "--help"])

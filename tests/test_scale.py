@@ -179,3 +179,44 @@ def test_a_checkpointed_generator_pass_has_the_same_values_and_gradients(channel
     torch.testing.assert_close(chunked, one)
     for a, b in zip(grads2, grads):
         torch.testing.assert_close(a, b)
+
+
+def test_mgdd_precompute_fills_the_cache_that_later_commands_read(tiny_npz, tmp_path, monkeypatch, capsys):
+    from mgdd import features as feats
+    from mgdd.cli import main
+    monkeypatch.setenv("MGDD_CACHE", str(tmp_path / "cache"))
+    obj = ["--dataset", f"npz:{tiny_npz}", "--pool-size", "2", "--feature-width", "8", "--feature-depth", "2",
+           "--quiet"]
+    assert main(["precompute", *obj, "--start", "herding"]) == 0
+    out = capsys.readouterr().out
+    assert "total Gram" in out and "herding orders" in out
+    cached = sorted(p.name.split("-s0-")[1] for p in (tmp_path / "cache" / "features").glob("*.safetensors"))
+    assert cached == ["n0-herding-orders.safetensors", "n0-total.safetensors", "n1-total.safetensors"]
+    calls = []
+    monkeypatch.setattr(feats, "compute_moments", lambda *a, **k: calls.append(1))
+    assert main(["baseline", "herding", "--soft-labels", *obj, "--ipc", "2", "--out", str(tmp_path / "h.safetensors")]) == 0
+    assert calls == []  # read, not recomputed
+    assert main(["precompute", *obj, "--no-cache"]) == 2
+    assert "only fills the cache" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_mgdd_precompute_under_torchrun_writes_the_single_process_moments(tiny_npz, tmp_path):
+    import subprocess
+    import sys
+
+    from mgdd.io import load_tensors
+    args = ["-m", "mgdd", "precompute", "--dataset", f"npz:{tiny_npz}", "--pool-size", "2", "--feature-width", "8",
+            "--feature-depth", "2", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for name, launcher in (("two", ["-m", "torch.distributed.run", "--nproc_per_node", "2"]), ("one", [])):
+        r = subprocess.run([sys.executable, *launcher, *args], env=dict(env, MGDD_CACHE=str(tmp_path / name)),
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert ("2 processes" if name == "two" else "1 process") in r.stdout
+    for i in range(2):
+        two, _ = load_tensors(next((tmp_path / "two" / "features").glob(f"*-n{i}-total.safetensors")))
+        one, _ = load_tensors(next((tmp_path / "one" / "features").glob(f"*-n{i}-total.safetensors")))
+        for k in ("gram", "sums"):
+            torch.testing.assert_close(two[k], one[k])
+        assert torch.equal(two["counts"], one["counts"])

