@@ -42,8 +42,8 @@ def test_photo_folder_distill_evaluate_export_with_the_meta_generator(tmp_path, 
     run(capsys, "distill", "--dataset", data, "--image-size", "16", "--ipc", "1,2", "--steps", "1",
         "--from", "meta", "--evaluate", "--epochs", "2", "--out", out, *OBJ)
     summary = json.loads((out / "summary.json").read_text())
-    # served by the shipped colour meta generator, not silently replaced
-    assert summary["source"] == "shipped:meta-tinted"
+    # served by the shipped grey meta generator, channels folded, and it says so
+    assert summary["source"] == "shipped:meta-mnist (grey, 3 channels folded)"
     s2 = DistilledSet.load(out / "ipc2.safetensors")
     assert s2.images.shape == (6, 3, 16, 16) and s2.soft
     text = run(capsys, "evaluate", out / "ipc2.safetensors", "--epochs", "2")   # reloads the folder at 16x16
@@ -77,7 +77,7 @@ def test_cifar_layout_with_the_meta_generator(tmp_path, capsys):
         pickle.dump({b"data": rng.integers(0, 255, (20, 3072), dtype=np.uint8), b"labels": labels},
                     open(root / name, "wb"))
     gen, origin = load_generator("meta", 3)
-    assert gen.config.channels == 3 and origin == "shipped:meta-tinted"
+    assert gen.config.channels == 1 and origin == "shipped:meta-mnist (grey, 3 channels folded)"
     run(capsys, "distill", "--dataset", "cifar10", "--data-dir", tmp_path, "--ipc", "1", "--steps", "0",
         "--out", tmp_path / "D", *OBJ)
     assert DistilledSet.load(tmp_path / "D" / "ipc1.safetensors").images.shape == (10, 3, 32, 32)
