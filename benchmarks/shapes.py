@@ -23,7 +23,8 @@ Each (shape, stage, IPC) is one cell, run in its own process so that its peak re
 results/shapes/cells/ when it finishes; a rerun skips finished cells. Stages, all with mgdd's
 defaults (8 random ConvNet-3 of width 64, features pooled to 4 x 4: d = 1,024):
 
-  precompute   the feature moments (cold: the shape's cache folder is emptied first)
+  precompute   the feature moments and the herding orders (cold: the shape's cache folder is
+               emptied first), as `mgdd precompute --start herding` does
   random+ls    a random class-balanced sample and the exact least-squares label solve
   krr-pixel    --krr-steps (5) Adam steps on the pixels (seconds a step; 300 is the default run)
   adapt        --adapt-steps (3) adaptation steps of the shipped meta generator at this IPC
@@ -162,8 +163,10 @@ def cell(shape: str, stage: str, ipc: int, args) -> dict:
     t0 = time.perf_counter()
     obj = KRRObjective(dataset, cache_dir=cache_dir(shape))
     out.update(feature_dim=obj.pool.dim, objective_seconds=time.perf_counter() - t0)
-    if stage == "precompute":
-        out["seconds"] = obj.build_seconds
+    if stage == "precompute":  # the moments, then the herding orders the shipped generator starts from
+        from mgdd.start import coreset_indices, order_seconds
+        coreset_indices(obj, 1, "herding")
+        out.update(seconds=obj.build_seconds, orders_seconds=order_seconds(obj, "herding"))
         return out
     sets.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -248,7 +251,8 @@ def table() -> str:
         elif r["stage"] == "generate":
             t = f"{r['pass_seconds']:.1f} pass + {r['label_seconds']:.1f} labels"
         elif r["stage"] == "precompute":
-            t = f"{r['seconds']:.0f} ({r['train_images']} images, d = {r['feature_dim']})"
+            t = (f"{r['seconds']:.0f} moments ({r['train_images']} images, d = {r['feature_dim']}) + "
+                 f"{r['orders_seconds']:.0f} herding orders")
         else:
             t = f"{r['seconds']:.1f}"
         acc = f"{r['accuracy']:.2f}" if "accuracy" in r else ""

