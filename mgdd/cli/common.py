@@ -22,6 +22,8 @@ def ints(text: str) -> list:
                 out += list(range(int(lo), int(hi) + 1))
             elif part:
                 out.append(int(part))
+            else:  # '1,,2' or a trailing comma: a typo, not silently dropped
+                raise argparse.ArgumentTypeError(f"an empty entry in {text!r}; write integers like 1,10,50 or 1-5")
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected integers like 1,10,50 or 1-5, got {text!r}") from None
     if not out:
