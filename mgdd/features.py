@@ -55,7 +55,7 @@ class FeatureNet(nn.Module):
             raise UsageError(f"the feature grid must be at least 1, got {config.grid}.")
         body = ConvNet(channels, 1, tuple(image_size), config.width, config.depth, config.norm)
         self.body = body.features
-        h, w = _map_size(tuple(image_size), config.depth)
+        h, w = body.map_size
         self.pooled = max(h, w) > config.grid
         if self.pooled:  # a map larger than the grid: d stops growing with the image area
             self.body.append(nn.AdaptiveAvgPool2d((min(h, config.grid), min(w, config.grid))))
@@ -68,15 +68,6 @@ class FeatureNet(nn.Module):
 
     def forward(self, x):
         return self.body(x).flatten(1) * self.scale
-
-
-def _map_size(image_size, depth: int) -> tuple:
-    """The side of ConvNet's last map (models.ConvNet's padding rule: 28 x 28 inputs get padding 3)."""
-    h, w = image_size
-    for d in range(depth):
-        pad = 3 if d == 0 and (h, w) == (28, 28) else 1
-        h, w = (h + 2 * pad - 2) // 2, (w + 2 * pad - 2) // 2
-    return h, w
 
 
 def _activation_floats(channels: int, image_size, config: FeatureConfig) -> tuple:

@@ -40,6 +40,7 @@ class ConvNet(nn.Module):
             layers.append(nn.AvgPool2d(2))
             h, w, c = h // 2, w // 2, width
         self.features = nn.Sequential(*layers)
+        self.map_size = (h, w)  # the last feature map's side
         self.feature_dim = width * h * w
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 
