@@ -191,13 +191,21 @@ def solve_labels_stacked(features: list, moments: list, lam: float, mu: float, s
                 ata, aty = (ata + ata.T) / 2, left @ cross.to(left)
             ata_sum, aty_sum = ata_sum + ata, aty_sum + aty
         return solve_normal(ata_sum, aty_sum, mu)
-    left_all = torch.cat([_push_through_left(f, lam) for f in features], dim=1)  # (M x k)
-    g_blk = torch.block_diag(*[g.to(left_all) for g, _, _, _ in moments])       # (k x k)
+    lefts = [_push_through_left(f, lam) for f in features]
+    left_all = torch.cat(lefts, dim=1)                                          # (M x k)
+    grams = [g.to(left_all) for g, _, _, _ in moments]
     h_all = torch.cat([h.to(left_all) for _, h, _, _ in moments])               # (k x C)
     p_all = left_all.T @ left_all
-    rho = mu * ((left_all @ g_blk) * left_all).sum().div(m).clamp_min(1e-30)
-    eye = torch.eye(len(p_all), dtype=p_all.dtype, device=p_all.device)
-    return left_all @ torch.linalg.solve(g_blk @ p_all + rho * eye, h_all)
+    # G_blk is block-diagonal: G_blk P_all and mean diag(L_all G_blk L_all^T) block by block, never
+    # the dense k x k G_blk (P times fewer flops and one k x k matrix less)
+    rho = mu * sum(((lf @ g) * lf).sum() for lf, g in zip(lefts, grams)).div(m).clamp_min(1e-30)
+    offsets = [0]
+    for g in grams:
+        offsets.append(offsets[-1] + len(g))
+    lhs = torch.cat([g @ p_all[a:b] for g, a, b in zip(grams, offsets, offsets[1:])])   # G_blk P_all
+    lhs.diagonal().add_(rho)
+    del lefts, p_all
+    return left_all @ torch.linalg.solve(lhs, h_all)
 
 
 def stacked_solve_bytes(m: int, dims: list) -> int:
