@@ -180,3 +180,56 @@ def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs:
             "soft_loss": "mse" if soft_loss == "mse" else f"cross-entropy, T={temperature}",
             "accuracy_mean": accs.mean().item(), "accuracy_std": accs.std().item() if runs > 1 else 0.0,
             "per_run": results, "device": str(device)}
+
+
+def real_data_set(dataset: Dataset) -> DistilledSet:
+    """The whole training split with hard labels, as a set: what HLR's Acc(real, hard) trains on."""
+    from .distilled import distilled_meta
+    ipc = min(dataset.class_counts())
+    return DistilledSet(dataset.train_x, dataset.train_y,
+                        distilled_meta(dataset, ipc, "real data", 0, None, {}), dataset.zca)
+
+
+def robust(ds: DistilledSet, random_set: DistilledSet, dataset: Dataset, real_accuracy: float | None = None,
+           augmentation: bool = False, w: float = 0.5, gamma: float = 0.5, **protocol) -> dict:
+    """DD-Ranking's scores of ``ds`` (scores.py): ``ds`` and ``random_set`` (a random real subset
+    at the same IPC given the same labels, e.g. random+ls) under one protocol (``protocol``:
+    evaluate()'s keywords), ``ds``'s images with hard labels (the class each was made for), and
+    the real data with hard labels: ``real_accuracy`` (a fraction) when known, else trained here
+    (the whole training split, the same model, epochs and runs: slow). With ``augmentation``,
+    both sets are evaluated again with DSA toggled, for the augmentation-robust score."""
+    from .scores import robust_scores
+    for other, what in ((random_set, "random subset"),):
+        if other.images.shape[1:] != ds.images.shape[1:] or other.num_classes != ds.num_classes:
+            raise UsageError(f"the {what} has {tuple(other.images.shape[1:])} images of {other.num_classes} classes, "
+                             f"the set {tuple(ds.images.shape[1:])} of {ds.num_classes}; compare sets of one dataset.")
+        if len(other.images) != len(ds.images):
+            raise UsageError(f"the {what} holds {len(other.images)} images and the set {len(ds.images)}; "
+                             "DD-Ranking compares sets of the same size (make it at the same IPC).")
+    if random_set.soft != ds.soft:
+        raise UsageError(f"the random subset has {'soft' if random_set.soft else 'hard'} labels and the set "
+                         f"{'soft' if ds.soft else 'hard'}; IOR needs the same evaluation for both (for mgdd's soft "
+                         "sets, `mgdd baseline random+ls`).")
+    runs = {}
+    runs["syn_any"] = evaluate(ds, dataset, **protocol)
+    runs["rdm_any"] = evaluate(random_set, dataset, **protocol)
+    hard = DistilledSet(ds.images, ds.image_classes, dict(ds.meta), ds.zca)
+    hard_protocol = {k: v for k, v in protocol.items() if k not in ("soft_loss", "temperature")}
+    runs["syn_hard"] = evaluate(hard, dataset, **hard_protocol)
+    if real_accuracy is None:
+        runs["real_hard"] = evaluate(real_data_set(dataset), dataset, **hard_protocol)
+        real_accuracy = runs["real_hard"]["accuracy_mean"]
+    other = {}
+    if augmentation:
+        flipped = dict(protocol, dsa=not protocol.get("dsa", False), epochs=runs["syn_any"]["epochs"])
+        runs["syn_other"] = evaluate(ds, dataset, **flipped)
+        runs["rdm_other"] = evaluate(random_set, dataset, **flipped)
+        other = {"syn_other": runs["syn_other"]["accuracy_mean"], "rdm_other": runs["rdm_other"]["accuracy_mean"],
+                 "other_is_aug": not protocol.get("dsa", False)}
+    scores = robust_scores(runs["syn_any"]["accuracy_mean"], runs["rdm_any"]["accuracy_mean"],
+                           runs["syn_hard"]["accuracy_mean"], real_accuracy, w=w, gamma=gamma, **other)
+    scores["evaluations"] = {k: {"accuracy_mean": v["accuracy_mean"], "accuracy_std": v["accuracy_std"],
+                                 "epochs": v["epochs"], "dsa": v["dsa"], "runs": v["runs"],
+                                 "label_kind": v["label_kind"]} for k, v in runs.items()}
+    scores["real_accuracy_given"] = "real_hard" not in runs
+    return scores

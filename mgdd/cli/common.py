@@ -193,11 +193,11 @@ def input_paths(args) -> list:
     for prefix in ("npz:", "imagefolder:"):
         if dataset.startswith(prefix) and dataset[len(prefix):]:
             found.append((f"dataset {dataset}", Path(dataset[len(prefix):]).expanduser()))
-    for attr in ("file", "generator", "source"):
+    for attr in ("file", "generator", "source", "random"):
         value = getattr(args, attr, None)
         if isinstance(value, str) and value not in ("meta", "scratch") and (attr != "source" or args.command in
                                                                               ("adapt", "distill")):
-            p, what = Path(value), attr if attr != "source" else "--from"
+            p, what = Path(value), {"source": "--from", "random": "--random"}.get(attr, attr)
             if p.is_dir():  # a generator folder: its weights and config are what we read
                 found += [(what, p / "model.safetensors"), (what, p / "config.json")]
             else:

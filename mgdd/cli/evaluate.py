@@ -17,6 +17,11 @@ def cmd_evaluate(args):
     from ..models import MODELS
     if args.model not in MODELS:
         raise unknown_name("model", args.model, MODELS)
+    if args.real_accuracy is not None and not 0 <= args.real_accuracy <= 100:
+        raise UsageError(f"--real-accuracy is a test accuracy in %, 0 to 100; got {args.real_accuracy}.")
+    if args.random is None and (args.real_accuracy is not None or args.robust_aug):
+        raise UsageError("--real-accuracy and --robust-aug are for the robust scores; add --random SET (a random "
+                         "subset at the same IPC, e.g. from `mgdd baseline random+ls`).")
     if args.out is not None:
         if args.out == "":
             raise UsageError("--out is empty; give a file name for the JSON result.")
@@ -30,13 +35,46 @@ def cmd_evaluate(args):
     if args.out is not None and not args.dataset:  # the dataset named inside the set is an input too
         common.check_outputs(argparse.Namespace(**{**vars(args), "dataset": ds.meta["dataset"]}), [args.out],
                              args.force)
-    res = evaluate(ds, dataset, model=args.model, epochs=args.epochs, runs=args.runs, seed=args.seed,
-                   lr=args.lr, dsa=args.dsa, progress=common.progress(args), soft_loss=args.soft_loss,
-                   temperature=args.temperature)
+    protocol = dict(model=args.model, epochs=args.epochs, runs=args.runs, seed=args.seed, lr=args.lr, dsa=args.dsa,
+                    progress=common.progress(args), soft_loss=args.soft_loss, temperature=args.temperature)
+    if args.random is not None:
+        return robust_scores(args, ds, dataset, protocol)
+    res = evaluate(ds, dataset, **protocol)
     res.update(file=str(args.file), dataset=dataset.name, ipc=ds.meta.get("ipc"), method=ds.meta.get("method"))
     common.table([[res["method"], res["ipc"], res["model"], res["epochs"], res["runs"],
                    res["soft_loss"] if res["label_kind"] == "soft" else "cross-entropy", common.accuracy_text(res)]],
                  ["method", "ipc", "model", "epochs", "runs", "loss", "test accuracy %"])
+    if args.out is not None:
+        write_json(args.out, res, force=args.force)
+        print(f"wrote {args.out}")
+    return res
+
+
+def robust_scores(args, ds, dataset, protocol) -> dict:
+    """`mgdd evaluate SET --random RSET`: DD-Ranking's HLR, IOR, LRS (and ARS), mgdd/scores.py."""
+    from ..distilled import DistilledSet
+    from ..evaluate import robust
+    from ..io import write_json
+    random_set = DistilledSet.load(args.random)
+    if random_set.meta.get("dataset") != ds.meta.get("dataset"):
+        raise UsageError(f"--random {args.random} was made from {random_set.meta.get('dataset')}, the set from "
+                         f"{ds.meta.get('dataset')}; give a random subset of the same dataset.")
+    real = None if args.real_accuracy is None else args.real_accuracy / 100
+    if real is None:
+        print("mgdd: training on the whole training split for Acc(real, hard) (slow; --real-accuracy PCT reuses a "
+              "known figure)", flush=True)
+    res = robust(ds, random_set, dataset, real_accuracy=real, augmentation=args.robust_aug, **protocol)
+    res.update(file=str(args.file), random=str(args.random), dataset=dataset.name, ipc=ds.meta.get("ipc"),
+               method=ds.meta.get("method"), score_source="DD-Ranking (arXiv 2505.13300), mgdd/scores.py")
+    acc = res["accuracies"]
+    rows = [["Acc(syn, its labels)", f"{100 * acc['syn_any']:.2f}"], ["Acc(random, same labels)", f"{100 * acc['rdm_any']:.2f}"],
+            ["Acc(syn, hard)", f"{100 * acc['syn_hard']:.2f}"],
+            ["Acc(real, hard)", f"{100 * acc['real_hard']:.2f}" + (" (given)" if res["real_accuracy_given"] else "")],
+            ["HLR (lower is better)", f"{100 * res['hlr']:.2f}"], ["IOR (higher is better)", f"{100 * res['ior']:.2f}"],
+            ["LRS (0-100)", f"{res['lrs']:.2f}"]]
+    if "ars" in res:
+        rows.append(["ARS (0-100)", f"{res['ars']:.2f}"])
+    common.table(rows, [f"{res['method']} IPC {res['ipc']}, {res['evaluations']['syn_any']['runs']} run(s)", "value"])
     if args.out is not None:
         write_json(args.out, res, force=args.force)
         print(f"wrote {args.out}")
@@ -69,6 +107,15 @@ def add_parsers(sub):
                         "records; ce for sets made now, mse for sets saved before it was recorded)")
     s.add_argument("--temperature", type=common.positive_float, default=None,
                    help="T of the cross-entropy soft-label loss (default 0.25, or the set's own)")
+    g = s.add_argument_group("robust scores (DD-Ranking: HLR, IOR, LRS, ARS; docs/design.md §6)")
+    g.add_argument("--random", default=None, metavar="SET",
+                   help="a random real subset at the same IPC with the same kind of labels (mgdd baseline random+ls); "
+                        "scores the set against it and against the real data")
+    g.add_argument("--real-accuracy", type=float, default=None, metavar="PCT",
+                   help="Acc(real, hard) in %% if known (same model and epochs); else the whole training split is "
+                        "trained on here (slow)")
+    g.add_argument("--robust-aug", action="store_true",
+                   help="also evaluate both sets with DSA toggled, for the augmentation-robust score")
     common.add_out(s, "write the result as JSON here", required=False)
     common.add_common(s)
     s.set_defaults(func=cmd_evaluate)
