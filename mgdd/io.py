@@ -163,7 +163,8 @@ def atomic_path(path, force: bool = False):
     """
     path = check_output(path, force)
     make_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -187,6 +188,27 @@ def atomic_path(path, force: bool = False):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove temporaries of ``path`` (.NAME.PID.XXXX.tmp) whose writer is gone, e.g. killed with
+    -9 between writing and renaming; a live process's temporary is left alone."""
+    from .lock import _alive
+    head = f".{path.name}."
+    try:
+        entries = [e for e in os.scandir(path.parent) if e.name.startswith(head) and e.name.endswith(".tmp")]
+    except OSError:
+        return
+    for e in entries:
+        parts = e.name[len(head):].split(".")  # PID, mkstemp's random part (no dots), "tmp"
+        if len(parts) != 3 or not parts[0].isdigit():
+            continue  # another file's temporary (NAME.x) or not ours
+        pid = int(parts[0])
+        if pid != os.getpid() and not _alive(pid):
+            try:
+                os.unlink(e.path)
+            except OSError:
+                pass
 
 
 def write_bytes(path, data: bytes, force: bool = False) -> Path:

@@ -289,3 +289,22 @@ def test_a_second_run_onto_the_same_outputs_is_refused_at_once(tmp_path, tiny_np
     (locks / (hashlib.sha1(os.path.realpath(out).encode()).hexdigest() + ".lock")).write_text("999999999 x\n")
     again = subprocess.run(args + ["--steps", "3", "--force"], env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
+    """#43: kill -9 between writing and renaming leaves .NAME.PID.XXXX.tmp; the next write of NAME
+    removes it when PID is gone, and leaves a live writer's and another file's alone."""
+    import subprocess
+    import sys
+
+    from mgdd.io import write_bytes
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f".out.json.{dead}.abc123.tmp"
+    live = tmp_path / f".out.json.{os.getppid()}.def456.tmp"
+    other = tmp_path / f".out.json.5.{dead}.x1.tmp"          # a temporary of "out.json.5"
+    for f in (stale, live, other):
+        f.write_text("partial")
+    write_bytes(tmp_path / "out.json", b"{}")
+    assert (tmp_path / "out.json").read_bytes() == b"{}"
+    assert not stale.exists() and live.exists() and other.exists()
