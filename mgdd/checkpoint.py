@@ -98,8 +98,7 @@ def check_same_settings(path, info: dict, settings: dict) -> None:
     saved = info.get("settings")
     if not isinstance(saved, dict):
         saved = {k: info[k] for k in settings if k in info}
-    differ = [f"{k} {_show(saved[k])} (now {_show(v)})" for k, v in settings.items()
-              if k in saved and saved[k] != v]
+    differ = [d for k, v in settings.items() if k in saved and saved[k] != v for d in _differences(k, saved[k], v)]
     if isinstance(info.get("settings"), dict):
         # settings recorded only when not the default (passes, start, init, guide_nets, sources):
         # absent on one side means the default there, so a change either way is a difference
@@ -110,9 +109,24 @@ def check_same_settings(path, info: dict, settings: dict) -> None:
                          "settings, or start over without --resume (another --out, or delete the checkpoint).")
 
 
-def _show(v) -> str:
+def _show(v, full: bool = False) -> str:
     text = json.dumps(v, sort_keys=True)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if full or len(text) <= 80 else text[:77] + "..."
+
+
+def _differences(key: str, old, new) -> list:
+    """'key old (now new)' for each differing leaf: dicts (the dataset's identity, the objective)
+    are compared key by key, so a long record names what changed; two values whose shortened
+    forms read the same are shown whole."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new)) if old.get(k, _ABSENT) != new.get(k, _ABSENT)
+                for d in _differences(f"{key}.{k}", old.get(k, _ABSENT), new.get(k, _ABSENT))]
+    show = lambda v, full: "absent" if v is _ABSENT else _show(v, full)  # noqa: E731
+    full = show(old, False) == show(new, False)
+    return [f"{key} {show(old, full)} (now {show(new, full)})"]
+
+
+_ABSENT = object()
 
 
 def load_weights(model: torch.nn.Module, tensors: dict, path) -> None:

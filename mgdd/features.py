@@ -251,6 +251,7 @@ class FeaturePool:
         self.dim = self.nets[0].dim
         self.pooled = self.nets[0].pooled
         self._moments = {}
+        self.computed = 0  # networks whose moments this pool computed (not read from the cache)
 
     _warned_cache = False
 
@@ -351,6 +352,7 @@ class FeaturePool:
         with keep_freed_memory():
             m = compute_moments(net, x[rank::world], y[rank::world], num_classes, device=device,
                                 per_class=per_class)
+        self.computed += 1
         if world > 1:
             m = _all_reduce(m, device)
         if cache and rank == 0:

@@ -79,8 +79,9 @@ class KRRObjective:
                                     fingerprint=dataset.fingerprint(), per_class=class_subsets)
         self.moments = [m.to(device) for m in moments]
         self.fingerprint = self.pool.fingerprint  # of the training data the moments describe
-        # the one-time precompute (feature moments, or reading them from the cache)
+        # the one-time precompute (feature moments, or reading them from the cache: from_cache)
         self.build_seconds = time.perf_counter() - t0
+        self.from_cache = self.pool.computed == 0
 
     def describe(self) -> dict:
         out = {"feature": self.pool.describe_config(), "pool_size": self.pool.size, "seed": self.seed,

@@ -308,3 +308,18 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
     write_bytes(tmp_path / "out.json", b"{}")
     assert (tmp_path / "out.json").read_bytes() == b"{}"
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_a_settings_difference_names_the_changed_field_in_full(tmp_path):
+    """#43 (minor): two long records that differ only past 80 characters read differently, and a
+    dict (the dataset's identity) names the key that changed."""
+    from mgdd.checkpoint import check_same_settings
+    from mgdd.errors import UsageError
+    long = "x" * 100
+    info = {"settings": {"dataset": {"name": "npz:/data/" + long + "/a.npz", "fingerprint": "abc"}, "lr": 0.1}}
+    with pytest.raises(UsageError) as e:
+        check_same_settings(tmp_path / "ck", info, {"dataset": {"name": "npz:/data/" + long + "/b.npz",
+                                                                "fingerprint": "abd"}, "lr": 0.1})
+    msg = str(e.value)
+    assert 'dataset.fingerprint "abc" (now "abd")' in msg
+    assert long + '/a.npz" (now "npz:/data/' + long + '/b.npz")' in msg

@@ -144,7 +144,10 @@ def markdown(r: dict) -> str:
              f"{r.get('device', 'cpu')}.  ",
              f"Protocol: {r['protocol']}.  ",
              f"Feature moments (pool of {cfg['pool_size']} random ConvNets, width {cfg['feature']['width']}): "
-             f"{_s(r['features']['seconds'])} s, shared by every KRR method and not counted below; kernel ridge "
+             f"{_s(r['features']['seconds'])} s"
+             + (" (read from a filled cache, not computed; `mgdd bench --retime` measures it cold)"
+                if r['features'].get('from_cache') else "")
+             + ", shared by every KRR method and not counted below; kernel ridge "
              f"{cfg.get('lam', 1e-3)}, {cfg.get('ridge', 'kernel')}-scaled (docs/design.md §2)."
              + (f" Herding orders (every class's first {r['orders']['length']} picks in pool network 0's feature "
                 f"space): {_s(r['orders']['seconds'])} s, one-time like the moments, shared by herding+ls and "

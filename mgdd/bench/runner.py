@@ -99,7 +99,9 @@ class Bench:
             cache_dir = None if os.environ.get("MGDD_CACHE") else self.out / "cache"
             obj = self.make_objective(cache_dir=cache_dir)
             # the first (cold) computation is the one recorded; a resumed run reads the disk cache
-            self.features = self.cell("features", lambda: {"seconds": obj.build_seconds, "objective": obj.describe()})
+            # a filled cache (MGDD_CACHE shared with an earlier run) makes it a read, and says so
+            self.features = self.cell("features", lambda: {"seconds": obj.build_seconds, "objective": obj.describe(),
+                                                           **({"from_cache": True} if obj.from_cache else {})})
             # the herding orders (herding+ls, the shipped generator's start): one-time, like the
             # moments, and reported beside them; cells read them and pay nothing for them
             self.cell(PRECOMPUTED_ORDERS, lambda: precompute_orders(obj, "herding"))

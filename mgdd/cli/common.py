@@ -19,6 +19,9 @@ def ints(text: str) -> list:
             part = part.strip()
             if "-" in part[1:]:
                 lo, hi = part.split("-", 1)
+                if int(hi) < int(lo):
+                    raise argparse.ArgumentTypeError(f"the range {part!r} runs downwards; write it low-high, "
+                                                     f"e.g. {hi.strip()}-{lo.strip()}")
                 out += list(range(int(lo), int(hi) + 1))
             elif part:
                 out.append(int(part))
