@@ -51,7 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-OUT = ROOT / "results" / "shapes"
+OUT = Path(os.environ.get("MGDD_SHAPES_OUT", ROOT / "results" / "shapes"))  # a GPU run: another folder
 SHAPES = {  # name: (garment schemes, size, train a class, test a class)
     "c100-32": (10, 32, 600, 100),
     "c200-64": (20, 64, 300, 50),
@@ -156,14 +156,15 @@ def cell(shape: str, stage: str, ipc: int, args) -> dict:
         from mgdd.evaluate import evaluate
         ds = DistilledSet.load(sets / f"{shape}-{stage[5:]}-ipc{ipc}.safetensors")
         t0 = time.perf_counter()
-        res = evaluate(ds, dataset, epochs=300, runs=1, progress=False)
-        out.update(accuracy=res["mean"], seconds=time.perf_counter() - t0, protocol="ConvNet-3, 300 epochs, 1 run")
+        res = evaluate(ds, dataset, epochs=300, runs=1, progress=False, device=args.device)
+        out.update(accuracy=100 * res["accuracy_mean"], seconds=time.perf_counter() - t0,
+                   protocol="ConvNet-3, 300 epochs, 1 run, the set's own soft-label loss")
         return out
     if stage == "precompute":
         shutil.rmtree(cache_dir(shape), ignore_errors=True)
     t0 = time.perf_counter()
-    obj = KRRObjective(dataset, cache_dir=cache_dir(shape))
-    out.update(feature_dim=obj.pool.dim, objective_seconds=time.perf_counter() - t0)
+    obj = KRRObjective(dataset, cache_dir=cache_dir(shape), device=args.device)
+    out.update(device=args.device, feature_dim=obj.pool.dim, objective_seconds=time.perf_counter() - t0)
     if stage == "precompute":  # the moments, then the herding orders the shipped generator starts from
         from mgdd.start import coreset_indices, order_seconds
         coreset_indices(obj, 1, "herding")
@@ -212,7 +213,7 @@ def run(args) -> None:
     for shape in shapes:
         todo.append((shape, "precompute", 0))
         for ipc in [int(i) for i in args.ipcs.split(",")]:
-            todo += [(shape, stage, ipc) for stage in args.stages.split(",") if stage != "precompute"]
+            todo += [(shape, stage, ipc) for stage in args.stages.split(",") if stage not in ("precompute", "none")]
     for item in (args.evaluate.split(",") if args.evaluate else []):
         shape, ipc = item.split(":")
         todo += [(shape, "eval-random+ls", int(ipc)), (shape, "eval-generate", int(ipc))]
@@ -221,7 +222,7 @@ def run(args) -> None:
         if path.is_file():
             continue
         cmd = [sys.executable, __file__, "cell", shape, stage, str(ipc), "--krr-steps", str(args.krr_steps),
-               "--adapt-steps", str(args.adapt_steps)]
+               "--adapt-steps", str(args.adapt_steps), "--device", args.device]
         t0 = time.perf_counter()
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
@@ -349,17 +350,19 @@ def main() -> int:
     d.add_argument("--shapes", default=",".join(SHAPES))
     r = sub.add_parser("run")
     r.add_argument("--shapes", default=",".join(SHAPES))
-    r.add_argument("--stages", default=",".join(STAGES))
+    r.add_argument("--stages", default=",".join(STAGES), help="stages to run (none: only --evaluate's cells)")
     r.add_argument("--ipcs", default="1,10,50")
     r.add_argument("--evaluate", default="", help="shape:ipc,... cells to score (300 epochs, 1 run)")
     r.add_argument("--krr-steps", type=int, default=5)
     r.add_argument("--adapt-steps", type=int, default=3)
+    r.add_argument("--device", default="cpu", help="cpu or cuda (the table is per device: use another results folder)")
     c = sub.add_parser("cell")
     c.add_argument("shape")
     c.add_argument("stage")
     c.add_argument("ipc", type=int)
     c.add_argument("--krr-steps", type=int, default=5)
     c.add_argument("--adapt-steps", type=int, default=3)
+    c.add_argument("--device", default="cpu")
     sub.add_parser("table")
     sub.add_parser("check")
     sub.add_parser("grid")
@@ -375,6 +378,9 @@ def main() -> int:
     elif args.cmd == "cell":
         res = cell(args.shape, args.stage, args.ipc, args)
         res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        if args.device.startswith("cuda"):
+            import torch
+            res["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
         print(json.dumps(res))
     elif args.cmd == "grid":
         grid()
