@@ -260,8 +260,8 @@ def table() -> str:
         acc = f"{r['accuracy']:.2f}" if "accuracy" in r else ""
         ipc = "" if r["stage"] == "precompute" else r["ipc"]
         img = "x".join(map(str, r["image"]))
-        lines.append(f"| {r['shape']} | {r['classes']} x {img} | {ipc} | {r['stage']} | {t} | "
-                     f"{r['peak_rss_gb']:.2f} | {acc} |")
+        mem = f"{r['peak_rss_gb']:.2f}" + (f" (GPU {r['peak_gpu_gb']:.2f})" if "peak_gpu_gb" in r else "")
+        lines.append(f"| {r['shape']} | {r['classes']} x {img} | {ipc} | {r['stage']} | {t} | {mem} | {acc} |")
     text = "\n".join(lines) + "\n"
     (OUT / "table.md").write_text(text)
     return text
