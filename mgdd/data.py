@@ -608,10 +608,12 @@ def _to_nchw_float(x: np.ndarray, what: str) -> torch.Tensor:
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise CorruptFile(f"{what} must have shape (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 (grey) or "
                           f"3 (RGB); got {x.shape}.")
-    t = torch.from_numpy(np.array(x, copy=True))
+    # no copy of a contiguous, writable array here: the float32 tensor made below is the one copy
+    # we keep (always a copy, since make_dataset normalises it in place: the caller's array stays)
+    t = torch.from_numpy(x if x.flags.c_contiguous and x.flags.writeable else np.array(x, copy=True))
     if t.dtype == torch.uint8:
         return t.float().div_(255.0)
-    t = t.float()
+    t = t.to(torch.float32, copy=True)
     if not torch.isfinite(t).all():
         raise CorruptFile(f"{what} contains NaN or infinite values; fix or drop those images.")
     if t.numel() and (t.min() < -1e-3 or t.max() > 1 + 1e-3):

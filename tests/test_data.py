@@ -393,3 +393,16 @@ def test_datasets_lists_tinyimagenet_without_reading_it(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "_read_tinyimagenet", lambda d: pytest.fail("read to be listed"))
     rows = {r[0]: r for r in data.available_datasets(tmp_path)}
     assert rows["tinyimagenet"][1] == "available" and rows["tinyimagenet"][2].endswith("tiny-imagenet-200")
+
+
+def test_make_dataset_leaves_the_callers_arrays_as_they_were():
+    from mgdd.data import make_dataset
+    rng = np.random.default_rng(0)
+    xtr, xte = rng.random((20, 1, 8, 8), dtype=np.float32), rng.random((4, 1, 8, 8), dtype=np.float32)
+    utr = (xtr * 255).astype(np.uint8)
+    before = xtr.copy(), xte.copy(), utr.copy()
+    ytr, yte = np.arange(20) % 2, np.arange(4) % 2
+    make_dataset("a", xtr, ytr, xte, yte, None, {})
+    make_dataset("b", utr, ytr, (xte * 255).astype(np.uint8), yte, None, {})
+    for a, b in zip((xtr, xte, utr), before):
+        assert np.array_equal(a, b)
