@@ -190,10 +190,20 @@ def atomic_path(path, force: bool = False):
             os.unlink(tmp)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _remove_stale_temporaries(path: Path) -> None:
     """Remove temporaries of ``path`` (.NAME.PID.XXXX.tmp) whose writer is gone, e.g. killed with
     -9 between writing and renaming; a live process's temporary is left alone."""
-    from .lock import _alive
     head = f".{path.name}."
     try:
         entries = [e for e in os.scandir(path.parent) if e.name.startswith(head) and e.name.endswith(".tmp")]
@@ -204,7 +214,7 @@ def _remove_stale_temporaries(path: Path) -> None:
         if len(parts) != 3 or not parts[0].isdigit():
             continue  # another file's temporary (NAME.x) or not ours
         pid = int(parts[0])
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             try:
                 os.unlink(e.path)
             except OSError:

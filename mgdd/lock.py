@@ -14,23 +14,13 @@ import os
 from pathlib import Path
 
 from .errors import UsageError
-from .io import cache_root
+from .io import cache_root, pid_alive as _alive
 
 _held: list = []
 
 
 def lock_dir() -> Path:
     return cache_root() / "locks"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def claim(path) -> None:
