@@ -108,7 +108,8 @@ def add_objective(p):
     g.add_argument("--feature-depth", type=positive_int, default=3, help="depth of the feature ConvNets (3)")
     g.add_argument("--feature-grid", type=positive_int, default=4,
                    help="average-pool the feature ConvNets' last map to at most N x N, so the feature size stays "
-                        "width x N^2 at any image size (4: 28 and 32 px unchanged)")
+                        "width x N^2 at any image size (4: 28 and 32 px unchanged; at 64 px, 8 keeps the whole map, "
+                        "1-4 points better on Fashion-MNIST at 64 px for 16x the moments' memory; docs/results.md §8)")
     # None: the objective's own defaults (objective.DEFAULT_LAM, DEFAULT_RIDGE), so they live in
     # one place and the CLI does not import torch to print its help
     g.add_argument("--lam", type=positive_float, default=None,
