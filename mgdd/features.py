@@ -86,11 +86,14 @@ def _activation_floats(channels: int, image_size, config: FeatureConfig) -> tupl
     return 2 * largest, total
 
 
-def chunk_size(net: FeatureNet, budget_bytes: float = 2**30, grad: bool = False) -> int:
-    """Images per forward chunk so one chunk's activations stay within ``budget_bytes`` (with
-    ``grad``, the tensors kept for a backward pass): 1,024 at 28 px, about 120 at 128 px."""
+def chunk_size(net: FeatureNet, budget_bytes: float | None = None, grad: bool = False) -> int:
+    """Images per forward chunk so one chunk's activations stay within ``budget_bytes``: 1 GiB
+    for a pass without gradient (1,024 images at 28 px, about 120 at 128 px), 256 MiB for the
+    tensors a backward pass keeps (``grad``). A loss summed over several passes (unrolled_loss)
+    holds one graph a pass until its backward, so a training pass's budget is the smaller."""
+    budget = budget_bytes or (2**28 if grad else 2**30)
     per_image = 4 * net.activation_floats[1 if grad else 0]
-    return int(max(1, min(1024, budget_bytes // per_image)))
+    return int(max(1, min(1024, budget // per_image)))
 
 
 def make_feature_net(config: FeatureConfig, channels: int, image_size, seed: int) -> FeatureNet:

@@ -127,7 +127,7 @@ class MetaGenerator(nn.Module):
     # the activations one folded (1-channel) image keeps for a backward pass, in floats per pixel:
     # full resolution (inputs, stem, upsampled body, concatenation, up conv, output) and half
     # resolution (down conv and each block's conv, norm, FiLM, ReLU, conv, sum); an upper bound
-    GRAD_BUDGET = 2**30  # bytes of activations a training pass keeps before it is checkpointed
+    GRAD_BUDGET = 2**28  # bytes of activations a training pass keeps before it is checkpointed
 
     def grad_chunk(self, pixels: int) -> int:
         """Folded images per checkpointed chunk of a training pass at ``pixels`` (H x W) an image."""

@@ -54,7 +54,7 @@ def test_chunk_size_bounds_one_chunks_activations():
     n = chunk_size(large)
     assert 1 <= n < 256 and n * 4 * large.activation_floats[0] <= 2**30
     m = chunk_size(large, grad=True)
-    assert m < n and m * 4 * large.activation_floats[1] <= 2**30
+    assert m < n and m * 4 * large.activation_floats[1] <= 2**28
     # measured: a no-grad chunk's peak stays within the budget's bound
     x = torch.randn(8, 3, 128, 128)
     with torch.no_grad():
