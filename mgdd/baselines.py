@@ -136,6 +136,7 @@ def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: f
 
     def snapshot(step, seconds):
         t0 = time.perf_counter()
+        x.grad = None  # the next step makes its own; the label solve gets the memory (issue #41)
         xs = x.detach().cpu().clone()
         labels = objective.labels(xs)
         return DistilledSet(xs, labels, distilled_meta(
