@@ -204,13 +204,13 @@ def robust(ds: DistilledSet, random_set: DistilledSet, dataset: Dataset, real_ac
     (the whole training split, the same model, epochs and runs: slow). With ``augmentation``,
     both sets are evaluated again with DSA toggled, for the augmentation-robust score."""
     from .scores import robust_scores
-    for other, what in ((random_set, "random subset"),):
-        if other.images.shape[1:] != ds.images.shape[1:] or other.num_classes != ds.num_classes:
-            raise UsageError(f"the {what} has {tuple(other.images.shape[1:])} images of {other.num_classes} classes, "
-                             f"the set {tuple(ds.images.shape[1:])} of {ds.num_classes}; compare sets of one dataset.")
-        if len(other.images) != len(ds.images):
-            raise UsageError(f"the {what} holds {len(other.images)} images and the set {len(ds.images)}; "
-                             "DD-Ranking compares sets of the same size (make it at the same IPC).")
+    rs = random_set
+    if rs.images.shape[1:] != ds.images.shape[1:] or rs.num_classes != ds.num_classes:
+        raise UsageError(f"the random subset has {tuple(rs.images.shape[1:])} images of {rs.num_classes} classes, "
+                         f"the set {tuple(ds.images.shape[1:])} of {ds.num_classes}; compare sets of one dataset.")
+    if len(rs.images) != len(ds.images):
+        raise UsageError(f"the random subset holds {len(rs.images)} images and the set {len(ds.images)}; "
+                         "DD-Ranking compares sets of the same size (make it at the same IPC).")
     if random_set.soft != ds.soft:
         raise UsageError(f"the random subset has {'soft' if random_set.soft else 'hard'} labels and the set "
                          f"{'soft' if ds.soft else 'hard'}; IOR needs the same evaluation for both (for mgdd's soft "

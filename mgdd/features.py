@@ -113,7 +113,7 @@ class _Streamed(torch.autograd.Function):
         ctx.net, ctx.chunk = net, chunk
         ctx.save_for_backward(x)
         with torch.no_grad():
-            return torch.cat([net(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+            return _chunked(net, x, chunk)
 
     @staticmethod
     def backward(ctx, grad):
@@ -136,6 +136,10 @@ def features(net: FeatureNet, x: torch.Tensor, chunk: int | None = None) -> torc
         return net(x)
     if grad:
         return _Streamed.apply(x, net, chunk)
+    return _chunked(net, x, chunk)
+
+
+def _chunked(net: FeatureNet, x: torch.Tensor, chunk: int) -> torch.Tensor:
     return torch.cat([net(x[i:i + chunk]) for i in range(0, len(x), chunk)])
 
 
@@ -195,7 +199,7 @@ def moments_bytes(num_classes: int, dim: int, per_class: bool) -> int:
 def compute_moments(net: FeatureNet, x: torch.Tensor, y: torch.Tensor, num_classes: int,
                     chunk: int | None = None, device="cpu", per_class: bool = False) -> ClassMoments:
     """The moments of ``net``'s features on (x, y), a chunk of images at a time (``chunk``: by
-    default sized so one chunk's activations stay near 512 MiB)."""
+    default chunk_size's, about 1 GiB of activations)."""
     d = net.dim
     chunk = chunk or chunk_size(net)
     gram = torch.zeros(*((num_classes,) if per_class else ()), d, d, dtype=torch.float64)
@@ -321,7 +325,7 @@ class FeaturePool:
     def _load_or_compute(self, net, i, fp, x, y, num_classes, cache, device, per_class) -> ClassMoments:
         from .memory import available_bytes
 
-        world, rank = _world()
+        world, rank = distributed_world()
         path = self._cache_path(fp, i, per_class)
         m = self._read(path, num_classes, per_class) if cache else None
         if m is None and cache and not per_class:
@@ -376,7 +380,7 @@ class FeaturePool:
                       "folder to reuse them across runs.", file=sys.stderr)
 
 
-def _world() -> tuple:
+def distributed_world() -> tuple:
     """(world size, rank) of torch.distributed, or (1, 0)."""
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():

@@ -180,10 +180,16 @@ class MetaGenerator(nn.Module):
         # recomputed in the backward pass (gradient checkpointing), so memory holds one chunk's
         # activations and the outputs; the same values and gradients as one pass
         stats = dict(self.set_statistics(x0, y0, num_classes, guide, chunk, checkpointed=True), fold=fold)
-        part = lambda t, i: None if t is None else t[i:i + chunk]  # noqa: E731
-        return torch.cat([checkpoint(self.decode, x0[i:i + chunk], y0[i:i + chunk], stats, part(guide, i),
-                                     use_reentrant=False)
-                          for i in range(0, len(x0), chunk)]).reshape(shape)
+        return self._decode_chunks(x0, y0, stats, guide, chunk, checkpointed=True).reshape(shape)
+
+    def _decode_chunks(self, x0, y0, stats: dict, guide, chunk: int, checkpointed: bool = False):
+        """decode() a chunk at a time with one set context (``checkpointed``: each chunk recomputed
+        in the backward pass)."""
+        out = []
+        for i in range(0, len(x0), chunk):
+            args = (x0[i:i + chunk], y0[i:i + chunk], stats, None if guide is None else guide[i:i + chunk])
+            out.append(checkpoint(self.decode, *args, use_reentrant=False) if checkpointed else self.decode(*args))
+        return torch.cat(out)
 
     @torch.no_grad()
     def generate(self, x0, y0, num_classes: int, guide=None, chunk: int = 256):
@@ -193,9 +199,7 @@ class MetaGenerator(nn.Module):
         x0, y0, guide, fold = self._fold(x0, y0, guide)
         chunk *= fold
         stats = dict(self.set_statistics(x0, y0, num_classes, guide, chunk), fold=fold)
-        part = lambda t, i: None if t is None else t[i:i + chunk]  # noqa: E731
-        return torch.cat([self.decode(x0[i:i + chunk], y0[i:i + chunk], stats, part(guide, i))
-                          for i in range(0, len(x0), chunk)]).reshape(shape)
+        return self._decode_chunks(x0, y0, stats, guide, chunk).reshape(shape)
 
     def serves(self, channels: int) -> bool:
         """Whether this generator makes ``channels``-channel images: its own count, or any count by folding."""

@@ -34,6 +34,7 @@ import torch.distributed as dist
 
 from .checkpoint import check_finite, load_weights, step_rng
 from .errors import UsageError, check_range
+from .features import distributed_world
 from .generate import GUIDE_NETS, task_loss, unrolled_loss
 from .io import write_json
 from .loop import run_resumable
@@ -159,8 +160,7 @@ def meta_train(generator: MetaGenerator, objective, meta_steps: int, algorithm: 
     smallest = min(min(o.dataset.class_counts()) for o in objectives)
     if lo > smallest:
         raise UsageError(f"--ipc-range minimum {lo} is larger than the smallest source class ({smallest}).")
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    world, rank = distributed_world()
     if min_classes > dataset.num_classes:
         raise UsageError(f"--min-classes {min_classes} is more than the {dataset.num_classes} classes of "
                          f"{dataset.name}; use --min-classes <= {dataset.num_classes}.")
