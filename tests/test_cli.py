@@ -323,3 +323,24 @@ def test_the_cli_starts_without_torch():
             "assert mgdd.distill is mgdd.pipeline.distill and 'KRRObjective' in dir(mgdd)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_large_pool_is_announced_and_its_moments_carry_an_estimate():
+    """#43 (minor): --pool-size 2000 ran 300+ s with no word. A pool over LARGE_POOL networks is
+    announced before its moments, and a long remainder gets an estimate from the mean so far."""
+    import io
+
+    from mgdd.cli.common import LARGE_POOL, moments_progress
+
+    ticks = iter([0.0, 40.0])  # start; 40 s for network 1 of 2000
+    out = io.StringIO()
+    say = moments_progress(2000, stream=out, clock=lambda: next(ticks))
+    say(1, 2000)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("mgdd: note: --pool-size 2000:") and "250 times" in lines[0]
+    assert lines[1] == "  feature moments 1/2000 (40 s so far, about 22.2 h left)"
+    out = io.StringIO()
+    ticks = iter([0.0, 5.0])
+    say = moments_progress(LARGE_POOL, stream=out, clock=lambda: next(ticks))  # no note; 5 s left: no estimate
+    say(1, 2)
+    assert out.getvalue() == "  feature moments 1/2\n"

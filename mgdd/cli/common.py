@@ -144,11 +144,45 @@ def objective(args, dataset, class_subsets: bool = False):
     from ..features import FeatureConfig
     from ..objective import create_objective
     cfg = FeatureConfig(width=args.feature_width, depth=args.feature_depth, grid=args.feature_grid)
-    say = (lambda i, n: print(f"  feature moments {i}/{n}", file=sys.stderr, flush=True)) if not args.quiet else None
+    say = moments_progress(args.pool_size) if not args.quiet else None
     ridge = {k: v for k, v in (("lam", args.lam), ("ridge", args.ridge)) if v is not None}
     return create_objective(args.objective_mode, dataset, feature_config=cfg, pool_size=args.pool_size,
                             seed=args.seed, mu=args.mu, cache=not args.no_cache, device=device(args),
                             progress=say, class_subsets=class_subsets, **ridge)
+
+
+LARGE_POOL = 64  # networks; a pool past this gets a note before its moments are built
+
+
+def moments_progress(pool_size: int, stream=None, clock=None):
+    """The progress callback of the feature moments: one line per network, and once the
+    remainder looks long (30 s or more), the time so far and an estimate of what is left from
+    the mean per network. A pool over LARGE_POOL networks is announced first: every network
+    costs one pass over the training data (cached for later runs), so 2,000 networks take
+    250 times the default 8's."""
+    import time
+    stream = stream or sys.stderr
+    clock = clock or time.monotonic
+    if pool_size > LARGE_POOL:
+        print(f"mgdd: note: --pool-size {pool_size}: each network's feature moments cost one pass over the "
+              f"training data, {pool_size / 8:.0f} times the default 8 networks' time (cached for later runs); "
+              "an estimate follows the first network.", file=stream, flush=True)
+    t0 = clock()
+
+    def say(i: int, n: int) -> None:
+        spent = clock() - t0
+        left = spent / i * (n - i)
+        tail = f" ({_duration(spent)} so far, about {_duration(left)} left)" if i < n and left >= 30 else ""
+        print(f"  feature moments {i}/{n}{tail}", file=stream, flush=True)
+    return say
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def device(args) -> str:
