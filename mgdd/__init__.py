@@ -26,6 +26,7 @@ _EXPORTS = {
     "evaluate": "evaluate", "FeatureConfig": "features", "FeaturePool": "features", "generate": "generate",
     "GeneratorConfig": "generator", "MetaGenerator": "generator", "create_model": "models",
     "KRRObjective": "objective", "FreshObjective": "objective", "create_objective": "objective",
+    "PROTOCOLS": "protocols", "evaluate_protocol": "protocols",
     "default_meta_generator": "pipeline", "distill": "pipeline",
 }
 

@@ -27,12 +27,12 @@ def make_norm(norm: str, width: int) -> nn.Module:
 
 class ConvNet(nn.Module):
     def __init__(self, channels: int, num_classes: int, image_size=(28, 28), width: int = 128,
-                 depth: int = 3, norm: str = "instancenorm"):
+                 depth: int = 3, norm: str = "instancenorm", pad28: bool = True):
         super().__init__()
         h, w = image_size
         layers, c = [], channels
         for d in range(depth):
-            pad = 3 if d == 0 and (h, w) == (28, 28) else 1
+            pad = 3 if d == 0 and (h, w) == (28, 28) and pad28 else 1  # pad28=False: 28 -> 14 -> 7 -> 3
             layers += [nn.Conv2d(c, width, 3, padding=pad), make_norm(norm, width), nn.ReLU(inplace=True)]
             h, w = h + 2 * pad - 2, w + 2 * pad - 2
             if h < 2 or w < 2:

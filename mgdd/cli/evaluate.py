@@ -15,6 +15,7 @@ def cmd_evaluate(args):
     from ..evaluate import evaluate, resolve_soft_loss
     from ..io import write_json
     from ..models import MODELS
+    from ..protocols import PROTOCOLS
     if args.model not in MODELS:
         raise unknown_name("model", args.model, MODELS)
     if args.real_accuracy is not None and not 0 <= args.real_accuracy <= 100:
@@ -26,6 +27,7 @@ def cmd_evaluate(args):
         if args.out == "":
             raise UsageError("--out is empty; give a file name for the JSON result.")
         common.check_outputs(args, [args.out], args.force)
+    names = protocol_names(args)
     ds = DistilledSet.load(args.file)
     resolve_soft_loss(ds, args.soft_loss, args.temperature)  # refuse a bad combination before loading data
     # the set's own image size (a resized dataset is loaded at it); its ZCA transform travels inside it
@@ -39,8 +41,14 @@ def cmd_evaluate(args):
                     progress=common.progress(args), soft_loss=args.soft_loss, temperature=args.temperature)
     if args.random is not None:
         return robust_scores(args, ds, dataset, protocol)
+    if names != ["mgdd"]:
+        return named_protocols(args, ds, dataset, names)
     res = evaluate(ds, dataset, **protocol)
-    res.update(file=str(args.file), dataset=dataset.name, ipc=ds.meta.get("ipc"), method=ds.meta.get("method"))
+    changed = {flag.lstrip("-"): getattr(args, key) for key, default, flag in MGDD_ONLY if getattr(args, key) != default}
+    if args.epochs is not None and args.epochs != (1000 if args.dsa else 300):
+        changed["epochs"] = args.epochs
+    res.update(file=str(args.file), dataset=dataset.name, ipc=ds.meta.get("ipc"), method=ds.meta.get("method"),
+               protocol="mgdd", protocol_source=PROTOCOLS["mgdd"].source, deviations=changed)
     common.table([[res["method"], res["ipc"], res["model"], res["epochs"], res["runs"],
                    res["soft_loss"] if res["label_kind"] == "soft" else "cross-entropy", common.accuracy_text(res)]],
                  ["method", "ipc", "model", "epochs", "runs", "loss", "test accuracy %"])
@@ -48,6 +56,53 @@ def cmd_evaluate(args):
         write_json(args.out, res, force=args.force)
         print(f"wrote {args.out}")
     return res
+
+
+MGDD_ONLY = (("model", "convnet", "--model"), ("lr", 0.01, "--lr"), ("dsa", False, "--dsa"),
+             ("soft_loss", None, "--soft-loss"), ("temperature", None, "--temperature"))
+
+
+def protocol_names(args) -> list:
+    """--protocol's names, checked against the options that tune mgdd's protocol only."""
+    from ..protocols import check_names
+    names = check_names([n.strip() for n in args.protocol.split(",")])
+    if names == ["mgdd"]:
+        return names
+    for key, default, flag in MGDD_ONLY:
+        if getattr(args, key) != default:
+            raise UsageError(f"{flag} tunes the mgdd protocol; --protocol {args.protocol} fixes its own settings. "
+                             "Drop it, or score with --protocol mgdd.")
+    if args.random is not None:
+        raise UsageError("the robust scores (--random) are measured under the mgdd protocol for now; drop --protocol "
+                         "or --random.")
+    if args.epochs is not None and "rfad" in names:
+        raise UsageError("--epochs does not apply to the rfad protocol (it stops early on validation accuracy); "
+                         "drop --epochs or score rfad on its own.")
+    return names
+
+
+def named_protocols(args, ds, dataset, names) -> dict:
+    """`mgdd evaluate SET --protocol dc,dsa,rfad`: one score per protocol (mgdd/protocols.py),
+    each naming its protocol and any setting changed from it."""
+    from ..io import write_json
+    from ..protocols import evaluate_protocol
+    results = {}
+    for name in names:
+        over = {"epochs": args.epochs} if args.epochs is not None and name != "rfad" else {}
+        results[name] = evaluate_protocol(ds, dataset, name, runs=args.runs, seed=args.seed,
+                                          progress=common.progress(args), **over)
+    rows = []
+    for name, res in results.items():
+        changed = ", ".join(f"{k} {v}" for k, v in res["deviations"].items())
+        rows.append([name + (f" ({changed})" if changed else ""), res["model"], res["label_kind"], res["runs"],
+                     common.accuracy_text(res)])
+    common.table(rows, ["protocol", "model", "labels", "runs", "test accuracy %"])
+    out = {"file": str(args.file), "dataset": dataset.name, "ipc": ds.meta.get("ipc"), "method": ds.meta.get("method")}
+    out.update(results[names[0]] if len(names) == 1 else {"protocols": results})
+    if args.out is not None:
+        write_json(args.out, out, force=args.force)
+        print(f"wrote {args.out}")
+    return out
 
 
 def robust_scores(args, ds, dataset, protocol) -> dict:
@@ -97,6 +152,10 @@ def add_parsers(sub):
     s = sub.add_parser("evaluate", help="train fresh networks on a distilled set and test them")
     s.add_argument("file", help="distilled set (.safetensors)")
     common.add_data(s, required=False)
+    s.add_argument("--protocol", default="mgdd", metavar="NAME[,NAME...]",
+                   help="how the set is scored: mgdd (ours: its own labels, soft by cross-entropy at T), dc (hard labels), "
+                        "dsa (hard labels, DSA augmentation, 1000 epochs), rfad (RFAD's finite-network evaluation); "
+                        "several, comma-separated, score under each (mgdd/protocols.py)")
     s.add_argument("--model", default="convnet", help="convnet, convnet-bn, mlp, lenet, alexnet, resnet18")
     s.add_argument("--runs", type=common.positive_int, default=1, help="training runs (mean +- std)")
     s.add_argument("--epochs", type=common.positive_int, default=None, help="default 300 (1000 with --dsa)")

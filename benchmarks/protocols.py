@@ -1,0 +1,162 @@
+"""Every bench method under every evaluation protocol, with DD-Ranking's scores (issue #40).
+
+    python benchmarks/protocols.py run --ipcs 1 --runs 3 --protocols mgdd,dc,dsa
+    python benchmarks/protocols.py run --ipcs 10 --runs 1 --protocols mgdd,dc,dsa
+    python benchmarks/protocols.py real --epochs 10          # Acc(real, hard) for HLR: the whole training split
+    python benchmarks/protocols.py table                     # results/protocols/table.md
+
+The sets are the bench's methods at seed 0 on Fashion-MNIST (runs/protocols/sets, remade
+when absent): random (hard labels), random+ls, herding+ls, the shipped generator at K = 0
+and krr-pixel at its bench step count. Each (set, protocol) is one resumable cell,
+results/protocols/cells/<method>-ipc<I>-<protocol>.json: a cut run goes on where it stopped.
+The table puts every protocol's accuracy side by side, and DD-Ranking's scores from them:
+Acc(syn, hard) is the dc protocol's accuracy, Acc(syn, any) the mgdd protocol's, the random
+subset is random+ls under the same protocol, and Acc(real, hard) comes from the `real` cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import mgdd
+from mgdd.io import write_json
+from mgdd.protocols import check_names, evaluate_protocol
+from mgdd.scores import robust_scores
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = Path(os.environ.get("MGDD_PROTOCOLS_OUT", ROOT / "results" / "protocols"))  # a device run writes elsewhere
+SETS = ROOT / "runs" / "protocols" / "sets"
+METHODS = ["random", "random+ls", "herding+ls", "generator-k0", "krr-pixel"]
+KRR_STEPS = {1: 400, 10: 200, 50: 25}  # the bench's best step counts (docs/results.md §3)
+
+
+def make_set(method: str, ipc: int, objective) -> mgdd.DistilledSet:
+    path = SETS / f"{method}-ipc{ipc}.safetensors"
+    if path.is_file():
+        return mgdd.DistilledSet.load(path)
+    t0 = time.perf_counter()
+    if method == "random":
+        ds = mgdd.random_real(objective.dataset, ipc, seed=0)
+    elif method == "random+ls":
+        ds = mgdd.random_ls(objective, ipc, seed=0)
+    elif method == "herding+ls":
+        ds = mgdd.coreset(objective, ipc, "herding", seed=0, soft_labels=True)
+    elif method == "generator-k0":
+        gen = mgdd.MetaGenerator.from_pretrained(mgdd.default_meta_generator())
+        ds = mgdd.generate(gen, objective, ipc=ipc, seed=0)
+    else:
+        ds = mgdd.krr_pixel(objective, ipc, steps=KRR_STEPS[ipc], seed=0, progress=False)
+    print(f"{method} IPC {ipc}: made in {time.perf_counter() - t0:.1f} s", flush=True)
+    SETS.mkdir(parents=True, exist_ok=True)
+    ds.save(path)
+    return ds
+
+
+def cmd_run(args):
+    protocols = check_names(args.protocols.split(","))
+    dataset = mgdd.load_dataset("fashion-mnist")
+    objective = mgdd.KRRObjective(dataset)
+    for ipc in args.ipcs:
+        for method in args.methods.split(","):
+            ds = make_set(method, ipc, objective)
+            for name in protocols:
+                cell = OUT / "cells" / f"{method}-ipc{ipc}-{name}.json"
+                if cell.is_file() and json.loads(cell.read_text())["runs"] >= args.runs:
+                    continue
+                t0 = time.perf_counter()
+                res = evaluate_protocol(ds, dataset, name, runs=args.runs, seed=0, progress=False)
+                res.update(method=method, ipc=ipc, wall_seconds=time.perf_counter() - t0, torch_threads=
+                           __import__("torch").get_num_threads())
+                write_json(cell, res, force=True)
+                print(f"{method} IPC {ipc} {name}: {100 * res['accuracy_mean']:.2f} ± {100 * res['accuracy_std']:.2f} "
+                      f"({res['runs']} runs, {res['wall_seconds']:.0f} s)", flush=True)
+
+
+def cmd_real(args):
+    """Acc(real, hard): ConvNet-3 on the whole training split, the dc protocol's network,
+    optimiser and schedule at ``--epochs`` (300 is the protocol's; fewer on 2 CPU cores)."""
+    from mgdd.evaluate import evaluate, real_data_set
+    dataset = mgdd.load_dataset("fashion-mnist")
+    cell = OUT / "cells" / f"real-hard-e{args.epochs}.json"
+    t0 = time.perf_counter()
+    res = evaluate(real_data_set(dataset), dataset, epochs=args.epochs, runs=1, seed=0, progress=True)
+    res.update(method="real data", protocol="dc", deviations={"epochs": args.epochs},
+               wall_seconds=time.perf_counter() - t0)
+    write_json(cell, res, force=True)
+    print(f"real data, hard labels, {args.epochs} epochs: {100 * res['accuracy_mean']:.2f}")
+
+
+def _cell(method, ipc, name):
+    p = OUT / "cells" / f"{method}-ipc{ipc}-{name}.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def _acc(c):
+    if c is None:
+        return "—"
+    return f"{100 * c['accuracy_mean']:.2f}" + (f" ± {100 * c['accuracy_std']:.2f}" if c["runs"] > 1 else "") + \
+        f" ({c['runs']})"
+
+
+def cmd_table(args):
+    reals = sorted((OUT / "cells").glob("real-hard-e*.json"))
+    real = json.loads(reals[-1].read_text()) if reals else None
+    ipcs = sorted({int(p.stem.split("-ipc")[1].split("-")[0]) for p in (OUT / "cells").glob("*-ipc*-*.json")})
+    names = ["mgdd", "dc", "dsa", "rfad"]
+    lines = ["# Every method under every protocol (Fashion-MNIST, seed-0 sets)", "",
+             "Made by `python benchmarks/protocols.py run|real|table` (see its docstring); cells in `cells/`.",
+             "Accuracy % as mean ± std (runs). mgdd: the set's own labels, soft by cross-entropy at T = 0.25; "
+             "dc: hard labels, 300 epochs; dsa: hard labels, DSA augmentation, 1000 epochs; rfad: RFAD's "
+             "finite-network evaluation (mgdd/protocols.py).", ""]
+    if real is not None:
+        lines += [f"Acc(real, hard) = {100 * real['accuracy_mean']:.2f}: ConvNet-3 on the whole training split, hard "
+                  f"labels, {real['epochs']} epochs (`{reals[-1].name}`; the dc protocol's 300 epochs did not fit "
+                  "2 CPU cores), used for HLR and LRS.", ""]
+    for ipc in ipcs:
+        lines += [f"## IPC {ipc}", "",
+                  "| method | " + " | ".join(names) + " | HLR | IOR | LRS |", "|---" * (len(names) + 4) + "|"]
+        for method in METHODS:
+            cells = {n: _cell(method, ipc, n) for n in names}
+            if not any(cells.values()):
+                continue
+            hlr = ior = lrs = "—"
+            rdm = _cell("random" if method == "random" else "random+ls", ipc, "mgdd")
+            if cells["mgdd"] and cells["dc"] and rdm and real:
+                s = robust_scores(cells["mgdd"]["accuracy_mean"], rdm["accuracy_mean"], cells["dc"]["accuracy_mean"],
+                                  real["accuracy_mean"])
+                hlr, ior, lrs = f"{100 * s['hlr']:.2f}", f"{100 * s['ior']:.2f}", f"{s['lrs']:.2f}"
+            lines.append(f"| {method} | " + " | ".join(_acc(cells[n]) for n in names) + f" | {hlr} | {ior} | {lrs} |")
+        lines.append("")
+    lines += ["HLR = Acc(real, hard) − Acc(set, hard) (the dc column; lower is better). IOR = Acc(set, its labels) − "
+              "Acc(random subset, the same labels) under the mgdd protocol: random+ls for sets with least-squares "
+              "labels, random for the hard-label random set (its IOR is 0 by definition). LRS = 100 (e^α − e^−1) / "
+              "(e − e^−1), α = (IOR − HLR) / 2 (DD-Ranking, arXiv 2505.13300; mgdd/scores.py).", ""]
+    (OUT / "table.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--ipcs", type=lambda t: [int(i) for i in t.split(",")], default=[1])
+    r.add_argument("--runs", type=int, default=1)
+    r.add_argument("--protocols", default="mgdd,dc,dsa")
+    r.add_argument("--methods", default=",".join(METHODS))
+    r.set_defaults(func=cmd_run)
+    q = sub.add_parser("real")
+    q.add_argument("--epochs", type=int, default=10)
+    q.set_defaults(func=cmd_real)
+    t = sub.add_parser("table")
+    t.set_defaults(func=cmd_table)
+    args = p.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Evaluation protocols by name (mgdd/protocols.py): each scores what it says, records itself
+and any setting changed from it, and refuses settings it does not take."""
+
+import copy
+
+import pytest
+import torch
+
+from mgdd.errors import UsageError
+from mgdd.protocols import (PROTOCOLS, RFAD_SETTINGS, _centred_accuracy, _rfad_network, evaluate_protocol,
+                            hard_copy, rfad_settings)
+
+TINY_RFAD = dict(width=8, max_iterations=40, eval_every=10, patience=20, valid_per_class=3)
+
+
+@pytest.fixture
+def soft_set(tiny_objective):
+    from mgdd.baselines import random_ls
+    return random_ls(tiny_objective, 2, seed=0)
+
+
+def test_rfad_settings_are_its_table_then_the_nearest_ipc_then_cifar10():
+    assert rfad_settings("fashion-mnist", 10) == ((1e-2, 8, 1e-3), "RFAD's setting for fashion-mnist at IPC 10")
+    (lr_s_wd, source) = rfad_settings("fashion-mnist", 20)  # log-nearest of 10 and 50 is 10
+    assert lr_s_wd == RFAD_SETTINGS[("fashion-mnist", 10)] and "nearest" in source and "IPC 20" in source
+    assert rfad_settings("cifar100", 50)[0] == RFAD_SETTINGS[("cifar100", 10)]  # CIFAR-100 has IPC 1 and 10 only
+    assert rfad_settings("npz:x.npz", 1)[0] == RFAD_SETTINGS[("cifar10", 1)]
+
+
+def test_rfad_network_starts_centred_at_zero():
+    """Outputs are f(x) - f_0(x): before any step every prediction is the zero vector, so the
+    accuracy is the share of class 0 (argmax of a tie is the first class)."""
+    torch.manual_seed(0)
+    net = _rfad_network(1, 3, (12, 12), 8)
+    x, y = torch.randn(9, 1, 12, 12), torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 2])
+    assert _centred_accuracy(net, copy.deepcopy(net), x, y) == pytest.approx(2 / 9)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(m.padding == (1, 1) for m in convs) and not any(isinstance(m, torch.nn.GroupNorm) for m in net.modules())
+
+
+def test_rfad_stops_after_patience_and_tests_the_best_validated_network(soft_set, tiny_dataset):
+    res = evaluate_protocol(soft_set, tiny_dataset, "rfad", runs=2, progress=False, **TINY_RFAD)
+    assert res["protocol"] == "rfad" and res["deviations"]["width"] == 8 and "valid_per_class" in res["deviations"]
+    for run in res["per_run"]:
+        assert run["best_iteration"] % 10 == 0
+        assert run["iterations"] == min(40, run["best_iteration"] + 20)  # patience 20 after the best, or the cap
+        assert 0 <= run["accuracy"] <= 1
+    assert res["settings"]["label_scale"] == 8.0 and res["label_kind"] == "soft"
+
+
+def test_dc_and_dsa_score_hard_labels_and_record_a_changed_epoch_count(soft_set, tiny_dataset):
+    for name in ("dc", "dsa"):
+        res = evaluate_protocol(soft_set, tiny_dataset, name, runs=1, progress=False, epochs=2)
+        assert res["label_kind"] == "hard" and res["dsa"] == (name == "dsa")
+        assert res["deviations"] == {"epochs": 2} and res["protocol_source"] == PROTOCOLS[name].source
+    hard = hard_copy(soft_set)
+    assert torch.equal(hard.labels, soft_set.labels.argmax(1)) and not hard.soft
+    with pytest.raises(UsageError, match="only epochs may change"):
+        evaluate_protocol(soft_set, tiny_dataset, "dc", lr=0.1)
+    with pytest.raises(UsageError, match="no setting"):
+        evaluate_protocol(soft_set, tiny_dataset, "rfad", epochs=3)
+    with pytest.raises(UsageError, match="unknown protocol"):
+        evaluate_protocol(soft_set, tiny_dataset, "kip")
+
+
+def test_rfad_memory_is_estimated_before_training(soft_set, tiny_dataset, monkeypatch):
+    monkeypatch.setenv("MGDD_MEMORY_LIMIT", "1K")
+    with pytest.raises(UsageError, match="rfad protocol's training step .* would need about"):
+        evaluate_protocol(soft_set, tiny_dataset, "rfad", progress=False, **TINY_RFAD)
+
+
+def test_a_set_scored_under_two_protocols_records_both(tmp_path, tiny_npz, capsys):
+    import json
+
+    from mgdd.cli import main
+    s = tmp_path / "s.safetensors"
+    main(["baseline", "random+ls", "--dataset", f"npz:{tiny_npz}", "--ipc", "2", "--out", str(s), "--pool-size", "2",
+          "--feature-width", "8", "--feature-depth", "2", "--quiet"])
+    out = tmp_path / "e.json"
+    main(["evaluate", str(s), "--protocol", "mgdd,dc", "--epochs", "2", "--out", str(out), "--quiet"])
+    res = json.loads(out.read_text())["protocols"]
+    assert [res[k]["protocol"] for k in ("mgdd", "dc")] == ["mgdd", "dc"]
+    assert res["mgdd"]["label_kind"] == "soft" and res["dc"]["label_kind"] == "hard"
+    assert res["mgdd"]["deviations"] == res["dc"]["deviations"] == {"epochs": 2}
+    one = tmp_path / "one.json"
+    main(["evaluate", str(s), "--epochs", "2", "--out", str(one), "--quiet"])  # the default names its protocol too
+    assert json.loads(one.read_text())["protocol"] == "mgdd"
