@@ -95,6 +95,9 @@ def build(row: str, objective, ipc: int, runs_dir: Path) -> mgdd.DistilledSet:
         return mgdd.generate(shipped(objective.dataset.channels), objective, ipc)
     if row.startswith("shipped-k"):
         return mgdd.generate(adapted_shipped(objective, int(row[len("shipped-k"):]), runs_dir), objective, ipc)
+    if row.startswith("krr-pixel@"):  # krr-pixel@START-sN: N pixel steps from the START coreset (same selection)
+        start, steps = row[len("krr-pixel@"):].rsplit("-s", 1)
+        return mgdd.krr_pixel(objective, ipc, steps=int(steps), init=start, progress=False)
     if row.startswith("meta:"):
         name, *opts = row[5:].split("@")
         gen = mgdd.MetaGenerator.from_pretrained(runs_dir / f"meta-{name}").eval()
@@ -169,7 +172,7 @@ def main():
                 if row.startswith("shipped-k") else None)
             cell = {"ipc": ipc, "row": row, "accuracies": done, "seconds": set_seconds(ds), "wall_seconds": wall,
                     **({"adapt_seconds": adapt_seconds} if adapt_seconds is not None else {}),
-                    "start": ds.meta.get("start", "random"), "passes": ds.meta.get("passes", 1),
+                    "start": ds.meta.get("start", ds.meta.get("init", "random")), "passes": ds.meta.get("passes", 1),
                     "protocol": f"ConvNet-3, {args.epochs} epochs, CE at T=0.25, runs seeded 0..{len(done) - 1}"}
             path.write_text(json.dumps(cell, indent=1) + "\n")
             print(json.dumps(cell), flush=True)

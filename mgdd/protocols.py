@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from dataclasses import dataclass
 
@@ -186,6 +187,10 @@ def evaluate_rfad(ds, dataset, runs: int = 1, seed: int = 0, device="cpu", progr
     check_fits(rfad_bytes(batch, settings["width"], dataset.image_size, dataset.channels),
                f"the rfad protocol's training step ({batch} images, width {settings['width']})",
                "run it on a GPU, or score this set with --protocol mgdd, dc or dsa")
+    if progress and str(device) == "cpu" and settings["width"] >= 512:
+        print(f"mgdd: note: the rfad protocol trains a width-{settings['width']} network; on a CPU a run takes an hour "
+              "or more (measured on 2 cores: results/protocols/rfad-cpu-cost-ipc1.json). A GPU is the place for it.",
+              file=sys.stderr, flush=True)
     x = ds.images.to(device)
     targets = ds.labels.float() if ds.soft else F.one_hot(ds.labels, ds.num_classes).float()
     s = settings["label_scale"]

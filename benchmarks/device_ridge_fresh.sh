@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Issue #40's two evaluation-heavy tables on one GPU machine (2 CPU cores cannot afford them:
+# a 300-epoch run at IPC 500 is about 50 minutes there).
+#
+#   bash benchmarks/device_ridge_fresh.sh RESULTS_DIR SECONDS
+#
+# 1. The label ridge at large sizes: on the bench's seeded images at IPC 100, 200 and 500, hard
+#    labels (`random`), least-squares labels under the default ridge (feature, lam 0.1) and under
+#    the candidate rule "stop growing at M = d / 2", which at M > 512 (d = 1024) is a kernel-scale
+#    ridge of 0.05 (`--ridge kernel --lam 0.05`); 3 runs each. The rule leaves IPC 1-51 as they are.
+# 2. krr-fresh at RFAD's scale: a fresh network and real batches every step, 2,000 steps at IPC 1,
+#    10 and 50, snapshots at 200, 500, 1000 and 2000, 1 run each.
+# Every result is one JSON in RESULTS_DIR (skipped when present: the same command resumes);
+# copy RESULTS_DIR to results/extra/ridge-fresh/ (each JSON names its device).
+set -u -o pipefail
+out=${1:?RESULTS_DIR}; budget=${2:?SECONDS}
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} OUT_DIR=$out
+mkdir -p "$out/sets"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+timeout "$budget" bash -c '
+set -e
+ev() { [ -f "$OUT_DIR/$2.json" ] || python3 -m mgdd evaluate "$1" --runs "$3" --out "$OUT_DIR/$2.json" --quiet; }
+for ipc in 100 200 500; do
+  s=$OUT_DIR/sets
+  [ -f $s/random-ipc$ipc.safetensors ] || python3 -m mgdd baseline random --dataset fashion-mnist --ipc $ipc --out $s/random-ipc$ipc.safetensors --quiet
+  ev $s/random-ipc$ipc.safetensors random-ipc$ipc 3
+  [ -f $s/ls-feature-ipc$ipc.safetensors ] || python3 -m mgdd baseline random+ls --dataset fashion-mnist --ipc $ipc --out $s/ls-feature-ipc$ipc.safetensors --quiet
+  ev $s/ls-feature-ipc$ipc.safetensors random+ls-feature0.1-ipc$ipc 3
+  [ -f $s/ls-kernel-ipc$ipc.safetensors ] || python3 -m mgdd baseline random+ls --dataset fashion-mnist --ipc $ipc --ridge kernel --lam 0.05 --out $s/ls-kernel-ipc$ipc.safetensors --quiet
+  ev $s/ls-kernel-ipc$ipc.safetensors random+ls-kernel0.05-ipc$ipc 3
+done
+for ipc in 1 10 50; do
+  f=$OUT_DIR/sets/fresh-ipc$ipc.safetensors
+  [ -f $f ] || python3 -m mgdd baseline krr-pixel --objective-mode fresh --dataset fashion-mnist --ipc $ipc --steps 2000 \
+      --snapshots 200,500,1000 --out $f --quiet --resume
+  for st in 200 500 1000; do ev ${f%.safetensors}-step$st.safetensors krr-fresh-ipc$ipc-step$st 1; done
+  ev $f krr-fresh-ipc$ipc-step2000 1
+done'
+echo "device_ridge_fresh: rc $?"
