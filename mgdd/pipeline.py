@@ -233,6 +233,8 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int | None = None, adapt_ipcs=None
                     and (res.get("epochs"), res.get("runs"), (res.get("per_run") or [{}])[0].get("seed"))
                     == (epochs, runs, seed)):
                 res = evaluate(ds, dataset, epochs=epochs, runs=runs, seed=seed, progress=progress)
+                # the mgdd protocol (protocols.py), with the epoch count when it is not the protocol's
+                res.update(protocol="mgdd", deviations={"epochs": epochs} if epochs not in (None, 300) else {})
             entry["evaluation"] = res
             if out_dir is not None:
                 write_json(out_dir / "summary.json", {**summary, "finished": False}, force=True)

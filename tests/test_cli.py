@@ -297,6 +297,9 @@ def test_interrupted_distill_keeps_its_finished_evaluations(tmp_path, tiny_npz, 
     assert calls == [1, 2, 2]  # IPC 1 kept its scores; IPC 2 was scored once more
     final = json.loads((tmp_path / "D" / "summary.json").read_text())
     assert "finished" not in final and final["sets"]["1"]["evaluation"] == partial["sets"]["1"]["evaluation"]
+    # each score names its protocol and what was changed from it (#40)
+    assert final["sets"]["2"]["evaluation"]["protocol"] == "mgdd"
+    assert final["sets"]["2"]["evaluation"]["deviations"] == {"epochs": 2}
 
 
 def test_resume_onto_other_data_of_the_same_shape_is_refused(tmp_path, capsys):
