@@ -169,7 +169,9 @@ def cmd_table(args):
              "Made by `python benchmarks/protocols.py run|real|table` (see its docstring); cells in `cells/`.",
              "Accuracy % as mean ± std (runs). mgdd: the set's own labels, soft by cross-entropy at T = 0.25; "
              "dc: hard labels, 300 epochs; dsa: hard labels, DSA augmentation, 1000 epochs; rfad: RFAD's "
-             "finite-network evaluation (mgdd/protocols.py).", ""]
+             "finite-network evaluation (mgdd/protocols.py). A cell whose JSON has `same_evaluation_as` is the "
+             "very computation of the cell it names (a hard-labelled set under mgdd and dc, or random and "
+             "random+ls under dc: the same images, classes, network and seeds), copied, not rerun.", ""]
     if real is not None:
         lines += [f"Acc(real, hard) = {100 * real['accuracy_mean']:.2f}: ConvNet-3 on the whole training split, hard "
                   f"labels, {real['epochs']} epochs (`{reals[-1].name}`; the dc protocol's 300 epochs did not fit "
