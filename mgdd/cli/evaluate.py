@@ -44,7 +44,7 @@ def cmd_evaluate(args):
     if names != ["mgdd"]:
         return named_protocols(args, ds, dataset, names)
     res = evaluate(ds, dataset, **protocol)
-    changed = {flag.lstrip("-"): getattr(args, key) for key, default, flag in MGDD_ONLY if getattr(args, key) != default}
+    changed = {key: getattr(args, key) for key, default, _ in MGDD_ONLY if getattr(args, key) != default}
     if args.epochs is not None and args.epochs != (1000 if args.dsa else 300):
         changed["epochs"] = args.epochs
     res.update(file=str(args.file), dataset=dataset.name, ipc=ds.meta.get("ipc"), method=ds.meta.get("method"),
