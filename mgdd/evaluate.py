@@ -52,7 +52,6 @@ def images_to_test(ds: DistilledSet, dataset: Dataset) -> torch.Tensor:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def test_accuracy(net, x, y, batch_size: int | None = None) -> float:
     """Accuracy of ``net`` on (x, y), without gradient, in batches whose activations stay near
     1 GiB (a width-128 map at the image's size, in and out: 1,024 images at 32 px, 64 at 128 px)."""

@@ -140,6 +140,8 @@ def _rfad_network(channels: int, num_classes: int, image_size, width: int) -> nn
 
 
 def _centred_accuracy(net, net0, x, y, batch: int = 512) -> float:
+    """Accuracy of the centred outputs f(x) - f_0(x) (the networks' train/eval mode untouched:
+    RFAD's has no norm or dropout)."""
     correct = 0
     with torch.no_grad():
         for i in range(0, len(x), batch):
@@ -159,9 +161,9 @@ def _validation_split(dataset, per_class: int, seed: int) -> tuple:
 
 
 def rfad_bytes(batch: int, width: int, image_size, channels: int) -> float:
-    """Peak memory of one RFAD training step, from the shapes: the network's activations at
-    full resolution and their gradients (about three maps of batch x width x H x W float32,
-    the later layers adding a third), with the frozen copy's forward on top."""
+    """Peak memory of one RFAD training step, from the shapes: about four float32 maps of
+    batch x width x H x W (the first layer's activations and their gradient, the frozen copy's
+    forward, the smaller later layers together) and the input batch."""
     h, w = image_size
     return 4.0 * batch * (width * h * w * 4 + channels * h * w)
 
