@@ -33,17 +33,45 @@ def test_a_size_never_adapted_on_runs_its_generator_cells_before_its_curves(tmp_
     monkeypatch.setattr(Bench, "baselines", lambda self, ipc: [])
     monkeypatch.setattr(Bench, "_curve_cells", lambda self, ipc: parts.append(("curves", ipc)) or {})
     monkeypatch.setattr(Bench, "_generator_cells", lambda self, ipc: parts.append(("generator", ipc)) or {})
+    monkeypatch.setattr(Bench, "hard_cell", lambda self, name: parts.append(("hard", name)))
     bench = Bench("quick", tmp_path / "bench")
     assert PRESETS["quick"].adapt_ipcs == [1, 5] and PRESETS["quick"].cross_ipc not in (1, 3)
     bench.ipc_block(1)
     bench.ipc_block(3)
-    assert parts == [("curves", 1), ("generator", 1), ("generator", 3), ("curves", 3)]
+    from mgdd.bench.presets import hard_sources
+    hard = lambda ipc: [("hard", n) for n in hard_sources(PRESETS["quick"], ipc)]  # noqa: E731
+    # the hard-label twins (DD-Ranking's scores) close each block: they evaluate its finished sets
+    assert parts == [("curves", 1), ("generator", 1), *hard(1), ("generator", 3), ("curves", 3), *hard(3)]
     fm = PRESETS["fmnist"]
     for ipc in fm.ipcs:
         names = block_cells(fm, ipc)
         first_curve, k0 = names.index(f"krr-pixel-ipc{ipc}-step{fm.krr_snapshots[str(ipc)][0]}"), names.index("mgdd-k0-adapt")
         assert (first_curve < k0) == (ipc in fm.adapt_ipcs), ipc
         assert names[:4] == [f"random-ipc{ipc}", f"random+ls-ipc{ipc}", f"herding-ipc{ipc}", f"kmeans-ipc{ipc}"]
+
+
+def test_robust_rows_score_each_method_against_random_ls_and_the_real_data():
+    """The bench's DD-Ranking table against hand-computed cases: HLR 0.30 and IOR 0.20 give
+    alpha = -0.05, LRS = 100 (e^-0.05 - e^-1) / (e - e^-1) = 24.82; no real-hard cell, no HLR."""
+    from mgdd.bench import PRESETS
+    from mgdd.bench.presets import hard_sources
+    from mgdd.bench.report import robust_rows
+
+    cfg = replace(PRESETS["quick"], k_sweep=[0], one_shot=[])
+    cell = lambda a: {"accuracy_mean": a, "accuracy_std": 0.0}  # noqa: E731
+    cells = {"random-ipc1": cell(0.40), "random+ls-ipc1": cell(0.50)}
+    for n in hard_sources(cfg, 1):
+        cells[n], cells[f"{n}-hard"] = cell(0.70), cell(0.60)
+    assert hard_sources(cfg, 1) == ["herding-ipc1", "krr-pixel-ipc1-step10", "mgdd-k0-ipc1", "mgdd-ipc1", "scratch-ipc1"]
+    rows = robust_rows(cells, cfg.as_dict(), 1)
+    assert [r["method"] for r in rows] == ["random", "random+ls", "herding+ls", "krr-pixel (10 steps)", "mgdd K=0",
+                                           f"mgdd K={cfg.adapt_steps}", f"scratch K={cfg.adapt_steps}"]
+    assert all("lrs" not in r for r in rows) and rows[2]["ior"] == pytest.approx(0.20)
+    rows = {r["method"]: r for r in robust_rows({**cells, "real-hard": cell(0.90)}, cfg.as_dict(), 1)}
+    assert rows["mgdd K=0"]["hlr"] == pytest.approx(0.30) and rows["mgdd K=0"]["lrs"] == pytest.approx(24.82, abs=0.01)
+    # random and random+ls are their own random subsets (IOR 0); random+ls's hard evaluation is random's
+    assert rows["random"]["ior"] == 0 == rows["random+ls"]["ior"]
+    assert rows["random+ls"]["hlr"] == pytest.approx(0.50) == rows["random"]["hlr"]
 
 
 @pytest.mark.slow
@@ -124,6 +152,28 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     made = json.loads((out / "cells" / "random+ls-ipc1.json").read_text())["host"]
     assert made["torch_threads"] >= 1 and made["platform"] and "cpu_model" in made
     assert "| IPC |" in (out / "results.md").read_text()
+    # DD-Ranking's scores: each least-squares set again with hard labels, the real data after the blocks
+    from mgdd.bench.presets import hard_sources
+    real = json.loads((out / "cells" / "real-hard.json").read_text())
+    assert saved["real_hard"]["accuracy_mean"] == real["accuracy_mean"] and real["label_kind"] == "hard"
+    assert real["images"] > 1000 and real["epochs"] == PRESETS["quick"].eval_epochs and real["runs"] == 1
+    for ipc in ("1", "5"):
+        names = hard_sources(PRESETS["quick"], int(ipc))
+        hard = {n: json.loads((out / "cells" / f"{n}-hard.json").read_text()) for n in names}
+        assert all(c["label_kind"] == "hard" for c in hard.values())
+        # a hard twin holds its source's images with the classes they were made for
+        src, twin = (DistilledSet.load(out / "sets" / f"{n}.safetensors") for n in (names[0], f"{names[0]}-hard"))
+        assert torch.equal(src.images, twin.images) and not twin.soft
+        # random is random+ls's hard twin: the same images
+        a, b = (DistilledSet.load(out / "sets" / f"{n}-ipc{ipc}.safetensors") for n in ("random", "random+ls"))
+        assert torch.equal(a.images, b.images)
+        rows = {x["cell"]: x for x in saved["accuracy"][ipc]["robust"]}
+        assert set(rows) == {f"random-ipc{ipc}", f"random+ls-ipc{ipc}", *names} and rows[f"random-ipc{ipc}"]["ior"] == 0
+        mg = rows[f"mgdd-ipc{ipc}"]
+        assert mg["hard"] == hard[f"mgdd-ipc{ipc}"]["accuracy_mean"]
+        assert mg["hlr"] == pytest.approx(real["accuracy_mean"] - mg["hard"])
+        assert mg["ior"] == pytest.approx(saved["accuracy"][ipc]["mgdd"]["mean"] - saved["accuracy"][ipc]["random+ls"]["mean"])
+    assert "## Protocol-robust scores (DD-Ranking)" in (out / "results.md").read_text()
     assert saved["bench_cost"]["cells_timed"] > 0 and saved["bench_cost"]["cells_untimed"] == 0
     # the preset's soft-label loss (cross-entropy at T = 0.25) is the one each cell was scored with
     assert json.loads((out / "cells" / "random+ls-ipc1.json").read_text())["soft_loss"] == "cross-entropy, T=0.25"

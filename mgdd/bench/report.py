@@ -22,7 +22,8 @@ from ..errors import UsageError
 from ..io import read_json, write_bytes, write_json
 from ..version import __version__
 from .cells import cpu_model, read_cells
-from .presets import TARGET_SPEEDUP, Preset, block_cells
+from ..scores import robust_scores
+from .presets import TARGET_SPEEDUP, Preset, block_cells, hard_sources
 
 
 def _s(seconds: float) -> str:
@@ -81,6 +82,8 @@ def summarise(cells: dict, cfg: dict, done, run: dict) -> dict:
             by_p.update({p: point(cells[f"mgdd-k0-p{p}-ipc{ipc}"]) for p in cfg["pass_sweep"]})
             row["by_passes"] = [{"passes": p, "own": p == own, "mgdd": by_p[p], "acceleration": _acceleration(curve, by_p[p])}
                                 for p in sorted(by_p)]
+        if cfg.get("robust"):
+            row["robust"] = robust_rows(cells, cfg, ipc)
         acc[str(ipc)] = row
     un = cfg["unseen"]
     unseen = cells.get(f"unseen-ipc{un['generate']}")
@@ -122,7 +125,8 @@ def summarise(cells: dict, cfg: dict, done, run: dict) -> dict:
             "meta_training": run.get("meta_training"), "features": cells["features"],
             **({"orders": cells["orders-herding"]} if "orders-herding" in cells else {}),
             "adapt": {k[:-len("-adapt")]: v for k, v in cells.items() if k.endswith("-adapt")},
-            "accuracy": acc, "all_sizes": all_sizes, "bench_cost": _bench_cost(cells),
+            "accuracy": acc, "all_sizes": all_sizes,
+            **({"real_hard": _real(cells["real-hard"])} if "real-hard" in cells else {}), "bench_cost": _bench_cost(cells),
             "retimed": _retimed(cells),
             "never_adapted": _never_adapted(acc, cells, cfg, run),
             "unseen": None if unseen is None else {
@@ -300,6 +304,7 @@ def markdown(r: dict) -> str:
               "| set | accuracy % |", "|---|---|"]
     for k, v in r["cross_architecture"].items():
         lines.append(f"| {k.rsplit('-' + cfg['cross_model'], 1)[0]} | {pct(v)} |")
+    lines += _robust_markdown(r)
     ad = r["adapt"]
     lines += ["", "## Adaptation", ""]
     for k, v in ad.items():
@@ -318,6 +323,35 @@ def markdown(r: dict) -> str:
                                 "recorded and are not in that sum." if c["cells_untimed"] else "")]
     lines += ["", f"Command: `{r['command']}`", ""]
     return "\n".join(lines)
+
+
+def _robust_markdown(r: dict) -> list:
+    """The protocol-robust table (Preset.robust): accuracy beside DD-Ranking's scores."""
+    ipcs = [i for i, a in r["accuracy"].items() if "robust" in a]
+    if not ipcs:
+        return []
+    real = r.get("real_hard")
+    lines = ["", "## Protocol-robust scores (DD-Ranking)", "",
+             "DD-Ranking's scores (arXiv 2505.13300; mgdd/scores.py): HLR = Acc(real, hard) - Acc(set, hard), lower "
+             "is better; IOR = Acc(set, its labels) - Acc(random subset, the same labels and evaluation), higher is "
+             "better; LRS = 100 (e^a - e^-1) / (e - e^-1) with a = (IOR - HLR) / 2, higher is better, 26.9 = "
+             "no better than random and no worse than the real data. The random subset of a least-squares method "
+             "is random+ls; 'hard labels' is the same images evaluated the same way with the class each was made "
+             "for (the dc protocol's labels). Points, not %."]
+    if real:
+        lines += ["", f"Acc(real, hard) = {100 * real['accuracy_mean']:.2f}: the evaluation's network on the whole "
+                  f"training split ({real['images']} images), {real['epochs']} epochs, {real['runs']} run."]
+    else:
+        lines += ["", "Acc(real, hard) not measured yet (the real-hard cell runs after the blocks): HLR and LRS "
+                  "are blank."]
+    lines += ["", "| IPC | method | accuracy % (its labels) | accuracy % (hard labels) | HLR | IOR | LRS |",
+              "|---|---|---|---|---|---|---|"]
+    for ipc in ipcs:
+        for x in r["accuracy"][ipc]["robust"]:
+            hlr, lrs = (f"{100 * x['hlr']:.2f}", f"{x['lrs']:.2f}") if "lrs" in x else ("—", "—")
+            lines.append(f"| {ipc} | {x['method']} | {100 * x['accuracy']:.2f} | {100 * x['hard']:.2f} | {hlr} | "
+                         f"{100 * x['ior']:+.2f} | {lrs} |")
+    return lines
 
 
 def plots(r: dict, out) -> None:
@@ -433,6 +467,46 @@ def _bench_cost(cells) -> dict:
     timed = [c["cell_wall_seconds"] for k, c in cells.items() if k not in once and "cell_wall_seconds" in c]
     untimed = [k for k, c in cells.items() if k not in once and "cell_wall_seconds" not in c]
     return {"timed_seconds": sum(timed), "cells_timed": len(timed), "cells_untimed": len(untimed)}
+
+
+def _method_label(cell: str, ipc: int, cfg: dict) -> str:
+    """A hard_sources cell name as the robust table's method: herding-ipc1 -> herding+ls,
+    mgdd-k0-ipc1 -> mgdd K=0, krr-pixel-ipc1-step800 -> krr-pixel (800 steps)."""
+    stem, rest = cell.rsplit(f"-ipc{ipc}", 1)
+    if rest:
+        return f"{stem} ({rest[len('-step'):]} steps)"
+    if stem.startswith("mgdd-k"):
+        return f"mgdd K={stem[len('mgdd-k'):]}"
+    if stem in ("mgdd", "scratch"):
+        return f"{stem} K={cfg['adapt_steps']}"
+    return f"{stem}+ls"
+
+
+def robust_rows(cells: dict, cfg: dict, ipc: int) -> list:
+    """DD-Ranking's scores (scores.py) of every method at one IPC, from its cell (its own labels
+    and evaluation), its "-hard" twin, random+ls (the random subset given the same label solve
+    and evaluation) and real-hard; HLR and LRS wait for the real-hard cell. random's images are
+    random+ls's (same seed), so random's cell is random+ls's hard evaluation, and random is its
+    own random subset (IOR = 0)."""
+    real = cells.get("real-hard")
+    rdm, rdm_ls = cells[f"random-ipc{ipc}"], cells[f"random+ls-ipc{ipc}"]
+    rows = [("random", f"random-ipc{ipc}", rdm, rdm, rdm), ("random+ls", f"random+ls-ipc{ipc}", rdm_ls, rdm, rdm_ls)]
+    rows += [(_method_label(n, ipc, cfg), n, cells[n], cells[f"{n}-hard"], rdm_ls)
+             for n in hard_sources(Preset(**cfg), ipc)]
+    out = []
+    for method, name, own, hard, random_subset in rows:
+        row = {"method": method, "cell": name, "accuracy": own["accuracy_mean"], "hard": hard["accuracy_mean"],
+               "ior": own["accuracy_mean"] - random_subset["accuracy_mean"]}
+        if real is not None:
+            s = robust_scores(own["accuracy_mean"], random_subset["accuracy_mean"], hard["accuracy_mean"],
+                              real["accuracy_mean"])
+            row.update(hlr=s["hlr"], ior=s["ior"], lrs=s["lrs"])
+        out.append(row)
+    return out
+
+
+def _real(cell) -> dict:
+    return {k: cell[k] for k in ("accuracy_mean", "accuracy_std", "epochs", "runs", "images")}
 
 
 def krr_point(cell) -> dict:

@@ -9,6 +9,8 @@ One process, one machine, every stage timed:
   mgdd       the shipped meta generator adapted K steps, then its passes per IPC (and, at
              K = 0, each pass count of the preset's pass_sweep)
   unseen     mgdd adapted on a subset of IPCs only, generating an IPC it never saw
+  hard       (Preset.robust) each least-squares set again with hard labels, and after the blocks
+             the whole training split with hard labels: DD-Ranking's HLR, IOR and LRS (scores.py)
   scaling    timing only, after the blocks: how a generator pass and a pixel step grow with M
 Each finished cell is written to OUT/cells/ at once (cells.py), so an interrupted run resumes
 where it stopped, and the report (report.py) is rewritten after every cell.
@@ -25,16 +27,17 @@ from ..checkpoint import load_state
 from ..data import load_dataset
 from ..distilled import DistilledSet, set_digest
 from ..errors import UsageError
-from ..evaluate import evaluate
+from ..evaluate import evaluate, real_data_set
 from ..features import FeatureConfig
 from ..generate import generate
 from ..generator import MetaGenerator
 from ..objective import FreshObjective, KRRObjective
 from ..pipeline import adapted_generator, adapted_metadata, load_generator
+from ..protocols import hard_copy
 from ..start import ORDER_LENGTH, coreset_indices, order_seconds
 from .cells import CellStore, pass_seconds, read_cells, timed
 from .folder import RunFolder
-from .presets import VARIANTS, cross_sources, get_preset
+from .presets import REAL_RUNS, VARIANTS, cross_sources, get_preset, hard_sources
 from .report import write_report
 from .retime import retime
 
@@ -157,6 +160,21 @@ class Bench:
             return {"name": name, **self.evaluate_set(self.stored_set(name), f"{name}-{model}", model)}
         return self.cell(f"{name}-{model}", run)
 
+    def hard_cell(self, name):
+        """``name``'s images with hard labels, evaluated as every cell is: HLR's Acc(set, hard)."""
+        def run():
+            return {"name": name, **self.evaluate_set(hard_copy(self.stored_set(name)), f"{name}-hard")}
+        return self.cell(f"{name}-hard", run)
+
+    def real_cell(self) -> dict:
+        """HLR's Acc(real, hard): the evaluation's network on the whole training split, hard labels."""
+        epochs = self.cfg.real_epochs or self.cfg.eval_epochs
+        res = evaluate(real_data_set(self.dataset), self.dataset, epochs=epochs, runs=REAL_RUNS, seed=self.seed,
+                       progress=self.progress, device=self.device)
+        return {"name": "real-hard", "accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"],
+                "accuracies": [r["accuracy"] for r in res["per_run"]], "model": "convnet", "epochs": res["epochs"],
+                "runs": res["runs"], "images": res["images"], "label_kind": "hard"}
+
     def stored_set(self, name: str) -> DistilledSet:
         """The set a finished cell evaluated: from OUT/sets/, or, when that file is gone (sets
         are not committed, so a resume in a new checkout lacks them), rebuilt by the cell's own
@@ -202,6 +220,9 @@ class Bench:
         self.reporting, results = True, None
         for ipc in self.cfg.ipcs:
             self.ipc_block(ipc)
+            results = self.report()
+        if self.cfg.robust:
+            self.cell("real-hard", self.real_cell)
             results = self.report()
         for ipc in self.cfg.scaling_ipcs:
             self.cell(f"scaling-ipc{ipc}", lambda: self.measure_scaling(ipc))
@@ -252,6 +273,9 @@ class Bench:
         if ipc == self.cfg.cross_ipc:
             for name in cross_sources(self.cfg, ipc):
                 cells[f"{name}-{self.cfg.cross_model}"] = self.cross_cell(name)
+        if self.cfg.robust:
+            for name in hard_sources(self.cfg, ipc):
+                cells[f"{name}-hard"] = self.hard_cell(name)
         return cells
 
     def _curve_cells(self, ipc) -> dict:
