@@ -4,6 +4,9 @@ random       random real images, hard labels
 random+ls    random real images, least-squares labels (= the generator at step 0)
 krr-pixel    the iterative method: optimise the pixels with the KRR loss (KIP/RFAD with label
              solve), snapshots at increasing step counts for an accuracy-vs-time curve
+krr-fresh    the same as KIP / RFAD run it: a new random network and real batches every step
+             instead of the pool's cached moments (FreshObjective); slower a step, and from
+             about 1,000 steps better (results/krr-fresh); the pool still solves the labels
 herding      coreset: per class, greedily match the class mean in feature space
 kcenter      coreset: per class, greedy farthest-point cover in feature space
 kmeans       per class, k-means centroids in pixel space (at IPC 1: the class-mean image)
@@ -21,10 +24,13 @@ from .data import Dataset, check_ipc, sample_init
 from .distilled import DistilledSet, distilled_meta
 from .errors import CorruptFile, UsageError, check_range, unknown_name
 from .loop import run_resumable
-from .objective import KRRObjective
+from .objective import FreshObjective, KRRObjective
 from .start import STARTS, coreset_indices
 
-BASELINES = ["random", "random+ls", "krr-pixel", "herding", "kcenter", "kmeans"]
+BASELINES = ["random", "random+ls", "krr-pixel", "krr-fresh", "herding", "kcenter", "kmeans"]
+PIXEL_METHODS = ("krr-pixel", "krr-fresh")  # pixel optimisation: with the cached pool, and RFAD-style
+# their step counts when none is given: krr-pixel's plateau (results/ablation), krr-fresh's (results/krr-fresh)
+DEFAULT_STEPS = {"krr-pixel": 300, "krr-fresh": 2000}
 # where krr-pixel starts: random real images (the bench's seeded X_0) or a feature-space coreset (start.py)
 INITS = STARTS
 
@@ -182,7 +188,7 @@ def baseline_outputs(out, name: str, steps: int | None = None, snapshots=()) -> 
     set itself) and its checkpoint (``STEM.checkpoint.safetensors``, kept for --resume)."""
     out = Path(out)
     stem = out.with_suffix("")
-    krr = name == "krr-pixel"
+    krr = name in PIXEL_METHODS
     return {"set": out, "grid": out.with_suffix(".png"),
             "snapshots": {s: Path(f"{stem}-step{s}.safetensors") for s in sorted(set(snapshots)) if krr and s != steps},
             "checkpoint": Path(f"{stem}.checkpoint.safetensors") if krr else None}
@@ -196,7 +202,7 @@ def run_baseline(name: str, dataset: Dataset, ipc: int, seed: int = 0, objective
         raise unknown_name("baseline", name, BASELINES)
     if soft_labels and name not in ("herding", "kcenter", "kmeans"):
         raise UsageError(f"{name} takes no soft labels option (herding, kcenter and kmeans do); drop it.")
-    if krr_kwargs and name != "krr-pixel":
+    if krr_kwargs and name not in PIXEL_METHODS:
         raise UsageError(f"{name} takes no {', '.join(sorted(krr_kwargs))} (krr-pixel options); drop them.")
     if name == "random":
         return random_real(dataset, ipc, seed)
@@ -207,4 +213,7 @@ def run_baseline(name: str, dataset: Dataset, ipc: int, seed: int = 0, objective
         return coreset(objective, ipc, name, seed, soft_labels=soft_labels)
     if name == "kmeans":
         return kmeans(objective, ipc, seed, soft_labels=soft_labels)
+    if name == "krr-fresh" and objective.mode != "fresh":
+        # RFAD's regime: a new random network and real batches every step; the pool solves the labels
+        objective = FreshObjective.sharing(objective)
     return krr_pixel(objective, ipc, seed=seed, **krr_kwargs)

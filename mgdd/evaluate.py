@@ -8,13 +8,22 @@ soft-label loss it is meant for in its evaluation settings, and that is what ``e
 uses unless told otherwise: sets saved before cross-entropy became the default
 (results/ablation/protocols.md, docs/design.md §6) record MSE and keep it.
 Reported: mean +- std over runs.
+
+Memory: autograd keeps about b x (bytes per image) of activations for a batch of b, measured
+once per network (saved_bytes). A batch whose activations would pass TRAIN_ACTIVATIONS runs
+as micro-batches whose gradients add up to the batch's (each chunk's mean loss weighted by its
+share of the batch), one optimiser step per batch: the same update for networks without batch
+norm (per-image normalisation), so 128 px sets train in bounded memory. A batch-norm network
+cannot be split that way; its whole batch is checked against the memory available instead.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .allocator import keep_freed_memory
@@ -22,6 +31,7 @@ from .augment import augment
 from .data import Dataset
 from .distilled import DEFAULT_TEMPERATURE, DistilledSet, validate
 from .errors import UsageError, check_range
+from .memory import check_fits, gib
 from .models import create_model
 from .progress import Progress
 
@@ -113,12 +123,76 @@ def soft_label_loss(out: torch.Tensor, target: torch.Tensor, temperature: float 
     return -(F.softmax(target / temperature, dim=1) * F.log_softmax(out, dim=1)).sum(1).mean()
 
 
+# activations autograd may keep for one optimiser step; a larger batch runs in micro-batches
+# (ConvNet-3 at batch 256 keeps about 0.6 GiB at 32 px and 10 GiB at 128 px)
+TRAIN_ACTIVATIONS = 2**31
+
+
+def saved_bytes(net: nn.Module, image_shape, device) -> tuple:
+    """(bytes per image, bytes per step) that autograd keeps for a backward pass through ``net``:
+    the distinct storages it saves in a forward pass of 1 and of 2 images (a copy of ``net``,
+    so batch-norm statistics are untouched); the difference is one image's share, the rest
+    (weights) does not grow with the batch."""
+    probe = copy.deepcopy(net).train()
+    # a probe through dropout draws random numbers: the training that follows must not see it
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+
+    def measure(b: int) -> int:
+        storages = {}
+
+        def pack(t):
+            st = t.untyped_storage()
+            storages[st.data_ptr()] = st.nbytes()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            probe(torch.zeros(b, *image_shape, device=device))
+        return sum(storages.values())
+    with torch.random.fork_rng(devices=devices):
+        one, two = measure(1), measure(2)
+    return max(two - one, 0), max(2 * one - two, 0)
+
+
+def has_batch_norm(net: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+def micro_batch_size(net: nn.Module, image_shape, batch_size: int, device, model: str = "model") -> int:
+    """The largest chunk of a ``batch_size`` batch whose saved activations stay within
+    TRAIN_ACTIVATIONS; a batch-norm network keeps its whole batch, checked against the memory
+    available."""
+    per_image, fixed = saved_bytes(net, image_shape, device)
+    need = fixed + per_image * batch_size
+    if need <= TRAIN_ACTIVATIONS or per_image == 0:
+        return batch_size
+    if has_batch_norm(net):
+        check_fits(2 * need, f"training {model} on {'x'.join(map(str, image_shape))} images at batch {batch_size} "
+                   f"(batch norm, so the batch cannot be split; {gib(per_image)} of activations an image)",
+                   "pass a smaller --batch-size or evaluate with a model without batch norm (convnet)")
+        return batch_size
+    return int(max(1, min(batch_size, (TRAIN_ACTIVATIONS - fixed) // per_image)))
+
+
 def train_once(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed: int, lr: float,
                batch_size: int, dsa: bool, device, progress: bool, temperature: float | None = None,
-               test_x: torch.Tensor | None = None) -> dict:
+               test_x: torch.Tensor | None = None, micro_batch: int | None = None) -> dict:
+    """One network trained on ``ds`` (fit) and tested on ``dataset``'s test split."""
+    net, train_s, micro_batch = fit(ds, dataset, model, epochs, seed, lr, batch_size, dsa, device, progress,
+                                    temperature, micro_batch)
+    test_x = dataset.test_x if test_x is None else test_x
+    acc = test_accuracy(net, test_x.to(device), dataset.test_y.to(device))
+    return {"seed": seed, "accuracy": acc, "train_seconds": train_s,
+            **({"micro_batch": micro_batch} if micro_batch < min(batch_size, len(ds.images)) else {})}
+
+
+def fit(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed: int, lr: float, batch_size: int,
+        dsa: bool, device, progress: bool, temperature: float | None = None, micro_batch: int | None = None) -> tuple:
+    """(network, training seconds, micro-batch): a fresh ``model`` trained on ``ds`` by the protocol;
+    ``micro_batch`` (None: micro_batch_size's) splits each batch without changing its update."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     net = create_model(model, dataset.channels, dataset.num_classes, dataset.image_size).to(device)
+    if micro_batch is None:
+        micro_batch = micro_batch_size(net, ds.images.shape[1:], batch_size, device, model)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     x, y = ds.images.to(device), ds.labels.to(device)
     soft = ds.soft
@@ -135,20 +209,27 @@ def train_once(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed
             xb, yb = x[idx], y[idx]
             if dsa:
                 xb = augment(xb.cpu(), g).to(device)
-            out = net(xb)
-            loss = soft_label_loss(out, yb, temperature) if soft else F.cross_entropy(out, yb)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if micro_batch >= len(idx):
+                out = net(xb)
+                loss = soft_label_loss(out, yb, temperature) if soft else F.cross_entropy(out, yb)
+                loss.backward()
+            else:  # the batch's mean loss as the chunks' means weighted by their shares: the same gradient
+                loss = 0.0
+                for j in range(0, len(idx), micro_batch):
+                    out = net(xb[j:j + micro_batch])
+                    part = soft_label_loss(out, yb[j:j + micro_batch], temperature) if soft \
+                        else F.cross_entropy(out, yb[j:j + micro_batch])
+                    part = part * (len(out) / len(idx))
+                    part.backward()
+                    loss = loss + part.detach()
             opt.step()
         if not torch.isfinite(loss):
             raise UsageError(f"evaluation training diverged (loss {loss.item()}) at epoch {epoch}; "
                              "the distilled set's values may be extreme. Try a lower --lr.")
         bar.update(1, loss=f"{loss.item():.4f}")
     bar.close()
-    train_s = time.perf_counter() - start
-    test_x = dataset.test_x if test_x is None else test_x
-    acc = test_accuracy(net, test_x.to(device), dataset.test_y.to(device))
-    return {"seed": seed, "accuracy": acc, "train_seconds": train_s}
+    return net, time.perf_counter() - start, micro_batch
 
 
 def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs: int | None = None,

@@ -93,6 +93,28 @@ def test_krr_pixel_init_flag(tmp_path, tiny_npz, capsys):
     assert code == 2 and "--init" in err and not (tmp_path / "r.safetensors").exists()
 
 
+def test_krr_fresh_is_krr_pixel_with_a_fresh_network_every_step(tmp_path, tiny_npz, capsys):
+    """`mgdd baseline krr-fresh` runs the fresh objective (the same steps as krr-pixel
+    --objective-mode fresh), resumes, and refuses a pool objective and krr-only options elsewhere."""
+    from mgdd.distilled import DistilledSet
+    base = ["--dataset", f"npz:{tiny_npz}", "--ipc", "2", *OBJ]
+    code, _, err = run(capsys, "baseline", "krr-fresh", *base, "--steps", "3", "--snapshots", "1",
+                       "--out", str(tmp_path / "f.safetensors"))
+    assert code == 0, err
+    fresh = DistilledSet.load(tmp_path / "f.safetensors")
+    assert fresh.meta["objective"]["mode"] == "fresh" and fresh.meta["timing"]["steps"] == 3
+    assert (tmp_path / "f-step1.safetensors").exists() and (tmp_path / "f.checkpoint.safetensors").exists()
+    code, _, err = run(capsys, "baseline", "krr-pixel", *base, "--steps", "3", "--objective-mode", "fresh",
+                       "--out", str(tmp_path / "p.safetensors"))
+    assert code == 0, err
+    assert torch.equal(DistilledSet.load(tmp_path / "p.safetensors").images, fresh.images)
+    code, _, err = run(capsys, "baseline", "krr-fresh", *base, "--steps", "3", "--objective-mode", "pool",
+                       "--out", str(tmp_path / "x.safetensors"))
+    assert code == 2 and "krr-pixel" in err and not (tmp_path / "x.safetensors").exists()
+    code, _, err = run(capsys, "baseline", "random", *base, "--steps", "3", "--out", str(tmp_path / "y.safetensors"))
+    assert code == 2 and "--steps" in err and not (tmp_path / "y.safetensors").exists()
+
+
 def test_unrolled_meta_generator_generates_with_its_passes(tmp_path, tiny_npz, capsys):
     ds = f"npz:{tiny_npz}"
     code, text, err = run(capsys, "meta-train", "--source", ds, "--algorithm", "unrolled", "--passes", "2",

@@ -364,3 +364,39 @@ def test_damaged_feature_cache_entries_are_recomputed_not_used(tiny_dataset, tmp
         again = make().moments[0]
         assert "fail their check" in capsys.readouterr().err, what
         assert torch.equal(again.gram, clean.gram) and torch.equal(again.sums, clean.sums), what
+
+
+def test_saved_bytes_of_an_mlp_are_its_input_and_hidden_maps():
+    """Autograd keeps, per image, the flattened input and the two hidden ReLU maps of the MLP
+    (d + 2 x 128 floats); the weights are kept once per step, whatever the batch."""
+    from mgdd.evaluate import saved_bytes
+    from mgdd.models import create_model
+    per_image, fixed = saved_bytes(create_model("mlp", 1, 10, (28, 28)), (1, 28, 28), "cpu")
+    assert per_image == (28 * 28 + 2 * 128) * 4 and fixed > 0
+
+
+def test_micro_batches_train_the_same_network_and_bound_activations(tiny_dataset, monkeypatch):
+    """A batch split into micro-batches makes the update of the whole batch (instance norm is per
+    image); the split is chosen from the measured activations, and a batch-norm network, which
+    cannot be split, is checked against the memory available instead."""
+    import importlib
+    ev = importlib.import_module("mgdd.evaluate")  # the module: the package exports a function of its name
+    from mgdd.baselines import random_real
+    from mgdd.errors import UsageError
+    ds = random_real(tiny_dataset, 8, seed=0)  # 24 images, batch 16: one full and one partial batch
+    args = (ds, tiny_dataset, "convnet", 4, 0, 0.01, 16, False, "cpu", False)
+    whole, _, m_whole = ev.fit(*args, micro_batch=None)
+    assert m_whole == 16  # far under the activation budget: no split
+    split, _, m = ev.fit(*args, micro_batch=5)
+    assert m == 5
+    for (k, a), b in zip(whole.state_dict().items(), split.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)
+    per_image, fixed = ev.saved_bytes(whole, ds.images.shape[1:], "cpu")
+    monkeypatch.setattr(ev, "TRAIN_ACTIVATIONS", fixed + 3 * per_image)
+    assert ev.micro_batch_size(whole, ds.images.shape[1:], 16, "cpu") == 3
+    assert ev.evaluate(ds, tiny_dataset, epochs=1, progress=False)["per_run"][0]["micro_batch"] == 3
+    bn = ev.create_model("convnet-bn", tiny_dataset.channels, tiny_dataset.num_classes, tiny_dataset.image_size)
+    assert ev.micro_batch_size(bn, ds.images.shape[1:], 16, "cpu") == 16  # not split, and it fits
+    monkeypatch.setenv("MGDD_MEMORY_LIMIT", "1K")
+    with pytest.raises(UsageError, match="batch norm.*--batch-size"):
+        ev.micro_batch_size(bn, ds.images.shape[1:], 16, "cpu", "convnet-bn")

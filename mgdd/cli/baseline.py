@@ -7,16 +7,23 @@ from . import common
 
 
 def cmd_baseline(args):
-    from ..baselines import BASELINES, baseline_outputs, run_baseline
+    from ..baselines import BASELINES, DEFAULT_STEPS, PIXEL_METHODS, baseline_outputs, run_baseline
     from ..data import check_ipc
     from ..distilled import save_grid
     from ..errors import unknown_name
     if args.name not in BASELINES:
         raise unknown_name("baseline", args.name, BASELINES)
-    krr = args.name == "krr-pixel"
+    krr = args.name in PIXEL_METHODS
     out = common.set_path(args.out)
     if args.init is not None and not krr:
         raise UsageError(f"--init is where krr-pixel starts; {args.name} takes no --init. Drop it.")
+    if args.name == "krr-fresh" and args.objective_mode == "pool":
+        raise UsageError("krr-fresh is krr-pixel with --objective-mode fresh; for the cached pool run krr-pixel.")
+    for opt, given in (("--steps", args.steps), ("--snapshots", args.snapshots), ("--resume", args.resume)):
+        if given and not krr:
+            raise UsageError(f"{opt} is for krr-pixel and krr-fresh; {args.name} is made in one shot. Drop it.")
+    if args.steps is None:
+        args.steps = DEFAULT_STEPS.get(args.name, 0)
     snaps = sorted(set(args.snapshots or [])) if krr else []
     if args.soft_labels and args.name not in ("herding", "kcenter", "kmeans"):
         raise UsageError(f"--soft-labels is for herding, kcenter and kmeans; {args.name} takes none. Drop it.")
@@ -50,21 +57,23 @@ def cmd_baseline(args):
 
 
 def add_parsers(sub):
-    s = sub.add_parser("baseline", help="build a baseline distilled set (random, random+ls, krr-pixel, herding, "
-                                        "kcenter, kmeans)")
-    s.add_argument("name", help="random | random+ls | krr-pixel | herding | kcenter | kmeans")
+    s = sub.add_parser("baseline", help="build a baseline distilled set (random, random+ls, krr-pixel, krr-fresh, "
+                                        "herding, kcenter, kmeans)")
+    s.add_argument("name", help="random | random+ls | krr-pixel | krr-fresh | herding | kcenter | kmeans")
     common.add_data(s)
     s.add_argument("--ipc", type=common.positive_int, required=True, help="images per class")
-    s.add_argument("--steps", type=common.positive_int, default=300, help="krr-pixel: optimisation steps (300)")
+    s.add_argument("--steps", type=common.positive_int, default=None,
+                   help="krr-pixel / krr-fresh: optimisation steps (300 / 2000)")
     s.add_argument("--snapshots", type=common.ints, default=None,
-                   help="krr-pixel: save sets at these steps, e.g. 50,100,300")
+                   help="krr-pixel / krr-fresh: save sets at these steps, e.g. 50,100,300")
     s.add_argument("--lr", type=common.positive_float, default=0.03,
                    help="krr-pixel: Adam learning rate (0.03, the best of results/ablation)")
     s.add_argument("--init", default=None,
                    help="krr-pixel: start from random real images (random, the default) or a feature-space "
                         "coreset (herding, kcenter)")
     s.add_argument("--soft-labels", action="store_true", help="herding/kcenter/kmeans: least-squares labels")
-    s.add_argument("--resume", action="store_true", help="krr-pixel: continue from the checkpoint beside --out")
+    s.add_argument("--resume", action="store_true",
+                   help="krr-pixel / krr-fresh: continue from the checkpoint beside --out")
     common.add_objective(s)
     common.add_out(s, "output distilled set (.safetensors)")
     common.add_common(s)

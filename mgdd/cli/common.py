@@ -118,8 +118,9 @@ def add_objective(p):
                    help="feature (default): lam * trace(K_ss) / d, so the ridge grows with the set; kernel: "
                         "lam * mean diag K_ss, the same at every size (docs/design.md §2)")
     g.add_argument("--mu", type=positive_float, default=1e-3, help="label ridge, relative to mean diag A^T A")
-    g.add_argument("--objective-mode", choices=["pool", "fresh"], default="pool",
-                   help="pool: cached full-data moments (fast); fresh: new net + real batches each step")
+    g.add_argument("--objective-mode", choices=["pool", "fresh"], default=None,
+                   help="pool (the default): cached full-data moments (fast); fresh: new net + real batches "
+                        "each step (what `mgdd baseline krr-fresh` runs)")
     g.add_argument("--no-cache", action="store_true", help="do not cache feature moments on disk")
     g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
 
@@ -146,7 +147,7 @@ def objective(args, dataset, class_subsets: bool = False):
     cfg = FeatureConfig(width=args.feature_width, depth=args.feature_depth, grid=args.feature_grid)
     say = moments_progress(args.pool_size) if not args.quiet else None
     ridge = {k: v for k, v in (("lam", args.lam), ("ridge", args.ridge)) if v is not None}
-    return create_objective(args.objective_mode, dataset, feature_config=cfg, pool_size=args.pool_size,
+    return create_objective(args.objective_mode or "pool", dataset, feature_config=cfg, pool_size=args.pool_size,
                             seed=args.seed, mu=args.mu, cache=not args.no_cache, device=device(args),
                             progress=say, class_subsets=class_subsets, **ridge)
 
