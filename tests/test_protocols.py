@@ -85,3 +85,9 @@ def test_a_set_scored_under_two_protocols_records_both(tmp_path, tiny_npz, capsy
     one = tmp_path / "one.json"
     main(["evaluate", str(s), "--epochs", "2", "--out", str(one), "--quiet"])  # the default names its protocol too
     assert json.loads(one.read_text())["protocol"] == "mgdd"
+    # --batch-size tunes ours: recorded as a deviation, refused with another protocol
+    small = tmp_path / "small.json"
+    main(["evaluate", str(s), "--epochs", "2", "--batch-size", "4", "--out", str(small), "--quiet"])
+    res = json.loads(small.read_text())
+    assert res["batch_size"] == 4 and res["deviations"] == {"batch_size": 4, "epochs": 2}
+    assert main(["evaluate", str(s), "--protocol", "dc", "--batch-size", "4", "--quiet"]) == 2

@@ -38,7 +38,7 @@ def cmd_evaluate(args):
         common.check_outputs(argparse.Namespace(**{**vars(args), "dataset": ds.meta["dataset"]}), [args.out],
                              args.force)
     protocol = dict(model=args.model, epochs=args.epochs, runs=args.runs, seed=args.seed, lr=args.lr, dsa=args.dsa,
-                    progress=common.progress(args), soft_loss=args.soft_loss, temperature=args.temperature)
+                    batch_size=args.batch_size, progress=common.progress(args), soft_loss=args.soft_loss, temperature=args.temperature)
     if args.random is not None:
         return robust_scores(args, ds, dataset, protocol)
     if names != ["mgdd"]:
@@ -58,7 +58,8 @@ def cmd_evaluate(args):
     return res
 
 
-MGDD_ONLY = (("model", "convnet", "--model"), ("lr", 0.01, "--lr"), ("dsa", False, "--dsa"),
+MGDD_ONLY = (("model", "convnet", "--model"), ("lr", 0.01, "--lr"), ("batch_size", 256, "--batch-size"),
+             ("dsa", False, "--dsa"),
              ("soft_loss", None, "--soft-loss"), ("temperature", None, "--temperature"))
 
 
@@ -160,6 +161,9 @@ def add_parsers(sub):
     s.add_argument("--runs", type=common.positive_int, default=1, help="training runs (mean +- std)")
     s.add_argument("--epochs", type=common.positive_int, default=None, help="default 300 (1000 with --dsa)")
     s.add_argument("--lr", type=common.positive_float, default=0.01)
+    s.add_argument("--batch-size", type=common.positive_int, default=256,
+                   help="training batch (256); a batch past 2 GiB of activations trains in micro-batches "
+                        "with the same update, except under batch norm (docs/design.md §6)")
     s.add_argument("--dsa", action="store_true", help="DSA-style augmentation during training")
     s.add_argument("--soft-loss", choices=["ce", "mse"], default=None,
                    help="soft labels: cross-entropy to softmax(labels / T) or MSE (default: what the set "
