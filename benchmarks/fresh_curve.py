@@ -9,8 +9,9 @@ step (issue #40). Fashion-MNIST, seed 0, the bench's objective and learning rate
 stopped at any point, the same command continues it exactly from its checkpoint; its sets stay
 local (runs/fresh/). `eval` scores each snapshot on disk with `mgdd evaluate` (the bench's
 protocol: ConvNet-3, 300 epochs, cross-entropy to softmax(labels / 0.25)) into one resumable
-cell, results/krr-fresh/cells/ipc<I>-step<S>.json. `table` sets the curve beside the cached-pool
-curve's best and the bench's rows, from committed cells (results/fmnist-v2, CPU).
+cell, results/krr-fresh/cells/ipc<I>-step<S>.json. `table` sets the curve beside the bench's
+krr-fresh points and cached-pool best (results/fmnist-v2, CPU) and the shipped generator and
+herding+ls (results/protocols), all from committed cells.
 MGDD_FRESH_OUT moves the results (a device run writes elsewhere); MGDD_FRESH_SETS the sets.
 """
 
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(os.environ.get("MGDD_FRESH_OUT", ROOT / "results" / "krr-fresh"))
 SETS = Path(os.environ.get("MGDD_FRESH_SETS", ROOT / "runs" / "fresh"))
 BENCH = ROOT / "results" / "fmnist-v2"  # the CPU bench: the same objective, protocol and seed
+PROTOCOLS = ROOT / "results" / "protocols"  # the shipped generator and herding+ls, seed 0, the same protocol
 
 
 def _mgdd(*args: str) -> None:
@@ -111,10 +113,11 @@ def cmd_table(args) -> None:
             best = max(pool, key=lambda c: c["accuracy_mean"])
             lines.append(f"| krr-pixel, cached pool, best snapshot (bench) | {best['steps']} | {best['seconds']:.1f} | "
                          f"{_pct(best)} |")
-        for name, label in ((f"herding-ipc{ipc}", "herding+ls (bench)"), (f"mgdd-k0-ipc{ipc}", "generator K = 0 (bench)")):
-            c = _bench_cell(name)
-            if c is not None:
-                lines.append(f"| {label} | — | {c['seconds']:.1f} | {_pct(c)} |")
+        for name, label in ((f"herding+ls-ipc{ipc}-mgdd", "herding+ls (results/protocols)"),
+                            (f"generator-k0-ipc{ipc}-mgdd", "shipped generator, K = 0 (results/protocols)")):
+            p = PROTOCOLS / "cells" / f"{name}.json"
+            if p.exists():
+                lines.append(f"| {label} | — | — | {_pct(json.loads(p.read_text()))} |")
         lines.append("")
     lines += ["RFAD's published Fashion-MNIST figures (78.6 / 87.0 / 88.8 at IPC 1 / 10 / 50) are under its own "
               "evaluation (MSE on centred outputs of a width-1024 ConvNet, `--protocol rfad`) and are not "
