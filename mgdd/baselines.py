@@ -146,7 +146,7 @@ def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: f
         xs = x.detach().cpu().clone()
         labels = objective.labels(xs)
         return DistilledSet(xs, labels, distilled_meta(
-            dataset, ipc, "krr-pixel", seed, objective,
+            dataset, ipc, "krr-fresh" if objective.mode == "fresh" else "krr-pixel", seed, objective,
             {"seconds": init_seconds + seconds, "steps": step, "label_seconds": time.perf_counter() - t0}, **extra),
             dataset.zca)
 

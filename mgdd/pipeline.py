@@ -8,7 +8,7 @@
 4. for each IPC: seeded initialization -> one forward pass -> exact labels -> save;
 5. optionally evaluate every set (ConvNet-3 protocol) into summary.json.
 
-``method="krr-pixel"`` or ``"herding"`` runs the same job with another maker of sets in step 4
+``method="krr-pixel"``, ``"krr-fresh"`` or ``"herding"`` runs the same job with another maker of sets in step 4
 (and no generator in steps 2-3), so every method is one call and one command (`mgdd distill`).
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .adapt import adapt, generation_defaults
-from .baselines import coreset, krr_pixel
+from .baselines import PIXEL_METHODS, coreset, krr_pixel
 from .data import check_ipc, load_dataset
 from .distilled import save_grid, set_digest
 from .errors import MgddError, UsageError, check_range, unknown_name
@@ -28,7 +28,7 @@ from .generate import generate
 from .generator import GeneratorConfig, MetaGenerator
 from .io import check_outputs, read_json, write_json
 from .lock import claim
-from .objective import KRRObjective
+from .objective import FreshObjective, KRRObjective
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 # The shipped meta generators by the channel count they were made for: grey (meta-trained on
@@ -100,8 +100,8 @@ def adapted_metadata(log: dict, origin: str, target: str, objective: KRRObjectiv
 # The methods `distill` runs, each for every IPC asked. The generator is the method mgdd is about
 # and the default; on Fashion-MNIST the bench measures krr-pixel's sets better at IPC 10 and 50
 # and herding+ls's at IPC 20 and 50, in the times README.md's "Choosing a method" table gives.
-METHODS = ("generator", "krr-pixel", "herding")
-DEFAULT_STEPS = {"generator": 25, "krr-pixel": 300}
+METHODS = ("generator", "krr-pixel", "krr-fresh", "herding")
+DEFAULT_STEPS = {"generator": 25, "krr-pixel": 300, "krr-fresh": 2000}
 
 
 def distill_outputs(out_dir, ipcs, method: str = "generator") -> list:
@@ -113,7 +113,7 @@ def distill_outputs(out_dir, ipcs, method: str = "generator") -> list:
                   out_dir / "generator" / "config.json"]
     for ipc in ipcs:
         files += [out_dir / f"ipc{ipc}.safetensors", out_dir / f"ipc{ipc}.png"]
-        if method == "krr-pixel":
+        if method in PIXEL_METHODS:
             files.append(out_dir / f"ipc{ipc}.checkpoint.safetensors")
     return files
 
@@ -151,6 +151,8 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int | None = None, adapt_ipcs=None
                              per IPC. 25 steps: on Fashion-MNIST the bench measures 200 steps within
                              0.4 points of 25 (IPC 10) or below it (IPC 1), at 12x the time.
       "krr-pixel"            optimise the pixels of each IPC's set for ``steps`` steps (300).
+      "krr-fresh"            the same with a new random network and real batches every step, as
+                             KIP / RFAD run it (2000 steps; slower a step, better from ~1000 steps).
       "herding"              one shot: the herding coreset in feature space with least-squares labels.
 
     With ``out_dir``, the sets, their grids, summary.json and (generator) the adapted generator are
@@ -163,7 +165,7 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int | None = None, adapt_ipcs=None
     ``keep_checkpoints``.
     """
     steps = _check_method(method, steps, adapt_ipcs, source, passes, start)
-    lr = {"generator": 1e-3, "krr-pixel": 0.03}.get(method) if lr is None else lr
+    lr = {"generator": 1e-3, "krr-pixel": 0.03, "krr-fresh": 0.03}.get(method) if lr is None else lr
     ipcs = [int(i) for i in ipcs]
     adapt_ipcs = [int(i) for i in (adapt_ipcs or ipcs)] if method == "generator" else []
     out_dir = Path(out_dir) if out_dir else None
@@ -201,10 +203,13 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int | None = None, adapt_ipcs=None
                           adapted_from=origin, adapt_steps=steps, adapt_ipcs=adapt_ipcs,
                           adapt_seconds=adapt_log["seconds"])
             entry = {"seen_in_adaptation": ipc in adapt_ipcs}
-        elif method == "krr-pixel":
+        elif method in PIXEL_METHODS:
             ckpt = out_dir / f"ipc{ipc}.checkpoint.safetensors" if out_dir else None
             checkpoints.append(ckpt)
-            ds = krr_pixel(objective, ipc, steps, lr=lr, seed=seed, checkpoint=ckpt, resume=resume,
+            # krr-fresh: a new network and real batches every step; the pool still solves the labels
+            pixels = FreshObjective.sharing(objective) if method == "krr-fresh" and objective.mode != "fresh" \
+                else objective
+            ds = krr_pixel(pixels, ipc, steps, lr=lr, seed=seed, checkpoint=ckpt, resume=resume,
                            progress=progress)
             entry = {}
         else:

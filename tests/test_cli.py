@@ -227,12 +227,13 @@ def test_adapt_generate_distill(tmp_path, tiny_npz, capsys):
     assert not (tmp_path / "D" / "adapt-checkpoint.safetensors").exists()  # a finished run leaves its outputs only
 
 
-@pytest.mark.parametrize("method,label", [("krr-pixel", "krr-pixel"), ("herding", "herding+ls")])
+@pytest.mark.parametrize("method,label", [("krr-pixel", "krr-pixel"), ("krr-fresh", "krr-fresh"),
+                                          ("herding", "herding+ls")])
 def test_distill_with_another_method(tmp_path, tiny_npz, capsys, method, label):
     """`mgdd distill --method` makes every IPC with krr-pixel or the herding coreset (least-squares
     labels), writes no generator, and removes its checkpoints unless asked to keep them."""
     from mgdd.distilled import DistilledSet
-    steps = ["--steps", "2"] if method == "krr-pixel" else []
+    steps = ["--steps", "2"] if method.startswith("krr-") else []
     for out, keep in (("D", []), ("K", ["--keep-checkpoints"])):
         code, text, err = run(capsys, "distill", "--method", method, "--dataset", f"npz:{tiny_npz}", "--ipc", "1,2",
                               *steps, *keep, "--out", str(tmp_path / out), *OBJ)
@@ -244,7 +245,8 @@ def test_distill_with_another_method(tmp_path, tiny_npz, capsys, method, label):
         assert not (tmp_path / out / "generator").exists()
         checkpoints = sorted(p.name for p in (tmp_path / out).glob("*checkpoint*"))
         expected = ["ipc1.checkpoint.safetensors", "ipc2.checkpoint.safetensors"]
-        assert checkpoints == (expected if keep and method == "krr-pixel" else [])
+        assert checkpoints == (expected if keep and method.startswith("krr-") else [])
+        assert ds.meta["objective"]["mode"] == ("fresh" if method == "krr-fresh" else "pool")
 
 
 @pytest.mark.parametrize("args,message", [

@@ -8,7 +8,9 @@ from ..errors import MgddError
 from . import common
 
 METHOD_HELP = ("generator (default): adapt the shipped meta generator, then one pass per IPC; krr-pixel: optimise "
-               "each set's pixels (--steps, 300), better at IPC 10 and 50 on Fashion-MNIST; herding: a one-shot "
+               "each set's pixels (--steps, 300), better at IPC 10 and 50 on Fashion-MNIST; krr-fresh: the same "
+               "with a new network and real batches every step as KIP / RFAD (--steps, 2000), the best sets "
+               "and the slowest; herding: a one-shot "
                "coreset with least-squares labels, in seconds, level with the generator from IPC 20 "
                "(README.md, 'Choosing a method')")
 
@@ -101,16 +103,18 @@ def _add_generator_options(s):
 
 def add_parsers(sub):
     s = sub.add_parser("distill", help="make distilled sets of every IPC: adapt the generator once and generate "
-                                       "(or --method krr-pixel / herding)")
+                                       "(or --method krr-pixel / krr-fresh / herding)")
     common.add_data(s)
-    s.add_argument("--method", choices=["generator", "krr-pixel", "herding"], default="generator", help=METHOD_HELP)
+    s.add_argument("--method", choices=["generator", "krr-pixel", "krr-fresh", "herding"], default="generator",
+                   help=METHOD_HELP)
     s.add_argument("--ipc", type=common.ints, default=[1, 10, 50], help="IPCs to make (1,10,50)")
     # 25, as pipeline.distill: at IPC 1 and 10 the bench puts 200 steps within 0.4 of 25 (or
     # below) at 12x the time (half an hour on 2 cores for the shipped 4-pass generator)
     s.add_argument("--steps", type=common.count, default=None,
-                   help="generator: adaptation steps (25); krr-pixel: optimisation steps per set (300)")
+                   help="generator: adaptation steps (25); krr-pixel / krr-fresh: optimisation steps per set "
+                        "(300 / 2000)")
     s.add_argument("--lr", type=common.positive_float, default=None,
-                   help="Adam learning rate (generator 1e-3, krr-pixel 0.03)")
+                   help="Adam learning rate (generator 1e-3, krr-pixel and krr-fresh 0.03)")
     _add_generator_options(s)
     s.add_argument("--adapt-ipcs", type=common.ints, default=None, help="generator: IPCs to adapt on (default: --ipc)")
     s.add_argument("--evaluate", action="store_true", help="evaluate every set (ConvNet-3)")
