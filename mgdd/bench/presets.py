@@ -98,10 +98,13 @@ PRESETS = {
                                     "50": [10, 25, 50, 200, 800],
                                     "20": [1, 2, 5, 10, 25, 50, 200],
                                     "100": [2, 5, 10, 25, 100]},
-                     # krr-pixel without the cached moments, ~1 s a step whatever the IPC (an IPC 50 evaluation
-                     # costs 14 min a cell on 2 cores, so IPC 50 has four points: runs before it had none)
-                     krr_fresh_snapshots={"1": [1, 2, 5, 25, 100], "10": [1, 2, 5, 10, 25, 50, 100, 200],
-                                          "50": [1, 5, 25, 200], "20": [1, 5, 25, 200], "100": [1, 5, 25]},
+                     # krr-pixel without the cached moments, ~0.4 s a step on 2 cores at IPC 1-10, 2 s at 50,
+                     # 16 ms on an H200 (an IPC 50 evaluation costs 14 min a cell on 2 cores). To 2,000 steps:
+                     # krr-fresh passes the cached pool's best there (results/krr-fresh), so it is the
+                     # iterative reference; runs before had points to 100-200 steps only
+                     krr_fresh_snapshots={"1": [1, 2, 5, 25, 100, 500, 1000, 2000],
+                                          "10": [1, 2, 5, 10, 25, 50, 100, 200, 500, 1000, 2000],
+                                          "50": [1, 5, 25, 200, 1000, 2000], "20": [1, 5, 25, 200], "100": [1, 5, 25]},
                      # adapt_steps is the main mgdd/scratch pair; k_sweep adds the few-step regime meta-training is for
                      # the shipped generator runs 4 passes; 1 and 2 show what fewer cost and give;
                      # scaling_ipcs times a pass and a pixel step up to IPC 500 (no evaluation)
