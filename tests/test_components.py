@@ -91,6 +91,24 @@ def test_feature_ridge_is_primal_ridge_regression_at_the_mean_feature_eigenvalue
         KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=1, cache=False, ridge="trace")
 
 
+def test_capped_ridge_is_the_feature_rule_up_to_half_the_feature_size_then_a_kernel_ridge(tiny_dataset):
+    """"capped": lam M / d while M <= d / 2, then lam / 2 at every size; its labels above the cap
+    are those of the kernel ridge at lam / 2, and below it those of the feature rule."""
+    from mgdd.features import FeatureConfig
+    from mgdd.objective import KRRObjective
+    make = lambda ridge, lam=0.3: KRRObjective(tiny_dataset, FeatureConfig(width=2, depth=1, grid=2),  # noqa: E731
+                                               pool_size=2, cache=False, lam=lam, ridge=ridge)
+    capped, feature, kernel = make("capped"), make("feature"), make("kernel", 0.15)
+    d = capped.pool.dim
+    assert d == 8 and capped.describe()["ridge"] == "capped"
+    assert [capped.lam_for(m) for m in (1, 4, 5, 30)] == pytest.approx([0.3 / 8, 0.15, 0.15, 0.15])
+    small, _ = sample_init(tiny_dataset, 1, seed=0)    # M = 3 < d / 2
+    large, _ = sample_init(tiny_dataset, 4, seed=0)    # M = 12 > d / 2
+    torch.testing.assert_close(capped.labels(small), feature.labels(small))
+    torch.testing.assert_close(capped.labels(large), kernel.labels(large))
+    assert not torch.allclose(capped.labels(large), feature.labels(large))
+
+
 def test_guide_is_the_normalised_gradient_of_the_mean_pool_loss(tiny_objective):
     obj = tiny_objective
     x0, _ = sample_init(obj.dataset, 2, seed=1)

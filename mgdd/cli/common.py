@@ -114,9 +114,10 @@ def add_objective(p):
     # one place and the CLI does not import torch to print its help
     g.add_argument("--lam", type=positive_float, default=None,
                    help="kernel ridge, scaled as --ridge says (default 0.1; results/ablation)")
-    g.add_argument("--ridge", choices=["feature", "kernel"], default=None,
-                   help="feature (default): lam * trace(K_ss) / d, so the ridge grows with the set; kernel: "
-                        "lam * mean diag K_ss, the same at every size (docs/design.md §2)")
+    g.add_argument("--ridge", choices=["feature", "kernel", "capped"], default=None,
+                   help="capped (default): lam * trace(K_ss) / d, growing with the set up to M = d / 2 "
+                        "images, then held; feature: the same without the cap; kernel: lam * mean diag K_ss, "
+                        "the same at every size (docs/design.md §2)")
     g.add_argument("--mu", type=positive_float, default=1e-3, help="label ridge, relative to mean diag A^T A")
     g.add_argument("--objective-mode", choices=["pool", "fresh"], default=None,
                    help="pool (the default): cached full-data moments (fast); fresh: new net + real batches "
