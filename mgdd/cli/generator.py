@@ -9,8 +9,8 @@ from . import common
 
 METHOD_HELP = ("generator (default): adapt the shipped meta generator, then one pass per IPC; krr-pixel: optimise "
                "each set's pixels (--steps, 300), better at IPC 10 and 50 on Fashion-MNIST; krr-fresh: the same "
-               "with a new network and real batches every step as KIP / RFAD (--steps, 2000), the best sets "
-               "and the slowest; herding: a one-shot "
+               "with a new network and real batches every step as KIP / RFAD (--steps, 2000), the best IPC 1 sets, "
+               "the slowest, and worse than its start at IPC 50; herding: a one-shot "
                "coreset with least-squares labels, in seconds, level with the generator from IPC 20 "
                "(README.md, 'Choosing a method')")
 
