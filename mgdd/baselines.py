@@ -5,8 +5,9 @@ random+ls    random real images, least-squares labels (= the generator at step 0
 krr-pixel    the iterative method: optimise the pixels with the KRR loss (KIP/RFAD with label
              solve), snapshots at increasing step counts for an accuracy-vs-time curve
 krr-fresh    the same as KIP / RFAD run it: a new random network and real batches every step
-             instead of the pool's cached moments (FreshObjective); slower a step, and from
-             about 1,000 steps better (results/krr-fresh); the pool still solves the labels
+             instead of the pool's cached moments (FreshObjective); slower a step; at IPC 1 it
+             passes krr-pixel from about 1,000 steps, at IPC 10 and 50 it does not
+             (results/krr-fresh); the pool still solves the labels
 herding      coreset: per class, greedily match the class mean in feature space
 kcenter      coreset: per class, greedy farthest-point cover in feature space
 kmeans       per class, k-means centroids in pixel space (at IPC 1: the class-mean image)
