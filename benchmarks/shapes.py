@@ -141,6 +141,12 @@ def build(shape: str, out: Path) -> None:
 
 # -- one cell, in its own process
 
+def _stored_as(dataset) -> str:
+    """How the dataset's images sit in memory: uint8 (images.Images, since issue #41) or float32."""
+    from mgdd.images import Images
+    return "uint8" if isinstance(dataset.train_x, Images) else "float32"
+
+
 def cell(shape: str, stage: str, ipc: int, args) -> dict:
     from mgdd.data import load_dataset
     from mgdd.objective import KRRObjective
@@ -149,7 +155,7 @@ def cell(shape: str, stage: str, ipc: int, args) -> dict:
     dataset = load_dataset(f"npz:{data_dir() / (shape + '.npz')}")
     out = {"shape": shape, "stage": stage, "ipc": ipc, "classes": dataset.num_classes,
            "image": list(dataset.train_x.shape[1:]), "train_images": len(dataset.train_y),
-           "load_seconds": time.perf_counter() - t0}
+           "load_seconds": time.perf_counter() - t0, "stored_as": _stored_as(dataset)}
     sets = OUT / "sets"
     if stage.startswith("eval-"):
         from mgdd.distilled import DistilledSet
@@ -260,9 +266,13 @@ def table() -> str:
         acc = f"{r['accuracy']:.2f}" if "accuracy" in r else ""
         ipc = "" if r["stage"] == "precompute" else r["ipc"]
         img = "x".join(map(str, r["image"]))
-        mem = f"{r['peak_rss_gb']:.2f}" + (f" (GPU {r['peak_gpu_gb']:.2f})" if "peak_gpu_gb" in r else "")
+        mem = (f"{r['peak_rss_gb']:.2f}" + ("" if r.get("stored_as") == "uint8" else " †")
+               + (f" (GPU {r['peak_gpu_gb']:.2f})" if "peak_gpu_gb" in r else ""))
         lines.append(f"| {r['shape']} | {r['classes']} x {img} | {ipc} | {r['stage']} | {t} | {mem} | {acc} |")
     text = "\n".join(lines) + "\n"
+    if any(r.get("stored_as") != "uint8" for r in rows):
+        text += ("\n† measured while the datasets were held as float32 (before uint8 storage, issue #41): four "
+                 "times the images' bytes; a cell measured again since keeps its earlier copy in before-uint8/.\n")
     (OUT / "table.md").write_text(text)
     return text
 

@@ -55,7 +55,7 @@ def shipped(channels: int):
 
 def real_means(dataset) -> tuple:
     """The real training data's class-mean images (K, C, H, W) and set-mean image (1, C, H, W)."""
-    x, y = dataset.train_x.double(), dataset.train_y
+    x, y = dataset.train_x.float().double(), dataset.train_y
     means = torch.stack([x[y == c].mean(0) for c in range(dataset.num_classes)]).float()
     return means, x.mean(0, keepdim=True).float()
 

@@ -14,8 +14,10 @@ Where we look, in order: ``data_dir`` (``--data-dir``), ``$MGDD_DATA``, the user
 (``~/.cache/mgdd/data``), then known system locations. torchvision's downloaders are used
 only when torchvision is importable and ``download=True``.
 
-Images are returned as float32 (N, C, H, W), normalised with the training set's per-channel
-mean/std, which travel with the dataset (and into every distilled set made from it).
+Images are read as float32 (N, C, H, W), normalised with the training set's per-channel
+mean/std, which travel with the dataset (and into every distilled set made from it). 8-bit
+pixels at their own size stay uint8 in memory (images.Images: indexing returns the normalised
+float32 values; ``.float()`` the whole split), a quarter of float32's footprint.
 ``image_size=N`` resizes any dataset to N x N; ``zca=REG`` whitens it (zca.py), and the
 transform travels into every distilled set made from it.
 """
@@ -36,6 +38,7 @@ import numpy as np
 import torch
 
 from .errors import CorruptFile, DatasetNotFound, MgddError, UsageError, unknown_name
+from .images import READ_CHUNK, Images
 from .memory import check_fits
 
 SYSTEM_LOCATIONS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
@@ -58,9 +61,9 @@ class Dataset:
     """A labelled image dataset with its normalisation, ready for distillation."""
 
     name: str
-    train_x: torch.Tensor  # (N, C, H, W) float32, normalised
+    train_x: torch.Tensor | Images  # (N, C, H, W), read as float32, normalised (images.py)
     train_y: torch.Tensor  # (N,) int64
-    test_x: torch.Tensor
+    test_x: torch.Tensor | Images
     test_y: torch.Tensor
     classes: list
     mean: list
@@ -118,7 +121,11 @@ def dataset_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
     checkpoint's data from other data of the same shape."""
     h = hashlib.sha1()
     h.update(str(tuple(x.shape)).encode())
-    h.update(x.contiguous().numpy())  # the buffer itself: the same bytes as tobytes(), without a copy
+    if isinstance(x, Images):  # the normalised float32 bytes, a block at a time: the same digest
+        for block in x.chunks():
+            h.update(block.numpy())
+    else:
+        h.update(x.contiguous().numpy())  # the buffer itself: the same bytes as tobytes(), without a copy
     h.update(y.contiguous().numpy())
     return h.hexdigest()[:16]
 
@@ -587,13 +594,14 @@ def load_dataset(name: str, data_dir=None, download: bool = False, image_size: i
     dataset = make_dataset(name, xtr, ytr, xte, yte, names, info, image_size)
     if zca is not None:
         from .zca import ZCA
-        dataset.zca = ZCA.fit(dataset.train_x, zca)
-        dataset.train_x, dataset.test_x = dataset.zca.apply(dataset.train_x), dataset.zca.apply(dataset.test_x)
+        dataset.zca = ZCA.fit(dataset.train_x.float(), zca)
+        dataset.train_x = dataset.zca.apply(dataset.train_x.float())
+        dataset.test_x = dataset.zca.apply(dataset.test_x.float())
     return dataset
 
 
-def _to_nchw_float(x: np.ndarray, what: str) -> torch.Tensor:
-    """uint8 0..255 or float 0..1 images as float32 (N, C, H, W) with C = 1 or 3.
+def _to_nchw(x: np.ndarray, what: str) -> torch.Tensor:
+    """uint8 0..255 images as a uint8 (N, C, H, W) copy, float 0..1 as float32, with C = 1 or 3.
 
     (N, H, W) is grey; a 4-d array is (N, C, H, W) when its second axis is 1 or 3, else
     (N, H, W, C) when its last axis is 1 or 3. Anything else is refused rather than guessed.
@@ -608,17 +616,22 @@ def _to_nchw_float(x: np.ndarray, what: str) -> torch.Tensor:
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise CorruptFile(f"{what} must have shape (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 (grey) or "
                           f"3 (RGB); got {x.shape}.")
+    if x.dtype == np.uint8:  # one copy, ours: the caller's array stays theirs
+        return torch.from_numpy(np.array(x, copy=True, order="C"))
     # no copy of a contiguous, writable array here: the float32 tensor made below is the one copy
     # we keep (always a copy, since make_dataset normalises it in place: the caller's array stays)
     t = torch.from_numpy(x if x.flags.c_contiguous and x.flags.writeable else np.array(x, copy=True))
-    if t.dtype == torch.uint8:
-        return t.float().div_(255.0)
     t = t.to(torch.float32, copy=True)
     if not torch.isfinite(t).all():
         raise CorruptFile(f"{what} contains NaN or infinite values; fix or drop those images.")
     if t.numel() and (t.min() < -1e-3 or t.max() > 1 + 1e-3):
         raise CorruptFile(f"{what}: float images must lie in [0, 1] (or be uint8 0..255).")
     return t
+
+
+def _as_float(t: torch.Tensor) -> torch.Tensor:
+    """uint8 0..255 -> float32 0..1 (a new tensor); float32 as it is."""
+    return t.float().div_(255.0) if t.dtype == torch.uint8 else t
 
 
 def _to_labels(y, what: str) -> torch.Tensor:
@@ -648,15 +661,25 @@ def _resized(x: torch.Tensor, size: int | None) -> torch.Tensor:
 
 
 def make_dataset(name, xtr, ytr, xte, yte, names, info, image_size=None) -> Dataset:
-    """Checked, normalised Dataset from train/test images (uint8 0..255 or float 0..1) and labels."""
-    # float32 images, twice at most (as loaded, and resized), checked before they are made; values
-    # an image: as stored, or (an upper bound) 3 x size^2 when resized
+    """Checked, normalised Dataset from train/test images (uint8 0..255 or float 0..1) and labels.
+
+    8-bit images at their own size stay uint8 (images.Images, normalised as they are read); resized
+    or float images become normalised float32 tensors."""
+    # values an image: as stored, or (an upper bound) 3 x size^2 when resized
     per_image = max(int(np.prod(np.shape(xtr)[1:])), 3 * image_size ** 2 if image_size else 0)
-    check_fits(per_image * (len(xtr) + len(xte)) * 4 * 2, f"loading {name}", "use a smaller --image-size")
-    train_x, test_x = _to_nchw_float(xtr, f"{name} x_train"), _to_nchw_float(xte, f"{name} x_test")
-    if image_size is not None and tuple(train_x.shape[2:]) != (image_size, image_size):
-        info = dict(info, resized_from=list(train_x.shape[2:]))
-        train_x, test_x = _resized(train_x, image_size), _resized(test_x, image_size)
+    shape = tuple(np.shape(xtr)[1:])
+    size = shape[1:] if len(shape) == 3 and shape[0] in (1, 3) else shape[:2]
+    compact = (np.asarray(xtr).dtype == np.uint8 and np.asarray(xte).dtype == np.uint8
+               and (image_size is None or tuple(size) == (image_size, image_size)))
+    # uint8 images: one byte a value; float32 ones twice at most (as loaded, and resized)
+    check_fits(per_image * (len(xtr) + len(xte)) * (1 if compact else 4 * 2) + 8 * per_image * READ_CHUNK,
+               f"loading {name}", "use a smaller --image-size")
+    train_x, test_x = _to_nchw(xtr, f"{name} x_train"), _to_nchw(xte, f"{name} x_test")
+    if not compact:
+        train_x, test_x = _as_float(train_x), _as_float(test_x)
+        if image_size is not None and tuple(train_x.shape[2:]) != (image_size, image_size):
+            info = dict(info, resized_from=list(train_x.shape[2:]))
+            train_x, test_x = _resized(train_x, image_size), _resized(test_x, image_size)
     train_y, test_y = _to_labels(ytr, f"{name} y_train"), _to_labels(yte, f"{name} y_test")
     if len(train_x) != len(train_y) or len(test_x) != len(test_y):
         raise CorruptFile(f"{name}: images and labels differ in length.")
@@ -676,25 +699,31 @@ def make_dataset(name, xtr, ytr, xte, yte, names, info, image_size=None) -> Data
         empty = [names[i] for i in torch.nonzero(counts == 0).flatten().tolist()]
         raise CorruptFile(f"{name}: classes {', '.join(map(repr, empty))} have no training images.")
     mean, std = _channel_statistics(train_x)
-    for x in (train_x, test_x):  # in place: no second copy of the images
-        x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    if compact:
+        train_x, test_x = Images(train_x, mean, std), Images(test_x, mean, std)
+    else:
+        for x in (train_x, test_x):  # in place: no second copy of the images
+            x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
     return Dataset(name, train_x, train_y, test_x, test_y, names, mean.tolist(), std.tolist(), info)
 
 
 def _channel_statistics(x: torch.Tensor, chunk: int = 4096) -> tuple:
-    """Per-channel mean and standard deviation (ddof 1) of (N, C, H, W) float32 images, as float32.
+    """Per-channel mean and standard deviation (ddof 1) of (N, C, H, W) images in [0, 1] (float32, or
+    uint8 read as float32 / 255), as float32.
 
     Two passes of float64 numpy sums a chunk of images at a time: the same bits whatever the torch
     thread count, so datasets (and the feature caches keyed by their fingerprint) are identical
     across processes, and no float64 copy of the whole set is made (at 64 px, 100,000 colour images
     would need 9.8 GB for one).
     """
-    a = x.numpy()
-    n = a.shape[0] * a.shape[2] * a.shape[3]
-    total = sum(a[i:i + chunk].sum(axis=(0, 2, 3), dtype=np.float64) for i in range(0, len(a), chunk))
+    def blocks():  # float32 values in [0, 1], the same ones whether x holds uint8 or float32
+        for i in range(0, len(x), chunk):
+            yield _as_float(x[i:i + chunk]).numpy()
+
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    total = sum(a.sum(axis=(0, 2, 3), dtype=np.float64) for a in blocks())
     mean = total / n
-    squares = sum(np.square(a[i:i + chunk].astype(np.float64) - mean[None, :, None, None]).sum(axis=(0, 2, 3))
-                  for i in range(0, len(a), chunk))
+    squares = sum(np.square(a.astype(np.float64) - mean[None, :, None, None]).sum(axis=(0, 2, 3)) for a in blocks())
     std = np.sqrt(squares / max(n - 1, 1))
     return torch.from_numpy(mean).float(), torch.from_numpy(std).float().clamp_min(1e-6)
 

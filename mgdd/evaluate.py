@@ -47,18 +47,19 @@ def check_compatible(ds: DistilledSet, dataset: Dataset) -> None:
 
 
 def images_to_test(ds: DistilledSet, dataset: Dataset) -> torch.Tensor:
-    """The test images in the set's space: whitened with the set's own ZCA transform when it has one."""
+    """The test images (one float32 tensor) in the set's space: whitened with the set's own ZCA
+    transform when it has one."""
     if ds.zca is None:
         if dataset.zca is not None:
             raise UsageError("the distilled set was made without ZCA whitening but the dataset is whitened; "
                              "evaluate it on the dataset loaded without --zca.")
-        return dataset.test_x
+        return dataset.test_x.float()
     if dataset.zca is None:
-        return ds.zca.apply(dataset.test_x)
+        return ds.zca.apply(dataset.test_x.float())
     if not ds.zca.same_as(dataset.zca):
         raise UsageError("the distilled set and the dataset are whitened with different ZCA transforms; "
                          "evaluate on the dataset loaded without --zca (the set carries its own).")
-    return dataset.test_x
+    return dataset.test_x.float()
 
 
 @torch.no_grad()
@@ -271,7 +272,7 @@ def real_data_set(dataset: Dataset) -> DistilledSet:
     """The whole training split with hard labels, as a set: what HLR's Acc(real, hard) trains on."""
     from .distilled import distilled_meta
     ipc = min(dataset.class_counts())
-    return DistilledSet(dataset.train_x, dataset.train_y,
+    return DistilledSet(dataset.train_x.float(), dataset.train_y,
                         distilled_meta(dataset, ipc, "real data", 0, None, {}), dataset.zca)
 
 

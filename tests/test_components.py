@@ -71,7 +71,7 @@ def test_feature_ridge_is_primal_ridge_regression_at_the_mean_feature_eigenvalue
     a_all = []
     for i, net in enumerate(obj.pool.nets):
         with torch.no_grad():
-            f_s, f_b = net(x).double(), net(tiny_dataset.train_x).double()
+            f_s, f_b = net(x).double(), net(tiny_dataset.train_x.float()).double()
         d = f_s.shape[1]
         # second formulation: ridge regression on the features (primal, d x d), with the ridge
         # lam times the mean eigenvalue of F_s^T F_s, i.e. trace / d

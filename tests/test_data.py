@@ -33,7 +33,8 @@ def test_idx_reader_fashion_layout(tmp_path, gz):
     assert ds.train_x.shape == (20, 1, 28, 28) and ds.test_x.shape == (10, 1, 28, 28)
     assert ds.num_classes == 10 and ds.classes[0] == "T-shirt/top"
     # normalised with the training set's statistics
-    assert abs(ds.train_x.mean().item()) < 1e-4 and abs(ds.train_x.std().item() - 1) < 1e-2
+    x = ds.train_x.float()
+    assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-2
 
 
 def test_idx_truncated_is_corrupt(tmp_path):
@@ -121,7 +122,7 @@ def test_imagefolder_mixed_sizes_and_modes(tmp_path):
             im.save(tmp_path / c / f"{i}.png")
     ds = load_dataset(f"imagefolder:{tmp_path}", image_size=16)
     assert ds.train_x.shape[1:] == (3, 16, 16) and len(ds.train_y) + len(ds.test_y) == 12
-    pixels = ds.denormalize(torch.cat([ds.train_x, ds.test_x]))
+    pixels = ds.denormalize(torch.cat([ds.train_x.float(), ds.test_x.float()]))
     labels = torch.cat([ds.train_y, ds.test_y])
     whites = [p for p, y in zip(pixels, labels) if y == 0 and p.min() > 0.9]
     assert whites, "the wide image's centre crop should be all white"
@@ -235,7 +236,7 @@ def test_sixteen_bit_float_and_rotated_images_load_as_they_look(tmp_path):
             for i in range(2):
                 im.save(root / c / f"{i}.{'tif' if name == 'float' else 'png'}")
     eight = load_dataset(f"imagefolder:{tmp_path / 'eight'}", image_size=16)
-    raw = lambda d: d.train_x * d.std[0] + d.mean[0]  # noqa: E731
+    raw = lambda d: d.train_x.float() * d.std[0] + d.mean[0]  # noqa: E731
     for name in ("sixteen", "float"):
         torch.testing.assert_close(raw(load_dataset(f"imagefolder:{tmp_path / name}", image_size=16)), raw(eight),
                                    atol=1 / 255, rtol=0)
@@ -258,7 +259,7 @@ def test_sixteen_bit_float_and_rotated_images_load_as_they_look(tmp_path):
         im.save(rot / "train" / c / "0.jpg", exif=exif, quality=95)
         im.save(rot / "test" / c / "0.png")
     d = load_dataset(f"imagefolder:{rot}", image_size=16)
-    rotated, plain = raw(d).reshape(-1, 16, 16)[0], (d.test_x * d.std[0] + d.mean[0]).reshape(-1, 16, 16)[0]
+    rotated, plain = raw(d).reshape(-1, 16, 16)[0], (d.test_x.float() * d.std[0] + d.mean[0]).reshape(-1, 16, 16)[0]
     assert plain[:, :8].mean() > 0.9 and plain[:, 8:].mean() < 0.1
     assert abs(rotated[:8].mean() - rotated[8:].mean()) > 0.8 and abs(rotated[:, :8].mean() - rotated[:, 8:].mean()) < 0.2
 
@@ -406,3 +407,47 @@ def test_make_dataset_leaves_the_callers_arrays_as_they_were():
     make_dataset("b", utr, ytr, (xte * 255).astype(np.uint8), yte, None, {})
     for a, b in zip((xtr, xte, utr), before):
         assert np.array_equal(a, b)
+
+
+def test_uint8_images_stay_uint8_and_read_as_the_float_copy_normalised_in_place():
+    """8-bit pixels are kept as uint8 (a quarter of float32's memory) and every read returns the bits
+    the float32 copy normalised in place would hold (the layout before issue #41): the whole split,
+    rows by index, slices, masks, blocks, and the fingerprint that keys the feature cache."""
+    from mgdd.data import dataset_fingerprint, make_dataset
+    from mgdd.images import Images
+    rng = np.random.default_rng(3)
+    xtr, xte = rng.integers(0, 256, (37, 3, 9, 9), dtype=np.uint8), rng.integers(0, 256, (11, 9, 9, 3), dtype=np.uint8)
+    ytr, yte = np.arange(37) % 4, np.arange(11) % 4
+    ds = make_dataset("t", xtr, ytr, xte, yte, None, {})
+    assert isinstance(ds.train_x, Images) and ds.train_x.raw.dtype == torch.uint8
+    assert ds.train_x.nbytes == 37 * 3 * 81 and ds.train_x.shape == (37, 3, 9, 9) and len(ds.train_x) == 37
+    # the second formulation: float32 in [0, 1], normalised in place with the recorded statistics
+    mean, std = torch.tensor(ds.mean).view(1, -1, 1, 1), torch.tensor(ds.std).view(1, -1, 1, 1)
+    ref = torch.from_numpy(xtr).float().div_(255.0).sub_(mean).div_(std)
+    ref_te = torch.from_numpy(xte.transpose(0, 3, 1, 2).copy()).float().div_(255.0).sub_(mean).div_(std)
+    assert torch.equal(ds.train_x.float(), ref) and torch.equal(ds.test_x.float(), ref_te)
+    idx = torch.tensor([5, 0, 36, 5])
+    assert torch.equal(ds.train_x[idx], ref[idx]) and torch.equal(ds.train_x[3], ref[3])
+    assert torch.equal(ds.train_x[2:30:3], ref[2:30:3]) and torch.equal(ds.train_x[ds.train_y == 2], ref[ds.train_y == 2])
+    assert torch.equal(torch.cat(list(ds.train_x.chunks(5))), ref)
+    assert ds.fingerprint() == dataset_fingerprint(ref, ds.train_y)
+    assert ds.train_x.to("cpu").dtype == torch.float32 and np.array_equal(ds.train_x.numpy(), ref.numpy())
+    # the store is never written to by a read; the caller's array is not ours
+    ds.train_x[0].add_(1)
+    assert torch.equal(ds.train_x.float(), ref)
+    xtr[0] = 0
+    assert torch.equal(ds.train_x.float(), ref)
+
+
+def test_resized_and_float_images_are_float32_tensors():
+    """Resized 8-bit images and float images are not 8-bit values: they are held as float32 tensors."""
+    from mgdd.data import make_dataset
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (12, 1, 8, 8), dtype=np.uint8)
+    y = np.arange(12) % 3
+    resized = make_dataset("t", x, y, x, y, None, {}, image_size=16)
+    floats = make_dataset("t", x / 255.0, y, x / 255.0, y, None, {})
+    for ds in (resized, floats):
+        assert isinstance(ds.train_x, torch.Tensor) and ds.train_x.dtype == torch.float32
+        assert ds.train_x.float() is ds.train_x  # the spelling callers use for a whole tensor
+    assert resized.train_x.shape == (12, 1, 16, 16) and resized.info["resized_from"] == [8, 8]

@@ -62,7 +62,7 @@ def test_chunked_class_moments_equal_one_shot(tiny_dataset, per_class):
     chunked = compute_moments(net, tiny_dataset.train_x, tiny_dataset.train_y, 3, chunk=5, per_class=per_class)
     assert chunked.gram.shape == ((3,) if per_class else ()) + (net.dim, net.dim)
     with torch.no_grad():
-        f = net(tiny_dataset.train_x).double()
+        f = net(tiny_dataset.train_x.float()).double()
     g, h, yy, n = chunked.for_classes()
     y = krr.centered_onehot(tiny_dataset.train_y, 3)
     torch.testing.assert_close(g, f.T @ f)

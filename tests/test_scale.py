@@ -137,7 +137,7 @@ def _shard_worker(rank, world, init, data, out):
 def test_sharded_precompute_equals_one_process(tiny_dataset, tmp_path):
     import torch.multiprocessing as mp
     data = tmp_path / "data.pt"
-    torch.save((tiny_dataset.train_x, tiny_dataset.train_y), data)
+    torch.save((tiny_dataset.train_x.float(), tiny_dataset.train_y), data)
     init = f"file://{tmp_path / 'rendezvous'}"
     env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS",)}
     os.environ["OMP_NUM_THREADS"] = "1"

@@ -107,7 +107,7 @@ def test_kmeans_centroids_against_a_direct_lloyd():
 def test_kmeans_baseline_is_class_major_with_ls_labels(tiny_objective, tiny_dataset):
     from mgdd.baselines import kmeans, run_baseline
     hard = kmeans(tiny_objective, 1)
-    x, y = tiny_dataset.train_x, tiny_dataset.train_y
+    x, y = tiny_dataset.train_x.float(), tiny_dataset.train_y
     torch.testing.assert_close(hard.images, torch.stack([x[y == c].mean(0) for c in range(3)]), rtol=1e-5, atol=1e-6)
     assert torch.equal(hard.labels, torch.arange(3)) and hard.meta["method"] == "kmeans"
     soft = run_baseline("kmeans", tiny_dataset, 2, objective=tiny_objective, soft_labels=True)
