@@ -9,6 +9,10 @@ uses unless told otherwise: sets saved before cross-entropy became the default
 (results/ablation/protocols.md, docs/design.md §6) record MSE and keep it.
 Reported: mean +- std over runs.
 
+Several processes (torchrun): run r trains on rank r mod W, on that rank's device (cuda:LOCAL_RANK
+by default), and every rank returns the same result, runs in seed order. Run r is seeded
+seed + r wherever it trains, so the result is the one process's on the same hardware (tested).
+
 Memory: autograd keeps about b x (bytes per image) of activations for a batch of b, measured
 once per network (saved_bytes). A batch whose activations would pass TRAIN_ACTIVATIONS runs
 as micro-batches whose gradients add up to the batch's (each chunk's mean loss weighted by its
@@ -31,6 +35,7 @@ from .augment import augment
 from .data import Dataset
 from .distilled import DEFAULT_TEMPERATURE, DistilledSet, validate
 from .errors import UsageError, check_range
+from .features import distributed_world
 from .memory import check_fits, gib
 from .models import create_model
 from .progress import Progress
@@ -251,21 +256,39 @@ def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs:
     check_range("lr", lr, 0, low_open=True)
     check_range("batch_size", batch_size, 1)
     soft_loss, temperature = resolve_soft_loss(ds, soft_loss, temperature)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"device {device!r}: no CUDA device is available here; use device='cpu'.")
+    world, rank = distributed_world()
     # The training loop frees and re-allocates ~100 MB activations every step; on CPU keep
     # them in the heap instead of paying the kernel for fresh pages (see allocator.py).
     with keep_freed_memory():
-        results = [train_once(ds, dataset, model, epochs, seed + r, lr, batch_size, dsa, device, progress,
-                              temperature, test_x)
-                   for r in range(runs)]
+        results = [train_once(ds, dataset, model, epochs, seed + r, lr, batch_size, dsa, device,
+                              progress and rank == 0, temperature, test_x)
+                   for r in range(rank, runs, world)]
+    if world > 1:
+        results = gather_runs(results, rank)
     accs = torch.tensor([r["accuracy"] for r in results])
     return {"model": model, "epochs": epochs, "dsa": dsa, "runs": runs, "lr": lr, "batch_size": batch_size,
             "label_kind": "soft" if ds.soft else "hard", "images": len(ds.images),
             "soft_loss": "mse" if soft_loss == "mse" else f"cross-entropy, T={temperature}",
             "accuracy_mean": accs.mean().item(), "accuracy_std": accs.std().item() if runs > 1 else 0.0,
-            "per_run": results, "device": str(device)}
+            "per_run": results, "device": str(device), **({"ranks": world} if world > 1 else {})}
+
+
+def default_device() -> str:
+    """The GPU when there is one (under torchrun, this rank's: cuda:LOCAL_RANK), else the CPU."""
+    import os
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
+
+
+def gather_runs(results: list, rank: int) -> list:
+    """Every rank's run records (each tagged with its rank), in seed order, on every rank."""
+    every = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(every, [{**r, "rank": rank} for r in results])
+    return sorted((r for part in every for r in part), key=lambda r: r["seed"])
 
 
 def real_data_set(dataset: Dataset) -> DistilledSet:

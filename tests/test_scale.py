@@ -228,3 +228,37 @@ def test_an_objective_says_whether_its_moments_were_read_from_the_cache(tiny_dat
                                 cache_dir=tmp_path)
     assert not make().from_cache and make().from_cache
     assert not KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=2, cache=False).from_cache
+
+
+def test_torchrun_evaluate_splits_the_runs_and_rank_0_writes_the_one_process_result(tiny_objective, tmp_path):
+    """`mgdd evaluate --runs 3` as torchrun starts it on 2 ranks (gloo, env:// rendezvous): rank 0
+    trains runs 0 and 2, rank 1 run 1, and rank 0 writes the same accuracies, run by run, as one
+    process (run r is seeded seed + r wherever it trains); rank 1 writes nothing."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from mgdd.baselines import random_ls
+    random_ls(tiny_objective, 2, seed=0).save(tmp_path / "s.safetensors")
+    base = [sys.executable, "-m", "mgdd", "evaluate", str(tmp_path / "s.safetensors"), "--runs", "3",
+            "--epochs", "4", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    one = subprocess.run(base + ["--out", str(tmp_path / "one.json")], env=env, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen(base + ["--out", str(tmp_path / f"rank{r}.json")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**env, "WORLD_SIZE": "2", "RANK": str(r), "LOCAL_RANK": str(r),
+                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+             for r in (0, 1)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    ref, got = json.loads((tmp_path / "one.json").read_text()), json.loads((tmp_path / "rank0.json").read_text())
+    assert not (tmp_path / "rank1.json").exists()
+    assert [r["accuracy"] for r in got["per_run"]] == [r["accuracy"] for r in ref["per_run"]]
+    assert [r["rank"] for r in got["per_run"]] == [0, 1, 0] and got["ranks"] == 2 and "ranks" not in ref
+    assert got["accuracy_mean"] == ref["accuracy_mean"] and got["runs"] == 3

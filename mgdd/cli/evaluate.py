@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..errors import UsageError
 from . import common
 
 
 def cmd_evaluate(args):
+    """Under torchrun (WORLD_SIZE > 1) the runs are split across the ranks (evaluate.py) and rank 0
+    prints and writes the result."""
+    import torch.distributed as dist
+
+    from ..meta import init_distributed
+    started = init_distributed()
+    try:
+        return _evaluate(args, lead=not dist.is_initialized() or dist.get_rank() == 0)
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+def _evaluate(args, lead: bool):
     from ..data import MIN_IMAGE_SIZE, load_dataset
     from ..distilled import DistilledSet
     from ..errors import unknown_name
@@ -28,6 +43,9 @@ def cmd_evaluate(args):
             raise UsageError("--out is empty; give a file name for the JSON result.")
         common.check_outputs(args, [args.out], args.force)
     names = protocol_names(args)
+    if names != ["mgdd"] and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("under torchrun only the mgdd protocol splits its runs across ranks; score --protocol "
+                         f"{args.protocol} in one process.")
     ds = DistilledSet.load(args.file)
     resolve_soft_loss(ds, args.soft_loss, args.temperature)  # refuse a bad combination before loading data
     # the set's own image size (a resized dataset is loaded at it); its ZCA transform travels inside it
@@ -40,7 +58,7 @@ def cmd_evaluate(args):
     protocol = dict(model=args.model, epochs=args.epochs, runs=args.runs, seed=args.seed, lr=args.lr, dsa=args.dsa,
                     batch_size=args.batch_size, progress=common.progress(args), soft_loss=args.soft_loss, temperature=args.temperature)
     if args.random is not None:
-        return robust_scores(args, ds, dataset, protocol)
+        return robust_scores(args, ds, dataset, protocol, lead)
     if names != ["mgdd"]:
         return named_protocols(args, ds, dataset, names)
     res = evaluate(ds, dataset, **protocol)
@@ -49,6 +67,8 @@ def cmd_evaluate(args):
         changed["epochs"] = args.epochs
     res.update(file=str(args.file), dataset=dataset.name, ipc=ds.meta.get("ipc"), method=ds.meta.get("method"),
                protocol="mgdd", protocol_source=PROTOCOLS["mgdd"].source, deviations=changed)
+    if not lead:
+        return res
     common.table([[res["method"], res["ipc"], res["model"], res["epochs"], res["runs"],
                    res["soft_loss"] if res["label_kind"] == "soft" else "cross-entropy", common.accuracy_text(res)]],
                  ["method", "ipc", "model", "epochs", "runs", "loss", "test accuracy %"])
@@ -106,7 +126,7 @@ def named_protocols(args, ds, dataset, names) -> dict:
     return out
 
 
-def robust_scores(args, ds, dataset, protocol) -> dict:
+def robust_scores(args, ds, dataset, protocol, lead: bool = True) -> dict:
     """`mgdd evaluate SET --random RSET`: DD-Ranking's HLR, IOR, LRS (and ARS), mgdd/scores.py."""
     from ..distilled import DistilledSet
     from ..evaluate import robust
@@ -116,12 +136,14 @@ def robust_scores(args, ds, dataset, protocol) -> dict:
         raise UsageError(f"--random {args.random} was made from {random_set.meta.get('dataset')}, the set from "
                          f"{ds.meta.get('dataset')}; give a random subset of the same dataset.")
     real = None if args.real_accuracy is None else args.real_accuracy / 100
-    if real is None:
+    if real is None and lead:
         print("mgdd: training on the whole training split for Acc(real, hard) (slow; --real-accuracy PCT reuses a "
               "known figure)", flush=True)
     res = robust(ds, random_set, dataset, real_accuracy=real, augmentation=args.robust_aug, **protocol)
     res.update(file=str(args.file), random=str(args.random), dataset=dataset.name, ipc=ds.meta.get("ipc"),
                method=ds.meta.get("method"), score_source="DD-Ranking (arXiv 2505.13300), mgdd/scores.py")
+    if not lead:
+        return res
     acc = res["accuracies"]
     rows = [["Acc(syn, its labels)", f"{100 * acc['syn_any']:.2f}"], ["Acc(random, same labels)", f"{100 * acc['rdm_any']:.2f}"],
             ["Acc(syn, hard)", f"{100 * acc['syn_hard']:.2f}"],
