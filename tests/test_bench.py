@@ -34,13 +34,15 @@ def test_a_size_never_adapted_on_runs_its_generator_cells_before_its_curves(tmp_
     monkeypatch.setattr(Bench, "_curve_cells", lambda self, ipc: parts.append(("curves", ipc)) or {})
     monkeypatch.setattr(Bench, "_generator_cells", lambda self, ipc: parts.append(("generator", ipc)) or {})
     monkeypatch.setattr(Bench, "hard_cell", lambda self, name: parts.append(("hard", name)))
+    monkeypatch.setattr(Bench, "aug_cell", lambda self, name: parts.append(("aug", name)))
     bench = Bench("quick", tmp_path / "bench")
     assert PRESETS["quick"].adapt_ipcs == [1, 5] and PRESETS["quick"].cross_ipc not in (1, 3)
     bench.ipc_block(1)
     bench.ipc_block(3)
-    from mgdd.bench.presets import hard_sources
-    hard = lambda ipc: [("hard", n) for n in hard_sources(PRESETS["quick"], ipc)]  # noqa: E731
-    # the hard-label twins (DD-Ranking's scores) close each block: they evaluate its finished sets
+    from mgdd.bench.presets import aug_sources, hard_sources
+    hard = lambda ipc: ([("hard", n) for n in hard_sources(PRESETS["quick"], ipc)]  # noqa: E731
+                        + [("aug", n) for n in aug_sources(PRESETS["quick"], ipc)])
+    # the hard-label and augmented twins (DD-Ranking's scores) close each block: they evaluate its finished sets
     assert parts == [("curves", 1), ("generator", 1), *hard(1), ("generator", 3), ("curves", 3), *hard(3)]
     fm = PRESETS["fmnist"]
     for ipc in fm.ipcs:
@@ -72,6 +74,14 @@ def test_robust_rows_score_each_method_against_random_ls_and_the_real_data():
     # random and random+ls are their own random subsets (IOR 0); random+ls's hard evaluation is random's
     assert rows["random"]["ior"] == 0 == rows["random+ls"]["ior"]
     assert rows["random+ls"]["hlr"] == pytest.approx(0.50) == rows["random"]["hlr"]
+    assert all("ars" not in r for r in rows.values())
+    # ARS (Preset.robust_aug): IOR 0.25 with DSA (0.80 against random+ls's 0.55) and 0.20 without give
+    # beta = 0.225, ARS = 100 (e^0.225 - e^-1) / (e - e^-1) = 37.63; random and random+ls score beta = 0
+    aug = {f"{n}-aug": cell(0.80) for n in hard_sources(cfg, 1)}
+    aug.update({"random-ipc1-aug": cell(0.45), "random+ls-ipc1-aug": cell(0.55)})
+    rows = {r["method"]: r for r in robust_rows({**cells, **aug}, cfg.as_dict(), 1)}
+    assert rows["mgdd K=0"]["ars"] == pytest.approx(37.63, abs=0.01) and rows["mgdd K=0"]["aug"] == 0.80
+    assert rows["random"]["ars"] == pytest.approx(26.89, abs=0.01) == rows["random+ls"]["ars"]
 
 
 @pytest.mark.slow
@@ -173,7 +183,12 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
         assert mg["hard"] == hard[f"mgdd-ipc{ipc}"]["accuracy_mean"]
         assert mg["hlr"] == pytest.approx(real["accuracy_mean"] - mg["hard"])
         assert mg["ior"] == pytest.approx(saved["accuracy"][ipc]["mgdd"]["mean"] - saved["accuracy"][ipc]["random+ls"]["mean"])
+        # ARS: every row's set and its random subset again with DSA augmentation, the same epochs
+        augs = {n: json.loads((out / "cells" / f"{n}-aug.json").read_text()) for n in (f"random+ls-ipc{ipc}", *names)}
+        assert all(c["dsa"] and c["epochs"] == PRESETS["quick"].eval_epochs for c in augs.values())
+        assert mg["aug"] == augs[f"mgdd-ipc{ipc}"]["accuracy_mean"] and 0 <= mg["ars"] <= 100
     assert "## Protocol-robust scores (DD-Ranking)" in (out / "results.md").read_text()
+    assert "| ARS |" in (out / "results.md").read_text()
     assert saved["bench_cost"]["cells_timed"] > 0 and saved["bench_cost"]["cells_untimed"] == 0
     # the preset's soft-label loss (cross-entropy at T = 0.25) is the one each cell was scored with
     assert json.loads((out / "cells" / "random+ls-ipc1.json").read_text())["soft_loss"] == "cross-entropy, T=0.25"

@@ -56,11 +56,15 @@ class Preset:
     robust: bool = False
     # the real-hard cell's epochs (None: eval_epochs, the protocol's)
     real_epochs: int | None = None
+    # DD-Ranking's augmentation-robust score (ARS; needs robust): every set of aug_sources()
+    # evaluated again with DSA augmentation, the same epochs (its "-aug" cell, after the "-hard"
+    # ones). Runs from before it read False.
+    robust_aug: bool = False
 
     # the fields that only say which cells exist: a resume may add cells (a snapshot, an IPC
     # block, a K); every other field changes what a cell computes and must match to resume
     CELL_LISTS = ("ipcs", "krr_snapshots", "krr_fresh_snapshots", "k_sweep", "pass_sweep", "scaling_ipcs", "one_shot",
-                  "robust")
+                  "robust", "robust_aug")
 
     def snapshots(self, variant: str) -> dict:
         """{"ipc": [steps]} of the krr-pixel or krr-fresh curve."""
@@ -82,7 +86,7 @@ PRESETS = {
     "quick": Preset(dataset="digits", ipcs=[1, 5], unseen={"adapt": [1], "generate": 5},
                     feature={"width": 16, "depth": 2}, pool_size=2, krr_snapshots={"1": [5, 10], "5": [5, 10]},
                     krr_fresh_snapshots={"5": [2, 4]}, adapt_steps=5, k_sweep=[0, 2], pass_sweep=[2],
-                    scaling_ipcs=[1, 3], adapt_ipcs=[1, 5], one_shot=["kmeans"], robust=True,
+                    scaling_ipcs=[1, 3], adapt_ipcs=[1, 5], one_shot=["kmeans"], robust=True, robust_aug=True,
                     eval_epochs=20, runs=2, cross_model="mlp", cross_ipc=5, lr_pixel=0.03, lr_adapt=1e-3,
                     eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM, ridge=DEFAULT_RIDGE),
     # The headline benchmark on Fashion-MNIST, ConvNet-3 protocol (docs/design.md §6).
@@ -109,7 +113,7 @@ PRESETS = {
                      # the shipped generator runs 4 passes; 1 and 2 show what fewer cost and give;
                      # scaling_ipcs times a pass and a pixel step up to IPC 500 (no evaluation)
                      adapt_steps=200, k_sweep=[0, 25], pass_sweep=[1, 2], adapt_ipcs=[1, 10, 50], eval_epochs=300,
-                     scaling_ipcs=[1, 10, 50, 100, 200, 500], one_shot=["kmeans"], robust=True,
+                     scaling_ipcs=[1, 10, 50, 100, 200, 500], one_shot=["kmeans"], robust=True, robust_aug=True,
                      runs=3, cross_model="mlp", cross_ipc=10, lr_pixel=0.03, lr_adapt=1e-3,
                      eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM, ridge=DEFAULT_RIDGE),
     # The second target (issue #16): scikit-learn's digits upsampled to 28 x 28, the size the
@@ -124,7 +128,7 @@ PRESETS = {
                                       "50": [5, 10, 25, 200]},
                        krr_fresh_snapshots={"1": [1, 5, 25, 100], "10": [1, 5, 25, 200], "50": [1, 5, 25, 200]},
                        adapt_steps=200, k_sweep=[0, 25], pass_sweep=[1, 2], adapt_ipcs=[1, 10, 50],
-                       scaling_ipcs=[1, 10, 50, 100], one_shot=["kmeans"], robust=True,
+                       scaling_ipcs=[1, 10, 50, 100], one_shot=["kmeans"], robust=True, robust_aug=True,
                        eval_epochs=300, runs=3,
                        cross_model="mlp", cross_ipc=10, lr_pixel=0.03, lr_adapt=1e-3,
                        eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM, ridge=DEFAULT_RIDGE),
@@ -160,6 +164,8 @@ def block_cells(p: Preset, ipc: int) -> list:
         names += [f"{n}-{p.cross_model}" for n in cross_sources(p, ipc)]
     if p.robust:
         names += [f"{n}-hard" for n in hard_sources(p, ipc)]
+    if p.robust and p.robust_aug:
+        names += [f"{n}-aug" for n in aug_sources(p, ipc)]
     return names
 
 
@@ -173,6 +179,12 @@ def hard_sources(p: Preset, ipc: int) -> list:
     return ([f"herding-ipc{ipc}"] + [f"{m}-ipc{ipc}" for m in p.one_shot]
             + ([f"krr-pixel-ipc{ipc}-step{max(snaps)}"] if snaps else [])
             + [f"mgdd-k{k}-ipc{ipc}" for k in p.k_sweep] + [f"mgdd-ipc{ipc}", f"scratch-ipc{ipc}"])
+
+
+def aug_sources(p: Preset, ipc: int) -> list:
+    """The sets re-evaluated with DSA augmentation for ARS (Preset.robust_aug): every row of the
+    robust table and the random subsets they are compared with (random, random+ls)."""
+    return [f"random-ipc{ipc}", f"random+ls-ipc{ipc}"] + hard_sources(p, ipc)
 
 
 def cross_sources(p: Preset, ipc: int) -> list:

@@ -22,7 +22,7 @@ from ..errors import UsageError
 from ..io import read_json, write_bytes, write_json
 from ..version import __version__
 from .cells import cpu_model, read_cells
-from ..scores import robust_scores
+from ..scores import augmentation_robust_score, robust_scores
 from .presets import TARGET_SPEEDUP, Preset, block_cells, hard_sources
 
 
@@ -344,13 +344,21 @@ def _robust_markdown(r: dict) -> list:
     else:
         lines += ["", "Acc(real, hard) not measured yet (the real-hard cell runs after the blocks): HLR and LRS "
                   "are blank."]
-    lines += ["", "| IPC | method | accuracy % (its labels) | accuracy % (hard labels) | HLR | IOR | LRS |",
-              "|---|---|---|---|---|---|---|"]
+    aug = any("ars" in x for ipc in ipcs for x in r["accuracy"][ipc]["robust"])
+    if aug:
+        lines += ["", "ARS = 100 (e^b - e^-1) / (e - e^-1) with b = (IOR with DSA augmentation + IOR without) / 2: "
+                  "every set and its random subset evaluated again with DSA, the same epochs; higher is better."]
+    lines += ["", "| IPC | method | accuracy % (its labels) | accuracy % (hard labels) | HLR | IOR | LRS |"
+              + (" accuracy % (DSA) | ARS |" if aug else ""),
+              "|---|---|---|---|---|---|---|" + ("---|---|" if aug else "")]
     for ipc in ipcs:
         for x in r["accuracy"][ipc]["robust"]:
             hlr, lrs = (f"{100 * x['hlr']:.2f}", f"{x['lrs']:.2f}") if "lrs" in x else ("—", "—")
-            lines.append(f"| {ipc} | {x['method']} | {100 * x['accuracy']:.2f} | {100 * x['hard']:.2f} | {hlr} | "
-                         f"{100 * x['ior']:+.2f} | {lrs} |")
+            line = (f"| {ipc} | {x['method']} | {100 * x['accuracy']:.2f} | {100 * x['hard']:.2f} | {hlr} | "
+                    f"{100 * x['ior']:+.2f} | {lrs} |")
+            if aug:
+                line += f" {100 * x['aug']:.2f} | {x['ars']:.2f} |" if "ars" in x else " — | — |"
+            lines.append(line)
     return lines
 
 
@@ -489,18 +497,23 @@ def robust_rows(cells: dict, cfg: dict, ipc: int) -> list:
     random+ls's (same seed), so random's cell is random+ls's hard evaluation, and random is its
     own random subset (IOR = 0)."""
     real = cells.get("real-hard")
-    rdm, rdm_ls = cells[f"random-ipc{ipc}"], cells[f"random+ls-ipc{ipc}"]
-    rows = [("random", f"random-ipc{ipc}", rdm, rdm, rdm), ("random+ls", f"random+ls-ipc{ipc}", rdm_ls, rdm, rdm_ls)]
-    rows += [(_method_label(n, ipc, cfg), n, cells[n], cells[f"{n}-hard"], rdm_ls)
-             for n in hard_sources(Preset(**cfg), ipc)]
+    rdm, rdm_ls = f"random-ipc{ipc}", f"random+ls-ipc{ipc}"
+    # (method, its cell, its hard-label cell, its random subset's cell)
+    rows = [("random", rdm, rdm, rdm), ("random+ls", rdm_ls, rdm, rdm_ls)]
+    rows += [(_method_label(n, ipc, cfg), n, f"{n}-hard", rdm_ls) for n in hard_sources(Preset(**cfg), ipc)]
     out = []
-    for method, name, own, hard, random_subset in rows:
-        row = {"method": method, "cell": name, "accuracy": own["accuracy_mean"], "hard": hard["accuracy_mean"],
+    for method, name, hard, subset in rows:
+        own, random_subset = cells[name], cells[subset]
+        row = {"method": method, "cell": name, "accuracy": own["accuracy_mean"], "hard": cells[hard]["accuracy_mean"],
                "ior": own["accuracy_mean"] - random_subset["accuracy_mean"]}
         if real is not None:
-            s = robust_scores(own["accuracy_mean"], random_subset["accuracy_mean"], hard["accuracy_mean"],
+            s = robust_scores(own["accuracy_mean"], random_subset["accuracy_mean"], cells[hard]["accuracy_mean"],
                               real["accuracy_mean"])
             row.update(hlr=s["hlr"], lrs=s["lrs"])  # its IOR is the row's, computed the same way
+        if f"{name}-aug" in cells and f"{subset}-aug" in cells:  # Preset.robust_aug
+            aug, rdm_aug = cells[f"{name}-aug"]["accuracy_mean"], cells[f"{subset}-aug"]["accuracy_mean"]
+            row.update(aug=aug, ars=augmentation_robust_score(aug, rdm_aug, own["accuracy_mean"],
+                                                              random_subset["accuracy_mean"]))
         out.append(row)
     return out
 

@@ -37,7 +37,7 @@ from ..protocols import hard_copy
 from ..start import ORDER_LENGTH, coreset_indices, order_seconds
 from .cells import CellStore, pass_seconds, read_cells, timed
 from .folder import RunFolder
-from .presets import REAL_RUNS, VARIANTS, cross_sources, get_preset, hard_sources
+from .presets import REAL_RUNS, VARIANTS, aug_sources, cross_sources, get_preset, hard_sources
 from .report import write_report
 from .retime import retime
 
@@ -131,18 +131,18 @@ class Bench:
             self.report(plots=False)
 
     # -- cells
-    def evaluate_set(self, ds: DistilledSet, name: str, model="convnet") -> dict:
+    def evaluate_set(self, ds: DistilledSet, name: str, model="convnet", dsa: bool = False) -> dict:
         set_path = self.out / "sets" / f"{name}.safetensors"
         if not set_path.exists():
             ds.save(set_path, force=True)
         t = self.cfg.eval_temperature
         res = evaluate(ds, self.dataset, model=model, epochs=self.cfg.eval_epochs, runs=self.cfg.runs,
                        seed=self.seed, progress=self.progress, soft_loss="mse" if t is None else "ce", temperature=t,
-                       device=self.device)
+                       device=self.device, dsa=dsa)
         return {"accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"], "set_sha256": set_digest(ds),
                 "accuracies": [r["accuracy"] for r in res["per_run"]], "model": model, "epochs": res["epochs"],
                 "runs": res["runs"], "label_kind": res["label_kind"], "soft_loss": res["soft_loss"],
-                "set": str(set_path.relative_to(self.out))}
+                "set": str(set_path.relative_to(self.out)), **({"dsa": True} if dsa else {})}
 
     def set_cell(self, name, make, model="convnet"):
         """Build a distilled set with ``make() -> (DistilledSet, seconds)`` and evaluate it."""
@@ -165,6 +165,14 @@ class Bench:
         def run():
             return {"name": name, **self.evaluate_set(hard_copy(self.stored_set(name)), f"{name}-hard")}
         return self.cell(f"{name}-hard", run)
+
+    def aug_cell(self, name):
+        """``name``'s set, its own labels, evaluated with DSA augmentation for the same epochs: ARS's
+        Acc(set, aug) (the cell without augmentation is ``name``'s own)."""
+        def run():
+            ds = self.stored_set(name)
+            return {"name": name, **self.evaluate_set(ds, name, dsa=True)}
+        return self.cell(f"{name}-aug", run)
 
     def real_cell(self) -> dict:
         """HLR's Acc(real, hard): the evaluation's network on the whole training split, hard labels."""
@@ -276,6 +284,9 @@ class Bench:
         if self.cfg.robust:
             for name in hard_sources(self.cfg, ipc):
                 cells[f"{name}-hard"] = self.hard_cell(name)
+        if self.cfg.robust and self.cfg.robust_aug:
+            for name in aug_sources(self.cfg, ipc):
+                cells[f"{name}-aug"] = self.aug_cell(name)
         return cells
 
     def _curve_cells(self, ipc) -> dict:
