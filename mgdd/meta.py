@@ -256,6 +256,8 @@ def init_distributed() -> bool:
     """Join the torchrun process group when launched with WORLD_SIZE > 1; True if this call did."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":  # collectives of Python objects run on the current device: this rank's
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend)
         return True
     return False

@@ -611,3 +611,44 @@ def test_rebuild_check_on_the_machine_that_made_the_bench(tmp_path, monkeypatch)
     a = mod.adapt_check(b, bench.read_cells(out), "mgdd")
     n = next(gen.parameters()).numel()
     assert not a["identical"] and a["distance"] == pytest.approx(1e-3 * n ** 0.5, rel=1e-3)
+
+
+def _bench_worker(rank, world, port, out, cache):
+    """One torchrun-like rank of `mgdd bench --preset tiny-dist` (env:// rendezvous, gloo)."""
+    import os
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), MGDD_CACHE=cache, CUDA_VISIBLE_DEVICES="")
+    torch.set_num_threads(1)
+    from mgdd import bench
+    from mgdd.cli import main
+    bench.PRESETS["tiny-dist"] = replace(bench.PRESETS["quick"], ipcs=[1], krr_snapshots={"1": [3]},
+                                         krr_fresh_snapshots={}, k_sweep=[0], pass_sweep=[], scaling_ipcs=[], runs=2,
+                                         eval_epochs=2, adapt_steps=2, cross_ipc=1, unseen={"adapt": [1], "generate": 99})
+    main(["bench", "--preset", "tiny-dist", "--out", out, "--device", "cpu"])
+
+
+def test_the_bench_under_torchrun_records_the_one_process_cells(tmp_path):
+    """`mgdd bench` on 2 ranks (as torchrun starts it): rank 0 writes the run in --out, the other
+    rank follows in a scratch folder, and each evaluation's runs are split over the ranks; the
+    cells hold the same sets and accuracies, run by run, as one process's run."""
+    import socket
+
+    import torch.multiprocessing as mp
+    for world in (1, 2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        mp.spawn(_bench_worker, args=(world, port, str(tmp_path / f"w{world}"), str(tmp_path / "cache")),
+                 nprocs=world, join=True)
+    one, two = (json.loads((tmp_path / f"w{w}" / "results.json").read_text()) for w in (1, 2))
+    cells = sorted(p.name for p in (tmp_path / "w1" / "cells").glob("*.json"))
+    assert cells == sorted(p.name for p in (tmp_path / "w2" / "cells").glob("*.json")) and len(cells) > 10
+    evaluated = 0
+    for name in cells:
+        a, b = (json.loads((tmp_path / f"w{w}" / "cells" / name).read_text()) for w in (1, 2))
+        if "accuracies" in a:
+            evaluated += 1
+            assert a["accuracies"] == b["accuracies"] and a.get("set_sha256") == b.get("set_sha256"), name
+            assert "ranks" not in a and b.get("ranks", 2) == 2, name  # rank 0 trained run 0, rank 1 run 1
+    assert sum(json.loads((tmp_path / "w2" / "cells" / n).read_text()).get("ranks") == 2 for n in cells) > 8
+    assert evaluated > 8 and one["accuracy"]["1"]["mgdd"]["mean"] == two["accuracy"]["1"]["mgdd"]["mean"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..distilled import DistilledSet
+from ..features import distributed_world
 from ..io import read_json, write_json
 
 
@@ -32,6 +33,17 @@ def host() -> dict:
     """What each new cell records of the machine that made it (run.json keeps only the latest)."""
     return {"platform": platform.platform(), "cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__}
+
+
+def from_lead(value):
+    """``value()`` on rank 0, sent to every rank (torchrun); in one process, ``value()``. What is on
+    rank 0's disk decides what every rank does next, so the ranks meet the same collectives."""
+    world, rank = distributed_world()
+    if world == 1:
+        return value()
+    box = [value() if rank == 0 else None]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def read_cells(out) -> dict:
@@ -52,13 +64,16 @@ class CellStore:
         return self.dir / f"{name}.json"
 
     def exists(self, name: str) -> bool:
-        return self.path(name).exists()
+        return from_lead(lambda: self.path(name).exists())
 
     def get(self, name: str, make):
+        """Under torchrun rank 0's folder is the record: a cell it holds is sent to every rank, and
+        a cell it lacks is made on every rank (each evaluation's runs split over the ranks)."""
         path = self.path(name)
-        if path.exists():
-            self.cells[name] = read_json(path)
-            return self.cells[name]
+        found = from_lead(lambda: read_json(path) if path.exists() else None)
+        if found is not None:
+            self.cells[name] = found
+            return found
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         result = make()

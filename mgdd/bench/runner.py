@@ -28,14 +28,14 @@ from ..data import load_dataset
 from ..distilled import DistilledSet, set_digest
 from ..errors import UsageError
 from ..evaluate import evaluate, real_data_set
-from ..features import FeatureConfig
+from ..features import FeatureConfig, distributed_world
 from ..generate import generate
 from ..generator import MetaGenerator
 from ..objective import FreshObjective, KRRObjective
 from ..pipeline import adapted_generator, adapted_metadata, load_generator
 from ..protocols import hard_copy
 from ..start import ORDER_LENGTH, coreset_indices, order_seconds
-from .cells import CellStore, pass_seconds, read_cells, timed
+from .cells import CellStore, from_lead, pass_seconds, read_cells, timed
 from .folder import RunFolder
 from .presets import REAL_RUNS, VARIANTS, aug_sources, cross_sources, get_preset, hard_sources
 from .report import write_report
@@ -59,7 +59,7 @@ class Bench:
     plots are report.py's."""
 
     def __init__(self, preset: str, out, data_dir=None, resume=False, force=False, seed=0, progress=False,
-                 new_generator=False, device="cpu"):
+                 new_generator=False, device="cpu", cache_dir=None):
         self.cfg, self.preset, self.seed, self.progress = get_preset(preset), preset, seed, progress
         # every stage runs on this device (objective, adaptation, generation, evaluation), so the
         # times of one run are comparable; run.json records it and a resume must use the same
@@ -75,6 +75,10 @@ class Bench:
         self.folder = RunFolder(self.out, preset, self.cfg, lambda: self.dataset, self.device, seed, resume=resume,
                                 force=force, new_generator=new_generator)
         self._dataset, self._objective = None, None
+        # the feature cache when $MGDD_CACHE is unset (default OUT/cache); under torchrun every
+        # rank passes rank 0's, since the ranks share one cache (features.py)
+        self.cache_dir = cache_dir
+        self.lead = distributed_world()[1] == 0  # rank 0 (or the one process): reports and prints
         self.reporting = False  # during run(): the report is kept current cell by cell
 
     @property
@@ -99,7 +103,7 @@ class Bench:
     def objective(self) -> KRRObjective:
         if self._objective is None:
             # $MGDD_CACHE when set, else a cache inside the results folder
-            cache_dir = None if os.environ.get("MGDD_CACHE") else self.out / "cache"
+            cache_dir = None if os.environ.get("MGDD_CACHE") else (self.cache_dir or self.out / "cache")
             obj = self.make_objective(cache_dir=cache_dir)
             # the first (cold) computation is the one recorded; a resumed run reads the disk cache
             # a filled cache (MGDD_CACHE shared with an earlier run) makes it a read, and says so
@@ -123,6 +127,8 @@ class Bench:
     def report(self, plots: bool = True) -> dict:
         # every finished cell on disk, not only those this process has reached: a resumed run
         # adding a block reports the scaling cells (made after the blocks) while it runs
+        if not self.lead:
+            return {}
         cells = {**read_cells(self.out), **self.cells}
         return write_report(self.out, cells, self.cfg, self.run_record(), plots_too=plots)
 
@@ -135,6 +141,7 @@ class Bench:
         set_path = self.out / "sets" / f"{name}.safetensors"
         if not set_path.exists():
             ds.save(set_path, force=True)
+        ds = from_lead(lambda: ds)  # under torchrun every rank trains on rank 0's set (its runs split)
         t = self.cfg.eval_temperature
         res = evaluate(ds, self.dataset, model=model, epochs=self.cfg.eval_epochs, runs=self.cfg.runs,
                        seed=self.seed, progress=self.progress, soft_loss="mse" if t is None else "ce", temperature=t,
@@ -142,7 +149,8 @@ class Bench:
         return {"accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"], "set_sha256": set_digest(ds),
                 "accuracies": [r["accuracy"] for r in res["per_run"]], "model": model, "epochs": res["epochs"],
                 "runs": res["runs"], "label_kind": res["label_kind"], "soft_loss": res["soft_loss"],
-                "set": str(set_path.relative_to(self.out)), **({"dsa": True} if dsa else {})}
+                "set": str(set_path.relative_to(self.out)), **({"dsa": True} if dsa else {}),
+                **({"ranks": res["ranks"]} if "ranks" in res else {})}  # torchrun: runs split over this many
 
     def set_cell(self, name, make, model="convnet"):
         """Build a distilled set with ``make() -> (DistilledSet, seconds)`` and evaluate it."""
@@ -187,6 +195,9 @@ class Bench:
         """The set a finished cell evaluated: from OUT/sets/, or, when that file is gone (sets
         are not committed, so a resume in a new checkout lacks them), rebuilt by the cell's own
         seeded code path and checked against the digest the cell recorded."""
+        return from_lead(lambda: self._stored_set(name))  # rank 0's file, sent to every rank
+
+    def _stored_set(self, name: str) -> DistilledSet:
         cell = self.cells[name]
         path = self.out / cell["set"]
         if path.is_file():
@@ -385,12 +396,12 @@ class Bench:
         for s in snaps:
             sname = f"{variant}-ipc{ipc}-step{s}"
             spath = self.out / "sets" / f"{sname}.safetensors"
-            if spath.exists():
+            if from_lead(spath.exists):
                 self.cell(sname, lambda: self._krr_eval(sname, spath, s))
         return self.cells[name]
 
     def _krr_eval(self, name, set_path, step):
-        ds = DistilledSet.load(set_path)
+        ds = from_lead(lambda: DistilledSet.load(set_path))
         return {"name": name, "steps": step, "seconds": ds.meta["timing"]["seconds"], "timing": ds.meta["timing"],
                 **self.evaluate_set(ds, name)}
 

@@ -7,6 +7,32 @@ from . import common
 
 
 def cmd_bench(args):
+    """Under torchrun (WORLD_SIZE > 1) rank 0 runs the bench in --out and every other rank follows
+    it in a scratch folder: each cell is made on every rank, each evaluation's runs are split over
+    the ranks (one node: the ranks share --out's feature cache)."""
+    import shutil
+    import tempfile
+
+    import torch.distributed as dist
+
+    from ..meta import init_distributed
+    started = init_distributed()
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    scratch = None
+    try:
+        if dist.is_initialized() and (args.report or args.retime):
+            raise UsageError("--report and --retime run in one process; start them without torchrun.")
+        if rank > 0:
+            scratch = tempfile.mkdtemp(prefix=f"mgdd-bench-rank{rank}-")
+        _bench(args, rank, scratch)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if started:
+            dist.destroy_process_group()
+
+
+def _bench(args, rank: int, scratch):
     from ..bench import Bench, check_finished, rebuild
     out = common.folder_out(args)
     if args.report:
@@ -24,6 +50,11 @@ def cmd_bench(args):
             raise UsageError("--other-machine goes with --retime only.")
         if args.new_generator and (args.retime or args.force):
             raise UsageError("--new-generator goes with --resume only (not --retime or --force).")
+        if scratch is not None:  # a following rank: its own folder, rank 0's feature cache
+            b = Bench(args.preset, scratch, data_dir=args.data_dir, force=True, seed=args.seed, progress=False,
+                      device=common.device(args), cache_dir=out / "cache")
+            b.run()
+            return
         b = Bench(args.preset, out, data_dir=args.data_dir, resume=args.resume or args.retime, force=args.force,
                   seed=args.seed, progress=common.progress(args), new_generator=args.new_generator, device=common.device(args))
         b.retime(cont=args.resume, other_machine=args.other_machine) if args.retime else b.run()
