@@ -24,7 +24,7 @@ def cmd_bench(args):
             raise UsageError("--report and --retime run in one process; start them without torchrun.")
         if rank > 0:
             scratch = tempfile.mkdtemp(prefix=f"mgdd-bench-rank{rank}-")
-        _bench(args, rank, scratch)
+        _bench(args, scratch)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -32,7 +32,7 @@ def cmd_bench(args):
             dist.destroy_process_group()
 
 
-def _bench(args, rank: int, scratch):
+def _bench(args, scratch):
     from ..bench import Bench, check_finished, rebuild
     out = common.folder_out(args)
     if args.report:
