@@ -9,7 +9,8 @@
 #    the candidate rule "stop growing at M = d / 2", which at M > 512 (d = 1024) is a kernel-scale
 #    ridge of 0.05 (`--ridge kernel --lam 0.05`); 3 runs each. The rule leaves IPC 1-51 as they are.
 # 2. krr-fresh at RFAD's scale: a fresh network and real batches every step, 10,000 steps at IPC 1,
-#    10 and 50 (about 16 ms a step on an H200), snapshots at 200, 500, 1000, 2000 and 5000, 3 runs each
+#    10 and 50 at its default lr (0.03 at IPC 1, 0.01 from IPC 10; about 16 ms a step on an H200),
+#    snapshots at 200, 500, 1000, 2000 and 5000, 3 runs each
 #    (benchmarks/fresh_curve.py made the CPU curve to 2,000-5,000 steps).
 # Every result is one JSON in RESULTS_DIR (skipped when present: the same command resumes);
 # copy RESULTS_DIR to results/extra/ridge-fresh/ (each JSON names its device).

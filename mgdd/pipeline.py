@@ -20,7 +20,7 @@ import torch
 
 from .adapt import adapt, generation_defaults
 from .baselines import DEFAULT_STEPS as PIXEL_STEPS
-from .baselines import PIXEL_METHODS, coreset, krr_pixel
+from .baselines import PIXEL_METHODS, coreset, default_lr, krr_pixel
 from .data import check_ipc, load_dataset
 from .distilled import save_grid, set_digest
 from .errors import MgddError, UsageError, check_range, unknown_name
@@ -167,7 +167,8 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int | None = None, adapt_ipcs=None
     ``keep_checkpoints``.
     """
     steps = _check_method(method, steps, adapt_ipcs, source, passes, start)
-    lr = {"generator": 1e-3, "krr-pixel": 0.03, "krr-fresh": 0.03}.get(method) if lr is None else lr
+    given_lr = lr  # pixel methods without one: baselines.default_lr at each IPC
+    lr = 1e-3 if method == "generator" and lr is None else lr
     ipcs = [int(i) for i in ipcs]
     adapt_ipcs = [int(i) for i in (adapt_ipcs or ipcs)] if method == "generator" else []
     out_dir = Path(out_dir) if out_dir else None
@@ -211,8 +212,9 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int | None = None, adapt_ipcs=None
             # krr-fresh: a new network and real batches every step; the pool still solves the labels
             pixels = FreshObjective.sharing(objective) if method == "krr-fresh" and objective.mode != "fresh" \
                 else objective
-            ds = krr_pixel(pixels, ipc, steps, lr=lr, seed=seed, checkpoint=ckpt, resume=resume,
-                           progress=progress)
+            fresh = method == "krr-fresh" or objective.mode == "fresh"
+            ds = krr_pixel(pixels, ipc, steps, seed=seed, checkpoint=ckpt, resume=resume, progress=progress,
+                           lr=default_lr("krr-fresh" if fresh else "krr-pixel", ipc) if given_lr is None else given_lr)
             entry = {}
         else:
             ds = coreset(objective, ipc, "herding", seed, soft_labels=True)

@@ -227,6 +227,26 @@ def test_adapt_generate_distill(tmp_path, tiny_npz, capsys):
     assert not (tmp_path / "D" / "adapt-checkpoint.safetensors").exists()  # a finished run leaves its outputs only
 
 
+def test_krr_fresh_default_lr_follows_the_size(tmp_path, tiny_npz, capsys):
+    """Without --lr, krr-fresh runs 0.03 below IPC 10 and 0.01 from it (results/krr-fresh), in
+    `mgdd baseline` and `mgdd distill` alike; krr-pixel stays at 0.03; --lr overrides."""
+    from mgdd.baselines import default_lr
+    from mgdd.distilled import DistilledSet
+    assert [default_lr("krr-fresh", i) for i in (1, 9, 10, 50)] == [0.03, 0.03, 0.01, 0.01]
+    assert default_lr("krr-pixel", 50) == 0.03
+    data = ["--dataset", f"npz:{tiny_npz}", *OBJ, "--steps", "1"]
+    for name, ipc, extra, lr in (("krr-fresh", 10, [], 0.01), ("krr-fresh", 2, [], 0.03),
+                                 ("krr-pixel", 10, ["--objective-mode", "fresh"], 0.01),
+                                 ("krr-pixel", 10, [], 0.03), ("krr-fresh", 10, ["--lr", "0.02"], 0.02)):
+        out = tmp_path / f"{name}-{ipc}-{len(extra)}.safetensors"
+        code, _, err = run(capsys, "baseline", name, *data, "--ipc", str(ipc), *extra, "--out", str(out))
+        assert code == 0, err
+        assert DistilledSet.load(out).meta["lr"] == lr, (name, ipc, extra)
+    code, _, err = run(capsys, "distill", "--method", "krr-fresh", *data, "--ipc", "2,10", "--out", str(tmp_path / "D"))
+    assert code == 0, err
+    assert [DistilledSet.load(tmp_path / "D" / f"ipc{i}.safetensors").meta["lr"] for i in (2, 10)] == [0.03, 0.01]
+
+
 @pytest.mark.parametrize("method,label", [("krr-pixel", "krr-pixel"), ("krr-fresh", "krr-fresh"),
                                           ("herding", "herding+ls")])
 def test_distill_with_another_method(tmp_path, tiny_npz, capsys, method, label):

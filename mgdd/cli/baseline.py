@@ -7,7 +7,7 @@ from . import common
 
 
 def cmd_baseline(args):
-    from ..baselines import BASELINES, DEFAULT_STEPS, PIXEL_METHODS, baseline_outputs, run_baseline
+    from ..baselines import BASELINES, DEFAULT_STEPS, PIXEL_METHODS, baseline_outputs, default_lr, run_baseline
     from ..data import check_ipc
     from ..distilled import save_grid
     from ..errors import unknown_name
@@ -46,7 +46,9 @@ def cmd_baseline(args):
                 p = snap.save(files["snapshots"][step], force=replace)
                 print(f"  snapshot step {step}: {snap.meta['timing']['seconds']:.1f}s -> {p}")
 
-        krr_args = dict(steps=args.steps, snapshots=snaps, lr=args.lr, checkpoint=files["checkpoint"],
+        fresh = args.name == "krr-fresh" or args.objective_mode == "fresh"  # krr-pixel --objective-mode fresh is krr-fresh
+        lr = default_lr("krr-fresh" if fresh else "krr-pixel", args.ipc) if args.lr is None else args.lr
+        krr_args = dict(steps=args.steps, snapshots=snaps, lr=lr, checkpoint=files["checkpoint"],
                         resume=args.resume, on_snapshot=on_snapshot if snaps else None,
                         progress=common.progress(args), init=args.init or "random")
     ds = run_baseline(args.name, dataset, args.ipc, args.seed, objective, soft_labels=args.soft_labels, **krr_args)
@@ -66,8 +68,9 @@ def add_parsers(sub):
                    help="krr-pixel / krr-fresh: optimisation steps (300 / 2000)")
     s.add_argument("--snapshots", type=common.ints, default=None,
                    help="krr-pixel / krr-fresh: save sets at these steps, e.g. 50,100,300")
-    s.add_argument("--lr", type=common.positive_float, default=0.03,
-                   help="krr-pixel: Adam learning rate (0.03, the best of results/ablation)")
+    s.add_argument("--lr", type=common.positive_float, default=None,
+                   help="krr-pixel / krr-fresh: Adam learning rate (krr-pixel 0.03, the best of results/ablation; "
+                        "krr-fresh 0.03 below IPC 10, 0.01 from it, results/krr-fresh)")
     s.add_argument("--init", default=None,
                    help="krr-pixel: start from random real images (random, the default) or a feature-space "
                         "coreset (herding, kcenter)")

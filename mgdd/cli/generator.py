@@ -114,7 +114,7 @@ def add_parsers(sub):
                    help="generator: adaptation steps (25); krr-pixel / krr-fresh: optimisation steps per set "
                         "(300 / 2000)")
     s.add_argument("--lr", type=common.positive_float, default=None,
-                   help="Adam learning rate (generator 1e-3, krr-pixel and krr-fresh 0.03)")
+                   help="Adam learning rate (generator 1e-3, krr-pixel 0.03, krr-fresh 0.03 below IPC 10 and 0.01 from it)")
     _add_generator_options(s)
     s.add_argument("--adapt-ipcs", type=common.ints, default=None, help="generator: IPCs to adapt on (default: --ipc)")
     s.add_argument("--evaluate", action="store_true", help="evaluate every set (ConvNet-3)")
