@@ -136,6 +136,14 @@ class MetaGenerator(nn.Module):
         half = (2 + 7 * c.blocks) * c.width / 4
         return max(1, int(self.GRAD_BUDGET // (4 * pixels * (full + half))))
 
+    INFER_BUDGET = 2**30  # bytes of activations a no-grad pass over one chunk may keep (generate)
+
+    def infer_chunk(self, pixels: int) -> int:
+        """Folded images per chunk of generate() at ``pixels`` an image: grad_chunk's per-pixel upper
+        bound within INFER_BUDGET (652 at 28 px, so Fashion-MNIST keeps 256-image chunks; 28 at 128 px,
+        where 768 folded images kept 11 GB)."""
+        return max(1, int(self.INFER_BUDGET * self.grad_chunk(pixels) // self.GRAD_BUDGET))
+
     def _fold(self, x0, y0, guide):
         """(M, C, H, W) -> (M*C, 1, H, W) for a grey generator on C-channel data (else unchanged);
         returns the folded inputs and C (the fold, 1 when nothing was folded)."""
@@ -193,11 +201,12 @@ class MetaGenerator(nn.Module):
 
     @torch.no_grad()
     def generate(self, x0, y0, num_classes: int, guide=None, chunk: int = 256):
-        """Forward in chunks of ``chunk`` images (for large IPCs): same result as forward(), bounded memory."""
+        """Forward in chunks of ``chunk`` images (for large IPCs; fewer where INFER_BUDGET says so): the
+        same result as forward(), in bounded memory."""
         self._check_input(x0, y0, guide)
         shape = x0.shape
         x0, y0, guide, fold = self._fold(x0, y0, guide)
-        chunk *= fold
+        chunk = min(chunk * fold, self.infer_chunk(x0.shape[-2] * x0.shape[-1]))  # bounded at any image size
         stats = dict(self.set_statistics(x0, y0, num_classes, guide, chunk), fold=fold)
         return self._decode_chunks(x0, y0, stats, guide, chunk).reshape(shape)
 

@@ -69,6 +69,24 @@ def test_chunked_generation_equals_unbatched(tiny_dataset):
     torch.testing.assert_close(g.generate(x0, y0, 3, chunk=7), full, rtol=1e-5, atol=1e-5)
 
 
+def test_generation_chunks_shrink_with_the_image_size(tiny_dataset, monkeypatch):
+    """generate() caps its chunk by INFER_BUDGET (at 128 px, 768 folded images a chunk kept 11 GB):
+    a budget of 4 images makes chunks of 4 whatever chunk= asks, with the unchunked result."""
+    from mgdd.generator import MetaGenerator
+    g = perturbed()
+    x0, y0 = sample_init(tiny_dataset, 10, seed=3)
+    with torch.no_grad():
+        full = g(x0, y0, 3)
+    pixels = x0.shape[-2] * x0.shape[-1]
+    monkeypatch.setattr(MetaGenerator, "INFER_BUDGET", MetaGenerator.GRAD_BUDGET * 4 // g.grad_chunk(pixels) + 1)
+    assert g.infer_chunk(pixels) == 4
+    seen = []
+    decode = MetaGenerator._decode_chunks
+    monkeypatch.setattr(MetaGenerator, "_decode_chunks", lambda self, *a, **k: seen.append(a[4]) or decode(self, *a, **k))
+    torch.testing.assert_close(g.generate(x0, y0, 3, chunk=256), full, rtol=1e-5, atol=1e-5)
+    assert seen == [4]
+
+
 def test_channel_mismatch_is_clear(tiny_dataset):
     g = MetaGenerator(GeneratorConfig(channels=3, width=8, stem_width=4, blocks=1, context_dim=4, dilations=[1],
                                       guide_input=False))
