@@ -32,7 +32,10 @@ BASELINES = ["random", "random+ls", "krr-pixel", "krr-fresh", "herding", "kcente
 PIXEL_METHODS = ("krr-pixel", "krr-fresh")  # pixel optimisation: with the cached pool, and RFAD-style
 # their step counts when none is given: krr-pixel's plateau (results/ablation), krr-fresh's (results/krr-fresh)
 DEFAULT_STEPS = {"krr-pixel": 300, "krr-fresh": 2000}
-# their Adam learning rate when none is given: krr-pixel 0.03 (results/ablation); krr-fresh 0.03
+# where krr-pixel starts: random real images (the bench's seeded X_0) or a feature-space coreset (start.py)
+INITS = STARTS
+
+# the pixel methods' Adam learning rate when none is given: krr-pixel 0.03 (results/ablation); krr-fresh 0.03
 # below IPC 10 and 0.01 from it, the better of the two at each size measured (results/krr-fresh:
 # at IPC 1 0.03 ends 1.3 points higher at 2,000 steps; at IPC 10 0.01 ends 0.8 higher, at IPC 50
 # 1.8 higher at 500 steps). IPC 2-9 are not measured and keep 0.03.
@@ -42,8 +45,6 @@ FRESH_LR_FROM_IPC = 10
 def default_lr(method: str, ipc: int) -> float:
     """The learning rate a pixel method runs with at ``ipc`` when none is given (see above)."""
     return 0.01 if method == "krr-fresh" and ipc >= FRESH_LR_FROM_IPC else 0.03
-# where krr-pixel starts: random real images (the bench's seeded X_0) or a feature-space coreset (start.py)
-INITS = STARTS
 
 
 def random_real(dataset: Dataset, ipc: int, seed: int = 0) -> DistilledSet:

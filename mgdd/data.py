@@ -667,17 +667,19 @@ def make_dataset(name, xtr, ytr, xte, yte, names, info, image_size=None) -> Data
     or float images become normalised float32 tensors."""
     # values an image: as stored, or (an upper bound) 3 x size^2 when resized
     per_image = max(int(np.prod(np.shape(xtr)[1:])), 3 * image_size ** 2 if image_size else 0)
-    shape = tuple(np.shape(xtr)[1:])
-    size = shape[1:] if len(shape) == 3 and shape[0] in (1, 3) else shape[:2]
-    compact = (np.asarray(xtr).dtype == np.uint8 and np.asarray(xte).dtype == np.uint8
-               and (image_size is None or tuple(size) == (image_size, image_size)))
+    values = per_image * (len(xtr) + len(xte))
+    eight_bit = np.asarray(xtr).dtype == np.uint8 and np.asarray(xte).dtype == np.uint8
     # uint8 images: one byte a value; float32 ones twice at most (as loaded, and resized)
-    check_fits(per_image * (len(xtr) + len(xte)) * (1 if compact else 4 * 2) + 8 * per_image * READ_CHUNK,
-               f"loading {name}", "use a smaller --image-size")
+    check_fits(values * (1 if eight_bit else 8) + 8 * per_image * READ_CHUNK, f"loading {name}",
+               "use a smaller --image-size")
     train_x, test_x = _to_nchw(xtr, f"{name} x_train"), _to_nchw(xte, f"{name} x_test")
+    resize = image_size is not None and tuple(train_x.shape[2:]) != (image_size, image_size)
+    compact = eight_bit and not resize
     if not compact:
+        if eight_bit:  # resized 8-bit images: float32 copies beside the uint8 ones
+            check_fits(values * 9, f"loading {name}", "use a smaller --image-size")
         train_x, test_x = _as_float(train_x), _as_float(test_x)
-        if image_size is not None and tuple(train_x.shape[2:]) != (image_size, image_size):
+        if resize:
             info = dict(info, resized_from=list(train_x.shape[2:]))
             train_x, test_x = _resized(train_x, image_size), _resized(test_x, image_size)
     train_y, test_y = _to_labels(ytr, f"{name} y_train"), _to_labels(yte, f"{name} y_test")

@@ -44,14 +44,6 @@ class Images:
         return self.raw.shape
 
     @property
-    def ndim(self) -> int:
-        return 4
-
-    @property
-    def device(self) -> torch.device:
-        return self.raw.device
-
-    @property
     def nbytes(self) -> int:
         return self.raw.numel()
 
@@ -79,8 +71,8 @@ class Images:
     def float(self) -> torch.Tensor:
         """Every image as one normalised float32 tensor (4 bytes a value: check the memory first)."""
         out = torch.empty(self.raw.shape, dtype=torch.float32)
-        for i in range(0, len(self.raw), READ_CHUNK):
-            out[i:i + READ_CHUNK] = self._normalised(self.raw[i:i + READ_CHUNK])
+        for i, block in zip(range(0, len(self.raw), READ_CHUNK), self.chunks()):
+            out[i:i + len(block)] = block
         return out
 
     def to(self, device) -> torch.Tensor:

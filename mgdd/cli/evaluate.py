@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from ..errors import UsageError
 from . import common
@@ -28,6 +27,7 @@ def _evaluate(args, lead: bool):
     from ..distilled import DistilledSet
     from ..errors import unknown_name
     from ..evaluate import evaluate, resolve_soft_loss
+    from ..features import distributed_world
     from ..io import write_json
     from ..models import MODELS
     from ..protocols import PROTOCOLS
@@ -43,7 +43,7 @@ def _evaluate(args, lead: bool):
             raise UsageError("--out is empty; give a file name for the JSON result.")
         common.check_outputs(args, [args.out], args.force)
     names = protocol_names(args)
-    if names != ["mgdd"] and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if names != ["mgdd"] and distributed_world()[0] > 1:
         raise UsageError("under torchrun only the mgdd protocol splits its runs across ranks; score --protocol "
                          f"{args.protocol} in one process.")
     ds = DistilledSet.load(args.file)
