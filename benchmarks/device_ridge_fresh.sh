@@ -5,9 +5,9 @@
 #   bash benchmarks/device_ridge_fresh.sh RESULTS_DIR SECONDS
 #
 # 1. The label ridge at large sizes: on the bench's seeded images at IPC 100, 200 and 500, hard
-#    labels (`random`), least-squares labels under the default ridge (feature, lam 0.1) and under
-#    the candidate rule "stop growing at M = d / 2", which at M > 512 (d = 1024) is a kernel-scale
-#    ridge of 0.05 (`--ridge kernel --lam 0.05`); 3 runs each. The rule leaves IPC 1-51 as they are.
+#    labels (`random`), least-squares labels under the ridge that was the default before issue #40
+#    (`--ridge feature`, lam 0.1) and under today's default (`capped`: the feature rule up to
+#    M = d / 2, then held; at M > 512 it equals `--ridge kernel --lam 0.05`); 3 runs each.
 # 2. krr-fresh at RFAD's scale: a fresh network and real batches every step, 10,000 steps at IPC 1,
 #    10 and 50 at its default lr (0.03 at IPC 1, 0.01 from IPC 10; about 16 ms a step on an H200),
 #    snapshots at 200, 500, 1000, 2000 and 5000, 3 runs each
@@ -26,10 +26,10 @@ for ipc in 100 200 500; do
   s=$OUT_DIR/sets
   [ -f $s/random-ipc$ipc.safetensors ] || python3 -m mgdd baseline random --dataset fashion-mnist --ipc $ipc --out $s/random-ipc$ipc.safetensors --quiet
   ev $s/random-ipc$ipc.safetensors random-ipc$ipc 3
-  [ -f $s/ls-feature-ipc$ipc.safetensors ] || python3 -m mgdd baseline random+ls --dataset fashion-mnist --ipc $ipc --out $s/ls-feature-ipc$ipc.safetensors --quiet
+  [ -f $s/ls-feature-ipc$ipc.safetensors ] || python3 -m mgdd baseline random+ls --dataset fashion-mnist --ipc $ipc --ridge feature --out $s/ls-feature-ipc$ipc.safetensors --quiet
   ev $s/ls-feature-ipc$ipc.safetensors random+ls-feature0.1-ipc$ipc 3
-  [ -f $s/ls-kernel-ipc$ipc.safetensors ] || python3 -m mgdd baseline random+ls --dataset fashion-mnist --ipc $ipc --ridge kernel --lam 0.05 --out $s/ls-kernel-ipc$ipc.safetensors --quiet
-  ev $s/ls-kernel-ipc$ipc.safetensors random+ls-kernel0.05-ipc$ipc 3
+  [ -f $s/ls-capped-ipc$ipc.safetensors ] || python3 -m mgdd baseline random+ls --dataset fashion-mnist --ipc $ipc --out $s/ls-capped-ipc$ipc.safetensors --quiet
+  ev $s/ls-capped-ipc$ipc.safetensors random+ls-capped-ipc$ipc 3
 done
 for ipc in 1 10 50; do
   f=$OUT_DIR/sets/fresh-ipc$ipc.safetensors

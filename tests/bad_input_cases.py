@@ -193,6 +193,10 @@ CASES = [
     ("bench-report-none", ["bench", "--out", "{t}/B", "--report"], 2, "no bench cells"),
     ("bench-other-machine-alone", ["bench", "--preset", "quick", "--out", "{t}/B", "--other-machine"], 2,
      "goes with --retime only"),
+    ("bench-dataset-classes-too-small", ["bench", "--preset", "fmnist", "--dataset", "imagefolder:{t}/imgs_few",
+                                         "--out", "{t}/B"], 2, "smallest class"),
+    ("bench-image-size-alone", ["bench", "--preset", "quick", "--image-size", "32", "--out", "{t}/B"], 2,
+     "goes with --dataset"),
     # --- outputs: never over something that is not a regular file of ours, never without --force
     ("out-empty", ["baseline", "random", "--dataset", DS, "--ipc", "1", "--out", ""], 2, "empty"),
     ("out-png", ["baseline", "random", "--dataset", DS, "--ipc", "1", "--out", "{t}/same.png"], 2, ".safetensors"),

@@ -652,3 +652,32 @@ def test_the_bench_under_torchrun_records_the_one_process_cells(tmp_path):
             assert "ranks" not in a and b.get("ranks", 2) == 2, name  # rank 0 trained run 0, rank 1 run 1
     assert sum(json.loads((tmp_path / "w2" / "cells" / n).read_text()).get("ranks") == 2 for n in cells) > 8
     assert evaluated > 8 and one["accuracy"]["1"]["mgdd"]["mean"] == two["accuracy"]["1"]["mgdd"]["mean"]
+
+
+def test_a_preset_runs_on_another_dataset_and_resumes_only_there(tmp_path, monkeypatch):
+    """--dataset runs a preset's protocol on another dataset (issue #41: the field's shapes through
+    the bench): here 4 colour classes of 16 x 16, the shipped grey generator folded over the
+    channels. The record holds the dataset's absolute path; a resume without it is refused, and a
+    preset whose sets outgrow the classes is refused before any folder is made."""
+    from conftest import make_npz
+    from mgdd.bench import Bench
+    from mgdd.errors import UsageError
+
+    _tiny_preset(tmp_path, monkeypatch, snapshot=1, adapt_steps=1)
+    path = make_npz(tmp_path / "colour.npz", n_per_class=12, classes=4, size=16, channels=3)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "bench"
+    r = Bench("tiny", out, dataset="npz:colour.npz").run()
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["dataset"] == f"npz:{path}" and run["config"]["image_size"] is None
+    assert r["dataset"]["name"] == f"npz:{path}" and r["dataset"]["classes"] == 4 and r["dataset"]["channels"] == 3
+    cells = json.loads((out / "cells" / "mgdd-ipc1.json").read_text())
+    assert cells["runs"] == 1 and len(cells["accuracies"]) == 1 and 0 <= cells["accuracy_mean"] <= 1
+    with pytest.raises(UsageError, match="dataset"):
+        Bench("tiny", out, resume=True).run()  # the preset's own dataset: other settings
+    assert Bench("tiny", out, resume=True, dataset=f"npz:{path}").run()["dataset"] == r["dataset"]
+    with pytest.raises(UsageError, match=r"up to IPC 500 .*smallest class .* has 12 training images"):
+        Bench("fmnist", tmp_path / "big", dataset=f"npz:{path}").run()
+    assert not (tmp_path / "big").exists()
+    with pytest.raises(UsageError, match="--image-size goes with --dataset"):
+        Bench("tiny", tmp_path / "other", image_size=32)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 from ..distilled import DEFAULT_TEMPERATURE
-from ..errors import unknown_name
+from ..errors import UsageError, unknown_name
 from ..objective import DEFAULT_LAM, DEFAULT_RIDGE
 
 # The paper's headline: MGDD matches the iterative state of the art in 1/22 of its time
@@ -135,10 +136,28 @@ PRESETS = {
 }
 
 
-def get_preset(name: str) -> Preset:
+def get_preset(name: str, dataset: str | None = None, image_size: int | None = None) -> Preset:
+    """The preset ``name``; with ``dataset``, its protocol on that dataset instead (issue #41: the
+    field's shapes through the bench), at ``image_size`` (None: the dataset's own size; the
+    preset's own size belongs to its own dataset). A path in ``npz:`` or ``imagefolder:`` is made
+    absolute, as data.load_dataset records it, so a resume from another folder matches."""
     if name not in PRESETS:
         raise unknown_name("bench preset", name, PRESETS)
-    return PRESETS[name]
+    if dataset is None:
+        if image_size is not None:
+            raise UsageError("--image-size goes with --dataset: a preset's own dataset has the preset's size.")
+        return PRESETS[name]
+    for prefix in ("npz:", "imagefolder:"):
+        if dataset.startswith(prefix):
+            dataset = prefix + str(Path(dataset[len(prefix):]).expanduser().absolute())
+    return replace(PRESETS[name], dataset=dataset, image_size=image_size)
+
+
+def preset_sizes(p: Preset) -> list:
+    """Every IPC a run of ``p`` builds a set at: its blocks and its timing-only sizes (the unseen
+    and cross-model sizes act only where they are blocks), so that a dataset with smaller
+    classes is refused before any work rather than blocks later."""
+    return sorted(set(p.ipcs) | set(p.scaling_ipcs))
 
 
 def block_cells(p: Preset, ipc: int) -> list:

@@ -37,7 +37,7 @@ from ..protocols import hard_copy
 from ..start import ORDER_LENGTH, coreset_indices, order_seconds
 from .cells import CellStore, from_lead, pass_seconds, read_cells, timed
 from .folder import RunFolder
-from .presets import REAL_RUNS, VARIANTS, aug_sources, cross_sources, get_preset, hard_sources
+from .presets import REAL_RUNS, VARIANTS, aug_sources, cross_sources, get_preset, hard_sources, preset_sizes
 from .report import write_report
 from .retime import retime
 
@@ -59,8 +59,10 @@ class Bench:
     plots are report.py's."""
 
     def __init__(self, preset: str, out, data_dir=None, resume=False, force=False, seed=0, progress=False,
-                 new_generator=False, device="cpu", cache_dir=None):
-        self.cfg, self.preset, self.seed, self.progress = get_preset(preset), preset, seed, progress
+                 new_generator=False, device="cpu", cache_dir=None, dataset=None, image_size=None):
+        # dataset / image_size: the preset's protocol on another dataset (presets.get_preset)
+        self.cfg = get_preset(preset, dataset, image_size)
+        self.preset, self.seed, self.progress = preset, seed, progress
         # every stage runs on this device (objective, adaptation, generation, evaluation), so the
         # times of one run are comparable; run.json records it and a resume must use the same
         self.device = str(device)
@@ -92,6 +94,13 @@ class Bench:
         return self._dataset
 
     def _start(self) -> None:
+        sizes = preset_sizes(self.cfg)  # checked before any folder or cell, not blocks later
+        smallest = min(self.dataset.class_counts())
+        if sizes[-1] > smallest:
+            raise UsageError(f"the {self.preset} preset builds sets of up to IPC {sizes[-1]} (IPC "
+                             f"{', '.join(map(str, sizes))}), but the smallest class of {self.dataset.name} has "
+                             f"{smallest} training images; choose a preset with smaller sets or a dataset with "
+                             "larger classes.")
         self.folder.start()
 
     def run_record(self) -> dict:

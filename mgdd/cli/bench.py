@@ -36,7 +36,8 @@ def _bench(args, scratch):
     from ..bench import Bench, check_finished, rebuild
     out = common.folder_out(args)
     if args.report:
-        if args.force or args.resume or args.retime or args.new_generator or args.other_machine:
+        if (args.force or args.resume or args.retime or args.new_generator or args.other_machine
+                or args.dataset is not None or args.image_size is not None):
             raise UsageError("--report rebuilds the report of the run in --out and takes no other mode.")
         if not (out / "cells").is_dir():
             raise UsageError(f"{out} holds no bench cells to report on.")
@@ -52,11 +53,13 @@ def _bench(args, scratch):
             raise UsageError("--new-generator goes with --resume only (not --retime or --force).")
         if scratch is not None:  # a following rank: its own folder, rank 0's feature cache
             b = Bench(args.preset, scratch, data_dir=args.data_dir, force=True, seed=args.seed, progress=False,
-                      device=common.device(args), cache_dir=out / "cache")
+                      device=common.device(args), cache_dir=out / "cache", dataset=args.dataset,
+                      image_size=args.image_size)
             b.run()
             return
         b = Bench(args.preset, out, data_dir=args.data_dir, resume=args.resume or args.retime, force=args.force,
-                  seed=args.seed, progress=common.progress(args), new_generator=args.new_generator, device=common.device(args))
+                  seed=args.seed, progress=common.progress(args), new_generator=args.new_generator, device=common.device(args),
+                  dataset=args.dataset, image_size=args.image_size)
         b.retime(cont=args.resume, other_machine=args.other_machine) if args.retime else b.run()
     print((out / "results.md").read_text())
     print(f"wrote {out}/results.json, results.md, plots/")
@@ -66,6 +69,11 @@ def add_parsers(sub):
     s = sub.add_parser("bench", help="benchmark mgdd against every baseline: accuracy vs time")
     s.add_argument("--preset", default="quick", help="quick | fmnist | digits28")
     common.add_out(s, "results folder")
+    s.add_argument("--dataset", default=None,
+                   help="run the preset's protocol on this dataset instead of its own (the names of "
+                        "`mgdd distill --dataset`); a resume or re-time passes it again")
+    s.add_argument("--image-size", type=common.positive_int, default=None,
+                   help="with --dataset: resize its images to N x N (default: their own size)")
     s.add_argument("--data-dir", default=None)
     s.add_argument("--resume", action="store_true", help="reuse finished cells in --out")
     s.add_argument("--new-generator", action="store_true",
