@@ -163,22 +163,32 @@ def test_a_checkpointed_generator_pass_has_the_same_values_and_gradients(channel
     gen = MetaGenerator(GeneratorConfig(channels=1, width=8, stem_width=4, context_dim=8))
     torch.nn.init.normal_(gen.out.weight, std=0.1)  # not the identity, so every layer has a gradient
     gen.double()  # float64, so summation order does not hide a wrong gradient
-    x0, guide = torch.randn(10, channels, 12, 12).double(), torch.randn(10, channels, 12, 12).double()
+    # X_0 needs a gradient too, as a later pass's input does (through the chunks and the class sums)
+    x0 = torch.randn(10, channels, 12, 12).double().requires_grad_(True)
+    guide = torch.randn(10, channels, 12, 12).double()
     y0 = torch.arange(5).repeat_interleave(2)
 
     def run():
         gen.zero_grad()
+        x0.grad = None
         out = gen(x0, y0, 5, guide=guide)
-        (out * torch.linspace(-1, 1, out.numel()).double().view_as(out)).sum().backward()
-        return out.detach(), [p.grad.clone() for p in gen.parameters()]
+        weights = torch.linspace(-1, 1, out.numel()).double().view_as(out)
+        (out * weights).sum().backward()
+        # torch.autograd.grad over the parameters, as meta-training takes them (not .grad)
+        again = torch.autograd.grad((gen(x0, y0, 5, guide=guide) * weights).sum(), list(gen.parameters()))
+        return out.detach(), [p.grad.clone() for p in gen.parameters()], x0.grad.clone(), again
 
-    one, grads = run()
+    one, grads, x_grad, again = run()
     monkeypatch.setattr(MetaGenerator, "GRAD_BUDGET", 4 * 144 * 200 * 3)  # 3 folded images a chunk
     assert gen.grad_chunk(144) < len(x0) * channels
-    chunked, grads2 = run()
+    chunked, grads2, x_grad2, again2 = run()
     torch.testing.assert_close(chunked, one)
-    for a, b in zip(grads2, grads):
+    torch.testing.assert_close(x_grad2, x_grad)
+    assert x_grad.abs().sum() > 0
+    for a, b, c, d in zip(grads2, grads, again2, again):
         torch.testing.assert_close(a, b)
+        torch.testing.assert_close(c, d)
+        torch.testing.assert_close(c, a)
 
 
 def test_mgdd_precompute_fills_the_cache_that_later_commands_read(tiny_npz, tmp_path, monkeypatch, capsys):
