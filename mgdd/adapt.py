@@ -15,9 +15,10 @@ import torch
 from .checkpoint import check_finite, load_weights, step_rng
 from .data import check_ipc
 from .errors import UsageError, check_range
-from .generate import default_passes, default_start, task_loss, unrolled_loss
+from .generate import default_passes, default_start, task_loss, training_step_bytes, unrolled_loss
 from .generator import MetaGenerator, check_channels
 from .loop import run_resumable
+from .memory import check_fits
 from .objective import KRRObjective
 from .start import check_start
 
@@ -55,6 +56,11 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
     check_channels(generator, dataset)
     passes = default_passes(generator) if passes is None else passes
     check_range("passes", passes, 1)
+    check_fits(training_step_bytes(objective, ipcs[-1], passes),
+               f"an adaptation step at IPC {ipcs[-1]} ({ipcs[-1] * dataset.num_classes} images of "
+               f"{dataset.channels} x {dataset.image_size[0]} x {dataset.image_size[1]}, {passes} passes with gradient)",
+               "adapt on smaller sizes (--adapt-ipcs for distill, --ipcs for adapt) and generate the larger ones "
+               "from the adapted generator: generation keeps no gradient")
     start = default_start(generator) if start is None else start
     check_start(start)
     generator.to(objective.device)

@@ -106,6 +106,19 @@ def unrolled_loss(generator: MetaGenerator, objective: KRRObjective, ipc: int, r
     return total / passes
 
 
+def training_step_bytes(objective: KRRObjective, ipc: int, passes: int, num_classes: int | None = None) -> float:
+    """Peak bytes of one adaptation (or meta-training) step at ``ipc`` beyond what the process
+    already holds (the dataset, the moments): the passes' inputs, guides and outputs, each a copy
+    of the set (2 a pass, and X_0 with a few gradient buffers), the KRR loss's float64 M x d
+    factors for each pass, and one chunk of activations for the generator and for the features.
+    Calibrated on 200 classes x 64 px, IPC 50 (results/shapes); the estimate memory.check_fits
+    compares with what is free."""
+    ds = objective.dataset
+    m = ipc * (num_classes or ds.num_classes)
+    values = m * ds.channels * ds.image_size[0] * ds.image_size[1]
+    return 4 * values * (2 * passes + 4) + 8 * m * objective.pool.dim * 6 * passes + 2 * MetaGenerator.GRAD_BUDGET
+
+
 def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: int = 0, chunk: int = 256,
              method: str = "mgdd", passes: int | None = None, guide_nets: int | None = None,
              start: str | None = None, **extra_meta) -> DistilledSet:

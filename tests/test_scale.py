@@ -95,6 +95,22 @@ def test_refusals_name_the_estimate_and_the_option(tiny_dataset, monkeypatch):
     assert krr.stacked_solve_bytes(10, [64] * 2) < krr.stacked_solve_bytes(1000, [64] * 2)
 
 
+def test_adaptation_refuses_a_step_that_would_not_fit(tiny_objective, monkeypatch, tmp_path):
+    """An adaptation step keeps every pass's set for its gradient: its peak is estimated from the
+    shapes before any step, refused with the sizes that help, and nothing is written."""
+    from mgdd.adapt import adapt
+    from mgdd.generate import training_step_bytes
+    from mgdd.generator import GeneratorConfig, MetaGenerator
+    small, large = training_step_bytes(tiny_objective, 1, 4), training_step_bytes(tiny_objective, 4, 4)
+    assert small < large < training_step_bytes(tiny_objective, 4, 8)
+    gen = MetaGenerator(GeneratorConfig(channels=1, width=8, stem_width=4, context_dim=8))
+    monkeypatch.setenv("MGDD_MEMORY_LIMIT", str(int((small + large) / 2)))
+    with pytest.raises(UsageError, match=r"adaptation step at IPC 4 \(12 images .* would need about .*--adapt-ipcs"):
+        adapt(gen, tiny_objective, steps=1, ipcs=[1, 4], passes=4, checkpoint=tmp_path / "ck", progress=False)
+    assert not (tmp_path / "ck").exists()
+    adapt(gen, tiny_objective, steps=1, ipcs=[1], passes=4, progress=False)  # the smaller size fits
+
+
 def test_meta_training_asks_for_per_class_moments(tiny_objective):
     from mgdd.generator import GeneratorConfig, MetaGenerator
     from mgdd.meta import meta_train
