@@ -83,9 +83,10 @@ class _StreamedPass(torch.autograd.Function):
     parameters fn reads: passed in, so their gradients are returned through autograd and
     torch.autograd.grad over them works (meta-training), not accumulated into .grad.
 
-    It replaces torch.utils.checkpoint (non-reentrant) here, which kept about two extra copies of
-    the set a pass (measured: a 4-pass adaptation at 200 classes x 64 px x IPC 50 peaked at 14 GB,
-    issue #41)."""
+    It replaces torch.utils.checkpoint (non-reentrant) here, which kept about seven more copies of
+    the set a pass (4 passes held 44 copies before the backward, 16 streamed:
+    benchmarks/adapt_memory.py; an adaptation step at 200 classes x 64 px x IPC 50 peaked at
+    14 GB with it, issue #41)."""
 
     @staticmethod
     def forward(ctx, fn, chunk, reduce, n_chunked, n_shared, *inputs):
