@@ -549,6 +549,15 @@ def _locate(name: str, data_dir, download: bool):
     raise DatasetNotFound(f"dataset {name!r} not found. Looked in: {', '.join(seen)}. {HOW_TO_GET[name]}")
 
 
+def canonical_name(name: str) -> str:
+    """The dataset name as a dataset records it: an ``npz:`` or ``imagefolder:`` path made
+    absolute, so a set (or a bench run) made from it reads back from any folder."""
+    for prefix in ("npz:", "imagefolder:"):
+        if name.startswith(prefix):
+            return prefix + str(Path(name[len(prefix):]).expanduser().absolute())
+    return name
+
+
 def load_dataset(name: str, data_dir=None, download: bool = False, image_size: int | None = None,
                  zca: float | None = None) -> Dataset:
     """Load a dataset by name (see module docstring); raise one clear error if it is missing.
@@ -566,15 +575,13 @@ def load_dataset(name: str, data_dir=None, download: bool = False, image_size: i
                          f"the image's size (64 x {image_size} x {image_size} floats an image in the first layer); "
                          f"use {MAX_IMAGE_SIZE} or less.")
     info = {}
+    name = canonical_name(name)
     if name.startswith("npz:"):
-        # stored with an absolute path, so a set made from it evaluates from any folder
-        path = Path(name[4:]).expanduser().absolute()
-        name = f"npz:{path}"
+        path = Path(name[4:])
         xtr, ytr, xte, yte, names, info = _read_npz(path)
         info = dict(info, path=str(path))
     elif name.startswith("imagefolder:"):
-        path = Path(name[len("imagefolder:"):]).expanduser().absolute()
-        name = f"imagefolder:{path}"
+        path = Path(name[len("imagefolder:"):])
         image_size = image_size or IMAGEFOLDER_SIZE
         xtr, ytr, xte, yte, names = _read_imagefolder(path, image_size)
         info = {"path": str(path)}

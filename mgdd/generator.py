@@ -117,8 +117,8 @@ class _StreamedPass(torch.autograd.Function):
                             (t[i:i + ctx.chunk].detach().requires_grad_(True) if need[k] else t[i:i + ctx.chunk])
                             for k, t in enumerate(chunked)]
                 out = ctx.fn(*chunk_in, *shared_in)
-                wrt = [k for k, t in enumerate([*chunk_in, *shared_in, *params]) if need[k]]
                 leaves = [*chunk_in, *shared_in, *params]
+                wrt = [k for k in range(len(leaves)) if need[k]]
                 got = torch.autograd.grad(out, [leaves[k] for k in wrt],
                                           grad if ctx.reduce == "sum" else grad[i:i + ctx.chunk], allow_unused=True)
             for k, g in zip(wrt, got):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
+from ..data import canonical_name
 from ..distilled import DEFAULT_TEMPERATURE
 from ..errors import UsageError, unknown_name
 from ..objective import DEFAULT_LAM, DEFAULT_RIDGE
@@ -139,18 +139,15 @@ PRESETS = {
 def get_preset(name: str, dataset: str | None = None, image_size: int | None = None) -> Preset:
     """The preset ``name``; with ``dataset``, its protocol on that dataset instead (issue #41: the
     field's shapes through the bench), at ``image_size`` (None: the dataset's own size; the
-    preset's own size belongs to its own dataset). A path in ``npz:`` or ``imagefolder:`` is made
-    absolute, as data.load_dataset records it, so a resume from another folder matches."""
+    preset's own size belongs to its own dataset). The name is data.canonical_name's, as the
+    dataset records it, so a resume from another folder matches."""
     if name not in PRESETS:
         raise unknown_name("bench preset", name, PRESETS)
     if dataset is None:
         if image_size is not None:
             raise UsageError("--image-size goes with --dataset: a preset's own dataset has the preset's size.")
         return PRESETS[name]
-    for prefix in ("npz:", "imagefolder:"):
-        if dataset.startswith(prefix):
-            dataset = prefix + str(Path(dataset[len(prefix):]).expanduser().absolute())
-    return replace(PRESETS[name], dataset=dataset, image_size=image_size)
+    return replace(PRESETS[name], dataset=canonical_name(dataset), image_size=image_size)
 
 
 def preset_sizes(p: Preset) -> list:
