@@ -173,9 +173,11 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int | None = None, adapt_ipcs=None
     adapt_ipcs = [int(i) for i in (adapt_ipcs or ipcs)] if method == "generator" else []
     out_dir = Path(out_dir) if out_dir else None
     replace = force or resume
-    if out_dir is not None:  # fail before any work, not after an hour; then claim them for this run
-        for path in check_outputs(distill_outputs(out_dir, ipcs, method), replace, inputs):
+    if out_dir is not None:  # claim the outputs for this run, then fail before any work, not after an hour
+        outputs = distill_outputs(out_dir, ipcs, method)
+        for path in outputs:
             claim(path)
+        check_outputs(outputs, replace, inputs)
     # 1. the data and the objective: feature pool + real-data moments (computed once per dataset, then cached)
     if isinstance(dataset, str):
         dataset = load_dataset(dataset, data_dir)

@@ -291,6 +291,28 @@ def test_a_second_run_onto_the_same_outputs_is_refused_at_once(tmp_path, tiny_np
     assert again.returncode == 0, again.stderr
 
 
+def test_a_run_at_work_is_named_before_its_checkpoint(tmp_path, tiny_npz):
+    """A second run onto outputs whose first run is at work and has already written its checkpoint
+    is told that another run is writing them (what is true), not that they hold an unfinished run
+    to resume: the claim is checked before the outputs (the race the test above met under load)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "MGDD_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "K.safetensors"
+    (tmp_path / "K.checkpoint.safetensors").write_bytes(b"the first run's checkpoint")
+    locks = tmp_path / "cache" / "locks"
+    locks.mkdir(parents=True)
+    alive = os.getpid()  # this test's process: alive, and not the second run's
+    (locks / (hashlib.sha1(os.path.realpath(out).encode()).hexdigest() + ".lock")).write_text(f"{alive} x\n")
+    second = subprocess.run([sys.executable, "-m", "mgdd", "baseline", "krr-pixel", "--dataset", f"npz:{tiny_npz}",
+                             "--ipc", "1", "--steps", "3", "--quiet", "--out", str(out)],
+                            env=env, capture_output=True, text=True)
+    assert second.returncode == 2 and f"another mgdd run (process {alive})" in second.stderr, second.stderr
+    assert (tmp_path / "K.checkpoint.safetensors").read_bytes() == b"the first run's checkpoint"
+
+
 def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
     """#43: kill -9 between writing and renaming leaves .NAME.PID.XXXX.tmp; the next write of NAME
     removes it when PID is gone, and leaves a live writer's and another file's alone."""

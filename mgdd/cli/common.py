@@ -246,14 +246,14 @@ def input_paths(args) -> list:
 
 
 def check_outputs(args, outputs, force: bool) -> list:
-    """Before any work: io.check_outputs on this command's outputs and inputs, then claim the
-    outputs for this run (lock.py), so a second run onto them is refused now, not hours later."""
+    """Before any work: claim the outputs for this run (lock.py), so a second run onto them is
+    refused now, not hours later, then io.check_outputs on them and the inputs."""
     from ..io import check_outputs as check
     from ..lock import claim
-    outputs = check(outputs, force, input_paths(args))
-    for o in outputs:
+    outputs = list(outputs)
+    for o in outputs:  # first: a run at work on these outputs is named as such, not by its checkpoint
         claim(o)
-    return outputs
+    return check(outputs, force, input_paths(args))
 
 
 def table(rows, headers):
