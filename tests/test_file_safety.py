@@ -291,6 +291,34 @@ def test_a_second_run_onto_the_same_outputs_is_refused_at_once(tmp_path, tiny_np
     assert again.returncode == 0, again.stderr
 
 
+def test_sigterm_outside_a_training_loop_stops_cleanly(tmp_path, tiny_npz):
+    """SIGTERM while a command works outside a training loop (here an evaluation) stops it as Ctrl-C
+    does: exit 143, one line, its claims released, no output written (it was killed before, its
+    claim left behind; the race test_a_second_run... met when the signal came before the loop)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mgdd.cli import main
+    env = {**os.environ, "MGDD_CACHE": str(tmp_path / "cache")}
+    s = tmp_path / "s.safetensors"
+    assert main(["baseline", "random", "--dataset", f"npz:{tiny_npz}", "--ipc", "1", "--quiet", "--out", str(s)]) == 0
+    run = subprocess.Popen([sys.executable, "-m", "mgdd", "evaluate", str(s), "--epochs", "1000000", "--quiet",
+                            "--out", str(tmp_path / "r.json")], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    locks = tmp_path / "cache" / "locks"
+    for _ in range(600):
+        if locks.is_dir() and list(locks.iterdir()):
+            break
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 143 and "stopped (SIGTERM)" in err and "Traceback" not in err, err
+    assert not list(locks.iterdir()) and not (tmp_path / "r.json").exists()
+
+
 def test_a_run_at_work_is_named_before_its_checkpoint(tmp_path, tiny_npz):
     """A second run onto outputs whose first run is at work and has already written its checkpoint
     is told that another run is writing them (what is true), not that they hold an unfinished run

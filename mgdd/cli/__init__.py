@@ -15,6 +15,7 @@ one line ("mgdd: error: ...") and exit 2 (usage) or 1 (runtime); --debug shows t
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from ..errors import MgddError
@@ -38,13 +39,27 @@ def _one_line(e: Exception) -> str:
     return " ".join(str(e).split())
 
 
+class _Terminated(BaseException):
+    """SIGTERM outside a training loop (a loop saves its checkpoint first, checkpoint.graceful_stop):
+    stop as Ctrl-C does, through the same exits, so this run's claims are released."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv=None) -> int:
     """Run one command. Exit codes: 0 done; 1 a failure the user can fix (missing or corrupt
-    file, diverged run); 2 bad arguments; 130 / 143 stopped by SIGINT / SIGTERM (checkpoint
-    saved). Errors print one line; --debug shows the traceback."""
+    file, diverged run); 2 bad arguments; 130 / 143 stopped by SIGINT / SIGTERM (a training loop
+    saves its checkpoint first; every command releases its claims). Errors print one line;
+    --debug shows the traceback."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
+    try:
+        before = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: the default action stays
+        before = None
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
@@ -61,6 +76,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("mgdd: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("mgdd: stopped (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except MemoryError:
         if debug:
             raise
@@ -83,6 +101,8 @@ def main(argv=None) -> int:
         lock = sys.modules.get("mgdd.lock")  # loaded only by a command that claimed its outputs
         if lock is not None:
             lock.release_all()
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
     return 0
 
 
