@@ -5,6 +5,7 @@ class), one thread, one process:
     python benchmarks/adapt_memory.py --ipc 100 --out results/shapes/adapt-memory/after.json
     git archive 4597ec4 mgdd | tar x -C /tmp/before        # the package before the streamed pass
     MGDD_SRC=/tmp/before python benchmarks/adapt_memory.py --ipc 100 --out results/shapes/adapt-memory/before.json
+    python benchmarks/adapt_memory.py --ipc 100 --rebuild-guides --out results/shapes/adapt-memory/rebuilt-guides.json
 
 Without mgdd's allocator policy (keep_freed_memory), the resident size follows what is alive:
 the script prints it after X_0 and after each pass's guide, generator pass and loss, in copies
@@ -43,6 +44,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--ipc", type=int, default=100)
     p.add_argument("--out", required=True)
+    p.add_argument("--rebuild-guides", action="store_true",
+                   help="keep no guide for the backward, which computes each again (generate.GuideRebuilt)")
     args = p.parse_args()
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="mgdd-adapt-memory-"))
@@ -62,7 +65,14 @@ def main():
     for t in range(4):
         guide = obj.guide(x, nets=2)
         a = resident_gb()
-        x = gen(x, y0, 10, guide=guide)
+        if args.rebuild_guides:
+            from mgdd.generate import GuideRebuilt
+            hooks = GuideRebuilt(guide, lambda x=x: obj.guide(x, nets=2))
+            with torch.autograd.graph.saved_tensors_hooks(hooks.pack, hooks.unpack):
+                x = gen(x, y0, 10, guide=guide)
+        else:
+            x = gen(x, y0, 10, guide=guide)
+        del guide
         b = resident_gb()
         total = total + obj.pool_loss(x, 0)
         c = resident_gb()
@@ -71,7 +81,7 @@ def main():
         print(rows[-1], flush=True)
     before_backward = resident_gb()
     total.backward()
-    out = {"ipc": args.ipc, "set_gb": set_gb, "source": os.environ.get("MGDD_SRC") or "this checkout",
+    out = {"ipc": args.ipc, "rebuild_guides": args.rebuild_guides, "set_gb": set_gb, "source": os.environ.get("MGDD_SRC") or "this checkout",
            "resident_after_x0_gb": r0, "resident_before_backward_gb": before_backward,
            "held_before_backward_sets": (before_backward - r0) / set_gb,
            "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,

@@ -194,7 +194,8 @@ def cell(shape: str, stage: str, ipc: int, args) -> dict:
         gen, origin = load_generator("meta", dataset.channels, seed=0)
         log = adapt(gen, obj, steps=args.adapt_steps, ipcs=[ipc], progress=False)
         out.update(steps=args.adapt_steps, seconds=log["seconds"], seconds_per_step=log["seconds"] / args.adapt_steps,
-                   generator=origin)
+                   generator=origin, rebuild_guides=log["rebuild_guides"],
+                   memory_limit=os.environ.get("MGDD_MEMORY_LIMIT"))
     elif stage == "generate":
         from mgdd.generate import generate
         from mgdd.pipeline import load_generator
@@ -256,6 +257,8 @@ def table() -> str:
     for r in rows:
         if r["stage"] == "krr-pixel" or r["stage"] == "adapt":
             t = f"{r['seconds_per_step']:.2f} a step ({r['steps']} steps)"
+            if r.get("rebuild_guides"):
+                t += f", guides rebuilt (MGDD_MEMORY_LIMIT={r['memory_limit']})"
         elif r["stage"] == "generate":
             t = f"{r['pass_seconds']:.1f} pass + {r['label_seconds']:.1f} labels"
         elif r["stage"] == "precompute":

@@ -8,6 +8,7 @@ generator (mgdd) or from random init (the `scratch` ablation); loop.py makes it 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 
 import torch
@@ -18,7 +19,7 @@ from .errors import UsageError, check_range
 from .generate import default_passes, default_start, task_loss, training_step_bytes, unrolled_loss
 from .generator import MetaGenerator, check_channels
 from .loop import run_resumable
-from .memory import check_fits
+from .memory import available_bytes, check_fits, fits, gib
 from .objective import KRRObjective
 from .start import check_start
 
@@ -34,7 +35,8 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
           seed: int = 0, checkpoint=None, checkpoint_every: int = 25, resume: bool = False,
           progress: bool = True, source: str | None = None, passes: int | None = None,
           start: str | None = None) -> dict:
-    """Adapt ``generator`` in place. Returns {"seconds", "history", "steps", "ipcs", "lr", "seed", "passes"}.
+    """Adapt ``generator`` in place. Returns {"seconds", "history", "steps", "ipcs", "lr", "seed", "passes", "start",
+    "rebuild_guides"}.
 
     ``passes`` (default: what the generator was trained for) > 1 adapts a few-pass generator
     on its own unrolled loss (generate.unrolled_loss); 1 is the one-pass task loss.
@@ -56,11 +58,19 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
     check_channels(generator, dataset)
     passes = default_passes(generator) if passes is None else passes
     check_range("passes", passes, 1)
-    check_fits(training_step_bytes(objective, ipcs[-1], passes),
+    # the guides each pass keeps for the backward are computed again there when the step would not fit
+    # with them (the same result, one more guide a pass: generate.GuideRebuilt)
+    kept = training_step_bytes(objective, ipcs[-1], passes)
+    rebuild_guides = generator.config.guide_input and not fits(kept)
+    check_fits(training_step_bytes(objective, ipcs[-1], passes, rebuild_guides=rebuild_guides),
                f"an adaptation step at IPC {ipcs[-1]} ({ipcs[-1] * dataset.num_classes} images of "
                f"{dataset.channels} x {dataset.image_size[0]} x {dataset.image_size[1]}, {passes} passes with gradient)",
                "adapt on smaller sizes (--adapt-ipcs for distill, --ipcs for adapt) and generate the larger ones "
                "from the adapted generator: generation keeps no gradient")
+    if rebuild_guides and progress:
+        print(f"adapt: a step at IPC {ipcs[-1]} would need about {gib(kept)} with its guides kept and "
+              f"{gib(available_bytes())} is available: each pass's guide is computed again in the backward "
+              "(the same result, one more guide a pass).", file=sys.stderr)
     start = default_start(generator) if start is None else start
     check_start(start)
     generator.to(objective.device)
@@ -77,8 +87,8 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
     def step(s: int) -> dict:
         rng = step_rng(seed, s)
         ipc = rng.choice(ipcs)
-        loss = task_loss(generator, objective, ipc, rng, start=start) if passes == 1 else \
-            unrolled_loss(generator, objective, ipc, rng, passes, start=start)
+        loss = task_loss(generator, objective, ipc, rng, start=start, rebuild_guides=rebuild_guides) if passes == 1 \
+            else unrolled_loss(generator, objective, ipc, rng, passes, start=start, rebuild_guides=rebuild_guides)
         check_finite(loss, s, checkpoint)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -90,4 +100,4 @@ def adapt(generator: MetaGenerator, objective: KRRObjective, steps: int, ipcs=(1
                          checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, progress=progress)
     generator.eval()
     return {"steps": steps, "seconds": loop.seconds, "history": loop.history, "ipcs": ipcs, "lr": lr, "seed": seed,
-            "passes": passes, "start": start}
+            "passes": passes, "start": start, "rebuild_guides": rebuild_guides}

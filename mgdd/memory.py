@@ -44,6 +44,12 @@ def gib(n: float) -> str:
     return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
+def fits(estimate: float) -> bool:
+    """Whether ``estimate`` bytes are available (True where the limit is unknown)."""
+    have = available_bytes()
+    return have is None or estimate <= have
+
+
 def check_fits(estimate: float, what: str, hint: str) -> None:
     """Refuse (UsageError) when ``what`` is estimated to need more memory than is available."""
     have = available_bytes()

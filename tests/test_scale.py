@@ -103,12 +103,80 @@ def test_adaptation_refuses_a_step_that_would_not_fit(tiny_objective, monkeypatc
     from mgdd.generator import GeneratorConfig, MetaGenerator
     small, large = training_step_bytes(tiny_objective, 1, 4), training_step_bytes(tiny_objective, 4, 4)
     assert small < large < training_step_bytes(tiny_objective, 4, 8)
+    rebuilt = training_step_bytes(tiny_objective, 4, 4, rebuild_guides=True)
+    assert small < rebuilt < large  # even with its guides rebuilt in the backward, IPC 4 does not fit
     gen = MetaGenerator(GeneratorConfig(channels=1, width=8, stem_width=4, context_dim=8))
-    monkeypatch.setenv("MGDD_MEMORY_LIMIT", str(int((small + large) / 2)))
+    monkeypatch.setenv("MGDD_MEMORY_LIMIT", str(int((small + rebuilt) / 2)))
     with pytest.raises(UsageError, match=r"adaptation step at IPC 4 \(12 images .* would need about .*--adapt-ipcs"):
         adapt(gen, tiny_objective, steps=1, ipcs=[1, 4], passes=4, checkpoint=tmp_path / "ck", progress=False)
     assert not (tmp_path / "ck").exists()
     adapt(gen, tiny_objective, steps=1, ipcs=[1], passes=4, progress=False)  # the smaller size fits
+
+
+def _guides_seen(objective, monkeypatch):
+    """Wrap objective.guide: a weak reference to each guide it returns (alive or not, later)."""
+    import weakref
+    seen, real = [], objective.guide
+
+    def guide(*a, **k):
+        g = real(*a, **k)
+        seen.append(weakref.ref(g))
+        return g
+    monkeypatch.setattr(objective, "guide", guide)
+    return seen
+
+
+def test_a_training_pass_can_rebuild_its_guides_in_the_backward(tiny_objective, monkeypatch):
+    """#41: with rebuild_guides the passes keep no guide for the backward (each is freed once its
+    pass is done), the backward computes each again from the pass's input, and the loss and
+    every gradient are the ones of the passes that kept them, bit for bit."""
+    import random
+
+    from mgdd.generate import unrolled_loss
+    from mgdd.generator import GeneratorConfig, MetaGenerator
+    torch.manual_seed(0)
+    gen = MetaGenerator(GeneratorConfig(channels=1, width=8, stem_width=4, context_dim=8))
+    torch.nn.init.normal_(gen.out.weight, std=0.1)  # not the identity, so every layer has a gradient
+    monkeypatch.setattr(MetaGenerator, "GRAD_BUDGET", 4 * 144 * 200 * 2)  # a few images a chunk: streamed
+    assert gen.grad_chunk(144) < 3 * 4
+    seen = _guides_seen(tiny_objective, monkeypatch)
+
+    def step(rebuild):
+        seen.clear()
+        gen.zero_grad()
+        loss = unrolled_loss(gen, tiny_objective, 4, random.Random(3), passes=3, rebuild_guides=rebuild)
+        alive = sum(r() is not None for r in seen)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in gen.parameters()], alive, len(seen)
+
+    loss, grads, alive, computed = step(False)
+    assert (alive, computed) == (3, 3)   # every pass's guide held for the backward
+    loss2, grads2, alive2, computed2 = step(True)
+    assert (alive2, computed2) == (0, 6)  # none held; each computed again in the backward
+    assert torch.equal(loss2, loss)
+    assert all(torch.equal(a, b) for a, b in zip(grads2, grads)) and grads[0].abs().sum() > 0
+
+
+def test_adaptation_rebuilds_the_guides_when_the_step_fits_only_without_them(tiny_objective, monkeypatch,
+                                                                              capsys):
+    """Between the two estimates, adaptation rebuilds the guides in the backward, says so, and
+    adapts to the same weights as with them kept."""
+    from mgdd.adapt import adapt
+    from mgdd.generate import training_step_bytes
+    from mgdd.generator import GeneratorConfig, MetaGenerator
+    monkeypatch.setattr(MetaGenerator, "GRAD_BUDGET", 4 * 144 * 200 * 2)
+    kept, rebuilt = (training_step_bytes(tiny_objective, 4, 2, rebuild_guides=r) for r in (False, True))
+    runs = []
+    for limit in (None, (kept + rebuilt) / 2):
+        if limit:
+            monkeypatch.setenv("MGDD_MEMORY_LIMIT", str(int(limit)))
+        torch.manual_seed(0)
+        gen = MetaGenerator(GeneratorConfig(channels=1, width=8, stem_width=4, context_dim=8))
+        log = adapt(gen, tiny_objective, steps=2, ipcs=[4], passes=2)
+        runs.append((log["rebuild_guides"], [p.detach().clone() for p in gen.parameters()]))
+    assert [r for r, _ in runs] == [False, True]
+    assert "computed again in the backward" in capsys.readouterr().err
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
 
 
 def test_meta_training_asks_for_per_class_moments(tiny_objective):
