@@ -259,6 +259,18 @@ def test_a_damaged_checkpoint_is_refused_before_a_resume_uses_it(tmp_path, tiny_
                       progress=False)
 
 
+def _started_and_claimed(args, env, locks):
+    """A command started in the background, once it has claimed its outputs (a lock file exists)."""
+    import subprocess
+    import time
+    run = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):
+        if locks.is_dir() and list(locks.iterdir()):
+            break
+        time.sleep(0.05)
+    return run
+
+
 def test_a_second_run_onto_the_same_outputs_is_refused_at_once(tmp_path, tiny_npz):
     """#43 (3): a run claims its outputs before any work; a second run started onto them while the
     first works is refused at once (exit 2), the first finishes with its own checkpoint, and a
@@ -267,19 +279,13 @@ def test_a_second_run_onto_the_same_outputs_is_refused_at_once(tmp_path, tiny_np
     import signal
     import subprocess
     import sys
-    import time
     import hashlib
     env = {**os.environ, "MGDD_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "K.safetensors"
     args = [sys.executable, "-m", "mgdd", "baseline", "krr-pixel", "--dataset", f"npz:{tiny_npz}", "--ipc", "1",
             "--pool-size", "2", "--feature-width", "8", "--feature-depth", "2", "--quiet", "--out", str(out)]
-    first = subprocess.Popen(args + ["--steps", "100000", "--lr", "0.01"], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
     locks = tmp_path / "cache" / "locks"
-    for _ in range(600):
-        if locks.is_dir() and list(locks.iterdir()):
-            break
-        time.sleep(0.05)
+    first = _started_and_claimed(args + ["--steps", "100000", "--lr", "0.01"], env, locks)
     second = subprocess.run(args + ["--steps", "3"], env=env, capture_output=True, text=True)
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=120)
@@ -297,22 +303,15 @@ def test_sigterm_outside_a_training_loop_stops_cleanly(tmp_path, tiny_npz):
     claim left behind; the race test_a_second_run... met when the signal came before the loop)."""
     import os
     import signal
-    import subprocess
     import sys
-    import time
 
     from mgdd.cli import main
     env = {**os.environ, "MGDD_CACHE": str(tmp_path / "cache")}
     s = tmp_path / "s.safetensors"
     assert main(["baseline", "random", "--dataset", f"npz:{tiny_npz}", "--ipc", "1", "--quiet", "--out", str(s)]) == 0
-    run = subprocess.Popen([sys.executable, "-m", "mgdd", "evaluate", str(s), "--epochs", "1000000", "--quiet",
-                            "--out", str(tmp_path / "r.json")], env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
     locks = tmp_path / "cache" / "locks"
-    for _ in range(600):
-        if locks.is_dir() and list(locks.iterdir()):
-            break
-        time.sleep(0.05)
+    run = _started_and_claimed([sys.executable, "-m", "mgdd", "evaluate", str(s), "--epochs", "1000000", "--quiet",
+                                "--out", str(tmp_path / "r.json")], env, locks)
     run.send_signal(signal.SIGTERM)
     _, err = run.communicate(timeout=120)
     assert run.returncode == 143 and "stopped (SIGTERM)" in err and "Traceback" not in err, err
