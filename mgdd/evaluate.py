@@ -241,11 +241,12 @@ def fit(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed: int, 
 def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs: int | None = None,
              runs: int = 1, seed: int = 0, lr: float = 0.01, batch_size: int = 256, dsa: bool = False,
              device=None, progress: bool = True, soft_loss: str | None = None,
-             temperature: float | None = None) -> dict:
+             temperature: float | None = None, local: bool = False) -> dict:
     """Train ``runs`` fresh networks on ``ds`` and test them on ``dataset``'s test split.
 
     Soft labels: ``soft_loss`` "ce" (at ``temperature``, default 0.25) or "mse"; None uses
-    what the set records (resolve_soft_loss).
+    what the set records (resolve_soft_loss). ``local``: under torchrun, train every run in this
+    process instead of splitting them over the ranks (the bench hands each rank its own runs).
     """
     validate(ds.images, ds.labels, ds.meta, "distilled set")  # a set built in memory is checked as a loaded one
     check_compatible(ds, dataset)
@@ -259,7 +260,7 @@ def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs:
     device = device or default_device()
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"device {device!r}: no CUDA device is available here; use device='cpu'.")
-    world, rank = distributed_world()
+    world, rank = (1, 0) if local else distributed_world()
     # The training loop frees and re-allocates ~100 MB activations every step; on CPU keep
     # them in the heap instead of paying the kernel for fresh pages (see allocator.py).
     with keep_freed_memory():
@@ -268,12 +269,17 @@ def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs:
                    for r in range(rank, runs, world)]
     if world > 1:
         results = gather_runs(results, rank)
-    accs = torch.tensor([r["accuracy"] for r in results])
     return {"model": model, "epochs": epochs, "dsa": dsa, "runs": runs, "lr": lr, "batch_size": batch_size,
             "label_kind": "soft" if ds.soft else "hard", "images": len(ds.images),
             "soft_loss": "mse" if soft_loss == "mse" else f"cross-entropy, T={temperature}",
-            "accuracy_mean": accs.mean().item(), "accuracy_std": accs.std().item() if runs > 1 else 0.0,
-            "per_run": results, "device": str(device), **({"ranks": world} if world > 1 else {})}
+            **summarize(results), "per_run": results, "device": str(device), **({"ranks": world} if world > 1 else {})}
+
+
+def summarize(results: list) -> dict:
+    """Mean and standard deviation (n - 1; 0 for one run) of the runs' accuracies, in float32 as
+    every evaluation reports them, wherever its runs trained."""
+    accs = torch.tensor([r["accuracy"] for r in results])
+    return {"accuracy_mean": accs.mean().item(), "accuracy_std": accs.std().item() if len(results) > 1 else 0.0}
 
 
 def default_device() -> str:

@@ -622,15 +622,17 @@ def _bench_worker(rank, world, port, out, cache):
     from mgdd import bench
     from mgdd.cli import main
     bench.PRESETS["tiny-dist"] = replace(bench.PRESETS["quick"], ipcs=[1], krr_snapshots={"1": [3]},
-                                         krr_fresh_snapshots={}, k_sweep=[0], pass_sweep=[], scaling_ipcs=[], runs=2,
+                                         krr_fresh_snapshots={}, k_sweep=[0], pass_sweep=[], scaling_ipcs=[], runs=3,
                                          eval_epochs=2, adapt_steps=2, cross_ipc=1, unseen={"adapt": [1], "generate": 99})
     main(["bench", "--preset", "tiny-dist", "--out", out, "--device", "cpu"])
 
 
 def test_the_bench_under_torchrun_records_the_one_process_cells(tmp_path):
     """`mgdd bench` on 2 ranks (as torchrun starts it): rank 0 writes the run in --out, the other
-    rank follows in a scratch folder, and each evaluation's runs are split over the ranks; the
-    cells hold the same sets and accuracies, run by run, as one process's run."""
+    rank follows in a scratch folder, and each block's evaluations are spread over the ranks one
+    run at a time (job j of the block, in cell order, on rank j mod 2), so a cell's 3 runs are not
+    always split the same way; the cells hold the same sets and accuracies, run by run, as one
+    process's run."""
     import socket
 
     import torch.multiprocessing as mp
@@ -643,14 +645,23 @@ def test_the_bench_under_torchrun_records_the_one_process_cells(tmp_path):
     one, two = (json.loads((tmp_path / f"w{w}" / "results.json").read_text()) for w in (1, 2))
     cells = sorted(p.name for p in (tmp_path / "w1" / "cells").glob("*.json"))
     assert cells == sorted(p.name for p in (tmp_path / "w2" / "cells").glob("*.json")) and len(cells) > 10
-    evaluated = 0
+    evaluated, splits = 0, set()
     for name in cells:
         a, b = (json.loads((tmp_path / f"w{w}" / "cells" / name).read_text()) for w in (1, 2))
         if "accuracies" in a:
             evaluated += 1
             assert a["accuracies"] == b["accuracies"] and a.get("set_sha256") == b.get("set_sha256"), name
-            assert "ranks" not in a and b.get("ranks", 2) == 2, name  # rank 0 trained run 0, rank 1 run 1
-    assert sum(json.loads((tmp_path / "w2" / "cells" / n).read_text()).get("ranks") == 2 for n in cells) > 8
+            assert a["accuracy_mean"] == b["accuracy_mean"] and a["accuracy_std"] == b["accuracy_std"], name
+            assert {k: a.get(k) for k in ("epochs", "runs", "label_kind", "soft_loss", "model", "set", "dsa")} == \
+                {k: b.get(k) for k in ("epochs", "runs", "label_kind", "soft_loss", "model", "set", "dsa")}, name
+            assert "ranks" not in a and "run_ranks" not in a, name
+            if b.get("run_ranks") is not None:  # the real-data cell splits its own runs (evaluate)
+                assert b["ranks"] == 2 and len(b["run_ranks"]) == 3, name
+                splits.add(tuple(b["run_ranks"]))
+                assert b["cell_wall_seconds"] > 0, name
+    # consecutive cells alternate: a cell's runs 0, 1, 2 went to ranks 0, 1, 0 or to 1, 0, 1
+    # (splitting runs only, rank 1 would always train run 1 and rank 0 runs 0 and 2)
+    assert splits == {(0, 1, 0), (1, 0, 1)}
     assert evaluated > 8 and one["accuracy"]["1"]["mgdd"]["mean"] == two["accuracy"]["1"]["mgdd"]["mean"]
 
 
@@ -681,3 +692,38 @@ def test_a_preset_runs_on_another_dataset_and_resumes_only_there(tmp_path, monke
     assert not (tmp_path / "big").exists()
     with pytest.raises(UsageError, match="--image-size goes with --dataset"):
         Bench("tiny", tmp_path / "other", image_size=32)
+
+
+def test_deferred_evaluations_past_the_memory_budget_run_at_once_and_match_one_process(tmp_path, monkeypatch):
+    """The torchrun path in one process (a gloo group of one): each cell's evaluation is deferred,
+    and with a budget of 0 bytes for the pending sets each is evaluated as soon as it is built
+    (one pending cell per flush), never held; the cells are the undeferred run's."""
+    import torch.distributed as dist
+
+    from mgdd.bench import PRESETS, Bench, runner
+    cfg = _tiny_preset(tmp_path, monkeypatch, snapshot=2, adapt_steps=1)
+    monkeypatch.setitem(PRESETS, "tiny", replace(cfg, runs=2))
+    Bench("tiny", tmp_path / "one").run()
+    monkeypatch.setattr(runner, "PENDING_BYTES", 0)
+    sizes, flush = [], Bench.flush
+    monkeypatch.setattr(Bench, "flush", lambda self: sizes.append(len(self.store.pending)) or flush(self))
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        b = Bench("tiny", tmp_path / "deferred")
+        b.deferred = True  # as under torchrun (WORLD_SIZE > 1)
+        b.run()
+    finally:
+        dist.destroy_process_group()
+    assert max(sizes) == 1 and sizes.count(1) > 8 and not b.store.pending
+    names = sorted(p.name for p in (tmp_path / "one" / "cells").glob("*.json"))
+    assert names == sorted(p.name for p in (tmp_path / "deferred" / "cells").glob("*.json"))
+    evaluated = 0
+    for name in names:
+        a, d = (json.loads((tmp_path / w / "cells" / name).read_text()) for w in ("one", "deferred"))
+        if "accuracies" in a and name != "real-hard.json":
+            evaluated += 1
+            assert d["run_ranks"] == [0, 0] and d["ranks"] == 1, name
+            for k in ("accuracies", "accuracy_mean", "accuracy_std", "set_sha256", "epochs", "runs", "soft_loss",
+                      "label_kind", "set", "model"):
+                assert a.get(k) == d.get(k), (name, k)
+    assert evaluated > 8

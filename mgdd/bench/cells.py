@@ -53,22 +53,32 @@ def read_cells(out) -> dict:
 
 class CellStore:
     """Cells of one results folder: ``get(name, make)`` returns the cell on disk, or runs
-    ``make()``, times it end to end, writes it and returns it."""
+    ``make()``, times it end to end, writes it and returns it.
+
+    A cell whose ``make()`` returns ``{"pending": ...}`` (its evaluation deferred, runner.py under
+    torchrun) is held in ``pending``, not written, until ``complete(name, evaluation)``."""
 
     def __init__(self, out, on_new=None):
         self.dir = Path(out) / "cells"
-        self.cells = {}          # every cell seen so far in this process
+        self.cells = {}          # every finished cell seen so far in this process
+        self.pending = {}        # cells built, their evaluation not yet run (name -> partial cell)
         self.on_new = on_new     # called after each newly written cell (to keep the report current)
 
     def path(self, name: str) -> Path:
         return self.dir / f"{name}.json"
 
     def exists(self, name: str) -> bool:
-        return from_lead(lambda: self.path(name).exists())
+        return name in self.pending or from_lead(lambda: self.path(name).exists())
+
+    def lookup(self, name: str) -> dict:
+        """A cell seen in this process, finished or pending."""
+        return self.cells[name] if name in self.cells else self.pending[name]
 
     def get(self, name: str, make):
         """Under torchrun rank 0's folder is the record: a cell it holds is sent to every rank, and
-        a cell it lacks is made on every rank (each evaluation's runs split over the ranks)."""
+        a cell it lacks is made on every rank (its evaluation deferred and spread, runner.py)."""
+        if name in self.pending:
+            return self.pending[name]
         path = self.path(name)
         found = from_lead(lambda: read_json(path) if path.exists() else None)
         if found is not None:
@@ -80,11 +90,27 @@ class CellStore:
         # wall time of the whole cell (build + evaluation runs): what the bench itself costs, and
         # the host that made it (a resumed run spans sessions and machines; run.json keeps the last)
         result = {**result, "cell_wall_seconds": time.perf_counter() - t0, "host": host()}
-        write_json(path, result, force=True)
-        self.cells[name] = result
+        if "pending" in result:
+            self.pending[name] = result
+            return result
+        self._write(name, result)
+        return result
+
+    def complete(self, name: str, evaluation: dict) -> dict:
+        """A pending cell with its evaluation: ``evaluation`` replaces the pending marker, and the
+        evaluation's ``seconds`` (its runs' training time, wherever they ran) join the cell's wall
+        time, which until now held its build."""
+        partial = {k: v for k, v in self.pending.pop(name).items() if k != "pending"}
+        seconds = evaluation.pop("seconds")
+        cell = {**partial, **evaluation, "cell_wall_seconds": partial["cell_wall_seconds"] + seconds}
+        self._write(name, cell)
+        return cell
+
+    def _write(self, name: str, cell: dict) -> None:
+        write_json(self.path(name), cell, force=True)
+        self.cells[name] = cell
         if self.on_new is not None:
             self.on_new()
-        return result
 
     def replace(self, name: str, cell: dict) -> None:
         write_json(self.path(name), cell, force=True)

@@ -14,6 +14,11 @@ One process, one machine, every stage timed:
   scaling    timing only, after the blocks: how a generator pass and a pixel step grow with M
 Each finished cell is written to OUT/cells/ at once (cells.py), so an interrupted run resumes
 where it stopped, and the report (report.py) is rewritten after every cell.
+
+Under torchrun every rank builds every cell (the same seeded code; each evaluates rank 0's set)
+and defers its evaluation; at the end of each IPC block (or once the pending sets pass
+PENDING_BYTES) Bench.flush spreads the block's runs over the ranks, one job per run of each cell,
+and rank 0 writes the cells: the one process's cells, sooner with more ranks than runs.
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+
 from ..adapt import generation_defaults
 from ..baselines import coreset, kmeans, krr_pixel, random_ls, random_real
 from ..checkpoint import load_state
 from ..data import load_dataset
 from ..distilled import DistilledSet, set_digest
 from ..errors import UsageError
-from ..evaluate import evaluate, real_data_set
+from ..evaluate import evaluate, real_data_set, summarize
 from ..features import FeatureConfig, distributed_world
 from ..generate import generate
 from ..generator import MetaGenerator
@@ -41,7 +48,16 @@ from .presets import REAL_RUNS, VARIANTS, aug_sources, cross_sources, get_preset
 from .report import write_report
 from .retime import retime
 
-ONE_SHOT = {"kmeans": kmeans}  # Preset.one_shot: name -> builder(objective, ipc, seed, soft_labels)
+ONE_SHOT = {"kmeans": kmeans}
+PENDING_BYTES = 2 * 2**30  # under torchrun: pending cells' sets held before their evaluations run (flush)
+
+
+def evaluation_fields(res: dict) -> dict:
+    """What a cell keeps of an evaluation (evaluate()'s result, or the runs flush() gathered)."""
+    return {"accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"],
+            "accuracies": [r["accuracy"] for r in res["per_run"]], "epochs": res["epochs"], "runs": res["runs"],
+            "label_kind": res["label_kind"], "soft_loss": res["soft_loss"],
+            **({"ranks": res["ranks"]} if "ranks" in res else {})}  # torchrun: evaluated over this many  # Preset.one_shot: name -> builder(objective, ipc, seed, soft_labels)
 
 
 PRECOMPUTED_ORDERS = "orders-herding"  # the cell recording the one-time herding orders
@@ -81,6 +97,9 @@ class Bench:
         # rank passes rank 0's, since the ranks share one cache (features.py)
         self.cache_dir = cache_dir
         self.lead = distributed_world()[1] == 0  # rank 0 (or the one process): reports and prints
+        # under torchrun every rank builds each cell and defers its evaluation; flush() spreads the
+        # pending evaluations' runs over the ranks at the end of each IPC block
+        self.deferred = distributed_world()[0] > 1
         self.reporting = False  # during run(): the report is kept current cell by cell
 
     @property
@@ -107,7 +126,10 @@ class Bench:
         return self.folder.record()
 
     def cell(self, name: str, fn):
-        return self.store.get(name, fn)
+        cell = self.store.get(name, fn)
+        if self.deferred:
+            self.cell_budget_flush()
+        return cell
 
     def objective(self) -> KRRObjective:
         if self._objective is None:
@@ -150,16 +172,54 @@ class Bench:
         set_path = self.out / "sets" / f"{name}.safetensors"
         if not set_path.exists():
             ds.save(set_path, force=True)
-        ds = from_lead(lambda: ds)  # under torchrun every rank trains on rank 0's set (its runs split)
+        ds = from_lead(lambda: ds)  # under torchrun every rank trains on rank 0's set
         t = self.cfg.eval_temperature
-        res = evaluate(ds, self.dataset, model=model, epochs=self.cfg.eval_epochs, runs=self.cfg.runs,
-                       seed=self.seed, progress=self.progress, soft_loss="mse" if t is None else "ce", temperature=t,
-                       device=self.device, dsa=dsa)
-        return {"accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"], "set_sha256": set_digest(ds),
-                "accuracies": [r["accuracy"] for r in res["per_run"]], "model": model, "epochs": res["epochs"],
-                "runs": res["runs"], "label_kind": res["label_kind"], "soft_loss": res["soft_loss"],
-                "set": str(set_path.relative_to(self.out)), **({"dsa": True} if dsa else {}),
-                **({"ranks": res["ranks"]} if "ranks" in res else {})}  # torchrun: runs split over this many
+        settings = {"model": model, "epochs": self.cfg.eval_epochs, "soft_loss": "mse" if t is None else "ce",
+                    "temperature": t, "dsa": dsa}
+        cell = {"set_sha256": set_digest(ds), "model": model, "set": str(set_path.relative_to(self.out)),
+                **({"dsa": True} if dsa else {})}
+        if self.deferred:  # torchrun: evaluated with the other pending cells, spread over the ranks (flush)
+            return {**cell, "pending": {"ds": ds, "settings": settings}}
+        res = evaluate(ds, self.dataset, runs=self.cfg.runs, seed=self.seed, progress=self.progress,
+                       device=self.device, **settings)
+        return {**cell, **evaluation_fields(res)}
+
+    def cell_budget_flush(self) -> None:
+        """Evaluate the pending cells once their sets pass PENDING_BYTES (memory held for them)."""
+        held = sum(c["pending"]["ds"].images.numel() * 4 for c in self.store.pending.values())
+        if held > PENDING_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Under torchrun, the pending cells' evaluations: each run of each cell is one job, job j
+        (in cell order, runs in seed order) trains on rank j mod W, and every rank gathers every
+        run, so each cell holds the one process's runs (run r seeded seed + r wherever it trained)
+        and rank 0 writes it. With more ranks than a cell has runs, the ranks take other cells'
+        runs instead of waiting. A no-op in one process (nothing is deferred) or with nothing
+        pending; every rank calls it at the same point (the pending cells are the same on all)."""
+        pending = list(self.store.pending)
+        if not pending:
+            return
+        world, rank = distributed_world()
+        jobs = [(name, r) for name in pending for r in range(self.cfg.runs)]
+        mine = []
+        for j, (name, r) in enumerate(jobs):
+            if j % world != rank:
+                continue
+            job = self.store.pending[name]["pending"]
+            res = evaluate(job["ds"], self.dataset, runs=1, seed=self.seed + r, progress=self.progress and rank == 0,
+                           device=self.device, local=True, **job["settings"])
+            mine.append({**res["per_run"][0], "cell": name, "rank": rank,
+                         "protocol": {k: res[k] for k in ("epochs", "label_kind", "soft_loss")}})
+        every = [None] * world
+        torch.distributed.all_gather_object(every, mine)
+        done = [run for part in every for run in part]
+        for name in pending:
+            runs = sorted((run for run in done if run["cell"] == name), key=lambda run: run["seed"])
+            res = {**runs[0]["protocol"], **summarize(runs), "runs": len(runs), "ranks": world,
+                   "per_run": [{k: v for k, v in run.items() if k not in ("cell", "protocol")} for run in runs]}
+            self.store.complete(name, {**evaluation_fields(res), "run_ranks": [run["rank"] for run in runs],
+                                       "seconds": sum(run["train_seconds"] for run in runs)})
 
     def set_cell(self, name, make, model="convnet"):
         """Build a distilled set with ``make() -> (DistilledSet, seconds)`` and evaluate it."""
@@ -207,7 +267,7 @@ class Bench:
         return from_lead(lambda: self._stored_set(name))  # rank 0's file, sent to every rank
 
     def _stored_set(self, name: str) -> DistilledSet:
-        cell = self.cells[name]
+        cell = self.store.lookup(name)  # pending under torchrun: its set is written, its evaluation to come
         path = self.out / cell["set"]
         if path.is_file():
             return DistilledSet.load(path)
@@ -248,9 +308,10 @@ class Bench:
         self.reporting, results = True, None
         for ipc in self.cfg.ipcs:
             self.ipc_block(ipc)
+            self.flush()
             results = self.report()
         if self.cfg.robust:
-            self.cell("real-hard", self.real_cell)
+            self.cell("real-hard", self.real_cell)  # one cell: its runs split over the ranks (evaluate)
             results = self.report()
         for ipc in self.cfg.scaling_ipcs:
             self.cell(f"scaling-ipc{ipc}", lambda: self.measure_scaling(ipc))
@@ -407,7 +468,7 @@ class Bench:
             spath = self.out / "sets" / f"{sname}.safetensors"
             if from_lead(spath.exists):
                 self.cell(sname, lambda: self._krr_eval(sname, spath, s))
-        return self.cells[name]
+        return self.store.lookup(name)
 
     def _krr_eval(self, name, set_path, step):
         ds = from_lead(lambda: DistilledSet.load(set_path))

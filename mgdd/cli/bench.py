@@ -8,8 +8,9 @@ from . import common
 
 def cmd_bench(args):
     """Under torchrun (WORLD_SIZE > 1) rank 0 runs the bench in --out and every other rank follows
-    it in a scratch folder: each cell is made on every rank, each evaluation's runs are split over
-    the ranks (one node: the ranks share --out's feature cache)."""
+    it in a scratch folder: each cell is made on every rank, and at the end of each IPC block the
+    block's evaluations are spread over the ranks, each run of each cell one job (Bench.flush), so
+    more ranks than runs still shorten the bench (one node: the ranks share --out's feature cache)."""
     import shutil
     import tempfile
 
