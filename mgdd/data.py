@@ -716,15 +716,19 @@ def make_dataset(name, xtr, ytr, xte, yte, names, info, image_size=None) -> Data
     return Dataset(name, train_x, train_y, test_x, test_y, names, mean.tolist(), std.tolist(), info)
 
 
-def _channel_statistics(x: torch.Tensor, chunk: int = 4096) -> tuple:
+def _channel_statistics(x: torch.Tensor, chunk: int = 4096, values: int = 2**25) -> tuple:
     """Per-channel mean and standard deviation (ddof 1) of (N, C, H, W) images in [0, 1] (float32, or
     uint8 read as float32 / 255), as float32.
 
     Two passes of float64 numpy sums a chunk of images at a time: the same bits whatever the torch
     thread count, so datasets (and the feature caches keyed by their fingerprint) are identical
     across processes, and no float64 copy of the whole set is made (at 64 px, 100,000 colour images
-    would need 9.8 GB for one).
+    would need 9.8 GB for one). A chunk is ``chunk`` images, fewer where that would pass ``values``
+    pixel values (a float32 block and two float64 temporaries: 20 bytes a value, 670 MB at most):
+    4,096 colour images of 128 px were 3.2 GB. Up to 32 px in colour the chunk is 4,096 as before.
     """
+    chunk = min(chunk, max(1, values // max(1, x.shape[1] * x.shape[2] * x.shape[3])))
+
     def blocks():  # float32 values in [0, 1], the same ones whether x holds uint8 or float32
         for i in range(0, len(x), chunk):
             yield _as_float(x[i:i + chunk]).numpy()

@@ -451,3 +451,16 @@ def test_resized_and_float_images_are_float32_tensors():
         assert isinstance(ds.train_x, torch.Tensor) and ds.train_x.dtype == torch.float32
         assert ds.train_x.float() is ds.train_x  # the spelling callers use for a whole tensor
     assert resized.train_x.shape == (12, 1, 16, 16) and resized.info["resized_from"] == [8, 8]
+
+
+def test_channel_statistics_read_at_most_a_budget_of_values_a_chunk(monkeypatch):
+    """The two passes over the images read chunks of at most ``values`` pixel values (4,096 colour
+    images of 128 px were 3.2 GB of float32 and float64 blocks), with the statistics of one chunk."""
+    from mgdd import data
+    x = (torch.rand(10, 3, 8, 8) * 255).to(torch.uint8)
+    whole = data._channel_statistics(x)
+    seen, as_float = [], data._as_float
+    monkeypatch.setattr(data, "_as_float", lambda t: seen.append(len(t)) or as_float(t))
+    small = data._channel_statistics(x, values=400)   # 192 values an image: 2 images a chunk
+    assert seen and max(seen) == 2 and sum(seen) == 2 * len(x)
+    assert torch.allclose(small[0], whole[0], rtol=0, atol=1e-7) and torch.allclose(small[1], whole[1], rtol=0, atol=1e-7)
