@@ -306,14 +306,22 @@ def test_sigterm_outside_a_training_loop_stops_cleanly(tmp_path, tiny_npz):
     import sys
 
     from mgdd.cli import main
-    env = {**os.environ, "MGDD_CACHE": str(tmp_path / "cache")}
+    import subprocess
+    # faulthandler: if the run ever ignores the signal (it did once in ~10 runs, session 35), the
+    # SIGABRT below prints where every thread was, so the failure says where it hung
+    env = {**os.environ, "MGDD_CACHE": str(tmp_path / "cache"), "PYTHONFAULTHANDLER": "1"}
     s = tmp_path / "s.safetensors"
     assert main(["baseline", "random", "--dataset", f"npz:{tiny_npz}", "--ipc", "1", "--quiet", "--out", str(s)]) == 0
     locks = tmp_path / "cache" / "locks"
     run = _started_and_claimed([sys.executable, "-m", "mgdd", "evaluate", str(s), "--epochs", "1000000", "--quiet",
                                 "--out", str(tmp_path / "r.json")], env, locks)
     run.send_signal(signal.SIGTERM)
-    _, err = run.communicate(timeout=120)
+    try:
+        _, err = run.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        run.send_signal(signal.SIGABRT)
+        _, err = run.communicate(timeout=60)
+        pytest.fail(f"the run did not stop on SIGTERM in 120 s; where it was:\n{err[-4000:]}")
     assert run.returncode == 143 and "stopped (SIGTERM)" in err and "Traceback" not in err, err
     assert not list(locks.iterdir()) and not (tmp_path / "r.json").exists()
 
