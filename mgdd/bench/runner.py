@@ -48,7 +48,7 @@ from .presets import REAL_RUNS, VARIANTS, aug_sources, cross_sources, get_preset
 from .report import write_report
 from .retime import retime
 
-ONE_SHOT = {"kmeans": kmeans}
+ONE_SHOT = {"kmeans": kmeans}  # Preset.one_shot: name -> builder(objective, ipc, seed, soft_labels)
 PENDING_BYTES = 2 * 2**30  # under torchrun: pending cells' sets held before their evaluations run (flush)
 
 
@@ -57,7 +57,7 @@ def evaluation_fields(res: dict) -> dict:
     return {"accuracy_mean": res["accuracy_mean"], "accuracy_std": res["accuracy_std"],
             "accuracies": [r["accuracy"] for r in res["per_run"]], "epochs": res["epochs"], "runs": res["runs"],
             "label_kind": res["label_kind"], "soft_loss": res["soft_loss"],
-            **({"ranks": res["ranks"]} if "ranks" in res else {})}  # torchrun: evaluated over this many  # Preset.one_shot: name -> builder(objective, ipc, seed, soft_labels)
+            **({"ranks": res["ranks"]} if "ranks" in res else {})}  # torchrun: evaluated over this many
 
 
 PRECOMPUTED_ORDERS = "orders-herding"  # the cell recording the one-time herding orders
