@@ -18,6 +18,7 @@ import argparse
 import signal
 import sys
 
+from .. import stop
 from ..errors import MgddError
 from ..version import __version__
 from . import baseline, bench, common, data, evaluate, generator, meta
@@ -39,15 +40,6 @@ def _one_line(e: Exception) -> str:
     return " ".join(str(e).split())
 
 
-class _Terminated(BaseException):
-    """SIGTERM outside a training loop (a loop saves its checkpoint first, checkpoint.graceful_stop):
-    stop as Ctrl-C does, through the same exits, so this run's claims are released."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Terminated()
-
-
 def main(argv=None) -> int:
     """Run one command. Exit codes: 0 done; 1 a failure the user can fix (missing or corrupt
     file, diverged run); 2 bad arguments; 130 / 143 stopped by SIGINT / SIGTERM (a training loop
@@ -56,8 +48,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
+    stop.reset()
     try:
-        before = signal.signal(signal.SIGTERM, _on_sigterm)
+        before = signal.signal(signal.SIGTERM, stop.on_sigterm)
     except ValueError:  # not the main thread: the default action stays
         before = None
     try:
@@ -76,7 +69,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("mgdd: interrupted", file=sys.stderr)
         return 130
-    except _Terminated:
+    except stop.Terminated:
         print("mgdd: stopped (SIGTERM)", file=sys.stderr)
         return 128 + signal.SIGTERM
     except MemoryError:
@@ -103,6 +96,7 @@ def main(argv=None) -> int:
             lock.release_all()
         if before is not None:
             signal.signal(signal.SIGTERM, before)
+        stop.reset()
     return 0
 
 
