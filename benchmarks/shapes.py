@@ -30,7 +30,9 @@ defaults (8 random ConvNet-3 of width 64, features pooled to 4 x 4: d = 1,024):
   krr-pixel    --krr-steps (5) Adam steps on the pixels (seconds a step; 300 is the default run)
   adapt        --adapt-steps (3) adaptation steps of the shipped meta generator at this IPC
   generate     the shipped meta generator, K = 0: one pass per recorded pass and the label solve
-  eval-*       ConvNet-3, 300 epochs, 1 run, the cheap protocol, on the random+ls or generate set
+  eval-*       ConvNet-3, 300 epochs, 1 run, the cheap protocol, on the random+ls or generate set; its
+               run checkpoints in checkpoints/ every minute, so a cell cut off (hours at 200 x 64 px
+               on a CPU) continues where it stopped on the next `run`
 """
 
 from __future__ import annotations
@@ -162,9 +164,16 @@ def cell(shape: str, stage: str, ipc: int, args) -> dict:
         from mgdd.evaluate import evaluate
         ds = DistilledSet.load(sets / f"{shape}-{stage[5:]}-ipc{ipc}.safetensors")
         t0 = time.perf_counter()
-        res = evaluate(ds, dataset, epochs=300, runs=1, progress=False, device=args.device)
+        # a cell cut off (a session's end) continues from its run's checkpoint on the next `run`
+        ckpts = OUT / "checkpoints" / f"{shape}-{stage}-ipc{ipc}"
+        res = evaluate(ds, dataset, epochs=300, runs=1, progress=False, device=args.device, checkpoint_dir=ckpts,
+                       resume=True)
+        run = res["per_run"][0]
         out.update(accuracy=100 * res["accuracy_mean"], seconds=time.perf_counter() - t0,
                    protocol="ConvNet-3, 300 epochs, 1 run, the set's own soft-label loss")
+        if run.get("resumed_at_epoch"):  # seconds: this session's; train_seconds: every session's training
+            out.update(resumed_at_epoch=run["resumed_at_epoch"], train_seconds=run["train_seconds"])
+        shutil.rmtree(ckpts, ignore_errors=True)
         return out
     if stage == "precompute":
         shutil.rmtree(cache_dir(shape), ignore_errors=True)
@@ -182,6 +191,7 @@ def cell(shape: str, stage: str, ipc: int, args) -> dict:
         from mgdd.baselines import random_ls
         ds = random_ls(obj, ipc, seed=0)
         ds.save(sets / f"{shape}-random+ls-ipc{ipc}.safetensors", force=True)
+        shutil.rmtree(OUT / "checkpoints" / f"{shape}-eval-random+ls-ipc{ipc}", ignore_errors=True)  # a new set
         out["seconds"] = time.perf_counter() - t0
     elif stage == "krr-pixel":
         from mgdd.baselines import krr_pixel
@@ -202,6 +212,7 @@ def cell(shape: str, stage: str, ipc: int, args) -> dict:
         gen, origin = load_generator("meta", dataset.channels, seed=0)
         ds = generate(gen, obj, ipc, seed=0)
         ds.save(sets / f"{shape}-generate-ipc{ipc}.safetensors", force=True)
+        shutil.rmtree(OUT / "checkpoints" / f"{shape}-eval-generate-ipc{ipc}", ignore_errors=True)  # a new set
         t = ds.meta["timing"]
         out.update(seconds=time.perf_counter() - t0, pass_seconds=t["generate_seconds"],
                    label_seconds=t["label_seconds"], generator=origin)
@@ -264,6 +275,8 @@ def table() -> str:
         elif r["stage"] == "precompute":
             t = (f"{r['seconds']:.0f} moments ({r['train_images']} images, d = {r['feature_dim']}) + "
                  f"{r['orders_seconds']:.0f} herding orders")
+        elif "train_seconds" in r:
+            t = f"{r['train_seconds']:.1f} training, over sessions"
         else:
             t = f"{r['seconds']:.1f}"
         acc = f"{r['accuracy']:.2f}" if "accuracy" in r else ""

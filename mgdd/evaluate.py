@@ -19,12 +19,21 @@ as micro-batches whose gradients add up to the batch's (each chunk's mean loss w
 share of the batch), one optimiser step per batch: the same update for networks without batch
 norm (per-image normalisation), so 128 px sets train in bounded memory. A batch-norm network
 cannot be split that way; its whole batch is checked against the memory available instead.
+
+Long evaluations (a 128 px or 200-class set on a CPU: hours a run) checkpoint and resume: with
+``checkpoint_dir`` each run writes its training state (network, the optimiser's momentum and
+learning rate, the sampler's random state, epochs and seconds so far) there at the end of an epoch
+once a minute has passed, and when it ends; ``resume=True`` continues each run from its file and
+ends with the weights an uninterrupted run ends with, bit for bit (tested), and a finished run is
+only tested again. A file written with other settings or for another set is refused.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -32,6 +41,7 @@ import torch.nn.functional as F
 
 from .allocator import keep_freed_memory
 from .augment import augment
+from .checkpoint import load_state, load_weights, save_state
 from .data import Dataset
 from .distilled import DEFAULT_TEMPERATURE, DistilledSet, validate
 from .errors import UsageError, check_range
@@ -180,31 +190,62 @@ def micro_batch_size(net: nn.Module, image_shape, batch_size: int, device, model
 
 def train_once(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed: int, lr: float,
                batch_size: int, dsa: bool, device, progress: bool, temperature: float | None = None,
-               test_x: torch.Tensor | None = None, micro_batch: int | None = None) -> dict:
+               test_x: torch.Tensor | None = None, micro_batch: int | None = None, checkpoint=None,
+               resume: bool = False) -> dict:
     """One network trained on ``ds`` (fit) and tested on ``dataset``'s test split."""
-    net, train_s, micro_batch = fit(ds, dataset, model, epochs, seed, lr, batch_size, dsa, device, progress,
-                                    temperature, micro_batch)
+    net, train_s, micro_batch, resumed = fit(ds, dataset, model, epochs, seed, lr, batch_size, dsa, device, progress,
+                                             temperature, micro_batch, checkpoint, resume)
     test_x = dataset.test_x if test_x is None else test_x
     acc = test_accuracy(net, test_x.to(device), dataset.test_y.to(device))
     return {"seed": seed, "accuracy": acc, "train_seconds": train_s,
-            **({"micro_batch": micro_batch} if micro_batch < min(batch_size, len(ds.images)) else {})}
+            **({"micro_batch": micro_batch} if micro_batch < min(batch_size, len(ds.images)) else {}),
+            **({"resumed_at_epoch": resumed} if resumed else {})}
+
+
+CHECKPOINT_SECONDS = 60.0  # a run with a checkpoint file writes it at the first epoch end past this
+
+
+def set_digest(ds: DistilledSet) -> str:
+    """SHA-256 of a set's images and labels: a checkpoint names the set it trains on."""
+    h = hashlib.sha256()
+    for t in (ds.images, ds.labels):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def fit(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed: int, lr: float, batch_size: int,
-        dsa: bool, device, progress: bool, temperature: float | None = None, micro_batch: int | None = None) -> tuple:
-    """(network, training seconds, micro-batch): a fresh ``model`` trained on ``ds`` by the protocol;
-    ``micro_batch`` (None: micro_batch_size's) splits each batch without changing its update."""
+        dsa: bool, device, progress: bool, temperature: float | None = None, micro_batch: int | None = None,
+        checkpoint=None, resume: bool = False, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> tuple:
+    """(network, training seconds, micro-batch, epochs done before): a fresh ``model`` trained on
+    ``ds`` by the protocol; ``micro_batch`` (None: micro_batch_size's) splits each batch without
+    changing its update.
+
+    ``checkpoint``: a file for the training state, written (atomically) at the first epoch end
+    ``checkpoint_seconds`` after the last write and when training ends; with ``resume`` training
+    continues from it (seconds summed over sessions; the last value is the epoch it resumed at)."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     net = create_model(model, dataset.channels, dataset.num_classes, dataset.image_size).to(device)
     if micro_batch is None:
         micro_batch = micro_batch_size(net, ds.images.shape[1:], batch_size, device, model)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    done, before = 0, 0.0  # epochs and training seconds of earlier sessions
+    if checkpoint is not None:
+        settings = {"model": model, "epochs": epochs, "seed": seed, "lr": lr, "batch_size": batch_size, "dsa": dsa,
+                    "loss": "soft " + ("mse" if temperature is None else f"ce T={temperature}") if ds.soft
+                    else "hard ce", "dataset": dataset.name, "set": set_digest(ds)}
+        if resume and Path(checkpoint).exists():
+            tensors, info = load_state(checkpoint, opt, settings=settings)
+            g.set_state(tensors.pop("sampler_rng"))
+            load_weights(net, tensors, checkpoint)
+            done, before = info["step"], info["seconds"]
     x, y = ds.images.to(device), ds.labels.to(device)
     soft = ds.soft
-    start = time.perf_counter()
-    bar = Progress(epochs, f"train {model} seed {seed}", enabled=progress, leave=False)
-    for epoch in range(epochs):
+    start = last_save = time.perf_counter()
+    bar = Progress(epochs, f"train {model} seed {seed}", enabled=progress, leave=False, initial=done)
+    for epoch in range(done, epochs):
         if epoch == epochs // 2:
             for group in opt.param_groups:
                 group["lr"] = lr * 0.1
@@ -233,20 +274,28 @@ def fit(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed: int, 
         if not torch.isfinite(loss):
             raise UsageError(f"evaluation training diverged (loss {loss.item()}) at epoch {epoch}; "
                              "the distilled set's values may be extreme. Try a lower --lr.")
+        now = time.perf_counter()
+        if checkpoint is not None and (now - last_save >= checkpoint_seconds or epoch + 1 == epochs):
+            save_state(checkpoint, {**net.state_dict(), "sampler_rng": g.get_state()}, opt,
+                       {"step": epoch + 1, "seconds": before + now - start, "settings": settings})
+            last_save = time.perf_counter()
         bar.update(1, loss=f"{loss.item():.4f}")
     bar.close()
-    return net, time.perf_counter() - start, micro_batch
+    return net, before + time.perf_counter() - start, micro_batch, done
 
 
 def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs: int | None = None,
              runs: int = 1, seed: int = 0, lr: float = 0.01, batch_size: int = 256, dsa: bool = False,
              device=None, progress: bool = True, soft_loss: str | None = None,
-             temperature: float | None = None, local: bool = False) -> dict:
+             temperature: float | None = None, local: bool = False, checkpoint_dir=None,
+             resume: bool = False) -> dict:
     """Train ``runs`` fresh networks on ``ds`` and test them on ``dataset``'s test split.
 
     Soft labels: ``soft_loss`` "ce" (at ``temperature``, default 0.25) or "mse"; None uses
     what the set records (resolve_soft_loss). ``local``: under torchrun, train every run in this
     process instead of splitting them over the ranks (the bench hands each rank its own runs).
+    ``checkpoint_dir``: each run keeps its training state in ``seed<S>.safetensors`` there;
+    ``resume`` continues from those files (module docstring).
     """
     validate(ds.images, ds.labels, ds.meta, "distilled set")  # a set built in memory is checked as a loaded one
     check_compatible(ds, dataset)
@@ -265,7 +314,9 @@ def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs:
     # them in the heap instead of paying the kernel for fresh pages (see allocator.py).
     with keep_freed_memory():
         results = [train_once(ds, dataset, model, epochs, seed + r, lr, batch_size, dsa, device,
-                              progress and rank == 0, temperature, test_x)
+                              progress and rank == 0, temperature, test_x,
+                              checkpoint=None if checkpoint_dir is None else Path(checkpoint_dir) / f"seed{seed + r}.safetensors",
+                              resume=resume)
                    for r in range(rank, runs, world)]
     if world > 1:
         results = gather_runs(results, rank)

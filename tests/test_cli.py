@@ -72,6 +72,37 @@ def test_baseline_evaluate_export(tmp_path, tiny_npz, capsys):
     assert code == 0 and (tmp_path / "exp" / "grid.png").exists()
 
 
+def test_an_interrupted_evaluation_continues_with_resume(tmp_path, tiny_npz, capsys):
+    """`mgdd evaluate --out R` keeps its runs' progress in R.checkpoints/ until R is written: left
+    there by an interrupted run, it is refused without --resume (nothing lost), continued with it
+    (the same accuracies as an uninterrupted evaluation), and removed once R is written."""
+    from mgdd.data import load_dataset
+    from mgdd.distilled import DistilledSet
+    from mgdd.evaluate import evaluate
+    s = tmp_path / "s.safetensors"
+    assert run(capsys, "baseline", "random", "--dataset", f"npz:{tiny_npz}", "--ipc", "2", "--out", str(s))[0] == 0
+    args = ["evaluate", str(s), "--epochs", "3", "--runs", "2", "--quiet"]
+    code, _, err = run(capsys, *args, "--resume")
+    assert code == 2 and "--resume continues an evaluation written with --out" in err
+    code, _, err = run(capsys, *args, "--out", str(tmp_path / "whole.json"))
+    assert code == 0, err
+    whole = json.loads((tmp_path / "whole.json").read_text())
+    assert not (tmp_path / "whole.json.checkpoints").exists()
+    # what `--out r.json` interrupted in its second run leaves: run 0 finished (a run stopped midway
+    # resuming as if never stopped is tested in test_components)
+    ckpts = tmp_path / "r.json.checkpoints"
+    evaluate(DistilledSet.load(s), load_dataset(f"npz:{tiny_npz}"), epochs=3, runs=1, progress=False,
+             checkpoint_dir=ckpts)
+    code, _, err = run(capsys, *args, "--out", str(tmp_path / "r.json"))
+    assert code == 2 and "holds an unfinished evaluation" in err and (ckpts / "seed0.safetensors").is_file()
+    code, _, err = run(capsys, *args, "--out", str(tmp_path / "r.json"), "--resume")
+    assert code == 0, err
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert [r["accuracy"] for r in res["per_run"]] == [r["accuracy"] for r in whole["per_run"]]
+    assert res["per_run"][0]["resumed_at_epoch"] == 3 and "resumed_at_epoch" not in res["per_run"][1]
+    assert not ckpts.exists()
+
+
 @pytest.mark.parametrize("name", ["random+ls", "herding", "kcenter"])
 def test_other_baselines(tmp_path, tiny_npz, capsys, name):
     out = tmp_path / "b.safetensors"

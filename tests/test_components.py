@@ -393,6 +393,65 @@ def test_saved_bytes_of_an_mlp_are_its_input_and_hidden_maps():
     assert per_image == (28 * 28 + 2 * 128) * 4 and fixed > 0
 
 
+@pytest.mark.parametrize("stop_at", [2, 4])
+def test_an_evaluation_resumed_from_its_checkpoint_ends_with_the_uninterrupted_weights(tiny_dataset, tmp_path,
+                                                                                     monkeypatch, stop_at):
+    """A run stopped after epoch 2 (before the learning rate drops at half of 6) or 4 (after) and
+    resumed from its file ends with the weights of the run never stopped, bit for bit: the network,
+    the momentum, the learning rate and the sampler's random state (DSA draws from it) are all in
+    the file. A finished run's file is only tested again."""
+    import importlib
+    ev = importlib.import_module("mgdd.evaluate")
+    from mgdd.baselines import random_real
+    ds = random_real(tiny_dataset, 8, seed=0)  # 24 images, batch 16: two batches an epoch
+    args = (ds, tiny_dataset, "convnet", 6, 3, 0.01, 16, True, "cpu", False)
+    whole, _, _, _ = ev.fit(*args)
+    ckpt = tmp_path / "seed3.safetensors"
+
+    class Stop(Exception):
+        pass
+
+    class StopAt(ev.Progress):  # the run is killed after the checkpoint of epoch stop_at
+        def update(self, n=1, **postfix):
+            super().update(n, **postfix)
+            if self.n == stop_at:
+                raise Stop()
+
+    monkeypatch.setattr(ev, "Progress", StopAt)
+    with pytest.raises(Stop):
+        ev.fit(*args, checkpoint=ckpt, checkpoint_seconds=0)
+    monkeypatch.setattr(ev, "Progress", ev.Progress.__mro__[1])
+    resumed, seconds, _, at = ev.fit(*args, checkpoint=ckpt, resume=True)
+    assert at == stop_at and seconds > 0
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    # the finished run's file: nothing left to train, the same network
+    again, _, _, at = ev.fit(*args, checkpoint=ckpt, resume=True)
+    assert at == 6 and all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), again.state_dict().values()))
+    # evaluate() names each run's file by its seed and reports where a run resumed
+    res = ev.evaluate(ds, tiny_dataset, epochs=6, runs=2, seed=3, dsa=True, batch_size=16, progress=False,
+                      checkpoint_dir=tmp_path, resume=True)
+    assert [r.get("resumed_at_epoch") for r in res["per_run"]] == [6, None]
+    assert (tmp_path / "seed4.safetensors").is_file()
+
+
+def test_a_resumed_evaluation_refuses_another_set_or_other_settings(tiny_dataset, tmp_path):
+    """A checkpoint belongs to one run: resuming it with another learning rate or on another set
+    is refused before training, naming what differs; without resume the file is written over."""
+    import importlib
+    ev = importlib.import_module("mgdd.evaluate")
+    from mgdd.baselines import random_real
+    from mgdd.errors import UsageError
+    ds, other = random_real(tiny_dataset, 2, seed=0), random_real(tiny_dataset, 2, seed=1)
+    ckpt = tmp_path / "c.safetensors"
+    ev.fit(ds, tiny_dataset, "convnet", 2, 0, 0.01, 16, False, "cpu", False, checkpoint=ckpt)
+    with pytest.raises(UsageError, match=r"lr 0\.01 \(now 0\.02\)"):
+        ev.fit(ds, tiny_dataset, "convnet", 2, 0, 0.02, 16, False, "cpu", False, checkpoint=ckpt, resume=True)
+    with pytest.raises(UsageError, match="set "):
+        ev.fit(other, tiny_dataset, "convnet", 2, 0, 0.01, 16, False, "cpu", False, checkpoint=ckpt, resume=True)
+    assert ev.fit(other, tiny_dataset, "convnet", 2, 0, 0.01, 16, False, "cpu", False, checkpoint=ckpt)[3] == 0
+
+
 def test_micro_batches_train_the_same_network_and_bound_activations(tiny_dataset, monkeypatch):
     """A batch split into micro-batches makes the update of the whole batch (instance norm is per
     image); the split is chosen from the measured activations, and a batch-norm network, which
@@ -403,9 +462,9 @@ def test_micro_batches_train_the_same_network_and_bound_activations(tiny_dataset
     from mgdd.errors import UsageError
     ds = random_real(tiny_dataset, 8, seed=0)  # 24 images, batch 16: one full and one partial batch
     args = (ds, tiny_dataset, "convnet", 4, 0, 0.01, 16, False, "cpu", False)
-    whole, _, m_whole = ev.fit(*args, micro_batch=None)
+    whole, _, m_whole, _ = ev.fit(*args, micro_batch=None)
     assert m_whole == 16  # far under the activation budget: no split
-    split, _, m = ev.fit(*args, micro_batch=5)
+    split, _, m, _ = ev.fit(*args, micro_batch=5)
     assert m == 5
     for (k, a), b in zip(whole.state_dict().items(), split.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)

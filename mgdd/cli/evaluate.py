@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
 
+from .. import stop
 from ..errors import UsageError
 from . import common
 
@@ -43,6 +48,7 @@ def _evaluate(args, lead: bool):
             raise UsageError("--out is empty; give a file name for the JSON result.")
         common.check_outputs(args, [args.out], args.force)
     names = protocol_names(args)
+    checkpoints = check_checkpoints(args, names)
     if names != ["mgdd"] and distributed_world()[0] > 1:
         raise UsageError("under torchrun only the mgdd protocol splits its runs across ranks; score --protocol "
                          f"{args.protocol} in one process.")
@@ -61,7 +67,13 @@ def _evaluate(args, lead: bool):
         return robust_scores(args, ds, dataset, protocol, lead)
     if names != ["mgdd"]:
         return named_protocols(args, ds, dataset, names)
-    res = evaluate(ds, dataset, **protocol)
+    try:
+        res = evaluate(ds, dataset, **protocol, checkpoint_dir=checkpoints, resume=args.resume)
+    except (KeyboardInterrupt, stop.Terminated):
+        if lead and checkpoints is not None and checkpoints.is_dir() and any(checkpoints.iterdir()):
+            print(f"mgdd: the runs' progress is in {checkpoints}; the same command with --resume continues it.",
+                  file=sys.stderr)
+        raise
     changed = {key: getattr(args, key) for key, default, _ in MGDD_ONLY if getattr(args, key) != default}
     if args.epochs is not None and args.epochs != (1000 if args.dsa else 300):
         changed["epochs"] = args.epochs
@@ -75,7 +87,28 @@ def _evaluate(args, lead: bool):
     if args.out is not None:
         write_json(args.out, res, force=args.force)
         print(f"wrote {args.out}")
+        if checkpoints is not None:
+            shutil.rmtree(checkpoints, ignore_errors=True)
     return res
+
+
+def check_checkpoints(args, names) -> Path | None:
+    """Where the runs keep their training state (OUT.checkpoints/, the mgdd protocol with --out),
+    checked before any work: an unfinished evaluation there is continued only with --resume and
+    written over only with --force."""
+    if args.resume and (args.out is None or names != ["mgdd"] or args.random is not None):
+        raise UsageError("--resume continues an evaluation written with --out under the mgdd protocol (its runs "
+                         "keep their progress in OUT.checkpoints/); give --out, and no --protocol or --random.")
+    if args.out is None or names != ["mgdd"] or args.random is not None:
+        return None
+    path = Path(f"{args.out}.checkpoints")
+    if os.path.lexists(path) and (path.is_symlink() or not path.is_dir()):
+        raise UsageError(f"{path} exists and is not a folder; mgdd keeps the runs' progress there. Move it or choose "
+                         "another --out.")
+    if path.is_dir() and any(path.iterdir()) and not (args.resume or args.force):
+        raise UsageError(f"{path} holds an unfinished evaluation; pass --resume to continue it or --force to start "
+                         "over.")
+    return path
 
 
 MGDD_ONLY = (("model", "convnet", "--model"), ("lr", 0.01, "--lr"), ("batch_size", 256, "--batch-size"),
@@ -201,7 +234,11 @@ def add_parsers(sub):
                         "trained on here (slow)")
     g.add_argument("--robust-aug", action="store_true",
                    help="also evaluate both sets with DSA toggled, for the augmentation-robust score")
-    common.add_out(s, "write the result as JSON here", required=False)
+    common.add_out(s, "write the result as JSON here (the runs keep their progress in OUT.checkpoints/ until it "
+                      "is written)", required=False)
+    s.add_argument("--resume", action="store_true",
+                   help="continue an interrupted evaluation from OUT.checkpoints/ (same set and settings; the runs "
+                        "end as if never stopped)")
     common.add_common(s)
     s.set_defaults(func=cmd_evaluate)
 
