@@ -71,6 +71,12 @@ def build_workspace(root) -> dict:
     # a finished distill folder
     run("distill", "--dataset", f"npz:{ds}", "--from", "scratch", "--steps", "1", "--ipc", "1",
         "--out", root / "D", *OBJ)
+    # an interrupted evaluation `--out E2.json --epochs 2`: its runs' progress without its result
+    from mgdd.data import load_dataset
+    from mgdd.evaluate import evaluate
+    evaluate(DistilledSet.load(root / "set.safetensors"), load_dataset(f"npz:{ds}"), epochs=2, progress=False,
+             checkpoint_dir=root / "E2.json.checkpoints")
+    (root / "F.json.checkpoints").write_text("not a folder")
     # an interrupted run: its checkpoint without its set
     (root / "K3.checkpoint.safetensors").write_bytes((root / "K.checkpoint.safetensors").read_bytes())
     # a distilled set with no images (forged with mgdd's own writer)
@@ -212,6 +218,12 @@ CASES = [
     ("snapshot-exists", ["baseline", "krr-pixel", "--dataset", DS, "--ipc", "1", "--steps", "2", "--snapshots", "1,2",
                          "--out", "{t}/S.safetensors", *OBJ], 2, "S-step1.safetensors already exists"),
     # a FIFO stands in for /dev/null: the same refusal, and a regression cannot damage the machine
+    ("evaluate-resume-without-out", ["evaluate", S, "--resume"], 2, "give --out"),
+    ("evaluate-unfinished", ["evaluate", S, "--epochs", "2", "--out", "{t}/E2.json"], 2,
+     "holds an unfinished evaluation"),
+    ("evaluate-resume-other-epochs", ["evaluate", S, "--epochs", "3", "--out", "{t}/E2.json", "--resume"], 2,
+     "epochs 2 (now 3)"),
+    ("evaluate-checkpoints-a-file", ["evaluate", S, "--out", "{t}/F.json"], 2, "is not a folder"),
     ("evaluate-out-fifo", ["evaluate", S, "--out", "{t}/fifo.json", "--force"], 2, "not a regular file"),
     ("evaluate-out-dir", ["evaluate", S, "--out", "{t}/dir.json", "--force"], 2, "not a regular file"),
     ("evaluate-out-is-input", ["evaluate", S, "--out", S, "--force"], 2, "would overwrite"),
