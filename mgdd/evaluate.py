@@ -31,7 +31,6 @@ only tested again. A file written with other settings or for another set is refu
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 from pathlib import Path
 
@@ -43,7 +42,7 @@ from .allocator import keep_freed_memory
 from .augment import augment
 from .checkpoint import load_state, load_weights, save_state
 from .data import Dataset
-from .distilled import DEFAULT_TEMPERATURE, DistilledSet, validate
+from .distilled import DEFAULT_TEMPERATURE, DistilledSet, set_digest, validate
 from .errors import UsageError, check_range
 from .features import distributed_world
 from .memory import check_fits, gib
@@ -205,25 +204,15 @@ def train_once(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed
 CHECKPOINT_SECONDS = 60.0  # a run with a checkpoint file writes it at the first epoch end past this
 
 
-def set_digest(ds: DistilledSet) -> str:
-    """SHA-256 of a set's images and labels: a checkpoint names the set it trains on."""
-    h = hashlib.sha256()
-    for t in (ds.images, ds.labels):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def fit(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed: int, lr: float, batch_size: int,
         dsa: bool, device, progress: bool, temperature: float | None = None, micro_batch: int | None = None,
-        checkpoint=None, resume: bool = False, checkpoint_seconds: float = CHECKPOINT_SECONDS) -> tuple:
+        checkpoint=None, resume: bool = False, checkpoint_seconds: float | None = None) -> tuple:
     """(network, training seconds, micro-batch, epochs done before): a fresh ``model`` trained on
     ``ds`` by the protocol; ``micro_batch`` (None: micro_batch_size's) splits each batch without
     changing its update.
 
     ``checkpoint``: a file for the training state, written (atomically) at the first epoch end
-    ``checkpoint_seconds`` after the last write and when training ends; with ``resume`` training
+    ``checkpoint_seconds`` (None: CHECKPOINT_SECONDS) after the last write and when training ends; with ``resume`` training
     continues from it (seconds summed over sessions; the last value is the epoch it resumed at)."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -243,6 +232,7 @@ def fit(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed: int, 
             done, before = info["step"], info["seconds"]
     x, y = ds.images.to(device), ds.labels.to(device)
     soft = ds.soft
+    every = CHECKPOINT_SECONDS if checkpoint_seconds is None else checkpoint_seconds
     start = last_save = time.perf_counter()
     bar = Progress(epochs, f"train {model} seed {seed}", enabled=progress, leave=False, initial=done)
     for epoch in range(done, epochs):
@@ -275,7 +265,7 @@ def fit(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed: int, 
             raise UsageError(f"evaluation training diverged (loss {loss.item()}) at epoch {epoch}; "
                              "the distilled set's values may be extreme. Try a lower --lr.")
         now = time.perf_counter()
-        if checkpoint is not None and (now - last_save >= checkpoint_seconds or epoch + 1 == epochs):
+        if checkpoint is not None and (now - last_save >= every or epoch + 1 == epochs):
             save_state(checkpoint, {**net.state_dict(), "sampler_rng": g.get_state()}, opt,
                        {"step": epoch + 1, "seconds": before + now - start, "settings": settings})
             last_save = time.perf_counter()

@@ -269,6 +269,47 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     assert "1 cells rebuilt with other low bits" in (out / "results.md").read_text()
 
 
+def test_a_bench_cut_off_mid_evaluation_continues_the_run_where_it_stopped(tmp_path, monkeypatch):
+    """A bench killed during a cell's evaluation resumes that evaluation from its checkpoint (the
+    cell says at which epoch) and ends with the cells of a bench never stopped; no checkpoint is
+    left once the cells are written."""
+    import importlib
+    ev = importlib.import_module("mgdd.evaluate")
+    from mgdd.bench import PRESETS, Bench
+    cfg = _tiny_preset(tmp_path, monkeypatch, snapshot=2, adapt_steps=1)
+    monkeypatch.setitem(PRESETS, "tiny", replace(cfg, eval_epochs=4))
+    Bench("tiny", tmp_path / "whole").run()
+    monkeypatch.setattr(ev, "CHECKPOINT_SECONDS", 0)
+
+    class Stop(Exception):
+        pass
+
+    class StopOnce(ev.Progress):  # the first evaluation is killed after its second epoch's checkpoint
+        stopped = False
+
+        def update(self, n=1, **postfix):
+            super().update(n, **postfix)
+            if self.n == 2 and not StopOnce.stopped:
+                StopOnce.stopped = True
+                raise Stop()
+
+    plain = ev.Progress
+    monkeypatch.setattr(ev, "Progress", StopOnce)
+    with pytest.raises(Stop):
+        Bench("tiny", tmp_path / "cut").run()
+    assert len(list((tmp_path / "cut" / "checkpoints").glob("*/seed0.safetensors"))) == 1
+    monkeypatch.setattr(ev, "Progress", plain)
+    Bench("tiny", tmp_path / "cut", resume=True).run()
+    cells = lambda d: {p.name: json.loads(p.read_text()) for p in (tmp_path / d / "cells").glob("*.json")}  # noqa: E731
+    whole, cut = cells("whole"), cells("cut")
+    assert whole.keys() == cut.keys()
+    resumed = [name for name, c in cut.items() if c.get("resumed_at_epochs")]
+    assert len(resumed) == 1 and cut[resumed[0]]["resumed_at_epochs"] == [2]
+    for name, c in whole.items():
+        assert cut[name].get("accuracies") == c.get("accuracies"), name
+    assert not any((tmp_path / "cut" / "checkpoints").iterdir())
+
+
 def test_snapshot_added_after_the_run_replays_the_same_trajectory(tmp_path, monkeypatch):
     import torch
 

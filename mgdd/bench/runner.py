@@ -13,7 +13,9 @@ One process, one machine, every stage timed:
              the whole training split with hard labels: DD-Ranking's HLR, IOR and LRS (scores.py)
   scaling    timing only, after the blocks: how a generator pass and a pixel step grow with M
 Each finished cell is written to OUT/cells/ at once (cells.py), so an interrupted run resumes
-where it stopped, and the report (report.py) is rewritten after every cell.
+where it stopped, and the report (report.py) is rewritten after every cell; a cell's evaluation
+runs keep their progress in OUT/checkpoints/ until the cell is written, so a cell cut off
+mid-evaluation continues there (in one process; deferred torchrun evaluations start over).
 
 Under torchrun every rank builds every cell (the same seeded code; each evaluates rank 0's set)
 and defers its evaluation; at the end of each IPC block (or once the pending sets pass
@@ -23,7 +25,10 @@ and rank 0 writes the cells: the one process's cells, sooner with more ranks tha
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -180,9 +185,16 @@ class Bench:
                 **({"dsa": True} if dsa else {})}
         if self.deferred:  # torchrun: evaluated with the other pending cells, spread over the ranks (flush)
             return {**cell, "pending": {"ds": ds, "settings": settings}}
+        # the runs keep their progress here, so a bench cut off mid-evaluation (a 3-run IPC 100 cell is
+        # most of an hour on a CPU) continues it; named by the set, settings and seed, so a resume only
+        # ever meets a checkpoint of this very evaluation
+        key = json.dumps([cell["set_sha256"], settings, self.seed, self.cfg.runs], sort_keys=True).encode()
+        ckpts = self.out / "checkpoints" / f"{name}-{hashlib.sha256(key).hexdigest()[:12]}"
         res = evaluate(ds, self.dataset, runs=self.cfg.runs, seed=self.seed, progress=self.progress,
-                       device=self.device, **settings)
-        return {**cell, **evaluation_fields(res)}
+                       device=self.device, checkpoint_dir=ckpts, resume=True, **settings)
+        shutil.rmtree(ckpts, ignore_errors=True)
+        resumed = [r.get("resumed_at_epoch", 0) for r in res["per_run"]]  # epochs done before this session
+        return {**cell, **evaluation_fields(res), **({"resumed_at_epochs": resumed} if any(resumed) else {})}
 
     def cell_budget_flush(self) -> None:
         """Evaluate the pending cells once their sets pass PENDING_BYTES (memory held for them)."""
