@@ -76,7 +76,9 @@ def add_parsers(sub):
     s.add_argument("--image-size", type=common.positive_int, default=None,
                    help="with --dataset: resize its images to N x N (default: their own size)")
     s.add_argument("--data-dir", default=None)
-    s.add_argument("--resume", action="store_true", help="reuse finished cells in --out")
+    s.add_argument("--resume", action="store_true",
+                   help="reuse finished cells in --out, and continue a cell cut off mid-evaluation from its runs' "
+                        "checkpoints (OUT/checkpoints/)")
     s.add_argument("--new-generator", action="store_true",
                    help="with --resume, when the shipped meta generator changed: set its cells (mgdd-*, "
                         "unseen-*) aside under OUT/superseded/ and redo them; the other cells stand")
