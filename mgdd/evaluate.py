@@ -212,8 +212,9 @@ def fit(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed: int, 
     changing its update.
 
     ``checkpoint``: a file for the training state, written (atomically) at the first epoch end
-    ``checkpoint_seconds`` (None: CHECKPOINT_SECONDS) after the last write and when training ends; with ``resume`` training
-    continues from it (seconds summed over sessions; the last value is the epoch it resumed at)."""
+    ``checkpoint_seconds`` (None: CHECKPOINT_SECONDS) after the last write and when training ends;
+    with ``resume`` training continues from it (seconds summed over sessions; the last value is the
+    epoch it resumed at)."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     net = create_model(model, dataset.channels, dataset.num_classes, dataset.image_size).to(device)
@@ -302,11 +303,12 @@ def evaluate(ds: DistilledSet, dataset: Dataset, model: str = "convnet", epochs:
     world, rank = (1, 0) if local else distributed_world()
     # The training loop frees and re-allocates ~100 MB activations every step; on CPU keep
     # them in the heap instead of paying the kernel for fresh pages (see allocator.py).
+    def ckpt(r):  # run r's training state, seed-named so a torchrun split writes the same files
+        return None if checkpoint_dir is None else Path(checkpoint_dir) / f"seed{seed + r}.safetensors"
+
     with keep_freed_memory():
         results = [train_once(ds, dataset, model, epochs, seed + r, lr, batch_size, dsa, device,
-                              progress and rank == 0, temperature, test_x,
-                              checkpoint=None if checkpoint_dir is None else Path(checkpoint_dir) / f"seed{seed + r}.safetensors",
-                              resume=resume)
+                              progress and rank == 0, temperature, test_x, checkpoint=ckpt(r), resume=resume)
                    for r in range(rank, runs, world)]
     if world > 1:
         results = gather_runs(results, rank)
