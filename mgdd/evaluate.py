@@ -349,13 +349,16 @@ def real_data_set(dataset: Dataset) -> DistilledSet:
 
 
 def robust(ds: DistilledSet, random_set: DistilledSet, dataset: Dataset, real_accuracy: float | None = None,
-           augmentation: bool = False, w: float = 0.5, gamma: float = 0.5, **protocol) -> dict:
+           augmentation: bool = False, w: float = 0.5, gamma: float = 0.5, checkpoint_dir=None, resume: bool = False,
+           **protocol) -> dict:
     """DD-Ranking's scores of ``ds`` (scores.py): ``ds`` and ``random_set`` (a random real subset
     at the same IPC given the same labels, e.g. random+ls) under one protocol (``protocol``:
     evaluate()'s keywords), ``ds``'s images with hard labels (the class each was made for), and
     the real data with hard labels: ``real_accuracy`` (a fraction) when known, else trained here
     (the whole training split, the same model, epochs and runs: slow). With ``augmentation``,
-    both sets are evaluated again with DSA toggled, for the augmentation-robust score."""
+    both sets are evaluated again with DSA toggled, for the augmentation-robust score.
+    ``checkpoint_dir``: each evaluation's runs keep their training state in a subfolder named after
+    it (syn_any, rdm_any, syn_hard, real_hard, syn_other, rdm_other); ``resume`` continues them."""
     from .scores import robust_scores
     rs = random_set
     if rs.images.shape[1:] != ds.images.shape[1:] or rs.num_classes != ds.num_classes:
@@ -368,20 +371,23 @@ def robust(ds: DistilledSet, random_set: DistilledSet, dataset: Dataset, real_ac
         raise UsageError(f"the random subset has {'soft' if random_set.soft else 'hard'} labels and the set "
                          f"{'soft' if ds.soft else 'hard'}; IOR needs the same evaluation for both (for mgdd's soft "
                          "sets, `mgdd baseline random+ls`).")
+    def ckpt(key):
+        return {} if checkpoint_dir is None else {"checkpoint_dir": Path(checkpoint_dir) / key, "resume": resume}
+
     runs = {}
-    runs["syn_any"] = evaluate(ds, dataset, **protocol)
-    runs["rdm_any"] = evaluate(random_set, dataset, **protocol)
+    runs["syn_any"] = evaluate(ds, dataset, **protocol, **ckpt("syn_any"))
+    runs["rdm_any"] = evaluate(random_set, dataset, **protocol, **ckpt("rdm_any"))
     hard = DistilledSet(ds.images, ds.image_classes, dict(ds.meta), ds.zca)
     hard_protocol = {k: v for k, v in protocol.items() if k not in ("soft_loss", "temperature")}
-    runs["syn_hard"] = evaluate(hard, dataset, **hard_protocol)
+    runs["syn_hard"] = evaluate(hard, dataset, **hard_protocol, **ckpt("syn_hard"))
     if real_accuracy is None:
-        runs["real_hard"] = evaluate(real_data_set(dataset), dataset, **hard_protocol)
+        runs["real_hard"] = evaluate(real_data_set(dataset), dataset, **hard_protocol, **ckpt("real_hard"))
         real_accuracy = runs["real_hard"]["accuracy_mean"]
     other = {}
     if augmentation:
         flipped = dict(protocol, dsa=not protocol.get("dsa", False), epochs=runs["syn_any"]["epochs"])
-        runs["syn_other"] = evaluate(ds, dataset, **flipped)
-        runs["rdm_other"] = evaluate(random_set, dataset, **flipped)
+        runs["syn_other"] = evaluate(ds, dataset, **flipped, **ckpt("syn_other"))
+        runs["rdm_other"] = evaluate(random_set, dataset, **flipped, **ckpt("rdm_other"))
         other = {"syn_other": runs["syn_other"]["accuracy_mean"], "rdm_other": runs["rdm_other"]["accuracy_mean"],
                  "other_is_aug": not protocol.get("dsa", False)}
     scores = robust_scores(runs["syn_any"]["accuracy_mean"], runs["rdm_any"]["accuracy_mean"],

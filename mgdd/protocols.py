@@ -29,6 +29,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -101,15 +102,19 @@ def hard_copy(ds):
 
 
 def evaluate_protocol(ds, dataset, name: str, runs: int = 1, seed: int = 0, device=None, progress: bool = True,
-                      **overrides) -> dict:
+                      checkpoint_dir=None, resume: bool = False, **overrides) -> dict:
     """Score ``ds`` under the named protocol (``PROTOCOLS``). ``overrides`` change a protocol's
     settings (mgdd: any evaluate() keyword; dc/dsa: epochs; rfad: the keys of RFAD_LOOP and lr,
-    label_scale, weight_decay, valid_per_class); every change is recorded under "deviations"."""
+    label_scale, weight_decay, valid_per_class); every change is recorded under "deviations".
+    ``checkpoint_dir``: the runs of mgdd, dc and dsa keep their training state in its subfolder
+    named after the protocol, and ``resume`` continues them (evaluate.evaluate); rfad's
+    early-stopped loop is short and starts over."""
     from .evaluate import evaluate
     check_names([name])
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ckpt = {} if checkpoint_dir is None else {"checkpoint_dir": Path(checkpoint_dir) / name, "resume": resume}
     if name == "mgdd":
-        res = evaluate(ds, dataset, runs=runs, seed=seed, device=device, progress=progress, **overrides)
+        res = evaluate(ds, dataset, runs=runs, seed=seed, device=device, progress=progress, **ckpt, **overrides)
         deviations = {k: v for k, v in overrides.items() if v is not None and v != MGDD_DEFAULTS.get(k)}
     elif name in ("dc", "dsa"):
         unknown = set(overrides) - {"epochs"}
@@ -118,7 +123,7 @@ def evaluate_protocol(ds, dataset, name: str, runs: int = 1, seed: int = 0, devi
                              f"(got {', '.join(sorted(unknown))}).")
         epochs = overrides.get("epochs") or (1000 if name == "dsa" else 300)
         res = evaluate(hard_copy(ds), dataset, epochs=epochs, runs=runs, seed=seed, dsa=name == "dsa",
-                       device=device, progress=progress)
+                       device=device, progress=progress, **ckpt)
         deviations = {"epochs": epochs} if epochs != (1000 if name == "dsa" else 300) else {}
     else:
         res, deviations = evaluate_rfad(ds, dataset, runs=runs, seed=seed, device=device, progress=progress,

@@ -218,7 +218,7 @@ CASES = [
     ("snapshot-exists", ["baseline", "krr-pixel", "--dataset", DS, "--ipc", "1", "--steps", "2", "--snapshots", "1,2",
                          "--out", "{t}/S.safetensors", *OBJ], 2, "S-step1.safetensors already exists"),
     # a FIFO stands in for /dev/null: the same refusal, and a regression cannot damage the machine
-    ("evaluate-resume-without-out", ["evaluate", S, "--resume"], 2, "give --out"),
+    ("evaluate-resume-without-out", ["evaluate", S, "--resume"], 2, "give the same --out"),
     ("evaluate-unfinished", ["evaluate", S, "--epochs", "2", "--out", "{t}/E2.json"], 2,
      "holds an unfinished evaluation"),
     ("evaluate-resume-other-epochs", ["evaluate", S, "--epochs", "3", "--out", "{t}/E2.json", "--resume"], 2,

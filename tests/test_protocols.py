@@ -63,6 +63,29 @@ def test_dc_and_dsa_score_hard_labels_and_record_a_changed_epoch_count(soft_set,
         evaluate_protocol(soft_set, tiny_dataset, "kip")
 
 
+def test_an_interrupted_scoring_under_named_protocols_continues_with_resume(soft_set, tmp_path, tiny_npz, capsys):
+    """`mgdd evaluate --protocol mgdd,dc --out R`: each protocol's runs keep their progress in
+    R.checkpoints/NAME/; left by an interrupted command, --resume continues them (a finished run is
+    only tested again, with the same accuracy) and the folder goes once R is written."""
+    import json
+
+    from mgdd.cli import main
+    from mgdd.data import load_dataset
+    s = tmp_path / "s.safetensors"
+    soft_set.save(s)
+    dataset = load_dataset(f"npz:{tiny_npz}")
+    ckpts = tmp_path / "r.json.checkpoints"
+    # what the command cut off during dc leaves: mgdd's run finished (here under its protocol's folder)
+    done = evaluate_protocol(soft_set, dataset, "mgdd", progress=False, epochs=2, checkpoint_dir=ckpts)
+    assert (ckpts / "mgdd" / "seed0.safetensors").is_file()
+    args = ["evaluate", str(s), "--protocol", "mgdd,dc", "--epochs", "2", "--out", str(tmp_path / "r.json"), "--quiet"]
+    assert main(args) == 2 and "unfinished evaluation" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 0
+    res = json.loads((tmp_path / "r.json").read_text())["protocols"]
+    assert res["mgdd"]["per_run"][0]["resumed_at_epoch"] == 2 and "resumed_at_epoch" not in res["dc"]["per_run"][0]
+    assert res["mgdd"]["accuracy_mean"] == done["accuracy_mean"] and not ckpts.exists()
+
+
 def test_rfad_memory_is_estimated_before_training(soft_set, tiny_dataset, monkeypatch):
     monkeypatch.setenv("MGDD_MEMORY_LIMIT", "1K")
     with pytest.raises(UsageError, match="rfad protocol's training step .* would need about"):

@@ -85,3 +85,20 @@ def test_evaluate_random_reports_the_scores_of_its_own_evaluations(tmp_path, tin
     assert main(["evaluate", str(tmp_path / "k.safetensors"), "--random", str(tmp_path / "r.safetensors"),
                  "--real-accuracy", "190"]) == 2
     assert "0 to 100" in capsys.readouterr().err
+
+
+def test_robust_scores_keep_each_evaluations_progress_and_resume_it(tmp_path, tiny_dataset, tiny_objective,
+                                                                     monkeypatch):
+    """robust(checkpoint_dir=D): each of its evaluations keeps its runs' state in D/<its name>; a
+    resumed call trains no epoch again (its runs are finished), tests them and returns the same scores."""
+    import mgdd.progress
+    from mgdd.baselines import random_ls
+    from mgdd.evaluate import robust
+    ds, rs = random_ls(tiny_objective, 2, seed=0), random_ls(tiny_objective, 2, seed=1)
+    ck = tmp_path / "ck"
+    first = robust(ds, rs, tiny_dataset, epochs=2, progress=False, augmentation=True, checkpoint_dir=ck)
+    assert sorted(p.name for p in ck.iterdir()) == ["rdm_any", "rdm_other", "real_hard", "syn_any", "syn_hard",
+                                                           "syn_other"]
+    monkeypatch.setattr(mgdd.progress.Progress, "update", lambda *a, **k: pytest.fail("an epoch trained again"))
+    again = robust(ds, rs, tiny_dataset, epochs=2, progress=False, augmentation=True, checkpoint_dir=ck, resume=True)
+    assert again["accuracies"] == first["accuracies"] and again["lrs"] == first["lrs"] and again["ars"] == first["ars"]

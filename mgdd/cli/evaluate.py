@@ -31,11 +31,10 @@ def _evaluate(args, lead: bool):
     from ..data import MIN_IMAGE_SIZE, load_dataset
     from ..distilled import DistilledSet
     from ..errors import unknown_name
-    from ..evaluate import evaluate, resolve_soft_loss
+    from ..evaluate import resolve_soft_loss
     from ..features import distributed_world
     from ..io import write_json
     from ..models import MODELS
-    from ..protocols import PROTOCOLS
     if args.model not in MODELS:
         raise unknown_name("model", args.model, MODELS)
     if args.real_accuracy is not None and not 0 <= args.real_accuracy <= 100:
@@ -48,7 +47,7 @@ def _evaluate(args, lead: bool):
             raise UsageError("--out is empty; give a file name for the JSON result.")
         common.check_outputs(args, [args.out], args.force)
     names = protocol_names(args)
-    checkpoints = check_checkpoints(args, names)
+    checkpoints = check_checkpoints(args)
     if names != ["mgdd"] and distributed_world()[0] > 1:
         raise UsageError("under torchrun only the mgdd protocol splits its runs across ranks; score --protocol "
                          f"{args.protocol} in one process.")
@@ -63,17 +62,30 @@ def _evaluate(args, lead: bool):
                              args.force)
     protocol = dict(model=args.model, epochs=args.epochs, runs=args.runs, seed=args.seed, lr=args.lr, dsa=args.dsa,
                     batch_size=args.batch_size, progress=common.progress(args), soft_loss=args.soft_loss, temperature=args.temperature)
-    if args.random is not None:
-        return robust_scores(args, ds, dataset, protocol, lead)
-    if names != ["mgdd"]:
-        return named_protocols(args, ds, dataset, names)
     try:
-        res = evaluate(ds, dataset, **protocol, checkpoint_dir=checkpoints, resume=args.resume)
+        if args.random is not None:
+            res = robust_scores(args, ds, dataset, protocol, lead, checkpoints)
+        elif names != ["mgdd"]:
+            res = named_protocols(args, ds, dataset, names, checkpoints)
+        else:
+            res = mgdd_protocol(args, ds, dataset, protocol, lead, checkpoints)
     except (KeyboardInterrupt, stop.Terminated):
         if lead and checkpoints is not None and checkpoints.is_dir() and any(checkpoints.iterdir()):
             print(f"mgdd: the runs' progress is in {checkpoints}; the same command with --resume continues it.",
                   file=sys.stderr)
         raise
+    if lead and args.out is not None:
+        write_json(args.out, res, force=args.force)
+        print(f"wrote {args.out}")
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return res
+
+
+def mgdd_protocol(args, ds, dataset, protocol, lead: bool, checkpoints) -> dict:
+    """`mgdd evaluate SET`: the mgdd protocol, with any of its settings changed."""
+    from ..evaluate import evaluate
+    from ..protocols import PROTOCOLS
+    res = evaluate(ds, dataset, **protocol, checkpoint_dir=checkpoints, resume=args.resume)
     changed = {key: getattr(args, key) for key, default, _ in MGDD_ONLY if getattr(args, key) != default}
     if args.epochs is not None and args.epochs != (1000 if args.dsa else 300):
         changed["epochs"] = args.epochs
@@ -84,22 +96,17 @@ def _evaluate(args, lead: bool):
     common.table([[res["method"], res["ipc"], res["model"], res["epochs"], res["runs"],
                    res["soft_loss"] if res["label_kind"] == "soft" else "cross-entropy", common.accuracy_text(res)]],
                  ["method", "ipc", "model", "epochs", "runs", "loss", "test accuracy %"])
-    if args.out is not None:
-        write_json(args.out, res, force=args.force)
-        print(f"wrote {args.out}")
-        if checkpoints is not None:
-            shutil.rmtree(checkpoints, ignore_errors=True)
     return res
 
 
-def check_checkpoints(args, names) -> Path | None:
-    """Where the runs keep their training state (OUT.checkpoints/, the mgdd protocol with --out),
-    checked before any work: an unfinished evaluation there is continued only with --resume and
-    written over only with --force."""
-    if args.resume and (args.out is None or names != ["mgdd"] or args.random is not None):
-        raise UsageError("--resume continues an evaluation written with --out under the mgdd protocol (its runs "
-                         "keep their progress in OUT.checkpoints/); give --out, and no --protocol or --random.")
-    if args.out is None or names != ["mgdd"] or args.random is not None:
+def check_checkpoints(args) -> Path | None:
+    """Where the runs keep their training state (OUT.checkpoints/, with --out; one subfolder per
+    protocol or robust-score evaluation), checked before any work: an unfinished evaluation there
+    is continued only with --resume and written over only with --force."""
+    if args.resume and args.out is None:
+        raise UsageError("--resume continues an evaluation written with --out (its runs keep their progress in "
+                         "OUT.checkpoints/); give the same --out.")
+    if args.out is None:
         return None
     path = Path(f"{args.out}.checkpoints")
     if os.path.lexists(path) and (path.is_symlink() or not path.is_dir()):
@@ -135,16 +142,16 @@ def protocol_names(args) -> list:
     return names
 
 
-def named_protocols(args, ds, dataset, names) -> dict:
+def named_protocols(args, ds, dataset, names, checkpoints=None) -> dict:
     """`mgdd evaluate SET --protocol dc,dsa,rfad`: one score per protocol (mgdd/protocols.py),
     each naming its protocol and any setting changed from it."""
-    from ..io import write_json
     from ..protocols import evaluate_protocol
     results = {}
     for name in names:
         over = {"epochs": args.epochs} if args.epochs is not None and name != "rfad" else {}
         results[name] = evaluate_protocol(ds, dataset, name, runs=args.runs, seed=args.seed,
-                                          progress=common.progress(args), **over)
+                                          progress=common.progress(args), checkpoint_dir=checkpoints,
+                                          resume=args.resume, **over)
     rows = []
     for name, res in results.items():
         changed = ", ".join(f"{k} {v}" for k, v in res["deviations"].items())
@@ -153,17 +160,13 @@ def named_protocols(args, ds, dataset, names) -> dict:
     common.table(rows, ["protocol", "model", "labels", "runs", "test accuracy %"])
     out = {"file": str(args.file), "dataset": dataset.name, "ipc": ds.meta.get("ipc"), "method": ds.meta.get("method")}
     out.update(results[names[0]] if len(names) == 1 else {"protocols": results})
-    if args.out is not None:
-        write_json(args.out, out, force=args.force)
-        print(f"wrote {args.out}")
     return out
 
 
-def robust_scores(args, ds, dataset, protocol, lead: bool = True) -> dict:
+def robust_scores(args, ds, dataset, protocol, lead: bool = True, checkpoints=None) -> dict:
     """`mgdd evaluate SET --random RSET`: DD-Ranking's HLR, IOR, LRS (and ARS), mgdd/scores.py."""
     from ..distilled import DistilledSet
     from ..evaluate import robust
-    from ..io import write_json
     random_set = DistilledSet.load(args.random)
     if random_set.meta.get("dataset") != ds.meta.get("dataset"):
         raise UsageError(f"--random {args.random} was made from {random_set.meta.get('dataset')}, the set from "
@@ -172,7 +175,8 @@ def robust_scores(args, ds, dataset, protocol, lead: bool = True) -> dict:
     if real is None and lead:
         print("mgdd: training on the whole training split for Acc(real, hard) (slow; --real-accuracy PCT reuses a "
               "known figure)", flush=True)
-    res = robust(ds, random_set, dataset, real_accuracy=real, augmentation=args.robust_aug, **protocol)
+    res = robust(ds, random_set, dataset, real_accuracy=real, augmentation=args.robust_aug, checkpoint_dir=checkpoints,
+                 resume=args.resume, **protocol)
     res.update(file=str(args.file), random=str(args.random), dataset=dataset.name, ipc=ds.meta.get("ipc"),
                method=ds.meta.get("method"), score_source="DD-Ranking (arXiv 2505.13300), mgdd/scores.py")
     if not lead:
@@ -186,9 +190,6 @@ def robust_scores(args, ds, dataset, protocol, lead: bool = True) -> dict:
     if "ars" in res:
         rows.append(["ARS (0-100)", f"{res['ars']:.2f}"])
     common.table(rows, [f"{res['method']} IPC {res['ipc']}, {res['evaluations']['syn_any']['runs']} run(s)", "value"])
-    if args.out is not None:
-        write_json(args.out, res, force=args.force)
-        print(f"wrote {args.out}")
     return res
 
 
@@ -238,7 +239,7 @@ def add_parsers(sub):
                       "is written)", required=False)
     s.add_argument("--resume", action="store_true",
                    help="continue an interrupted evaluation from OUT.checkpoints/ (same set and settings; the runs "
-                        "end as if never stopped)")
+                        "end as if never stopped; every protocol but rfad, and the robust scores)")
     common.add_common(s)
     s.set_defaults(func=cmd_evaluate)
 
