@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -232,7 +233,8 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int | None = None, adapt_ipcs=None
                                                                                    objective), force=replace)
     # 5. evaluation (the sets are already on disk: a failed evaluation loses nothing). summary.json
     # is rewritten after each set's scores, so an interrupted run keeps them, and a resumed one
-    # reuses the scores of a set that rebuilt bit for bit under the same evaluation settings
+    # reuses the scores of a set that rebuilt bit for bit under the same evaluation settings and
+    # continues an evaluation cut off midway from its runs' checkpoints (ipcN.eval-checkpoints/)
     if evaluate_sets:
         earlier = _earlier_evaluations(out_dir, resume)
         for ipc, ds in sets.items():
@@ -243,7 +245,12 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int | None = None, adapt_ipcs=None
             if not (res and old.get("set_sha256") == entry["set_sha256"]
                     and (res.get("epochs"), res.get("runs"), (res.get("per_run") or [{}])[0].get("seed"))
                     == (epochs, runs, seed)):
-                res = evaluate(ds, dataset, epochs=epochs, runs=runs, seed=seed, progress=progress)
+                # its runs' progress, so a resumed run continues an evaluation that was cut off
+                evals = out_dir / f"ipc{ipc}.eval-checkpoints" if out_dir is not None else None
+                res = evaluate(ds, dataset, epochs=epochs, runs=runs, seed=seed, progress=progress,
+                               checkpoint_dir=evals, resume=resume)
+                if evals is not None and not keep_checkpoints:
+                    shutil.rmtree(evals, ignore_errors=True)
                 # the mgdd protocol (protocols.py), with the epoch count when it is not the protocol's
                 res.update(protocol="mgdd", deviations={"epochs": epochs} if epochs not in (None, 300) else {})
             entry["evaluation"] = res

@@ -377,6 +377,40 @@ def test_interrupted_distill_keeps_its_finished_evaluations(tmp_path, tiny_npz, 
     assert final["sets"]["2"]["evaluation"]["deviations"] == {"epochs": 2}
 
 
+def test_a_distill_cut_off_mid_evaluation_continues_that_evaluation(tmp_path, tiny_npz, capsys, monkeypatch):
+    """`mgdd distill --evaluate` cut off inside a set's evaluation: --resume continues its run from
+    the checkpoint in ipcN.eval-checkpoints/ (the score says at which epoch) and ends with the score
+    of a run never stopped; the folder goes once the score is in summary.json."""
+    import importlib
+    ev = importlib.import_module("mgdd.evaluate")
+    args = ["distill", "--method", "herding", "--dataset", f"npz:{tiny_npz}", "--ipc", "1,2", "--evaluate",
+            "--epochs", "4", *OBJ]
+    assert run(capsys, *args, "--out", str(tmp_path / "whole"))[0] == 0
+    monkeypatch.setattr(ev, "CHECKPOINT_SECONDS", 0)
+    plain, bars = ev.Progress, []
+
+    class CutInSecond(plain):  # Ctrl-C after the second evaluation's second epoch
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            bars.append(self)
+
+        def update(self, n=1, **postfix):
+            super().update(n, **postfix)
+            if len(bars) == 2 and self.n == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(ev, "Progress", CutInSecond)
+    assert run(capsys, *args, "--out", str(tmp_path / "D"))[0] == 130
+    assert (tmp_path / "D" / "ipc2.eval-checkpoints" / "seed0.safetensors").is_file()
+    monkeypatch.setattr(ev, "Progress", plain)
+    code, _, err = run(capsys, *args, "--out", str(tmp_path / "D"), "--resume")
+    assert code == 0, err
+    got, want = (json.loads((tmp_path / d / "summary.json").read_text())["sets"]["2"]["evaluation"]
+                 for d in ("D", "whole"))
+    assert got["per_run"][0]["resumed_at_epoch"] == 2 and got["accuracy_mean"] == want["accuracy_mean"]
+    assert not (tmp_path / "D" / "ipc2.eval-checkpoints").exists()
+
+
 def test_resume_onto_other_data_of_the_same_shape_is_refused(tmp_path, capsys):
     """#43 (5): a checkpoint records its training data's fingerprint, so --resume after the file
     at the same path changed its pixels (same shapes, same name) is refused."""
