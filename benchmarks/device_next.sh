@@ -15,6 +15,9 @@
 #
 #   bash benchmarks/device_next.sh OUT SECONDS
 #
+# Issue #39's GPU meta-training (the shipped recipe at 8 tasks a step, scored at K = 0) takes a
+# whole budget of its own: benchmarks/device_meta.sh.
+#
 # Shares of SECONDS: 60% for the bench, then 45% / 35% / the rest of what is left (a part that
 # finishes early leaves its time to the next). The cells go to a work folder, then into OUT/device-next.tgz with the log (the device
 # tool brings back 8 files at most), so OUT must be the tool's $OUT. Before the call, here:
