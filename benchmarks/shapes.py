@@ -32,7 +32,8 @@ defaults (8 random ConvNet-3 of width 64, features pooled to 4 x 4: d = 1,024):
   generate     the shipped meta generator, K = 0: one pass per recorded pass and the label solve
   eval-*       ConvNet-3, 300 epochs, 1 run, the cheap protocol, on the random+ls or generate set; its
                run checkpoints in checkpoints/ every minute, so a cell cut off (hours at 200 x 64 px
-               on a CPU) continues where it stopped on the next `run`
+               on a CPU) continues where it stopped on the next `run` (where checkpoints/ and
+               sets/, not committed, are still there)
 """
 
 from __future__ import annotations
