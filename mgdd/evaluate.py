@@ -204,6 +204,12 @@ def train_once(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed
 CHECKPOINT_SECONDS = 60.0  # a run with a checkpoint file writes it at the first epoch end past this
 
 
+def sub_checkpoints(checkpoint_dir, name: str, resume: bool) -> dict:
+    """evaluate()'s checkpoint keywords for one of several evaluations sharing ``checkpoint_dir``:
+    its own subfolder ``name`` (none without a folder)."""
+    return {} if checkpoint_dir is None else {"checkpoint_dir": Path(checkpoint_dir) / name, "resume": resume}
+
+
 def fit(ds: DistilledSet, dataset: Dataset, model: str, epochs: int, seed: int, lr: float, batch_size: int,
         dsa: bool, device, progress: bool, temperature: float | None = None, micro_batch: int | None = None,
         checkpoint=None, resume: bool = False, checkpoint_seconds: float | None = None) -> tuple:
@@ -371,23 +377,21 @@ def robust(ds: DistilledSet, random_set: DistilledSet, dataset: Dataset, real_ac
         raise UsageError(f"the random subset has {'soft' if random_set.soft else 'hard'} labels and the set "
                          f"{'soft' if ds.soft else 'hard'}; IOR needs the same evaluation for both (for mgdd's soft "
                          "sets, `mgdd baseline random+ls`).")
-    def ckpt(key):
-        return {} if checkpoint_dir is None else {"checkpoint_dir": Path(checkpoint_dir) / key, "resume": resume}
-
+    ck = lambda key: sub_checkpoints(checkpoint_dir, key, resume)  # noqa: E731  each evaluation its subfolder
     runs = {}
-    runs["syn_any"] = evaluate(ds, dataset, **protocol, **ckpt("syn_any"))
-    runs["rdm_any"] = evaluate(random_set, dataset, **protocol, **ckpt("rdm_any"))
+    runs["syn_any"] = evaluate(ds, dataset, **protocol, **ck("syn_any"))
+    runs["rdm_any"] = evaluate(random_set, dataset, **protocol, **ck("rdm_any"))
     hard = DistilledSet(ds.images, ds.image_classes, dict(ds.meta), ds.zca)
     hard_protocol = {k: v for k, v in protocol.items() if k not in ("soft_loss", "temperature")}
-    runs["syn_hard"] = evaluate(hard, dataset, **hard_protocol, **ckpt("syn_hard"))
+    runs["syn_hard"] = evaluate(hard, dataset, **hard_protocol, **ck("syn_hard"))
     if real_accuracy is None:
-        runs["real_hard"] = evaluate(real_data_set(dataset), dataset, **hard_protocol, **ckpt("real_hard"))
+        runs["real_hard"] = evaluate(real_data_set(dataset), dataset, **hard_protocol, **ck("real_hard"))
         real_accuracy = runs["real_hard"]["accuracy_mean"]
     other = {}
     if augmentation:
         flipped = dict(protocol, dsa=not protocol.get("dsa", False), epochs=runs["syn_any"]["epochs"])
-        runs["syn_other"] = evaluate(ds, dataset, **flipped, **ckpt("syn_other"))
-        runs["rdm_other"] = evaluate(random_set, dataset, **flipped, **ckpt("rdm_other"))
+        runs["syn_other"] = evaluate(ds, dataset, **flipped, **ck("syn_other"))
+        runs["rdm_other"] = evaluate(random_set, dataset, **flipped, **ck("rdm_other"))
         other = {"syn_other": runs["syn_other"]["accuracy_mean"], "rdm_other": runs["rdm_other"]["accuracy_mean"],
                  "other_is_aug": not protocol.get("dsa", False)}
     scores = robust_scores(runs["syn_any"]["accuracy_mean"], runs["rdm_any"]["accuracy_mean"],

@@ -29,7 +29,6 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -109,10 +108,10 @@ def evaluate_protocol(ds, dataset, name: str, runs: int = 1, seed: int = 0, devi
     ``checkpoint_dir``: the runs of mgdd, dc and dsa keep their training state in its subfolder
     named after the protocol, and ``resume`` continues them (evaluate.evaluate); rfad's
     early-stopped loop is short and starts over."""
-    from .evaluate import evaluate
+    from .evaluate import evaluate, sub_checkpoints
     check_names([name])
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    ckpt = {} if checkpoint_dir is None else {"checkpoint_dir": Path(checkpoint_dir) / name, "resume": resume}
+    ckpt = sub_checkpoints(checkpoint_dir, name, resume)
     if name == "mgdd":
         res = evaluate(ds, dataset, runs=runs, seed=seed, device=device, progress=progress, **ckpt, **overrides)
         deviations = {k: v for k, v in overrides.items() if v is not None and v != MGDD_DEFAULTS.get(k)}
