@@ -3,7 +3,6 @@
 On a TTY this is a tqdm bar. Without one (``make demo > log``, CI, nohup) a bar would print
 nothing useful, so it writes one line each time another 10% is done or ``every`` seconds
 have passed, whichever comes first: a log shows that a long job is alive and how far it is.
-Each update is also where a SIGTERM whose first raise was swallowed stops the run (stop.check).
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ import sys
 import time
 
 from tqdm.auto import tqdm
-
-from . import stop
 
 
 class Progress:
@@ -32,7 +29,6 @@ class Progress:
         return (10 * n) // self.total if self.total else 10
 
     def update(self, n: int = 1, **postfix) -> None:
-        stop.check()
         self.n += n
         if not self.enabled:
             return

@@ -48,7 +48,6 @@ def main(argv=None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
-    stop.reset()
     try:
         before = signal.signal(signal.SIGTERM, stop.on_sigterm)
     except ValueError:  # not the main thread: the default action stays
@@ -96,7 +95,6 @@ def main(argv=None) -> int:
             lock.release_all()
         if before is not None:
             signal.signal(signal.SIGTERM, before)
-        stop.reset()
     return 0
 
 
