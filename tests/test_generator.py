@@ -226,3 +226,65 @@ def test_generate_any_ipc(tiny_objective):
         assert ds.meta["ipc"] == ipc and "generate_seconds" in ds.meta["timing"]
     with pytest.raises(UsageError, match="IPC"):
         generate(g, tiny_objective, 50)
+
+
+def real_gen(channels=1, seed=0, real=3):
+    torch.manual_seed(seed)
+    g = MetaGenerator(GeneratorConfig(channels=channels, width=8, stem_width=4, blocks=2, context_dim=8,
+                                      dilations=[1, 2], real_sample=real))
+    with torch.no_grad():
+        g.out.weight.normal_(0, 0.1)
+    return g
+
+
+def test_real_sample_enters_the_context_and_is_required(tiny_dataset):
+    g = real_gen()
+    x0, y0 = sample_init(tiny_dataset, 2, seed=0)
+    guide = torch.randn_like(x0)
+    xr, _ = sample_init(tiny_dataset, 3, seed=5)
+    yr = torch.arange(3).repeat_interleave(3)
+    out = g(x0, y0, 3, guide=guide, real=(xr, yr))
+    # another real sample of class 0 changes class 0's images through the context alone
+    other = xr.clone()
+    other[:3] = other[:3].flip(-1)
+    moved = g(x0, y0, 3, guide=guide, real=(other, yr))
+    assert not torch.allclose(moved[:2], out[:2])
+    with pytest.raises(UsageError, match="real sample"):
+        g(x0, y0, 3, guide=guide)
+    # a generator without the option reads none (real_sample() gives None for it)
+    assert GeneratorConfig().real_sample == 0
+
+
+def test_real_sample_streamed_pass_and_chunks_match_one_pass(tiny_dataset):
+    """The checkpointed (streamed) training pass and chunked generation give one pass's values and
+    gradients, folded channels included (float64, so the comparison is tight)."""
+    g = real_gen().double()
+    x0, y0 = sample_init(tiny_dataset, 4, seed=0)
+    x0 = x0.double().repeat(1, 3, 1, 1)  # 3 channels, folded by the grey generator
+    guide = torch.randn_like(x0)
+    xr, _ = sample_init(tiny_dataset, 3, seed=5)
+    real = (xr.double().repeat(1, 3, 1, 1), torch.arange(3).repeat_interleave(3))
+    params = list(g.parameters())
+    out = g(x0, y0, 3, guide=guide, real=real)
+    grads = torch.autograd.grad(out.pow(2).sum(), params)
+    g.GRAD_BUDGET = 2**10  # a chunk of one folded image: the streamed path
+    assert g.grad_chunk(x0.shape[-2] * x0.shape[-1]) < len(x0) * 3
+    streamed_out = g(x0, y0, 3, guide=guide, real=real)
+    streamed_grads = torch.autograd.grad(streamed_out.pow(2).sum(), params)
+    torch.testing.assert_close(streamed_out, out)
+    for a, b in zip(streamed_grads, grads):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(g.generate(x0, y0, 3, guide=guide, real=real, chunk=5), out.detach())
+
+
+def test_real_sample_generation_is_seeded(tiny_objective, tmp_path):
+    from mgdd.generate import real_sample
+    g = real_gen()
+    a, b = real_sample(g, tiny_objective, 0), real_sample(g, tiny_objective, 0)
+    assert torch.equal(a[0], b[0]) and a[0].shape[0] == 3 * tiny_objective.dataset.num_classes
+    assert not torch.equal(real_sample(g, tiny_objective, 1)[0], a[0])
+    assert real_sample(small_gen(), tiny_objective, 0) is None
+    s1, s2 = generate(g, tiny_objective, 2, seed=0), generate(g, tiny_objective, 2, seed=0)
+    assert torch.equal(s1.images, s2.images)
+    g.save_pretrained(tmp_path / "g")
+    assert MetaGenerator.from_pretrained(tmp_path / "g").config.real_sample == 3
