@@ -18,6 +18,8 @@ Rows (every one ends in the exact least-squares label solve):
 
 The meta:real and meta:herding-real generators read the real means as input channels, an option
 that measured no better and left the product: their rows load only at commit 350edf4.
+The meta:herding-sample16 generator reads a real sample in its set context (--real-sample 16),
+an option that measured no better and left the product: its rows load only at commit 4b031dc.
 
 Cheap protocol (results/ablation/calibration.md): ConvNet-3, 300 epochs, CE at T = 0.25; runs
 seeded 0.. (run 0 is the calibrated one-run protocol). Each finished (row, IPC) is one JSON

@@ -20,27 +20,11 @@ from .objective import KRRObjective
 from .start import check_start, start_set
 
 GUIDE_NETS = 2  # pool networks whose mean loss gradient is the generator's guide input
-REAL_SEED = 1_000_003  # offset of a real sample's seed from X_0's, so a random start and the sample differ
-
-
-def real_sample(generator: MetaGenerator, objective: KRRObjective, seed: int, classes=None):
-    """The real sample a generator with ``real_sample`` = R reads beside X_0: R seeded real images of
-    each class (data.sample_init), class-major, labels 0..c-1 by position; None for any other generator."""
-    r = generator.config.real_sample
-    if not r:
-        return None
-    from .data import sample_init
-    num_classes = objective.dataset.num_classes if classes is None else len(classes)
-    smallest = min(len(objective.class_index[c]) for c in (range(num_classes) if classes is None else classes))
-    r = min(r, smallest)
-    xr, _ = sample_init(objective.dataset, r, seed + REAL_SEED, classes=classes)
-    yr = torch.arange(num_classes).repeat_interleave(r)
-    return xr.to(objective.device), yr.to(objective.device)
 
 
 def synthesize(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_classes: int, classes=None,
                chunk: int | None = None, passes: int = 1, guide_nets: int = GUIDE_NETS,
-               rebuild_guides: bool = False, real=None):
+               rebuild_guides: bool = False):
     """X_s = G(X_0 [, guide]): one forward pass (chunked, without autograd, when ``chunk`` is given).
 
     With ``passes`` > 1 the generator is applied in turn, each pass reading a fresh guide at
@@ -49,20 +33,18 @@ def synthesize(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_cl
     (no gradient flows through it); gradients flow through the generator from pass to pass.
     ``guide_nets``: how many pool networks (the first ones) the guide averages over; a generator
     records the count it was meta-trained with (default_guide_nets). ``rebuild_guides``: see each_pass.
-    ``real``: the real sample a generator with ``real_sample`` reads (real_sample()), the same every pass.
     """
     check_range("passes", passes, 1)
     # an explicit count must fit the pool; the default takes what a smaller pool has (objective.guide)
     check_range("guide_nets", guide_nets, 1, None if guide_nets == GUIDE_NETS else objective.pool.size)
-    for x in each_pass(generator, objective, x0, y0, num_classes, classes, chunk, passes, guide_nets, rebuild_guides,
-                       real):
+    for x in each_pass(generator, objective, x0, y0, num_classes, classes, chunk, passes, guide_nets, rebuild_guides):
         pass
     return x
 
 
 def each_pass(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_classes: int, classes=None,
               chunk: int | None = None, passes: int = 1, guide_nets: int = GUIDE_NETS,
-              rebuild_guides: bool = False, real=None):
+              rebuild_guides: bool = False):
     """Yield X_1 ... X_passes (see synthesize): each pass reads a fresh guide at its own input.
 
     ``rebuild_guides``: a training pass keeps no copy of its guide for the backward, which
@@ -71,13 +53,13 @@ def each_pass(generator: MetaGenerator, objective: KRRObjective, x0, y0, num_cla
     for _ in range(passes):
         guide = objective.guide(x, classes=classes, nets=guide_nets) if generator.config.guide_input else None
         if chunk is not None:
-            x = generator.generate(x, y0, num_classes, guide=guide, chunk=chunk, real=real)
+            x = generator.generate(x, y0, num_classes, guide=guide, chunk=chunk)
         elif rebuild_guides and guide is not None and torch.is_grad_enabled():
             hooks = GuideRebuilt(guide, lambda x=x: objective.guide(x, classes=classes, nets=guide_nets))
             with torch.autograd.graph.saved_tensors_hooks(hooks.pack, hooks.unpack):
-                x = generator(x, y0, num_classes, guide=guide, real=real)
+                x = generator(x, y0, num_classes, guide=guide)
         else:
-            x = generator(x, y0, num_classes, guide=guide, real=real)
+            x = generator(x, y0, num_classes, guide=guide)
         yield x
 
 
@@ -149,11 +131,9 @@ def task_loss(generator: MetaGenerator, objective: KRRObjective, ipc: int, rng: 
     ignores the seed but still draws it, so the later draws do not depend on the start).
     """
     num_classes = objective.dataset.num_classes if classes is None else len(classes)
-    seed = rng.randrange(2**31)
-    x0, _ = start_set(objective, ipc, start, seed=seed, classes=classes)
+    x0, _ = start_set(objective, ipc, start, seed=rng.randrange(2**31), classes=classes)
     y0 = torch.arange(num_classes).repeat_interleave(ipc)  # class-major, relabelled 0..c-1
-    x_s = synthesize(generator, objective, x0, y0, num_classes, classes=classes, rebuild_guides=rebuild_guides,
-                     real=real_sample(generator, objective, seed, classes))
+    x_s = synthesize(generator, objective, x0, y0, num_classes, classes=classes, rebuild_guides=rebuild_guides)
     return objective.loss(x_s, rng, classes=classes)
 
 
@@ -169,16 +149,14 @@ def unrolled_loss(generator: MetaGenerator, objective: KRRObjective, ipc: int, r
     pass is scored, not only the last, so each pass learns to improve on its input.
     """
     num_classes = objective.dataset.num_classes if classes is None else len(classes)
-    seed = rng.randrange(2**31)
-    x0, _ = start_set(objective, ipc, start, seed=seed, classes=classes)
+    x0, _ = start_set(objective, ipc, start, seed=rng.randrange(2**31), classes=classes)
     y0 = torch.arange(num_classes).repeat_interleave(ipc)
     net = rng.randrange(objective.pool.size)
-    real = real_sample(generator, objective, seed, classes)
     with torch.no_grad():
         start = objective.pool_loss(x0, net, classes)
     total = 0.0
     for x in each_pass(generator, objective, x0, y0, num_classes, classes, passes=passes, guide_nets=guide_nets,
-                       rebuild_guides=rebuild_guides, real=real):
+                       rebuild_guides=rebuild_guides):
         total = total + objective.pool_loss(x, net, classes) / start
     return total / passes
 
@@ -222,7 +200,7 @@ def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: 
     t0 = time.perf_counter()  # a coreset start's selection is part of the method's time
     x0, y0 = start_set(objective, ipc, start, seed)
     x_s = synthesize(generator, objective, x0, y0, dataset.num_classes, chunk=chunk, passes=passes,
-                     guide_nets=guide_nets, real=real_sample(generator, objective, seed))
+                     guide_nets=guide_nets)
     if x_s.is_cuda:  # GPU kernels run asynchronously: the passes' time is theirs only once they finish
         torch.cuda.synchronize(x_s.device)
     t1 = time.perf_counter()

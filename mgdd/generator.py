@@ -53,7 +53,6 @@ class GeneratorConfig:
     dilations: list = field(default_factory=lambda: [1, 2, 1, 2])
     pixel_context: bool = True  # also feed the class-mean and set-mean images to the stem
     guide_input: bool = True    # also feed the KRR-loss gradient at X_0 (see objective.guide)
-    real_sample: int = 0        # real images per class whose encodings' means join the set context (0: none)
 
 
 class FiLMBlock(nn.Module):
@@ -149,8 +148,6 @@ class MetaGenerator(nn.Module):
         self.down = nn.Conv2d(sw, w, 3, stride=2, padding=1)
         self.encode = nn.Sequential(nn.Linear(w, cd), nn.ReLU(), nn.Linear(cd, cd))
         ctx_dim = 3 * cd + 1   # [own, class mean, set mean, log class size]
-        if config.real_sample:
-            ctx_dim += 2 * cd  # [real class mean, real set mean] of the real sample's encodings
         self.context_proj = nn.Sequential(nn.Linear(ctx_dim, cd), nn.ReLU())
         self.blocks = nn.ModuleList(FiLMBlock(w, cd, d) for d in config.dilations)
         self.up = nn.Conv2d(w + sw, sw, 3, padding=1)
@@ -225,15 +222,6 @@ class MetaGenerator(nn.Module):
         flat = lambda t: None if t is None else t.reshape(-1, 1, *t.shape[2:])  # noqa: E731
         return flat(x0), y0.repeat_interleave(c), flat(guide), c
 
-    def real_statistics(self, real, num_classes: int, chunk: int | None = None, checkpointed: bool = False) -> dict:
-        """The real sample's part of the set context: per-class sums and counts of its images'
-        encodings, by the same trunk as the synthetic images (a zero guide, its own class-mean
-        pixel context). ``real`` = (x_r, y_r), already folded like the synthetic images."""
-        xr, yr = real
-        guide = torch.zeros_like(xr) if self.config.guide_input else None
-        stats = self.set_statistics(xr, yr, num_classes, guide, chunk, checkpointed)
-        return {"real_sums": stats["class_sums"], "real_counts": stats["counts"]}
-
     def _pixel_context(self, x, y, stats):
         if not self.config.pixel_context:
             return None
@@ -248,12 +236,7 @@ class MetaGenerator(nn.Module):
         class_mean = stats["class_sums"] / counts.clamp_min(1)[:, None]                # (K, cd)
         set_mean = stats["class_sums"].sum(0) / counts.sum()                            # (cd,)
         images = counts[y0] / stats.get("fold", 1)                                     # images, not channels
-        parts = [e, class_mean[y0], set_mean.expand(len(x0), -1), torch.log(images)[:, None]]
-        if self.config.real_sample:  # where the class's real images sit in the same encoding space
-            real_class = stats["real_sums"] / stats["real_counts"].clamp_min(1)[:, None]   # (K, cd)
-            real_set = stats["real_sums"].sum(0) / stats["real_counts"].sum()                # (cd,)
-            parts += [real_class[y0], real_set.expand(len(x0), -1)]
-        ctx = torch.cat(parts, dim=1)
+        ctx = torch.cat([e, class_mean[y0], set_mean.expand(len(x0), -1), torch.log(images)[:, None]], dim=1)
         ctx = self.context_proj(ctx)
         for block in self.blocks:
             h = block(h, ctx)
@@ -261,25 +244,19 @@ class MetaGenerator(nn.Module):
         delta = self.out(F.relu(self.up(torch.cat([up, s], dim=1))))
         return x0 + delta
 
-    def forward(self, x0, y0, num_classes: int | None = None, guide=None, real=None):
-        """``real``: (x_r, y_r), the real sample a generator with ``real_sample`` reads (generate.real_sample)."""
-        self._check_input(x0, y0, guide, real)
+    def forward(self, x0, y0, num_classes: int | None = None, guide=None):
+        self._check_input(x0, y0, guide)
         num_classes = num_classes or int(y0.max()) + 1
         shape = x0.shape
         x0, y0, guide, fold = self._fold(x0, y0, guide)
-        real = self._fold_real(real, fold)
         chunk = self.grad_chunk(x0.shape[2] * x0.shape[3])
         if not torch.is_grad_enabled() or len(x0) <= chunk:
             stats = dict(self.set_statistics(x0, y0, num_classes, guide), fold=fold)
-            if real is not None:
-                stats.update(self.real_statistics(real, num_classes, chunk))
             return self.decode(x0, y0, stats, guide).reshape(shape)
         # a large set in a training pass (adaptation, meta-training): chunks whose activations are
         # recomputed in the backward pass (gradient checkpointing), so memory holds one chunk's
         # activations and the outputs; the same values and gradients as one pass
         stats = dict(self.set_statistics(x0, y0, num_classes, guide, chunk, checkpointed=True), fold=fold)
-        if real is not None:
-            stats.update(self.real_statistics(real, num_classes, chunk, checkpointed=True))
         return self._decode_chunks(x0, y0, stats, guide, chunk, checkpointed=True).reshape(shape)
 
     def _decode_chunks(self, x0, y0, stats: dict, guide, chunk: int, checkpointed: bool = False):
@@ -288,53 +265,35 @@ class MetaGenerator(nn.Module):
         if checkpointed:
             fold = stats.get("fold", 1)
 
-            def decode(x, y, g, counts, sums, pix, real_sums, real_counts):
+            def decode(x, y, g, counts, sums, pix):
                 local = {"counts": counts, "class_sums": sums, "fold": fold}
                 if pix is not None:
                     local["class_pixel_sums"] = pix
-                if real_sums is not None:
-                    local.update(real_sums=real_sums, real_counts=real_counts)
                 return self.decode(x, y, local, g)
 
             return streamed(decode, chunk, (x0, y0, guide),
-                            (stats["counts"], stats["class_sums"], stats.get("class_pixel_sums"),
-                             stats.get("real_sums"), stats.get("real_counts")), self.parameters())
+                            (stats["counts"], stats["class_sums"], stats.get("class_pixel_sums")), self.parameters())
         out = []
         for i in range(0, len(x0), chunk):
             out.append(self.decode(x0[i:i + chunk], y0[i:i + chunk], stats, None if guide is None else guide[i:i + chunk]))
         return torch.cat(out)
 
     @torch.no_grad()
-    def generate(self, x0, y0, num_classes: int, guide=None, chunk: int = 256, real=None):
+    def generate(self, x0, y0, num_classes: int, guide=None, chunk: int = 256):
         """Forward in chunks of ``chunk`` images (for large IPCs; fewer where INFER_BUDGET says so): the
         same result as forward(), in bounded memory."""
-        self._check_input(x0, y0, guide, real)
+        self._check_input(x0, y0, guide)
         shape = x0.shape
         x0, y0, guide, fold = self._fold(x0, y0, guide)
-        real = self._fold_real(real, fold)
         chunk = min(chunk * fold, self.infer_chunk(x0.shape[-2] * x0.shape[-1]))  # bounded at any image size
         stats = dict(self.set_statistics(x0, y0, num_classes, guide, chunk), fold=fold)
-        if real is not None:
-            stats.update(self.real_statistics(real, num_classes, chunk))
         return self._decode_chunks(x0, y0, stats, guide, chunk).reshape(shape)
 
     def serves(self, channels: int) -> bool:
         """Whether this generator makes ``channels``-channel images: its own count, or any count by folding."""
         return channels == self.config.channels or self.config.channels == 1
 
-    def _fold_real(self, real, fold: int):
-        """The real sample folded as the synthetic images are; None for a generator that reads none."""
-        if not self.config.real_sample:
-            return None
-        xr, yr = real
-        if fold == 1:
-            return xr, yr
-        return xr.reshape(-1, 1, *xr.shape[2:]), yr.repeat_interleave(fold)
-
-    def _check_input(self, x0, y0, guide=None, real=None):
-        if self.config.real_sample and (real is None or real[0].shape[1:] != x0.shape[1:] or len(real[0]) != len(real[1])):
-            raise UsageError("this generator reads a real sample of each class (real=(x_r, y_r), generate.real_sample) "
-                             "with images of x0's shape; pass one.")
+    def _check_input(self, x0, y0, guide=None):
         if self.config.guide_input and (guide is None or guide.shape != x0.shape):
             raise UsageError("this generator takes the KRR-loss gradient at X_0 as input (guide=objective.guide(x0)); "
                              "pass a guide of the same shape as x0.")

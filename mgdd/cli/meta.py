@@ -33,7 +33,7 @@ def cmd_meta_train(args):
     dataset = load_dataset(args.source, args.data_dir, args.download, image_size=args.image_size)
     objective = common.objective(args, dataset, class_subsets=True)  # tasks are class subsets
     torch.manual_seed(args.seed)
-    generator = MetaGenerator(GeneratorConfig(channels=dataset.channels, real_sample=args.real_sample))
+    generator = MetaGenerator(GeneratorConfig(channels=dataset.channels))
     log = meta_train(generator, objective, args.meta_steps, args.algorithm, args.tasks_per_step, args.inner_steps,
                      args.inner_lr, args.meta_lr, tuple(args.ipc_range), args.min_classes, args.seed,
                      checkpoint=out / "meta-checkpoint.safetensors", checkpoint_every=args.checkpoint_every,
@@ -79,9 +79,6 @@ def add_parsers(sub):
     s.add_argument("--start", default="random",
                    help="where each task's X_0 comes from: random real images, or a herding / kcenter coreset in "
                         "pool network 0's feature space (recorded; generation starts there by default)")
-    s.add_argument("--real-sample", type=common.count, default=0,
-                   help="real images per class the generator also encodes into its set context (0: none); "
-                        "a seeded sample, drawn again for every task and every generated set")
     s.add_argument("--meta-steps", type=common.positive_int, default=200)
     s.add_argument("--tasks-per-step", type=common.positive_int, default=4, help="tasks per meta-step (over all ranks)")
     s.add_argument("--inner-steps", type=common.positive_int, default=5)
