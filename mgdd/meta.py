@@ -261,3 +261,16 @@ def init_distributed() -> bool:
         dist.init_process_group(backend)
         return True
     return False
+
+
+def close_distributed(started: bool) -> None:
+    """Leave the process group that init_distributed joined, after every rank has finished.
+
+    Call it on success only: a failing rank leaves the group alone (destroying it while the
+    others sit in a collective can hang them; torchrun stops them once this process exits). The
+    barrier keeps a rank from tearing down while another still works (rank 0 writing its
+    results): a two-rank gloo evaluation that tore down at once was seen to abort rank 0 with
+    "terminate called without an active exception" after its result file was written."""
+    if started:
+        dist.barrier()
+        dist.destroy_process_group()

@@ -7,7 +7,10 @@ even if C code swallowed the first raise (an evaluation once trained on after it
 record of the request checked at each progress update stopped such a run too; it was taken out
 when the two-rank torchrun evaluation test aborted at teardown ("terminate called without an active
 exception") 3 times in 10 with it. That abort was later seen once without it too, so the record was
-not its only cause; it stays out until the abort is understood.
+not its only cause; it stays out until the abort is understood. Since then `mgdd evaluate` and
+`mgdd bench` close the group as meta-train and precompute do (meta.close_distributed: a barrier,
+then destroy, on success only). Whether that cures the abort is not known: it did not come back
+in 10 runs with the record restored and without the barrier, so it could not be reproduced.
 """
 
 from __future__ import annotations

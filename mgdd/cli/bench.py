@@ -16,7 +16,7 @@ def cmd_bench(args):
 
     import torch.distributed as dist
 
-    from ..meta import init_distributed
+    from ..meta import close_distributed, init_distributed
     started = init_distributed()
     rank = dist.get_rank() if dist.is_initialized() else 0
     scratch = None
@@ -29,8 +29,7 @@ def cmd_bench(args):
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-        if started:
-            dist.destroy_process_group()
+    close_distributed(started)
 
 
 def _bench(args, scratch):

@@ -37,7 +37,7 @@ def cmd_precompute(args):
 
     import torch.distributed as dist
 
-    from ..meta import init_distributed
+    from ..meta import close_distributed, init_distributed
     from ..start import coreset_indices, order_seconds
 
     if args.no_cache:
@@ -60,9 +60,7 @@ def cmd_precompute(args):
               + (f"; {args.start} orders {order_seconds(objective, args.start):.1f}s" if args.start not in
                  (None, "random") else "") + f"; total {time.perf_counter() - t0:.1f}s. Cached in "
               f"{objective.pool.cache_path(objective.fingerprint, '*').parent}/")
-    if started:
-        dist.barrier()
-        dist.destroy_process_group()
+    close_distributed(started)
 
 
 def add_parsers(sub):

@@ -18,13 +18,11 @@ def cmd_evaluate(args):
     prints and writes the result."""
     import torch.distributed as dist
 
-    from ..meta import init_distributed
+    from ..meta import close_distributed, init_distributed
     started = init_distributed()
-    try:
-        return _evaluate(args, lead=not dist.is_initialized() or dist.get_rank() == 0)
-    finally:
-        if started:
-            dist.destroy_process_group()
+    result = _evaluate(args, lead=not dist.is_initialized() or dist.get_rank() == 0)
+    close_distributed(started)
+    return result
 
 
 def _evaluate(args, lead: bool):

@@ -17,7 +17,7 @@ def cmd_meta_train(args):
 
     from ..data import load_dataset
     from ..generator import GeneratorConfig, MetaGenerator
-    from ..meta import init_distributed, meta_train
+    from ..meta import close_distributed, init_distributed, meta_train
 
     if len(args.ipc_range) != 2 or not 1 <= args.ipc_range[0] <= args.ipc_range[1]:
         raise UsageError(f"--ipc-range must be min,max with 1 <= min <= max (e.g. 1,50); got {args.ipc_range}.")
@@ -53,12 +53,7 @@ def cmd_meta_train(args):
         else:
             loss = f"inner loss {h[0]['inner_first']:.4f} -> {h[-1]['inner_last']:.4f}"
         print(f"meta-trained {args.meta_steps} steps in {log['seconds']:.1f}s; {loss}; wrote {out}/")
-    if started:
-        # only on success: a failing rank leaves the group alone (destroying it while the others
-        # sit in a collective can hang them; torchrun stops them once this process exits).
-        # The barrier keeps any rank from tearing down while another still works (rank 0 saving).
-        dist.barrier()
-        dist.destroy_process_group()
+    close_distributed(started)
 
 
 
