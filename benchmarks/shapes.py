@@ -3,6 +3,7 @@
     python benchmarks/shapes.py data                   # builds the shape-equivalent sets (once)
     python benchmarks/shapes.py run [--shapes c100-32,c200-64,c10-128] [--ipcs 1,10,50]
     python benchmarks/shapes.py run --evaluate c100-32:1,c100-32:10,c10-128:1   # 300-epoch accuracies
+    python benchmarks/shapes.py run --stages none --evaluate c10-128:50 --eval-methods generate  # one set's
     python benchmarks/shapes.py table                  # results/shapes/table.md from the cells
     python benchmarks/shapes.py check                  # Fashion-MNIST: total Gram against per-class Grams
     python benchmarks/shapes.py grid                   # 64 px: features pooled to 4 x 4 against today's 8 x 8
@@ -235,7 +236,7 @@ def run(args) -> None:
             todo += [(shape, stage, ipc) for stage in args.stages.split(",") if stage not in ("precompute", "none")]
     for item in (args.evaluate.split(",") if args.evaluate else []):
         shape, ipc = item.split(":")
-        todo += [(shape, "eval-random+ls", int(ipc)), (shape, "eval-generate", int(ipc))]
+        todo += [(shape, f"eval-{m}", int(ipc)) for m in args.eval_methods.split(",")]
     for shape, stage, ipc in todo:
         path = cell_path(shape, stage, ipc)
         if path.is_file():
@@ -380,6 +381,8 @@ def main() -> int:
     r.add_argument("--stages", default=",".join(STAGES), help="stages to run (none: only --evaluate's cells)")
     r.add_argument("--ipcs", default="1,10,50")
     r.add_argument("--evaluate", default="", help="shape:ipc,... cells to score (300 epochs, 1 run)")
+    r.add_argument("--eval-methods", default="random+ls,generate",
+                   help="the sets --evaluate scores (two processes can split them: one each)")
     r.add_argument("--krr-steps", type=int, default=5)
     r.add_argument("--adapt-steps", type=int, default=3)
     r.add_argument("--device", default="cpu", help="cpu or cuda (the table is per device: use another results folder)")

@@ -25,7 +25,7 @@ _EXPORTS = {
     "CorruptFile": "errors", "DatasetNotFound": "errors", "MgddError": "errors", "UsageError": "errors",
     "evaluate": "evaluate", "FeatureConfig": "features", "FeaturePool": "features", "generate": "generate",
     "GeneratorConfig": "generator", "MetaGenerator": "generator", "create_model": "models",
-    "KRRObjective": "objective", "FreshObjective": "objective", "create_objective": "objective",
+    "meta_train": "meta", "KRRObjective": "objective", "FreshObjective": "objective", "create_objective": "objective",
     "PROTOCOLS": "protocols", "evaluate_protocol": "protocols",
     "default_meta_generator": "pipeline", "distill": "pipeline",
 }
