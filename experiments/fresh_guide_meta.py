@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import sys
 import time
@@ -41,6 +39,7 @@ import torch
 
 import mgdd
 from mgdd.generate import GUIDE_NETS
+from mgdd.meta import generator_metadata
 from mgdd.objective import FreshObjective
 from mgdd.pipeline import set_seconds
 
@@ -84,12 +83,8 @@ def train(args) -> None:
                      ipc_range=recipe["ipc_range"], seed=recipe["seed"], checkpoint=out / "meta-checkpoint.safetensors",
                      checkpoint_every=recipe["checkpoint_every"], resume=args.resume, progress=not args.quiet,
                      log_path=out / "meta-log.json", passes=recipe["passes"], start=recipe["start"])
-    gen.save_pretrained(out, metadata={
-        "kind": "meta generator", "source": source.name, "source_info": source.describe(),
-        "objective": objective.describe(), **log["settings"], "seconds": log["seconds"],
-        "hardware": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, "
-                    f"threads {torch.get_num_threads()}",
-        "command": "python experiments/fresh_guide_meta.py " + " ".join(sys.argv[1:])}, force=True)
+    command = "python experiments/fresh_guide_meta.py " + " ".join(sys.argv[1:])
+    gen.save_pretrained(out, metadata=generator_metadata(source, objective, log, command), force=True)
     h = log["history"]
     print(f"meta-trained {recipe['meta_steps']} steps in {log['seconds']:.1f}s; loss relative to X_0 "
           f"{h[0]['relative_loss']:.4f} -> {h[-1]['relative_loss']:.4f}; wrote {out}/")

@@ -252,6 +252,17 @@ def meta_train(generator: MetaGenerator, objective, meta_steps: int, algorithm: 
 
 # ---------------------------------------------------------------------------- CLI entry
 
+def generator_metadata(dataset, objective, log: dict, command: str) -> dict:
+    """What a meta-trained generator's config.json records: its source, objective, meta-training
+    settings (meta_train's log), seconds, hardware and the command that made it."""
+    import platform
+    return {"kind": "meta generator", "source": dataset.name, "source_info": dataset.describe(),
+            "objective": objective.describe(), **log["settings"], "seconds": log["seconds"],
+            "hardware": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, "
+                        f"{'cuda' if torch.cuda.is_available() else 'cpu'}, {torch.get_num_threads()} threads",
+            "command": command}
+
+
 def init_distributed() -> bool:
     """Join the torchrun process group when launched with WORLD_SIZE > 1; True if this call did."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():

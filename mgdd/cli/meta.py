@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from ..errors import UsageError
@@ -10,14 +9,12 @@ from . import common
 
 
 def cmd_meta_train(args):
-    import platform
-
     import torch
     import torch.distributed as dist
 
     from ..data import load_dataset
     from ..generator import GeneratorConfig, MetaGenerator
-    from ..meta import close_distributed, init_distributed, meta_train
+    from ..meta import close_distributed, generator_metadata, init_distributed, meta_train
 
     if len(args.ipc_range) != 2 or not 1 <= args.ipc_range[0] <= args.ipc_range[1]:
         raise UsageError(f"--ipc-range must be min,max with 1 <= min <= max (e.g. 1,50); got {args.ipc_range}.")
@@ -41,12 +38,8 @@ def cmd_meta_train(args):
                      log_path=out / "meta-log.json", passes=args.passes, guide_nets=args.guide_nets,
                      start=args.start)
     if rank0:
-        generator.save_pretrained(out, metadata={
-            "kind": "meta generator", "source": dataset.name, "source_info": dataset.describe(),
-            "objective": objective.describe(), **log["settings"], "seconds": log["seconds"],
-            "hardware": f"{platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, "
-                        f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
-            "command": "mgdd " + " ".join(sys.argv[1:])}, force=replace)
+        generator.save_pretrained(out, metadata=generator_metadata(dataset, objective, log,
+                                                                   "mgdd " + " ".join(sys.argv[1:])), force=replace)
         h = log["history"]
         if args.algorithm == "unrolled":
             loss = f"loss relative to X_0 {h[0]['relative_loss']:.4f} -> {h[-1]['relative_loss']:.4f}"
