@@ -3,7 +3,7 @@
     python benchmarks/shapes.py data                   # builds the shape-equivalent sets (once)
     python benchmarks/shapes.py run [--shapes c100-32,c200-64,c10-128] [--ipcs 1,10,50]
     python benchmarks/shapes.py run --evaluate c100-32:1,c100-32:10,c10-128:1   # 300-epoch accuracies
-    python benchmarks/shapes.py run --stages none --evaluate c10-128:50 --eval-methods generate  # one set's
+    python benchmarks/shapes.py run --stages none --evaluate c10-128:50 --eval-methods generate  # one set only
     python benchmarks/shapes.py table                  # results/shapes/table.md from the cells
     python benchmarks/shapes.py check                  # Fashion-MNIST: total Gram against per-class Grams
     python benchmarks/shapes.py grid                   # 64 px: features pooled to 4 x 4 against today's 8 x 8
