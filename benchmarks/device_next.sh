@@ -1,51 +1,73 @@
 #!/usr/bin/env bash
-# What a lent GPU runs next, in the order of what it settles, on one budget:
-#   0. issues #39 and #40's bench rerun: the fmnist bench with the shipped (herding-start)
-#      generator, the capped label ridge and the one-shot rows (benchmarks/device_bench.sh,
-#      PRESETS=fmnist, no smoke checks), into results/h200/fmnist-v3; the CPU folder
-#      results/fmnist-v2 cannot be resumed (made with the earlier ridge) and a new CPU bench is
-#      ~18 h. Resumable: cells committed from a cut-off run are copied in first and continued;
-#   1. issue #40's unmeasured goal row: the bench's sets under RFAD's own evaluation, krr-pixel
-#      first (against RFAD's published 78.6 / 87.0 / 88.8), then the generator and random+ls
-#      (benchmarks/device_protocols.sh);
-#   2. issue #41's shapes table on a GPU: every stage at 100 x 32 px, 200 x 64 px and
-#      10 x 128 px, IPC 1, 10 and 50 (benchmarks/device_shapes.sh);
-#   3. issue #40's label ridge at IPC 100-500 and krr-fresh to 10,000 steps
-#      (benchmarks/device_ridge_fresh.sh).
+# What a lent GPU runs next: the unmeasured GPU tables, side by side on the one GPU (each part is
+# a few small processes that leave the GPU mostly idle alone; 16 CPU cores are split between them):
+#   bench   issues #39 and #40's bench rerun: the fmnist bench with the shipped (herding-start)
+#           generator, the capped label ridge and the one-shot rows (benchmarks/device_bench.sh,
+#           PRESETS=fmnist, no smoke checks), into results/<gpu>/fmnist-v3; resumable: cells
+#           committed from a cut-off run are copied in first and continued;
+#   protocols  issue #40's unmeasured goal row: the bench's sets under RFAD's own evaluation,
+#           krr-pixel first (against RFAD's published 78.6 / 87.0 / 88.8), then the generator and
+#           random+ls (benchmarks/device_protocols.sh);
+#   shapes  issue #41's shapes table on a GPU (benchmarks/device_shapes.sh);
+#   ridge   issue #40's label ridge at IPC 500, 200 and 100 (benchmarks/device_ridge_fresh.sh, PART=ridge);
+#   fresh1, fresh10, fresh50  krr-fresh to 10,000 steps at IPC 1, 10 and 50, one process each
+#           (PART=fresh FRESH_IPCS=I); their sets come back, so what the GPU did not score is
+#           scored on CPU.
+# PARTS picks the parts (default all); RFAD_METHODS / RFAD_IPCS, SHAPES and RIDGE_IPCS narrow
+# the protocols, shapes and ridge parts (each script's header).
+# Every part gets the whole budget as its own time limit and stops at it. Parts sharing one GPU
+# run slower than alone: the timings in this run's files are under that contention (the log
+# records which parts ran together), so they are upper bounds on an idle GPU's.
 #
 #   bash benchmarks/device_next.sh OUT SECONDS
 #
 # Issue #39's GPU meta-training (the shipped recipe at 8 tasks a step, scored at K = 0) takes a
 # whole budget of its own: benchmarks/device_meta.sh.
 #
-# Shares of SECONDS: 60% for the bench, then 45% / 35% / the rest of what is left (a part that
-# finishes early leaves its time to the next). The cells go to a work folder, then into OUT/device-next.tgz with the log (the device
-# tool brings back 8 files at most), so OUT must be the tool's $OUT. Before the call, here:
+# The results go to OUT/device-next.tgz with the log, the krr-fresh sets to OUT/fresh-sets.tgz
+# (the device tool brings back 8 files at most), so OUT must be the tool's $OUT. Before the
+# call, here:
 #   mkdir -p data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/fashion-mnist/
-# and the call: command "bash benchmarks/device_next.sh $OUT 520", carry ["data",
+#   python benchmarks/protocols.py sets --ipcs 1,10,50     # the sets RFAD's protocol scores
+# and the call: command "bash benchmarks/device_next.sh $OUT 540", carry ["data",
 # "runs/protocols/sets"], timeout_s 600. Unpack with `tar xzf device-next.tgz`; each part's
-# folder says where its cells belong (bench/fmnist -> results/h200/fmnist-v3 (on an H100:
-# results/h100/fmnist-v3), protocols/cells -> results/protocols/cells, shapes ->
-# results/shapes-gpu, ridge -> results/extra/ridge-fresh); every JSON names its device.
+# folder says where its cells belong (bench/fmnist -> results/<gpu>/fmnist-v3,
+# protocols/cells -> results/protocols/cells, shapes -> results/shapes-gpu,
+# ridge and fresh* -> results/extra/ridge-fresh); every JSON names its device.
 set -u -o pipefail
 out=${1:?OUT}; budget=${2:?SECONDS}
 t0=$(date +%s)
-left() { echo $(( budget - ($(date +%s) - t0) )); }
 work=$(mktemp -d)
-export MGDD_DATA=${MGDD_DATA:-$PWD/data} MGDD_CACHE=${MGDD_CACHE:-$work/cache}
+export MGDD_DATA=${MGDD_DATA:-$PWD/data}
 log=$work/device-next.log
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | grep -o 'H[0-9]00' | tr H h)
+PARTS=${PARTS:-bench protocols shapes ridge fresh1 fresh10 fresh50}  # a rerun can name fewer
+part() {  # part NAME THREADS COMMAND...: one part in the background, its own cache, log and limit
+    local name=$1 threads=$2; shift 2
+    case " $PARTS " in *" $name "*) ;; *) return ;; esac
+    ( export OMP_NUM_THREADS=$threads MGDD_CACHE=$work/cache-$name
+      timeout $(( budget + 5 )) "$@" > "$work/$name.log" 2>&1
+      echo "device_next: $name rc $? after $(( $(date +%s) - t0 )) s" ) &
+}
 {
-  echo "device_next: budget ${budget} s"
-  gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -o 'H[0-9]00' | tr H h)
+  echo "device_next: budget ${budget} s on ${gpu:-no GPU}; parts side by side: $PARTS"
   mkdir -p "$work/bench"
   [ -d "results/${gpu:-h200}/fmnist-v3/cells" ] && cp -r "results/${gpu:-h200}/fmnist-v3" "$work/bench/fmnist"
-  SMOKE=0 PRESETS=fmnist bash benchmarks/device_bench.sh "$work/bench" $(( budget * 60 / 100 ))
-  bash benchmarks/device_protocols.sh "$work/protocols" $(( $(left) * 45 / 100 ))
-  bash benchmarks/device_shapes.sh "$work/shapes" $(( ($(left) * 35) / 55 ))
-  [ "$(left)" -gt 30 ] && bash benchmarks/device_ridge_fresh.sh "$work/ridge" $(( $(left) - 20 ))
-  echo "device_next: done with $(left) s left"
+  part bench 3 env SMOKE=0 PRESETS=fmnist bash benchmarks/device_bench.sh "$work/bench" "$budget"
+  part protocols 2 bash benchmarks/device_protocols.sh "$work/protocols" "$budget"
+  part shapes 3 bash benchmarks/device_shapes.sh "$work/shapes" "$budget"
+  part ridge 2 env PART=ridge bash benchmarks/device_ridge_fresh.sh "$work/ridge" "$budget"
+  for i in 1 10 50; do
+    part fresh$i 2 env PART=fresh FRESH_IPCS=$i bash benchmarks/device_ridge_fresh.sh "$work/fresh$i" "$budget"
+  done
+  sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
+  wait
+  echo "device_next: done after $(( $(date +%s) - t0 )) s"
 } 2>&1 | tee "$log"
-rm -rf "$work/cache" "$work"/*/sets "$work/ridge/sets" "$work/bench/fmnist/sets" "$work/bench/fmnist/cache" \
-  "$work/bench/fmnist/checkpoints"
+mkdir -p "$work/fresh-sets"
+for i in 1 10 50; do [ -d "$work/fresh$i/sets-fresh" ] && mv "$work/fresh$i/sets-fresh" "$work/fresh-sets/ipc$i"; done
+tar czf "$out/fresh-sets.tgz" -C "$work" fresh-sets
+rm -rf "$work"/cache-* "$work"/*/sets "$work"/fresh-sets "$work/bench/fmnist/sets" "$work/bench/fmnist/cache" \
+  "$work/bench/fmnist/checkpoints" "$work/shapes/sets" "$work/shapes/checkpoints"
 tar czf "$out/device-next.tgz" -C "$work" .
 cp "$log" "$out/"

@@ -10,13 +10,14 @@
 # the same command with the same RESULTS_DIR resumes. Copy RESULTS_DIR to results/shapes-gpu/.
 set -u -o pipefail
 out=${1:?RESULTS_DIR}; budget=${2:?SECONDS}
+export SHAPES=${SHAPES:-c100-32,c10-128,c200-64}  # a rerun can name fewer
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} MGDD_SHAPES_OUT=$out
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 timeout "$budget" sh -c '
 python3 benchmarks/shapes.py data &&
-python3 benchmarks/shapes.py run --device cuda --shapes c100-32,c10-128,c200-64 &&
-python3 benchmarks/shapes.py run --device cuda --shapes c100-32,c10-128,c200-64 --stages none \
+python3 benchmarks/shapes.py run --device cuda --shapes $SHAPES &&
+python3 benchmarks/shapes.py run --device cuda --shapes $SHAPES --stages none \
     --evaluate c100-32:1,c100-32:10,c10-128:1,c10-128:10,c200-64:1,c200-64:10'
 echo "device_shapes: rc $?"
 python3 benchmarks/shapes.py table   # writes $out/table.md

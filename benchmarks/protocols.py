@@ -5,6 +5,7 @@
     python benchmarks/protocols.py real --epochs 10          # Acc(real, hard) for HLR: the whole training split
     python benchmarks/protocols.py table                     # results/protocols/table.md
     python benchmarks/protocols.py cost --ipc 1              # what the rfad protocol costs on this CPU
+    python benchmarks/protocols.py sets --ipcs 1,10,50       # only make the sets (a GPU run carries them)
 
 The sets are the bench's methods at seed 0 on Fashion-MNIST (runs/protocols/sets, remade
 when absent): random (hard labels), random+ls, herding+ls, the shipped generator at K = 0
@@ -100,6 +101,15 @@ def cmd_run(args):
                 write_json(cell, res, force=True)
                 print(f"{method} IPC {ipc} {name}: {100 * res['accuracy_mean']:.2f} ± {100 * res['accuracy_std']:.2f} "
                       f"({res['runs']} runs, {res['wall_seconds']:.0f} s)", flush=True)
+
+
+def cmd_sets(args):
+    """Make the sets only, here, so a device run scores the very files the CPU cells scored."""
+    objective = mgdd.KRRObjective(mgdd.load_dataset("fashion-mnist"))
+    for ipc in args.ipcs:
+        for method in args.methods.split(","):
+            make_set(method, ipc, objective)
+    print(f"sets in {SETS}")
 
 
 def cmd_real(args):
@@ -208,6 +218,10 @@ def main(argv=None):
     r.add_argument("--protocols", default="mgdd,dc,dsa")
     r.add_argument("--methods", default=",".join(METHODS))
     r.set_defaults(func=cmd_run)
+    m = sub.add_parser("sets")
+    m.add_argument("--ipcs", type=lambda t: [int(i) for i in t.split(",")], default=[1, 10, 50])
+    m.add_argument("--methods", default=",".join(METHODS))
+    m.set_defaults(func=cmd_sets)
     q = sub.add_parser("real")
     q.add_argument("--epochs", type=int, default=10)
     q.set_defaults(func=cmd_real)

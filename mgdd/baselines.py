@@ -188,7 +188,8 @@ def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: f
     # a fresh run reports step 0 too (the initialization with solved labels: random+ls)
     if on_snapshot is not None and 0 in snapshots and not (resume and checkpoint and Path(checkpoint).exists()):
         emit(0, 0.0)
-    loop = run_resumable(step, steps, name=f"krr-pixel ipc {ipc}", state=lambda: {"x": x}, load=load, optimizer=opt,
+    loop = run_resumable(step, steps, name=f"{'krr-fresh' if objective.mode == 'fresh' else 'krr-pixel'} ipc {ipc}",
+                         state=lambda: {"x": x}, load=load, optimizer=opt,
                          settings=settings, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                          progress=progress, save_at=snapshots, after_step=after_step)
     # a run resumed at its last step takes no step: its final set is made here

@@ -53,7 +53,7 @@ def state_digest(tensors: dict, meta: dict) -> str:
     for k in sorted(tensors):
         t = tensors[k]
         h.update(f"{k}{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 

@@ -103,7 +103,7 @@ def set_digest(ds: "DistilledSet") -> str:
     --retime, and `distill --evaluate --resume`, which keeps the scores of unchanged sets)."""
     h = hashlib.sha256()
     for t in (ds.images.float(), ds.labels.float()):
-        h.update(t.contiguous().numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 

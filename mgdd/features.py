@@ -223,7 +223,7 @@ def moments_digest(m: ClassMoments) -> str:
     h = hashlib.sha256()
     for t in (m.gram, m.sums, m.counts):
         h.update(str((t.dtype, tuple(t.shape))).encode())
-        h.update(t.contiguous().numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 

@@ -338,8 +338,8 @@ def tensors_to_state(prefix: str, state, tensors: dict):
 
     Used for optimizer and RNG state so checkpoints never need pickle.
     """
-    if isinstance(state, torch.Tensor):
-        tensors[prefix] = state
+    if isinstance(state, torch.Tensor):  # on the CPU: a GPU optimizer's state is written and digested there
+        tensors[prefix] = state.detach().cpu()
         return {"__tensor__": prefix}
     if isinstance(state, dict):
         return {"__dict__": [[k, tensors_to_state(f"{prefix}.{k}", v, tensors)] for k, v in state.items()]}
