@@ -8,7 +8,9 @@
 #    order), hard labels (`random`), least-squares labels under today's default ridge (`capped`:
 #    the feature rule up to M = d / 2, then held; at M > 512 it equals `--ridge kernel --lam 0.05`)
 #    and under the rule that was the default before issue #40 (`--ridge feature`, lam 0.1);
-#    1 run each at IPC 500, 3 at IPC 200 and 100.
+#    1 run each at IPC 500, 3 at IPC 200 and 100; after the default, least-squares labels under a
+#    label ridge chosen by GCV and fixed stronger ones, --label-mu in RIDGE_MUS (default "gcv 0.1 0.3"),
+#    before the `feature` rule.
 # 2. krr-fresh at RFAD's scale: a fresh network and real batches every step, 10,000 steps at IPC 1,
 #    10 and 50 at its default lr (0.03 at IPC 1, 0.01 from IPC 10; about 16 ms a step on an H200),
 #    snapshots at 1000, 2000 and 5000; the last step scored 3 runs under the bench's protocol and
@@ -23,7 +25,7 @@
 # RESULTS_DIR/sets-fresh, which the caller keeps: what the GPU had no time to score is scored on CPU.
 set -u -o pipefail
 out=${1:?RESULTS_DIR}; budget=${2:?SECONDS}
-export PART=${PART:-both} FRESH_IPCS=${FRESH_IPCS:-1 10 50} RIDGE_IPCS=${RIDGE_IPCS:-500 200 100}
+export PART=${PART:-both} FRESH_IPCS=${FRESH_IPCS:-1 10 50} RIDGE_IPCS=${RIDGE_IPCS:-500 200 100} RIDGE_MUS=${RIDGE_MUS:-gcv 0.1 0.3}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} OUT_DIR=$out
 mkdir -p "$out/sets"
 echo "device_ridge_fresh: PART=$PART FRESH_IPCS=$FRESH_IPCS"
@@ -39,6 +41,10 @@ for ipc in $RIDGE_IPCS; do
   ev $s/random-ipc$ipc.safetensors random-ipc$ipc $r
   [ -f $s/ls-capped-ipc$ipc.safetensors ] || python3 -m mgdd baseline random+ls --dataset fashion-mnist --ipc $ipc --out $s/ls-capped-ipc$ipc.safetensors --quiet
   ev $s/ls-capped-ipc$ipc.safetensors random+ls-capped-ipc$ipc $r
+  for mu in $RIDGE_MUS; do  # the label ridge by GCV, and fixed stronger ones (experiments/label_ridge_gcv.py)
+    [ -f $s/ls-capped-mu$mu-ipc$ipc.safetensors ] || python3 -m mgdd baseline random+ls --dataset fashion-mnist --ipc $ipc --label-mu $mu --out $s/ls-capped-mu$mu-ipc$ipc.safetensors --quiet
+    ev $s/ls-capped-mu$mu-ipc$ipc.safetensors random+ls-capped-mu$mu-ipc$ipc $r
+  done
   [ -f $s/ls-feature-ipc$ipc.safetensors ] || python3 -m mgdd baseline random+ls --dataset fashion-mnist --ipc $ipc --ridge feature --out $s/ls-feature-ipc$ipc.safetensors --quiet
   ev $s/ls-feature-ipc$ipc.safetensors random+ls-feature0.1-ipc$ipc $r
 done

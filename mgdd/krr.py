@@ -208,6 +208,88 @@ def solve_labels_stacked(features: list, moments: list, lam: float, mu: float, s
     return left_all @ torch.linalg.solve(lhs, h_all)
 
 
+GCV_MUS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+
+
+def gcv_curve(e: torch.Tensor, b: torch.Tensor, yy: float, n: int, scale, mus=GCV_MUS) -> list:
+    """[(mu, GCV error, coefficients)] over ``mus`` for a label system whose A^T A has eigenvalues ``e``
+    and whose A^T Y_b is ``b`` in that eigenbasis (solve_labels_gcv's docstring has the formulae)."""
+    c, out = b.shape[1], []
+    for mu in mus:
+        rho = mu * scale
+        coef = b / (e + rho)[:, None]
+        rss = float((coef * (e[:, None] * coef)).sum() - 2 * (coef * b).sum()) + yy
+        dof = float((e / (e + rho)).sum())
+        out.append((mu, (max(rss, 0.0) / (n * c)) / max(1 - dof / n, 1e-12) ** 2, coef))
+    return out
+
+
+def _gcv_pick(e, b, yy, n, scale, mus) -> tuple:
+    curve = gcv_curve(e, b, yy, n, scale, mus)
+    mu, _, coef = min(curve, key=lambda r: r[1])
+    return mu, coef, [score for _, score, _ in curve]
+
+
+def solve_labels_gcv(features: list, moments: list, lam: float, space: str = "auto", mus=GCV_MUS) -> tuple:
+    """Least-squares labels with the label ridge chosen by generalised cross-validation.
+
+    The label solve is ridge regression of the real data's labels Y_b (n x C) on the stacked
+    KRR predictors A; for rho = mu * mean diag(A^T A), with e_i the eigenvalues of A^T A and
+    b = U^T A^T Y_b in its eigenbasis U (a scikit-learn RidgeCV-style criterion, from moments only):
+
+        Y(rho)   = U diag(1 / (e + rho)) b
+        RSS(rho) = ||A Y(rho) - Y_b||^2 = sum_i (c_i^2 e_i - 2 c_i b_i) + ||Y_b||^2,  c = b / (e + rho)
+        dof(rho) = sum_i e_i / (e_i + rho)
+        GCV(mu)  = (RSS / (n C)) / (1 - dof / n)^2
+
+    and the grid's mu of least GCV is used (``mus``; n is the real training images, each counted
+    once however many networks). One eigendecomposition serves the whole grid. In the dual space
+    it is A^T A itself (M x M). In the primal space (M > k = sum d_i) A^T A = B B^T with
+    B = L_all G_blk^(1/2), whose nonzero eigenvalues are those of W = G^(1/2) P_all G^(1/2)
+    (k x k, P_all = L_all^T L_all): W = V diag(s) V^T gives U = B V s^(-1/2) and
+    b = s^(-1/2) V^T G^(1/2) P_all H_all (A^T Y_b = L_all H_all lies in the range of B, as H
+    lies in that of G). Returns (Y_s, mu, GCV errors over ``mus``).
+    """
+    for mu in mus:
+        check_range("mu", mu, 0, low_open=True)
+    m = features[0].shape[0]
+    rank = sum(f.shape[1] for f in features)
+    yy = float(sum(float(y) for _, _, y, _ in moments))
+    n = int(moments[0][3])
+    if pick_space(m, rank, space) == "dual":
+        ata_sum, aty_sum = 0, 0
+        for f_s, (gram, cross, _, _) in zip(features, moments):
+            left = left_factor(f_s, lam)                                   # R^-1 F_s in its smaller space
+            ata = left @ gram.to(left) @ left.T
+            ata_sum, aty_sum = ata_sum + (ata + ata.T) / 2, aty_sum + left @ cross.to(left)
+        e, u = torch.linalg.eigh(ata_sum)
+        e = e.clamp_min(0)
+        mu, coef, scores = _gcv_pick(e, u.T @ aty_sum, yy, n, ata_sum.diagonal().mean().clamp_min(1e-30), mus)
+        return u @ coef, mu, scores
+    lefts = [_push_through_left(f, lam) for f in features]
+    left_all = torch.cat(lefts, dim=1)                                          # (M x k)
+    halves = []
+    for _, (gram, _, _, _) in zip(features, moments):                          # G_i^(1/2), PSD
+        ge, gv = torch.linalg.eigh(gram.to(left_all))
+        halves.append((gv * ge.clamp_min(0).sqrt()) @ gv.T)
+    h_all = torch.cat([h.to(left_all) for _, h, _, _ in moments])               # (k x C)
+    p_all = left_all.T @ left_all
+    offsets = [0]
+    for g in halves:
+        offsets.append(offsets[-1] + len(g))
+    blocks = list(zip(halves, offsets, offsets[1:]))
+    gp = torch.cat([g @ p_all[a:z] for g, a, z in blocks])                      # G^(1/2) P_all
+    w = torch.cat([gp[:, a:z] @ g for g, a, z in blocks], dim=1)               # G^(1/2) P_all G^(1/2)
+    s, v = torch.linalg.eigh((w + w.T) / 2)
+    keep = s > s.max().clamp_min(1e-300) * 1e-12                               # the range of B
+    s, v = s[keep], v[:, keep]
+    b = (v.T @ (gp @ h_all)) / s.sqrt()[:, None]
+    scale = s.sum() / m                                                        # mean diag(A^T A) = trace / M
+    mu, coef, scores = _gcv_pick(s, b, yy, n, scale, mus)
+    gh_v = torch.cat([g @ v[a:z] for g, a, z in blocks])                        # G^(1/2) V
+    return left_all @ (gh_v @ (coef / s.sqrt()[:, None])), mu, scores
+
+
 def stacked_solve_bytes(m: int, dims: list) -> int:
     """Peak bytes of solve_labels_stacked for m images and networks of feature sizes ``dims``
     (float64): about five square systems of the space it solves in, plus the features and the

@@ -56,8 +56,12 @@ class KRRObjective:
     def __init__(self, dataset: Dataset, feature_config: FeatureConfig | None = None, pool_size: int = 8,
                  seed: int = 0, lam: float = DEFAULT_LAM, mu: float = 1e-3, batch_size: int = 1024, cache: bool = True,
                  device="cpu", progress=None, cache_dir=None, ridge: str = DEFAULT_RIDGE,
-                 class_subsets: bool = False):
+                 class_subsets: bool = False, label_mu: float | str | None = None):
         check_range("lam", lam, 0, low_open=True)
+        if label_mu is not None and label_mu != "gcv":
+            check_range("label_mu", label_mu, 0, low_open=True)
+        # the final labels' ridge: None = mu (the loss's), "gcv" = chosen by GCV on each solve
+        self.label_mu, self.label_mu_picked = label_mu, None
         if ridge not in RIDGES:
             raise unknown_name("ridge", ridge, RIDGES)
         check_range("mu", mu, 0, low_open=True)
@@ -94,6 +98,10 @@ class KRRObjective:
         # absent means "kernel": records from before the option stay readable as they were
         if self.ridge != "kernel":
             out["ridge"] = self.ridge
+        if self.label_mu is not None:  # absent means the labels used mu
+            out["label_mu"] = self.label_mu
+        if self.label_mu_picked is not None:
+            out["label_mu_picked"] = self.label_mu_picked
         return out
 
     def lam_for(self, m: int) -> float:
@@ -161,7 +169,11 @@ class KRRObjective:
         x_s = x_s.to(self.device)
         feats = [features(net, x_s) for net in self.pool.nets]
         stats = [m.for_classes(classes) for m in self.moments]
-        return krr.solve_labels_stacked(feats, stats, self.lam_for(len(x_s)), self.mu).float().cpu()
+        if self.label_mu == "gcv":
+            labels, self.label_mu_picked, _ = krr.solve_labels_gcv(feats, stats, self.lam_for(len(x_s)))
+            return labels.float().cpu()
+        mu = self.mu if self.label_mu is None else self.label_mu
+        return krr.solve_labels_stacked(feats, stats, self.lam_for(len(x_s)), mu).float().cpu()
 
 
 class FreshObjective(KRRObjective):

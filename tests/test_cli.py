@@ -327,6 +327,8 @@ def test_distill_refuses_options_its_method_does_not_take(tmp_path, tiny_npz, ca
      "/model.safetensors. Make one"),
     (["baseline", "random+ls", "--dataset", "npz:{npz}", "--ipc", "1", "--lam", "-1", "--out", "{tmp}/a.safetensors"],
      2, "must be a finite number > 0"),
+    (["baseline", "random+ls", "--dataset", "npz:{npz}", "--ipc", "1", "--label-mu", "auto", "--out",
+      "{tmp}/a.safetensors"], 2, "expected gcv or a finite number > 0, got 'auto'"),
     (["evaluate", "{tmp}/x.safetensors", "--model", "vgg"], 2, "unknown model"),
     (["bench", "--preset", "quick", "--out", "{tmp}/none", "--retime"], 2, "no finished run to re-time"),
     (["bench", "--preset", "quick", "--out", "{tmp}/none", "--retime", "--force"], 2, "cannot be combined"),
@@ -337,6 +339,17 @@ def test_bad_input_one_clear_error(tmp_path, tiny_npz, args, code, message):
     assert r.returncode == code, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "none").exists()  # a refused command writes nothing
+
+
+def test_label_mu_gcv_is_recorded_in_the_set(tmp_path, tiny_npz, capsys):
+    from mgdd import krr
+    from mgdd.distilled import DistilledSet
+    out = tmp_path / "g.safetensors"
+    code, _, err = run(capsys, "baseline", "random+ls", "--dataset", f"npz:{tiny_npz}", "--ipc", "2", "--label-mu", "gcv",
+                       "--out", str(out), *OBJ)
+    assert code == 0, err
+    obj = DistilledSet.load(out).meta["objective"]
+    assert obj["label_mu"] == "gcv" and obj["label_mu_picked"] in krr.GCV_MUS and obj["mu"] == 1e-3
 
 
 def test_existing_output_is_kept(tmp_path, tiny_npz, capsys):

@@ -477,3 +477,26 @@ def test_micro_batches_train_the_same_network_and_bound_activations(tiny_dataset
     monkeypatch.setenv("MGDD_MEMORY_LIMIT", "1K")
     with pytest.raises(UsageError, match="batch norm.*--batch-size"):
         ev.micro_batch_size(bn, ds.images.shape[1:], 16, "cpu", "convnet-bn")
+
+
+def test_label_mu_gcv_and_fixed_on_the_objective(tiny_dataset):
+    """label_mu: None keeps mu's labels; a number is that ridge for the labels only (the loss keeps
+    mu); "gcv" is krr.solve_labels_gcv, its pick recorded in describe() and so in every set's meta."""
+    from mgdd import krr
+    from mgdd.features import FeatureConfig, features
+    from mgdd.objective import KRRObjective
+    make = lambda **kw: KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=2, cache=False, **kw)  # noqa: E731
+    base, fixed, gcv = make(), make(label_mu=0.1), make(label_mu="gcv")
+    x, _ = sample_init(tiny_dataset, 2, seed=4)
+    feats = [features(net, x) for net in base.pool.nets]
+    stats = [m.for_classes(None) for m in base.moments]
+    lam = base.lam_for(len(x))
+    torch.testing.assert_close(fixed.labels(x), krr.solve_labels_stacked(feats, stats, lam, 0.1).float())
+    assert not torch.allclose(fixed.labels(x), base.labels(x))
+    torch.testing.assert_close(fixed.loss(x), base.loss(x))
+    want, mu, _ = krr.solve_labels_gcv(feats, stats, lam)
+    torch.testing.assert_close(gcv.labels(x), want.float())
+    assert gcv.describe()["label_mu"] == "gcv" and gcv.describe()["label_mu_picked"] == mu
+    assert "label_mu" not in base.describe()
+    with pytest.raises(UsageError):
+        make(label_mu=-1.0)

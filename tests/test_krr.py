@@ -171,3 +171,39 @@ def test_stacked_labels_agree_in_every_space(m):
     for space in ("auto", "dual", "primal"):
         y = krr.solve_labels_stacked([fs1, fs2], moments, 1e-2, 1e-3, space=space)
         torch.testing.assert_close(y, direct, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("m", [6, 30])  # M under and over the pool's rank k = 8 + 12: dual, then primal
+def test_gcv_label_ridge_matches_explicit_hat_matrix(m):
+    """solve_labels_gcv against the definition on the explicit stacked A: for every mu of the grid,
+    RSS from the solved labels, dof = trace of the hat matrix A (A^T A + rho I)^-1 A^T, GCV with n
+    the real images; the pick and its labels equal in every space."""
+    fs1, fs2 = rand(m, 8, seed=31), rand(m, 12, seed=32)
+    fb1, fb2 = rand(60, 8, seed=33), rand(60, 12, seed=34)
+    yb = krr.centered_onehot(torch.arange(60) % 3, 3)
+    moments = [(fb1.T @ fb1, fb1.T @ yb, float((yb ** 2).sum()), 60),
+               (fb2.T @ fb2, fb2.T @ yb, float((yb ** 2).sum()), 60)]
+    a = torch.cat([krr.krr_predictor(fs1, fb1, 1e-2), krr.krr_predictor(fs2, fb2, 1e-2)])
+    y2 = torch.cat([yb, yb])
+    ata = a.T @ a
+    scores, labels = [], {}
+    for mu in krr.GCV_MUS:
+        rho = mu * ata.diagonal().mean()
+        y = krr.solve_labels(a, y2, mu)
+        hat = a @ torch.linalg.solve(ata + rho * torch.eye(m, dtype=a.dtype), a.T)
+        rss = float(((a @ y - y2) ** 2).sum())
+        scores.append((rss / (60 * 3)) / (1 - float(hat.trace()) / 60) ** 2)
+        labels[mu] = y
+    best = krr.GCV_MUS[int(np.argmin(scores))]
+    for space in ("auto", "dual", "primal"):
+        y, mu, got = krr.solve_labels_gcv([fs1, fs2], moments, 1e-2, space=space)
+        np.testing.assert_allclose(got, scores, rtol=1e-6)
+        assert mu == best
+        torch.testing.assert_close(y, labels[best], rtol=1e-6, atol=1e-8)
+
+
+def test_gcv_label_ridge_rejects_a_bad_grid():
+    fs, fb = rand(4, 6, seed=35), rand(20, 6, seed=36)
+    yb = krr.centered_onehot(torch.arange(20) % 2, 2)
+    with pytest.raises(UsageError):
+        krr.solve_labels_gcv([fs], [(fb.T @ fb, fb.T @ yb, 1.0, 20)], 1e-2, mus=(1e-3, 0.0))
