@@ -97,10 +97,11 @@ def _acc(name: str):
 def cmd_table(args) -> None:
     done = json.loads((OUT / "label-gcv.json").read_text())
     # trained accuracies, 1 run, seed-0 images: docs/results.md §5 and results/extra/ridge-fresh/
-    hard = {"1": "51.54", "10": "74.29", "50": "83.31", "100": "84.95 ± 0.17 (3)", "200": "87.24 ± 0.12 (3)",
-            "500": _acc("random-ipc500")}
-    default = {"1": "64.44", "10": "80.53", "50": "86.72", "100": "87.44", "200": "88.77",
-               "500": _acc("random+ls-capped-ipc500")}
+    # (IPC 1 and 20: results/protocols and results/fmnist-v2, 3 runs; their run 0 is the paired figure)
+    hard = {"1": "51.54 ± 0.22 (3)", "10": "74.29", "20": "78.14 ± 0.15 (3)", "50": "83.31", "100": "84.95 ± 0.17 (3)",
+            "200": "87.24 ± 0.12 (3)", "500": _acc("random-ipc500")}
+    default = {"1": "64.44 ± 0.26 (3; run 0 64.41)", "10": "80.53", "20": "83.18 ± 0.06 (3; run 0 83.18)", "50": "86.72",
+               "100": "87.44", "200": "88.77", "500": _acc("random+ls-capped-ipc500")}
     lines = ["# Least-squares labels against the label ridge (Fashion-MNIST, random images at seed 0)", "",
              "Made by `python experiments/label_ridge_gcv.py --ipcs 1,10,20,50,100,200,500` then `--table` "
              "(its docstring defines every column). agree: share of images whose label's argmax is their class; "

@@ -114,6 +114,8 @@ def distilled_meta(dataset, ipc: int, method: str, seed: int, objective, timing:
             "timing": timing, "mgdd_version": __version__}
     if objective is not None:
         meta["objective"] = objective.describe()
+        if getattr(objective, "label_mu_picked", None) is not None:  # the last label solve's GCV pick
+            meta["objective"]["label_mu_picked"] = objective.label_mu_picked
     meta.update(extra)
     return meta
 

@@ -100,8 +100,6 @@ class KRRObjective:
             out["ridge"] = self.ridge
         if self.label_mu is not None:  # absent means the labels used mu
             out["label_mu"] = self.label_mu
-        if self.label_mu_picked is not None:
-            out["label_mu_picked"] = self.label_mu_picked
         return out
 
     def lam_for(self, m: int) -> float:

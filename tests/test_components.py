@@ -481,7 +481,7 @@ def test_micro_batches_train_the_same_network_and_bound_activations(tiny_dataset
 
 def test_label_mu_gcv_and_fixed_on_the_objective(tiny_dataset):
     """label_mu: None keeps mu's labels; a number is that ridge for the labels only (the loss keeps
-    mu); "gcv" is krr.solve_labels_gcv, its pick recorded in describe() and so in every set's meta."""
+    mu); "gcv" is krr.solve_labels_gcv, its pick kept for the set's meta (distilled_meta)."""
     from mgdd import krr
     from mgdd.features import FeatureConfig, features
     from mgdd.objective import KRRObjective
@@ -496,7 +496,7 @@ def test_label_mu_gcv_and_fixed_on_the_objective(tiny_dataset):
     torch.testing.assert_close(fixed.loss(x), base.loss(x))
     want, mu, _ = krr.solve_labels_gcv(feats, stats, lam)
     torch.testing.assert_close(gcv.labels(x), want.float())
-    assert gcv.describe()["label_mu"] == "gcv" and gcv.describe()["label_mu_picked"] == mu
+    assert gcv.describe()["label_mu"] == "gcv" and gcv.label_mu_picked == mu
     assert "label_mu" not in base.describe()
     with pytest.raises(UsageError):
         make(label_mu=-1.0)
