@@ -13,7 +13,7 @@
 #   fresh1, fresh10, fresh50  krr-fresh to 10,000 steps at IPC 1, 10 and 50, one process each
 #           (PART=fresh FRESH_IPCS=I); their sets come back, so what the GPU did not score is
 #           scored on CPU.
-# PARTS picks the parts (default all); RFAD_METHODS / RFAD_IPCS, SHAPES and RIDGE_IPCS narrow
+# PARTS picks the parts (default all); RFAD_METHODS / RFAD_IPCS, SHAPES and RIDGE_IPCS / RIDGE_MUS narrow
 # the protocols, shapes and ridge parts (each script's header).
 # Every part gets the whole budget as its own time limit and stops at it. Parts sharing one GPU
 # run slower than alone: the timings in this run's files are under that contention (the log
