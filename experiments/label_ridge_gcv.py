@@ -20,6 +20,9 @@ without training a network, on the same images at every size:
 
     python experiments/label_ridge_gcv.py --ipcs 1,10,20,50,100,200,500      # results/extra/label-gcv.json
     python experiments/label_ridge_gcv.py --table                             # results/extra/label-gcv.md
+    python experiments/label_ridge_gcv.py --dataset npz:$HOME/.cache/mgdd/data/shapes/c100-32.npz \
+        --cache-dir $HOME/.cache/mgdd/shapes/c100-32 --ridges capped,feature --ipcs 10 --tag c100-32
+                                                              # results/extra/label-gcv-c100-32.json
 
 The table sets the label statistics beside the trained accuracies of
 results/extra/ridge-fresh/ and docs/results.md §5 (1 run each, the bench's protocol).
@@ -71,22 +74,26 @@ def label_curve(objective, x: torch.Tensor, y: torch.Tensor) -> list:
 
 
 def cmd_run(args) -> None:
-    dataset = mgdd.load_dataset("fashion-mnist")
-    objective = mgdd.KRRObjective(dataset)
-    path = OUT / "label-gcv.json"
+    dataset = mgdd.load_dataset(args.dataset)
+    path = OUT / (f"label-gcv-{args.tag}.json" if args.tag else "label-gcv.json")
     done = json.loads(path.read_text()) if path.is_file() else {}
-    for ipc in args.ipcs:
-        if str(ipc) in done:
-            continue
-        t0 = time.perf_counter()
-        x, y = sample_init(dataset, ipc, 0)                           # random+ls's images at seed 0
-        rows = label_curve(objective, x, y)
-        pick = min(rows, key=lambda r: r["gcv"])
-        done[str(ipc)] = {"lam": objective.lam_for(len(x)), "rows": rows, "gcv_pick": pick["mu"],
-                          "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads()}
-        write_json(path, done, force=True)
-        print(f"IPC {ipc}: GCV picks mu = {pick['mu']}; at the default mu = 1e-3 agree "
-              f"{next(r for r in rows if r['mu'] == 1e-3)['agree']:.3f}, at the pick {pick['agree']:.3f}", flush=True)
+    for ridge in args.ridges.split(","):
+        objective = mgdd.KRRObjective(dataset, ridge=ridge, cache_dir=args.cache_dir)
+        for ipc in args.ipcs:
+            key = str(ipc) if ridge == "capped" else f"{ipc}-{ridge}"      # the default ridge keeps the plain key
+            if key in done:
+                continue
+            t0 = time.perf_counter()
+            x, y = sample_init(dataset, ipc, 0)                       # random+ls's images at seed 0
+            rows = label_curve(objective, x, y)
+            pick = min(rows, key=lambda r: r["gcv"])
+            done[key] = {"ridge": ridge, "lam": objective.lam_for(len(x)), "rows": rows, "gcv_pick": pick["mu"],
+                         "seconds": time.perf_counter() - t0, "threads": torch.get_num_threads()}
+            write_json(path, done, force=True)
+            base = next(r for r in rows if r["mu"] == 1e-3)
+            print(f"{ridge} IPC {ipc}: GCV picks mu = {pick['mu']}; agree {base['agree']:.3f} at mu = 1e-3, "
+                  f"{pick['agree']:.3f} at the pick; own-class probability {base['true_prob']:.3f} / "
+                  f"{pick['true_prob']:.3f}", flush=True)
 
 
 def _acc(name: str):
@@ -111,7 +118,7 @@ def cmd_table(args) -> None:
              "one H100, the rest on 2 CPU cores.", "",
              "| IPC | M | agree, mu = 1e-3 | agree, GCV pick | GCV pick | true prob 1e-3 / pick | hard labels | LS, mu = 1e-3 | LS, mu = GCV pick |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for ipc in sorted(done, key=int):
+    for ipc in sorted((k for k in done if k.isdigit()), key=int):
         d = done[ipc]
         base = next(r for r in d["rows"] if r["mu"] == 1e-3)
         pick = next(r for r in d["rows"] if r["mu"] == d["gcv_pick"])
@@ -129,6 +136,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ipcs", type=lambda t: [int(i) for i in t.split(",")], default=[1, 10, 20, 50, 100, 200, 500])
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--cache-dir", default=None, help="where the dataset's feature moments are cached")
+    ap.add_argument("--ridges", default="capped", help="kernel ridge rules, comma-separated")
+    ap.add_argument("--tag", default="", help="results/extra/label-gcv-TAG.json for another dataset")
     args = ap.parse_args(argv)
     cmd_table(args) if args.table else cmd_run(args)
 
