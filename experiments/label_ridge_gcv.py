@@ -58,13 +58,10 @@ def label_stats(labels: torch.Tensor, y: torch.Tensor) -> dict:
 
 def label_curve(objective, x: torch.Tensor, y: torch.Tensor) -> list:
     """Every mu of the grid: its GCV error and the label statistics of its solution."""
-    lam = objective.lam_for(len(x))
-    ata, aty, yy, n = 0, 0, 0.0, None
-    for net, m in zip(objective.pool.nets, objective.moments):
-        gram, cross, yyi, n = m.for_classes(None)
-        left = krr.left_factor(features(net, x).double(), lam)        # R^-1 F_s (M x d)
-        a = left @ gram.to(left) @ left.T
-        ata, aty, yy = ata + (a + a.T) / 2, aty + left @ cross.to(left), yy + float(yyi)
+    stats = [m.for_classes(None) for m in objective.moments]
+    feats = [features(net, x) for net in objective.pool.nets]
+    ata, aty = krr.stacked_normal_equations(feats, stats, objective.lam_for(len(x)))
+    yy, n = sum(float(s[2]) for s in stats), stats[0][3]
     e, v = torch.linalg.eigh(ata)
     e, b = e.clamp_min(0), v.T @ aty
     rows = []

@@ -171,6 +171,17 @@ def krr_loss_moments(f_s, moments, lam: float, mu: float, space: str = "auto") -
     return loss, left @ z
 
 
+def stacked_normal_equations(features: list, moments: list, lam: float) -> tuple:
+    """(sum_i A_i^T A_i, sum_i A_i^T Y_b) over the networks, M x M and M x C (each L_i = R_i^-1 F_s
+    in its smaller space)."""
+    ata_sum, aty_sum = 0, 0
+    for f_s, (gram, cross, _, _) in zip(features, moments):
+        left = left_factor(f_s, lam)
+        ata = left @ gram.to(left) @ left.T
+        ata_sum, aty_sum = ata_sum + (ata + ata.T) / 2, aty_sum + left @ cross.to(left)
+    return ata_sum, aty_sum
+
+
 def solve_labels_stacked(features: list, moments: list, lam: float, mu: float, space: str = "auto") -> torch.Tensor:
     """One joint least-squares solve over several networks (rows of A stacked).
 
@@ -181,16 +192,7 @@ def solve_labels_stacked(features: list, moments: list, lam: float, mu: float, s
     m = features[0].shape[0]
     rank = sum(f.shape[1] for f in features)
     if pick_space(m, rank, space) == "dual":
-        ata_sum, aty_sum = 0, 0
-        for f_s, (gram, cross, _, _) in zip(features, moments):
-            if f_s.shape[0] <= f_s.shape[1]:
-                ata, aty = normal_equations(f_s, gram, cross, lam)
-            else:  # M > d: the same L, by push-through
-                left = _push_through_left(f_s, lam)
-                ata = left @ gram.to(left) @ left.T
-                ata, aty = (ata + ata.T) / 2, left @ cross.to(left)
-            ata_sum, aty_sum = ata_sum + ata, aty_sum + aty
-        return solve_normal(ata_sum, aty_sum, mu)
+        return solve_normal(*stacked_normal_equations(features, moments, lam), mu)
     lefts = [_push_through_left(f, lam) for f in features]
     left_all = torch.cat(lefts, dim=1)                                          # (M x k)
     grams = [g.to(left_all) for g, _, _, _ in moments]
@@ -257,11 +259,7 @@ def solve_labels_gcv(features: list, moments: list, lam: float, space: str = "au
     yy = float(sum(float(y) for _, _, y, _ in moments))
     n = int(moments[0][3])
     if pick_space(m, rank, space) == "dual":
-        ata_sum, aty_sum = 0, 0
-        for f_s, (gram, cross, _, _) in zip(features, moments):
-            left = left_factor(f_s, lam)                                   # R^-1 F_s in its smaller space
-            ata = left @ gram.to(left) @ left.T
-            ata_sum, aty_sum = ata_sum + (ata + ata.T) / 2, aty_sum + left @ cross.to(left)
+        ata_sum, aty_sum = stacked_normal_equations(features, moments, lam)
         e, u = torch.linalg.eigh(ata_sum)
         e = e.clamp_min(0)
         mu, coef, scores = _gcv_pick(e, u.T @ aty_sum, yy, n, ata_sum.diagonal().mean().clamp_min(1e-30), mus)
