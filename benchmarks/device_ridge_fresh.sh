@@ -39,13 +39,13 @@ for ipc in $RIDGE_IPCS; do
   r=$([ $ipc = 500 ] && echo 1 || echo 3)
   [ -f $s/random-ipc$ipc.safetensors ] || python3 -m mgdd baseline random --dataset fashion-mnist --ipc $ipc --out $s/random-ipc$ipc.safetensors --quiet
   ev $s/random-ipc$ipc.safetensors random-ipc$ipc $r
-  [ -f $s/ls-capped-ipc$ipc.safetensors ] || python3 -m mgdd baseline random+ls --dataset fashion-mnist --ipc $ipc --out $s/ls-capped-ipc$ipc.safetensors --quiet
+  [ -f $s/ls-capped-ipc$ipc.safetensors ] || python3 -m mgdd baseline random+ls --dataset fashion-mnist --ipc $ipc --label-mu 1e-3 --out $s/ls-capped-ipc$ipc.safetensors --quiet
   ev $s/ls-capped-ipc$ipc.safetensors random+ls-capped-ipc$ipc $r
   for mu in $RIDGE_MUS; do  # the label ridge by GCV, and fixed stronger ones (experiments/label_ridge_gcv.py)
     [ -f $s/ls-capped-mu$mu-ipc$ipc.safetensors ] || python3 -m mgdd baseline random+ls --dataset fashion-mnist --ipc $ipc --label-mu $mu --out $s/ls-capped-mu$mu-ipc$ipc.safetensors --quiet
     ev $s/ls-capped-mu$mu-ipc$ipc.safetensors random+ls-capped-mu$mu-ipc$ipc $r
   done
-  [ -f $s/ls-feature-ipc$ipc.safetensors ] || python3 -m mgdd baseline random+ls --dataset fashion-mnist --ipc $ipc --ridge feature --out $s/ls-feature-ipc$ipc.safetensors --quiet
+  [ -f $s/ls-feature-ipc$ipc.safetensors ] || python3 -m mgdd baseline random+ls --dataset fashion-mnist --ipc $ipc --ridge feature --label-mu 1e-3 --out $s/ls-feature-ipc$ipc.safetensors --quiet
   ev $s/ls-feature-ipc$ipc.safetensors random+ls-feature0.1-ipc$ipc $r
 done
 fi

@@ -29,6 +29,10 @@ than asked is extended:
     python experiments/generator_view.py --ipcs 1 --runs 3
     python experiments/generator_view.py --ipcs 10,50 --runs 1
     python experiments/generator_view.py --table          # the Markdown table from the cells
+
+With --label-mu MU|gcv every row's final labels use that label ridge (issue #40; the images are
+the same seeded images as the default's, only the label solve changes), and the cells go to
+OUT/DATASET-label-MU/cells, beside the default's.
 """
 
 from __future__ import annotations
@@ -142,17 +146,21 @@ def main():
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--label-mu", default=None, metavar="MU|gcv",
+                   help="the final labels' ridge (KRRObjective(label_mu=...); issue #40); its cells go to "
+                        "OUT/NAME-label-MU/ so the default's stay apart")
     p.add_argument("--table", action="store_true", help="print the table from the finished cells and stop")
     args = p.parse_args()
+    label_mu = None if args.label_mu is None else (args.label_mu if args.label_mu == "gcv" else float(args.label_mu))
     base = Path(args.dataset.split(":", 1)[1]).stem if args.dataset.startswith(("npz:", "imagefolder:")) else args.dataset
-    name = base + (f"-{args.image_size}" if args.image_size else "")
+    name = base + (f"-{args.image_size}" if args.image_size else "") + (f"-label-{args.label_mu}" if args.label_mu else "")
     cells_dir = Path(args.out) / name / "cells"
     if args.table:
         print(table(cells_dir))
         return
     cells_dir.mkdir(parents=True, exist_ok=True)
     dataset = mgdd.load_dataset(args.dataset, image_size=args.image_size)
-    objective = mgdd.KRRObjective(dataset)
+    objective = mgdd.KRRObjective(dataset, label_mu=label_mu)
     objective.cache = False  # coreset orders are not read from the disk cache: each row times its own selection
     for ipc in [int(i) for i in args.ipcs.split(",")]:
         for row in args.rows.split(","):
@@ -175,6 +183,8 @@ def main():
             cell = {"ipc": ipc, "row": row, "accuracies": done, "seconds": set_seconds(ds), "wall_seconds": wall,
                     **({"adapt_seconds": adapt_seconds} if adapt_seconds is not None else {}),
                     "start": ds.meta.get("start", ds.meta.get("init", "random")), "passes": ds.meta.get("passes", 1),
+                    **({"label_mu": label_mu, "label_mu_picked": ds.meta["objective"].get("label_mu_picked")}
+                       if label_mu is not None else {}),
                     "protocol": f"ConvNet-3, {args.epochs} epochs, CE at T=0.25, runs seeded 0..{len(done) - 1}"}
             path.write_text(json.dumps(cell, indent=1) + "\n")
             print(json.dumps(cell), flush=True)

@@ -98,6 +98,12 @@ def _acc(name: str):
     return f"{100 * json.loads(p.read_text())['accuracy_mean']:.2f}" if p.is_file() else None
 
 
+def _view_acc(ipc: str):
+    """random+ls under --label-mu gcv from experiments/generator_view.py's cells (the same seed-0 images)."""
+    p = ROOT / "results" / "generator-view" / "fashion-mnist-label-gcv" / "cells" / f"ipc{ipc}-random-ls.json"
+    return f"{json.loads(p.read_text())['accuracies'][0]:.2f}" if p.is_file() else None
+
+
 def cmd_table(args) -> None:
     done = json.loads((OUT / "label-gcv.json").read_text())
     # trained accuracies, 1 run, seed-0 images: docs/results.md §5 and results/extra/ridge-fresh/
@@ -111,16 +117,17 @@ def cmd_table(args) -> None:
              "(its docstring defines every column). agree: share of images whose label's argmax is their class; "
              "true prob: mean own-class probability under softmax(labels / 0.25); GCV pick: the mu of the grid "
              f"{MUS} with the least generalised cross-validation error. Accuracies: ConvNet-3, 300 epochs, "
-             "1 run unless (3); the default is `capped` with mu = 1e-3; hard labels and the default at IPC 500 on "
-             "one H100, the rest on 2 CPU cores.", "",
-             "| IPC | M | agree, mu = 1e-3 | agree, GCV pick | GCV pick | true prob 1e-3 / pick | hard labels | LS, mu = 1e-3 | LS, mu = GCV pick |",
+             "1 run unless (3); the kernel ridge is `capped`; mu = 1e-3 was the label ridge's default until the "
+             "default became `auto`, GCV's pick from 100 images a class (docs/experiments.md); hard labels and "
+             "mu = 1e-3 at IPC 500 on one H100, the rest on 2 CPU cores.", "",
+             "| IPC | M | agree, mu = 1e-3 | agree, GCV pick | GCV pick | true prob 1e-3 / pick | hard labels | LS, mu = 1e-3 | LS, mu = GCV pick (`auto` from IPC 100) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for ipc in sorted((k for k in done if k.isdigit()), key=int):
         d = done[ipc]
         base = next(r for r in d["rows"] if r["mu"] == 1e-3)
         pick = next(r for r in d["rows"] if r["mu"] == d["gcv_pick"])
         mu = d["gcv_pick"]
-        picked = _acc(f"random+ls-capped-mu{mu:g}-ipc{ipc}") if mu != 1e-3 else default.get(ipc)
+        picked = (_acc(f"random+ls-capped-mu{mu:g}-ipc{ipc}") or _view_acc(ipc)) if mu != 1e-3 else default.get(ipc)
         lines.append(f"| {ipc} | {10 * int(ipc)} | {base['agree']:.3f} | {pick['agree']:.3f} | {mu:g} | "
                      f"{base['true_prob']:.3f} / {pick['true_prob']:.3f} | {hard.get(ipc) or '—'} | "
                      f"{default.get(ipc) or '—'} | {picked or '—'} |")

@@ -182,7 +182,9 @@ def meta_train(generator: MetaGenerator, objective, meta_steps: int, algorithm: 
     # a resume must be the interrupted run: everything but the step count (and world size,
     # which does not change the result) must match
     must_match = {k: v for k, v in settings.items() if k not in ("meta_steps", "world_size")}
-    must_match.update(dataset=dataset.identity(), objective=objective.describe(), generator=asdict(generator.config))
+    # the final labels' ridge (label_mu) is never used by meta-training: runs from before it resume
+    objective_used = {k: v for k, v in objective.describe().items() if k != "label_mu"}
+    must_match.update(dataset=dataset.identity(), objective=objective_used, generator=asdict(generator.config))
 
     def unrolled_step(s: int) -> dict:
         params = list(generator.parameters())

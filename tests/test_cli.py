@@ -327,8 +327,8 @@ def test_distill_refuses_options_its_method_does_not_take(tmp_path, tiny_npz, ca
      "/model.safetensors. Make one"),
     (["baseline", "random+ls", "--dataset", "npz:{npz}", "--ipc", "1", "--lam", "-1", "--out", "{tmp}/a.safetensors"],
      2, "must be a finite number > 0"),
-    (["baseline", "random+ls", "--dataset", "npz:{npz}", "--ipc", "1", "--label-mu", "auto", "--out",
-      "{tmp}/a.safetensors"], 2, "expected gcv or a finite number > 0, got 'auto'"),
+    (["baseline", "random+ls", "--dataset", "npz:{npz}", "--ipc", "1", "--label-mu", "best", "--out",
+      "{tmp}/a.safetensors"], 2, "expected auto, gcv or a finite number > 0, got 'best'"),
     (["evaluate", "{tmp}/x.safetensors", "--model", "vgg"], 2, "unknown model"),
     (["bench", "--preset", "quick", "--out", "{tmp}/none", "--retime"], 2, "no finished run to re-time"),
     (["bench", "--preset", "quick", "--out", "{tmp}/none", "--retime", "--force"], 2, "cannot be combined"),
@@ -350,6 +350,12 @@ def test_label_mu_gcv_is_recorded_in_the_set(tmp_path, tiny_npz, capsys):
     assert code == 0, err
     obj = DistilledSet.load(out).meta["objective"]
     assert obj["label_mu"] == "gcv" and obj["label_mu_picked"] in krr.GCV_MUS and obj["mu"] == 1e-3
+    default = tmp_path / "d.safetensors"                 # auto: under 100 images a class, mu's labels
+    code, _, err = run(capsys, "baseline", "random+ls", "--dataset", f"npz:{tiny_npz}", "--ipc", "2", "--out",
+                       str(default), *OBJ)
+    assert code == 0, err
+    obj = DistilledSet.load(default).meta["objective"]
+    assert obj["label_mu"] == "auto" and obj["label_mu_picked"] == obj["mu"] == 1e-3
 
 
 def test_existing_output_is_kept(tmp_path, tiny_npz, capsys):

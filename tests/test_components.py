@@ -486,7 +486,7 @@ def test_label_mu_gcv_and_fixed_on_the_objective(tiny_dataset):
     from mgdd.features import FeatureConfig, features
     from mgdd.objective import KRRObjective
     make = lambda **kw: KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=2, cache=False, **kw)  # noqa: E731
-    base, fixed, gcv = make(), make(label_mu=0.1), make(label_mu="gcv")
+    base, fixed, gcv = make(label_mu=None), make(label_mu=0.1), make(label_mu="gcv")
     x, _ = sample_init(tiny_dataset, 2, seed=4)
     feats = [features(net, x) for net in base.pool.nets]
     stats = [m.for_classes(None) for m in base.moments]
@@ -500,3 +500,27 @@ def test_label_mu_gcv_and_fixed_on_the_objective(tiny_dataset):
     assert "label_mu" not in base.describe()
     with pytest.raises(UsageError):
         make(label_mu=-1.0)
+
+
+def test_label_mu_auto_is_gcv_from_its_images_per_class(tiny_dataset, monkeypatch):
+    """The default "auto": mu's labels under GCV_FROM_IPC images a class of the solve (a class subset
+    counts its own classes), GCV's from it; the ridge used is kept for the set's meta either way."""
+    import mgdd.objective as objective
+    from mgdd.features import FeatureConfig
+    make = lambda **kw: objective.KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=2,  # noqa: E731
+                                               cache=False, class_subsets=True, **kw)
+    auto, mu, gcv = make(), make(label_mu=None), make(label_mu="gcv")
+    assert auto.label_mu == objective.DEFAULT_LABEL_MU == "auto" and auto.describe()["label_mu"] == "auto"
+    x, _ = sample_init(tiny_dataset, 2, seed=4)                         # 2 images a class
+    monkeypatch.setattr(objective, "GCV_FROM_IPC", 3)
+    torch.testing.assert_close(auto.labels(x), mu.labels(x))
+    assert auto.label_mu_picked == auto.mu
+    monkeypatch.setattr(objective, "GCV_FROM_IPC", 2)
+    want = gcv.labels(x)
+    assert not torch.allclose(want, mu.labels(x))
+    torch.testing.assert_close(auto.labels(x), want)
+    assert auto.label_mu_picked == gcv.label_mu_picked
+    two = [0, 1]                                                        # 2 classes: 2 images a class again
+    torch.testing.assert_close(auto.labels(x[:4], classes=two), gcv.labels(x[:4], classes=two))
+    monkeypatch.setattr(objective, "GCV_FROM_IPC", 3)
+    torch.testing.assert_close(auto.labels(x[:4], classes=two), mu.labels(x[:4], classes=two))

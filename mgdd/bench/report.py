@@ -152,7 +152,9 @@ def markdown(r: dict) -> str:
              + (" (read from a filled cache, not computed; `mgdd bench --retime` measures it cold)"
                 if r['features'].get('from_cache') else "")
              + ", shared by every KRR method and not counted below; kernel ridge "
-             f"{cfg.get('lam', 1e-3)}, {cfg.get('ridge', 'kernel')}-scaled (docs/design.md §2)."
+             f"{cfg.get('lam', 1e-3)}, {cfg.get('ridge', 'kernel')}-scaled (docs/design.md §2)"
+             + (f"; label ridge {cfg['label_mu']}" + (" (GCV from 100 images a class)" if cfg["label_mu"] == "auto"
+                                                       else "") if cfg.get("label_mu") is not None else "") + "."
              + (f" Herding orders (every class's first {r['orders']['length']} picks in pool network 0's feature "
                 f"space): {_s(r['orders']['seconds'])} s, one-time like the moments, shared by herding+ls and "
                 "every herding-start generator and not counted below." if r.get("orders") else ""), "",

@@ -154,7 +154,8 @@ class Bench:
     def make_objective(self, **kwargs) -> KRRObjective:
         """The preset's objective, built (``kwargs``: cache options) rather than the shared one."""
         return KRRObjective(self.dataset, FeatureConfig(**self.cfg.feature), self.cfg.pool_size, seed=self.seed,
-                            lam=self.cfg.lam, ridge=self.cfg.ridge, device=self.device, **kwargs)
+                            lam=self.cfg.lam, ridge=self.cfg.ridge, label_mu=self.cfg.label_mu,
+                            device=self.device, **kwargs)
 
     def fresh_objective(self) -> KRRObjective:
         """The same objective, RFAD-style: a new random network and real batches every step."""

@@ -51,12 +51,12 @@ count = int_from(0)
 
 
 def label_mu(text: str):
-    if text == "gcv":
+    if text in ("gcv", "auto"):
         return text
     try:
         return positive_float(text)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected gcv or a finite number > 0, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected auto, gcv or a finite number > 0, got {text!r}") from None
 
 
 def positive_float(text: str) -> float:
@@ -128,9 +128,9 @@ def add_objective(p):
                         "images, then held; feature: the same without the cap; kernel: lam * mean diag K_ss, "
                         "the same at every size (docs/design.md §2)")
     g.add_argument("--mu", type=positive_float, default=1e-3, help="label ridge, relative to mean diag A^T A")
-    g.add_argument("--label-mu", type=label_mu, default=None, metavar="MU|gcv",
-                   help="the final labels' ridge: gcv chooses it by generalised cross-validation on every solve "
-                        "(experiments/label_ridge_gcv.py); default: --mu")
+    g.add_argument("--label-mu", type=label_mu, default="auto", metavar="auto|gcv|MU",
+                   help="the final labels' ridge: gcv chooses it by generalised cross-validation on every solve; "
+                        "auto (default): gcv from 100 images a class, --mu below (docs/design.md §2)")
     g.add_argument("--objective-mode", choices=["pool", "fresh"], default=None,
                    help="pool (the default): cached full-data moments (fast); fresh: new net + real batches "
                         "each step (what `mgdd baseline krr-fresh` runs)")
@@ -162,7 +162,7 @@ def objective(args, dataset, class_subsets: bool = False):
     ridge = {k: v for k, v in (("lam", args.lam), ("ridge", args.ridge)) if v is not None}
     return create_objective(args.objective_mode or "pool", dataset, feature_config=cfg, pool_size=args.pool_size,
                             seed=args.seed, mu=args.mu, cache=not args.no_cache, device=device(args),
-                            label_mu=getattr(args, "label_mu", None),
+                            label_mu=getattr(args, "label_mu", "auto"),
                             progress=say, class_subsets=class_subsets, **ridge)
 
 
