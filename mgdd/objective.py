@@ -53,8 +53,8 @@ RIDGES = ("kernel", "feature", "capped")
 # labels fit the real data's noise (79% name their class) and lose 2.9 points to hard labels; GCV
 # (pick 0.3) scores 90.08 against 89.61 hard and 86.67. Below 100 a class GCV measured level or
 # under mu on every set tried (Fashion-MNIST IPC 1-50, -0.12 to +0.01; 100 classes at IPC 10,
-# -0.39 and -0.23), and from 100 a class level or over (+0.26 / -0.01 / +0.05 for random+ls / generator / krr-pixel at IPC 100). Cells:
-# docs/experiments.md "The label ridge by GCV from 100 images a class".
+# -0.39 and -0.23), and from 100 a class level or over (+0.26 / -0.01 / +0.05 for random+ls /
+# the generator / krr-pixel at IPC 100). Cells: docs/experiments.md "The label ridge by GCV from 100 images a class".
 DEFAULT_LABEL_MU = "auto"
 GCV_FROM_IPC = 100
 
