@@ -92,7 +92,7 @@ PRESETS = {
                     scaling_ipcs=[1, 3], adapt_ipcs=[1, 5], one_shot=["kmeans"], robust=True, robust_aug=True,
                     eval_epochs=20, runs=2, cross_model="mlp", cross_ipc=5, lr_pixel=0.03, lr_adapt=1e-3,
                     eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM, ridge=DEFAULT_RIDGE,
-                     label_mu=DEFAULT_LABEL_MU),
+                    label_mu=DEFAULT_LABEL_MU),
     # The headline benchmark on Fashion-MNIST, ConvNet-3 protocol (docs/design.md §6).
     # IPC 20 and 100 are sizes never adapted on (adapt_ipcs), and 100 is outside the shipped
     # generator's meta-training range (IPC 1-30): issue #16 asks whether the generator keeps its
@@ -137,7 +137,7 @@ PRESETS = {
                        eval_epochs=300, runs=3,
                        cross_model="mlp", cross_ipc=10, lr_pixel=0.03, lr_adapt=1e-3,
                        eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM, ridge=DEFAULT_RIDGE,
-                     label_mu=DEFAULT_LABEL_MU),
+                       label_mu=DEFAULT_LABEL_MU),
 }
 
 

@@ -20,6 +20,7 @@ import torch
 from ..distilled import DistilledSet, save_grid
 from ..errors import UsageError
 from ..io import read_json, write_bytes, write_json
+from ..objective import GCV_FROM_IPC
 from ..version import __version__
 from .cells import cpu_model, read_cells
 from ..scores import augmentation_robust_score, robust_scores
@@ -153,7 +154,7 @@ def markdown(r: dict) -> str:
                 if r['features'].get('from_cache') else "")
              + ", shared by every KRR method and not counted below; kernel ridge "
              f"{cfg.get('lam', 1e-3)}, {cfg.get('ridge', 'kernel')}-scaled (docs/design.md §2)"
-             + (f"; label ridge {cfg['label_mu']}" + (" (GCV from 100 images a class)" if cfg["label_mu"] == "auto"
+             + (f"; label ridge {cfg['label_mu']}" + (f" (GCV from {GCV_FROM_IPC} images a class)" if cfg["label_mu"] == "auto"
                                                        else "") if cfg.get("label_mu") is not None else "") + "."
              + (f" Herding orders (every class's first {r['orders']['length']} picks in pool network 0's feature "
                 f"space): {_s(r['orders']['seconds'])} s, one-time like the moments, shared by herding+ls and "
