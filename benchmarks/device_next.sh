@@ -12,7 +12,10 @@
 #   ridge   issue #40's label ridge at IPC 500, 200 and 100 (benchmarks/device_ridge_fresh.sh, PART=ridge);
 #   fresh1, fresh10, fresh50  krr-fresh to 10,000 steps at IPC 1, 10 and 50, one process each
 #           (PART=fresh FRESH_IPCS=I); their sets come back, so what the GPU did not score is
-#           scored on CPU.
+#           scored on CPU;
+#   greedy  issue #39's coreset picked on the KRR loss (experiments/greedy_start.py, nested, 2 sweeps)
+#           and the shipped generator from it, beside herding's, at IPC 1, 10, 20 and 50, 3 runs
+#           (hours a size on 2 CPU cores from IPC 20; the selection's batched solves run on the GPU).
 # PARTS picks the parts (default all); RFAD_METHODS / RFAD_IPCS, SHAPES and RIDGE_IPCS / RIDGE_MUS narrow
 # the protocols, shapes and ridge parts (each script's header).
 # Every part gets the whole budget as its own time limit and stops at it. Parts sharing one GPU
@@ -33,7 +36,8 @@
 # "runs/protocols/sets"], timeout_s 600. Unpack with `tar xzf device-next.tgz`; each part's
 # folder says where its cells belong (bench/fmnist -> results/<gpu>/fmnist-v3,
 # protocols/cells -> results/protocols/cells, shapes -> results/shapes-gpu,
-# ridge and fresh* -> results/extra/ridge-fresh); every JSON names its device.
+# ridge and fresh* -> results/extra/ridge-fresh, greedy/fashion-mnist/cells -> results/<gpu>/generator-view);
+# every JSON names its device.
 set -u -o pipefail
 out=${1:?OUT}; budget=${2:?SECONDS}
 t0=$(date +%s)
@@ -41,7 +45,7 @@ work=$(mktemp -d)
 export MGDD_DATA=${MGDD_DATA:-$PWD/data}
 log=$work/device-next.log
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | grep -o 'H[0-9]00' | tr H h)
-PARTS=${PARTS:-bench protocols shapes ridge fresh1 fresh10 fresh50}  # a rerun can name fewer
+PARTS=${PARTS:-bench protocols shapes ridge fresh1 fresh10 fresh50 greedy}  # a rerun can name fewer
 part() {  # part NAME THREADS COMMAND...: one part in the background, its own cache, log and limit
     local name=$1 threads=$2; shift 2
     case " $PARTS " in *" $name "*) ;; *) return ;; esac
@@ -60,6 +64,8 @@ part() {  # part NAME THREADS COMMAND...: one part in the background, its own ca
   for i in 1 10 50; do
     part fresh$i 2 env PART=fresh FRESH_IPCS=$i bash benchmarks/device_ridge_fresh.sh "$work/fresh$i" "$budget"
   done
+  part greedy 2 python3 experiments/generator_view.py --device cuda --out "$work/greedy" --ipcs 1,10,20,50 --runs 3 \
+    --rows herding+ls,shipped,greedy+ls-nw2,shipped@greedy-nw2
   sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
   wait
   echo "device_next: done after $(( $(date +%s) - t0 )) s"

@@ -15,6 +15,15 @@ Rows (every one ends in the exact least-squares label solve):
   shipped-kK                           the same adapted K steps on IPC 1, 10, 50 (seed 0, as `mgdd distill`),
                                        kept in runs/adapted-shipped-kK/ so later sizes reuse it; the
                                        cell's "adapt_seconds" is the adaptation, shared by every size
+  krr-pixel@START-sN                   N krr-pixel steps (Adam, lr 0.03) from the START coreset
+  greedy+ls[-wN|-nwN]                  one shot: the herding coreset, then N sweeps (default 1) of swaps
+                                       to the real image with the lowest KRR loss (-nwN: nested, level by level)
+                                       (experiments/greedy_start.py), least-squares labels
+  shipped@greedy-wN, shipped@greedy-nwN  the shipped generator from that coreset instead of herding's
+  refine@ROW-sN                        N krr-pixel steps from ROW's set (any row above, e.g. shipped:
+                                       the generator's set as the pixels' start), the same loop, step
+                                       randomness and learning rate as krr-pixel; the cell's seconds
+                                       are ROW's plus the steps' and the final label solve's
 
 The meta:real and meta:herding-real generators read the real means as input channels, an option
 that measured no better and left the product: their rows load only at commit 350edf4.
@@ -39,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import time
 from pathlib import Path
@@ -47,6 +57,7 @@ import torch
 
 import mgdd
 from mgdd.baselines import kmeans
+from mgdd.evaluate import default_device
 from mgdd.pipeline import adapted_metadata, set_seconds
 from mgdd.start import forget_orders
 
@@ -87,6 +98,27 @@ def adapted_shipped(objective, steps: int, runs_dir: Path):
     return mgdd.MetaGenerator.from_pretrained(path).eval()
 
 
+def refine(objective, ds: mgdd.DistilledSet, steps: int, lr: float = 0.03, seed: int = 0) -> mgdd.DistilledSet:
+    """``steps`` krr-pixel steps from ds's images: krr-pixel's loop (Adam at lr, the step randomness
+    random.Random(seed * 1_000_003 + s) that mgdd's loops use), then the exact label solve."""
+    t0 = time.perf_counter()
+    x = ds.images.clone().to(objective.device).requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    for s in range(steps):
+        loss = objective.loss(x, random.Random(seed * 1_000_003 + s))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    xs = x.detach().cpu()
+    refine_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    labels = objective.labels(xs)
+    meta = dict(ds.meta, timing={"seconds": set_seconds(ds) + refine_seconds, "refine_seconds": refine_seconds,
+                                 "steps": steps, "label_seconds": time.perf_counter() - t0},
+                refined_from=ds.meta.get("method"))
+    return mgdd.DistilledSet(xs, labels, meta, ds.zca)
+
+
 def build(row: str, objective, ipc: int, runs_dir: Path) -> mgdd.DistilledSet:
     """A row's set: a one-shot baseline, ``shipped`` (the installed meta generator, from its recorded
     start), or ``meta:NAME[@START][@real]``: the generator folder runs/meta-NAME, from START (default:
@@ -104,6 +136,16 @@ def build(row: str, objective, ipc: int, runs_dir: Path) -> mgdd.DistilledSet:
     if row.startswith("krr-pixel@"):  # krr-pixel@START-sN: N pixel steps from the START coreset (same selection)
         start, steps = row[len("krr-pixel@"):].rsplit("-s", 1)
         return mgdd.krr_pixel(objective, ipc, steps=int(steps), init=start, progress=False)
+    if row.startswith("greedy+ls"):  # greedy+ls[-[n]wN]: experiments/greedy_start.py, N sweeps (default 1), n: nested
+        from greedy_start import greedy_ls
+        return greedy_ls(objective, ipc, sweeps=int(row.split("w")[-1]) if "-" in row else 1, nested="-nw" in row)
+    if row.startswith("shipped@greedy"):  # shipped@greedy-wN: the shipped weights from the greedy coreset
+        from greedy_start import generated_from_greedy
+        return generated_from_greedy(shipped(objective.dataset.channels), objective, ipc, int(row.split("w")[-1]),
+                                     nested="-nw" in row)
+    if row.startswith("refine@"):  # refine@ROW-sN: N krr-pixel steps from ROW's set
+        base, steps = row[len("refine@"):].rsplit("-s", 1)
+        return refine(objective, build(base, objective, ipc, runs_dir), int(steps))
     if row.startswith("meta:"):
         name, *opts = row[5:].split("@")
         gen = mgdd.MetaGenerator.from_pretrained(runs_dir / f"meta-{name}").eval()
@@ -146,6 +188,8 @@ def main():
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--device", default="cpu", help="the objective's device (cuda on a GPU; evaluation uses the GPU "
+                                                     "whenever there is one); recorded in each new cell")
     p.add_argument("--label-mu", default=None, metavar="MU|gcv",
                    help="the final labels' ridge (KRRObjective(label_mu=...); issue #40); its cells go to "
                         "OUT/NAME-label-MU/ so the default's stay apart")
@@ -160,7 +204,7 @@ def main():
         return
     cells_dir.mkdir(parents=True, exist_ok=True)
     dataset = mgdd.load_dataset(args.dataset, image_size=args.image_size)
-    objective = mgdd.KRRObjective(dataset, label_mu=label_mu)
+    objective = mgdd.KRRObjective(dataset, label_mu=label_mu, device=args.device)
     objective.cache = False  # coreset orders are not read from the disk cache: each row times its own selection
     for ipc in [int(i) for i in args.ipcs.split(",")]:
         for row in args.rows.split(","):
@@ -185,7 +229,8 @@ def main():
                     "start": ds.meta.get("start", ds.meta.get("init", "random")), "passes": ds.meta.get("passes", 1),
                     **({"label_mu": label_mu, "label_mu_picked": ds.meta["objective"].get("label_mu_picked")}
                        if label_mu is not None else {}),
-                    "protocol": f"ConvNet-3, {args.epochs} epochs, CE at T=0.25, runs seeded 0..{len(done) - 1}"}
+                    "protocol": f"ConvNet-3, {args.epochs} epochs, CE at T=0.25, runs seeded 0..{len(done) - 1}",
+                    "devices": f"objective {args.device}, evaluation {default_device()}"}
             path.write_text(json.dumps(cell, indent=1) + "\n")
             print(json.dumps(cell), flush=True)
 
