@@ -13,10 +13,12 @@ candidate of its class with the lowest mean loss over the pool's P networks, the
 over the real data b, from network i's cached full-data moments (krr.krr_loss_moments). Candidates of a class: herding's first ORDER_LENGTH
 picks, ``candidates`` seeded random images and the image already there; their features are
 computed once per network, and every trial set is scored from blocks of F F^T, F G F^T and F H
-(SetLosses), a batch of M x M solves and no network pass. Not nested (the IPC-10 picks need not
-contain the IPC-1 ones) and quadratic-to-cubic in M: minutes at IPC 10, hours at IPC 50 on 2 cores.
+(SetLosses), a batch of M x M solves and no network pass. Not nested by default (the IPC-10 picks
+need not contain the IPC-1 ones); ``nested=True`` goes level by level, so the first k picks of a
+class are its IPC-k set. Cubic in M: minutes at IPC 10, hours at IPC 50 on 2 cores.
 
     python experiments/generator_view.py --ipcs 1 --runs 3 --rows greedy+ls-w2,shipped@greedy-w2
+    python experiments/generator_view.py --ipcs 10 --runs 1 --rows greedy+ls-nw2,shipped@greedy-nw2   # nested
     python experiments/greedy_start.py --ipcs 1 --sweeps 2      # the mean pool losses beside herding's
 """
 
