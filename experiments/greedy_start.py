@@ -29,6 +29,7 @@ import time
 import torch
 
 import mgdd
+from mgdd.distilled import distilled_meta
 from mgdd.features import features
 from mgdd.generate import default_guide_nets, default_passes, synthesize
 from mgdd.start import ORDER_LENGTH, class_order
@@ -131,10 +132,10 @@ def greedy_ls(objective, ipc: int, candidates: int = CANDIDATES, sweeps: int = 1
     x = objective.dataset.train_x[torch.tensor([i for p in per_class for i in p])].float()
     t0 = time.perf_counter()
     labels = objective.labels(x)
-    ds = mgdd.random_ls(objective, ipc)  # a set of the same shape: its metadata, images and labels replaced
-    meta = dict(ds.meta, method="greedy+ls", start="greedy", candidates=candidates, sweeps=sweeps, nested=nested,
-                timing={"seconds": seconds, "label_seconds": time.perf_counter() - t0})
-    return mgdd.DistilledSet(x, labels, meta, ds.zca)
+    meta = distilled_meta(objective.dataset, ipc, "greedy+ls", seed, objective,
+                          {"seconds": seconds, "label_seconds": time.perf_counter() - t0},
+                          start="greedy", candidates=candidates, sweeps=sweeps, nested=nested)
+    return mgdd.DistilledSet(x, labels, meta, objective.dataset.zca)
 
 
 def generated_from_greedy(generator, objective, ipc: int, sweeps: int = 1, nested: bool = False) -> mgdd.DistilledSet:
@@ -148,10 +149,10 @@ def generated_from_greedy(generator, objective, ipc: int, sweeps: int = 1, neste
                      passes=default_passes(generator), guide_nets=default_guide_nets(generator)).float().cpu()
     t1 = time.perf_counter()
     labels = objective.labels(x_s)
-    ds = mgdd.random_ls(objective, ipc)  # a set of the same shape: its metadata, images and labels replaced
-    meta = dict(ds.meta, method="mgdd", start=f"greedy-{'n' if nested else ''}w{sweeps}", passes=default_passes(generator),
-                timing={"generate_seconds": t1 - t0, "label_seconds": time.perf_counter() - t1})
-    return mgdd.DistilledSet(x_s, labels, meta, ds.zca)
+    meta = distilled_meta(objective.dataset, ipc, "mgdd", 0, objective,
+                          {"generate_seconds": t1 - t0, "label_seconds": time.perf_counter() - t1},
+                          start=f"greedy-{'n' if nested else ''}w{sweeps}", passes=default_passes(generator))
+    return mgdd.DistilledSet(x_s, labels, meta, objective.dataset.zca)
 
 
 def mean_loss(objective, x) -> float:

@@ -184,7 +184,8 @@ class KRRObjective:
         if rule == "auto":
             per_class = len(x_s) / (self.dataset.num_classes if classes is None else len(classes))
             rule = "gcv" if per_class >= GCV_FROM_IPC else None
-            self.label_mu_picked = self.mu
+            if rule is None:
+                self.label_mu_picked = self.mu
         if rule == "gcv":
             labels, self.label_mu_picked, _ = krr.solve_labels_gcv(feats, stats, self.lam_for(len(x_s)))
             return labels.float().cpu()
