@@ -13,9 +13,10 @@
 #   fresh1, fresh10, fresh50  krr-fresh to 10,000 steps at IPC 1, 10 and 50, one process each
 #           (PART=fresh FRESH_IPCS=I); their sets come back, so what the GPU did not score is
 #           scored on CPU;
-#   greedy  issue #39's coreset picked on the KRR loss (experiments/greedy_start.py, nested, 2 sweeps)
-#           and the shipped generator from it, beside herding's, at IPC 1, 10, 20 and 50, 3 runs
-#           (hours a size on 2 CPU cores from IPC 20; the selection's batched solves run on the GPU).
+#   greedy  issue #39's greedy start (mgdd/greedy.py: real images picked on the KRR loss, nested)
+#           with least-squares labels and the shipped generator from it, beside herding's, at IPC 1,
+#           10, 20, 50 and 100, 3 runs (IPC 100's orders take hours on 2 CPU cores; here the
+#           selection runs on the GPU), and meta:greedy when runs/meta-greedy is carried.
 # PARTS picks the parts (default all); RFAD_METHODS / RFAD_IPCS, SHAPES and RIDGE_IPCS / RIDGE_MUS narrow
 # the protocols, shapes and ridge parts (each script's header).
 # Every part gets the whole budget as its own time limit and stops at it. Parts sharing one GPU
@@ -64,8 +65,8 @@ part() {  # part NAME THREADS COMMAND...: one part in the background, its own ca
   for i in 1 10 50; do
     part fresh$i 2 env PART=fresh FRESH_IPCS=$i bash benchmarks/device_ridge_fresh.sh "$work/fresh$i" "$budget"
   done
-  part greedy 2 python3 experiments/generator_view.py --device cuda --out "$work/greedy" --ipcs 1,10,20,50 --runs 3 \
-    --rows herding+ls,shipped,greedy+ls-nw2,shipped@greedy-nw2
+  part greedy 2 python3 experiments/generator_view.py --device cuda --out "$work/greedy" --ipcs 1,10,20,50,100 --runs 3 \
+    --rows herding+ls,shipped,greedy+ls,shipped@greedy$([ -f runs/meta-greedy/model.safetensors ] && echo ,meta:greedy)
   sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
   wait
   echo "device_next: done after $(( $(date +%s) - t0 )) s"

@@ -16,7 +16,9 @@ Rows (every one ends in the exact least-squares label solve):
                                        kept in runs/adapted-shipped-kK/ so later sizes reuse it; the
                                        cell's "adapt_seconds" is the adaptation, shared by every size
   krr-pixel@START-sN                   N krr-pixel steps (Adam, lr 0.03) from the START coreset
-  greedy+ls[-wN|-nwN]                  one shot: the herding coreset, then N sweeps (default 1) of swaps
+  greedy+ls, shipped@greedy            the product's greedy start (mgdd/greedy.py; nested, at most 2 sweeps
+                                       a level): least-squares labels, and the shipped generator from it
+  greedy+ls-wN, greedy+ls-nwN          one shot: the herding coreset, then N sweeps of swaps
                                        to the real image with the lowest KRR loss (-nwN: nested, level by level)
                                        (experiments/greedy_start.py), least-squares labels
   shipped@greedy-wN, shipped@greedy-nwN  the shipped generator from that coreset instead of herding's
@@ -136,6 +138,10 @@ def build(row: str, objective, ipc: int, runs_dir: Path) -> mgdd.DistilledSet:
     if row.startswith("krr-pixel@"):  # krr-pixel@START-sN: N pixel steps from the START coreset (same selection)
         start, steps = row[len("krr-pixel@"):].rsplit("-s", 1)
         return mgdd.krr_pixel(objective, ipc, steps=int(steps), init=start, progress=False)
+    if row == "greedy+ls":  # the product's greedy start (mgdd/greedy.py: nested, fast swap scan)
+        return mgdd.coreset(objective, ipc, "greedy", soft_labels=True)
+    if row == "shipped@greedy":
+        return mgdd.generate(shipped(objective.dataset.channels), objective, ipc, start="greedy")
     if row.startswith("greedy+ls"):  # greedy+ls[-[n]wN]: experiments/greedy_start.py, N sweeps (default 1), n: nested
         from greedy_start import greedy_ls
         return greedy_ls(objective, ipc, sweeps=int(row.split("w")[-1]) if "-" in row else 1, nested="-nw" in row)

@@ -10,6 +10,7 @@ krr-fresh    the same as KIP / RFAD run it: a new random network and real batche
              (results/krr-fresh); the pool still solves the labels
 herding      coreset: per class, greedily match the class mean in feature space
 kcenter      coreset: per class, greedy farthest-point cover in feature space
+greedy       coreset: real images picked, level by level, on the mean pool KRR loss (greedy.py)
 kmeans       per class, k-means centroids in pixel space (at IPC 1: the class-mean image)
 """
 
@@ -28,7 +29,9 @@ from .loop import run_resumable
 from .objective import FreshObjective, KRRObjective
 from .start import STARTS, coreset_indices
 
-BASELINES = ["random", "random+ls", "krr-pixel", "krr-fresh", "herding", "kcenter", "kmeans"]
+BASELINES = ["random", "random+ls", "krr-pixel", "krr-fresh", "herding", "kcenter", "greedy", "kmeans"]
+CORESETS = ("herding", "kcenter", "greedy")       # picks of real images (start.py)
+SOFT_LABEL_METHODS = (*CORESETS, "kmeans")        # made with hard labels or, --soft-labels, least-squares ones
 PIXEL_METHODS = ("krr-pixel", "krr-fresh")  # pixel optimisation: with the cached pool, and RFAD-style
 # their step counts when none is given: krr-pixel's plateau (results/ablation), krr-fresh's (results/krr-fresh)
 DEFAULT_STEPS = {"krr-pixel": 300, "krr-fresh": 2000}
@@ -118,8 +121,8 @@ def krr_pixel(objective: KRRObjective, ipc: int, steps: int, snapshots=(), lr: f
     """Optimise the synthetic pixels directly with the KRR loss (Adam).
 
     ``init`` is where the pixels start: "random" real images (seeded, the bench's X_0) or a
-    "herding" / "kcenter" coreset in pool network 0's feature space (deterministic; its
-    selection time is counted in the optimisation time).
+    "herding" / "kcenter" / "greedy" coreset (start.py; deterministic; its selection time is
+    counted in the optimisation time).
 
     ``on_snapshot(step, distilled_set)`` is called at each step count in ``snapshots``
     (and at the end); each snapshot carries its cumulative optimisation time in
@@ -214,8 +217,8 @@ def run_baseline(name: str, dataset: Dataset, ipc: int, seed: int = 0, objective
     snapshots, checkpoint, ...) and ``soft_labels`` to the coresets and k-means."""
     if name not in BASELINES:
         raise unknown_name("baseline", name, BASELINES)
-    if soft_labels and name not in ("herding", "kcenter", "kmeans"):
-        raise UsageError(f"{name} takes no soft labels option (herding, kcenter and kmeans do); drop it.")
+    if soft_labels and name not in SOFT_LABEL_METHODS:
+        raise UsageError(f"{name} takes no soft labels option ({', '.join(SOFT_LABEL_METHODS)} do); drop it.")
     if krr_kwargs and name not in PIXEL_METHODS:
         raise UsageError(f"{name} takes no {', '.join(sorted(krr_kwargs))} (krr-pixel options); drop them.")
     if name == "random":
@@ -223,7 +226,7 @@ def run_baseline(name: str, dataset: Dataset, ipc: int, seed: int = 0, objective
     objective = objective or KRRObjective(dataset, seed=0)
     if name == "random+ls":
         return random_ls(objective, ipc, seed)
-    if name in ("herding", "kcenter"):
+    if name in CORESETS:
         return coreset(objective, ipc, name, seed, soft_labels=soft_labels)
     if name == "kmeans":
         return kmeans(objective, ipc, seed, soft_labels=soft_labels)

@@ -8,7 +8,7 @@
 4. for each IPC: seeded initialization -> one forward pass -> exact labels -> save;
 5. optionally evaluate every set (ConvNet-3 protocol) into summary.json.
 
-``method="krr-pixel"``, ``"krr-fresh"`` or ``"herding"`` runs the same job with another maker of sets in step 4
+``method="krr-pixel"``, ``"krr-fresh"``, ``"herding"`` or ``"greedy"`` runs the same job with another maker of sets in step 4
 (and no generator in steps 2-3), so every method is one call and one command (`mgdd distill`).
 """
 
@@ -102,7 +102,8 @@ def adapted_metadata(log: dict, origin: str, target: str, objective: KRRObjectiv
 # The methods `distill` runs, each for every IPC asked. The generator is the method mgdd is about
 # and the default; on Fashion-MNIST the bench measures krr-pixel's sets better at IPC 10 and 50
 # and herding+ls's at IPC 20 and 50, in the times README.md's "Choosing a method" table gives.
-METHODS = ("generator", "krr-pixel", "krr-fresh", "herding")
+METHODS = ("generator", "krr-pixel", "krr-fresh", "herding", "greedy")
+ONE_SHOT_METHODS = ("herding", "greedy")  # coresets with least-squares labels, no steps
 DEFAULT_STEPS = {"generator": 25, **PIXEL_STEPS}
 
 
@@ -130,9 +131,9 @@ def _check_method(method: str, steps, adapt_ipcs, source: str, passes, start) ->
                  if value != default]
         if given:
             raise UsageError(f"method {method} takes no {', '.join(given)} (generator options); drop them.")
-    if method == "herding":
+    if method in ONE_SHOT_METHODS:
         if steps is not None:
-            raise UsageError("method herding is one shot and takes no steps; drop --steps.")
+            raise UsageError(f"method {method} is one shot and takes no steps; drop --steps.")
         return None
     steps = DEFAULT_STEPS[method] if steps is None else int(steps)
     check_range("steps", steps, 0 if method == "generator" else 1)
@@ -157,6 +158,9 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int | None = None, adapt_ipcs=None
                              KIP / RFAD run it (2000 steps; slower a step; on Fashion-MNIST the best
                              sets at IPC 1, under krr-pixel at IPC 10 and 50).
       "herding"              one shot: the herding coreset in feature space with least-squares labels.
+      "greedy"               one shot: real images picked on the pool's KRR loss (greedy.py), least-squares
+                             labels; its orders are computed to the largest IPC asked (minutes on a CPU
+                             at IPC 50) and cached.
 
     With ``out_dir``, the sets, their grids, summary.json and (generator) the adapted generator are
     written there; every output is checked before any work (``inputs``: (what, path) pairs that no
@@ -220,7 +224,7 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int | None = None, adapt_ipcs=None
                            lr=default_lr("krr-fresh" if fresh else "krr-pixel", ipc) if given_lr is None else given_lr)
             entry = {}
         else:
-            ds = coreset(objective, ipc, "herding", seed, soft_labels=True)
+            ds = coreset(objective, ipc, method, seed, soft_labels=True)
             entry = {}
         sets[ipc] = ds
         entry = {"images": len(ds.images), **ds.meta["timing"], "seconds": set_seconds(ds), **entry}

@@ -1,6 +1,6 @@
 """Where a distilled set starts: X_0, the images the generator (or the pixels) move from.
 
-    STARTS = ("random", "herding", "kcenter")
+    STARTS = ("random", "herding", "kcenter", "greedy")
     x0, y0 = start_set(objective, ipc, "herding", seed=0)
 
 ``random``   a seeded, class-balanced sample of real images (data.sample_init; the default).
@@ -8,12 +8,16 @@
              that brings the mean of the t picked features closest to the class mean,
              argmin_i || (sum_{j<t} phi_j + phi_i) / t - mean_c phi ||^2.
 ``kcenter``  per class, greedy farthest-point cover in the same space, from the most central image.
+``greedy``   real images picked on the KRR loss itself, over every pool network and all classes
+             at once: level k adds each class's next herding pick, then swaps it for the
+             candidate real image of its class that lowers the mean pool loss most (greedy.py).
 
-Both coresets are greedy, so they are nested: the IPC-k start is the first k images of any
+The coresets are greedy, so they are nested: the IPC-k start is the first k images of any
 larger one, and every size is still one pass from one ordering. They do not depend on the
-seed. The orderings are a one-time precompute, like the feature moments: every class's first
-100 picks are computed once (one pass of the training set through pool network 0) and kept
-on disk beside the moments, so a later process, and every size up to 100, reads them.
+seed. The orderings are a one-time precompute, like the feature moments, kept on disk beside
+the moments, so a later process reads them: herding's and kcenter's first 100 picks a class
+(one pass of the training set through pool network 0); greedy's as many levels as asked (it
+costs more a level), and a larger size continues the cached levels.
 
 Shapes: x0 (len(classes) * ipc, C, H, W), class-major; y0 (len(classes) * ipc,), the dataset's
 class indices (callers on a class subset relabel them 0..c-1 by position).
@@ -28,7 +32,7 @@ import torch
 from .data import check_ipc, sample_init
 from .errors import unknown_name
 
-STARTS = ("random", "herding", "kcenter")
+STARTS = ("random", "herding", "kcenter", "greedy")
 
 
 def herding_indices(f: torch.Tensor, k: int) -> list:
@@ -82,12 +86,22 @@ def _class_features(objective, c: int, chunk: int = 1024) -> torch.Tensor:
 ORDER_LENGTH = 100
 
 
+def order_length(method: str, ipc: int) -> int:
+    """How many picks a class an order for ``ipc`` is computed to: at least ORDER_LENGTH for the
+    cheap pickers, exactly ``ipc`` for greedy (a later, larger size continues it)."""
+    return ipc if method == "greedy" else max(ipc, ORDER_LENGTH)
+
+
 def _orders_path(objective, method: str):
     """The disk cache of ``method``'s orders, beside the objective's feature moments (same key:
-    data fingerprint, feature config, pool seed), or None when the objective keeps no cache."""
+    data fingerprint, feature config, pool seed; greedy's also its loss settings), or None when
+    the objective keeps no cache."""
     fp = getattr(objective, "fingerprint", None)
     if not getattr(objective, "cache", False) or fp is None:
         return None
+    if method == "greedy":
+        from .greedy import order_key
+        return objective.pool.cache_path(fp, f"{order_key(objective)}-orders")
     return objective.pool.cache_path(fp, f"n0-{method}-orders")
 
 
@@ -103,12 +117,14 @@ def _valid(objective, orders: dict, length: int) -> bool:
     return True
 
 
-def compute_orders(objective, method: str, length: int = ORDER_LENGTH) -> dict:
+def compute_orders(objective, method: str, length: int = ORDER_LENGTH, prefix: dict | None = None) -> dict:
     """{class: training-set indices of its first ``length`` picks} for every class, with the
     seconds it took: the one-time precompute of a coreset start, like the feature moments (one
     pass of the training set through pool network 0, then the greedy picks per class). Read
-    from the disk cache beside the moments when it is there; computed and written otherwise."""
+    from the disk cache beside the moments when it is there; computed and written otherwise.
+    ``prefix``: greedy orders of fewer picks already made (in memory), continued."""
     path = _orders_path(objective, method)
+    before = 0.0
     if path is not None and path.is_file():
         from .errors import CorruptFile
         from .io import load_tensors
@@ -117,14 +133,23 @@ def compute_orders(objective, method: str, length: int = ORDER_LENGTH) -> dict:
             orders = {int(k[1:]): v for k, v in tensors.items() if k.startswith("c")}
             if _valid(objective, orders, length):
                 return {"orders": orders, "seconds": float(info.get("seconds", 0.0)), "cached": True}
+            shortest = min((len(o) for o in orders.values()), default=0)
+            longer = shortest > min((len(o) for o in (prefix or {}).values()), default=0)
+            if method == "greedy" and longer and _valid(objective, orders, shortest):
+                prefix, before = orders, float(info.get("seconds", 0.0))  # nested: continued below
         except (CorruptFile, ValueError, RuntimeError):
             pass  # recomputed and replaced below
     t0 = time.perf_counter()
-    orders = {}
-    for c, members in enumerate(objective.class_index):
-        local = PICKERS[method](_class_features(objective, c), min(len(members), length))
-        orders[c] = members[torch.tensor(local, dtype=torch.long)]
-    seconds = time.perf_counter() - t0
+    if method == "greedy":
+        from .greedy import greedy_orders
+        check_ipc(objective.dataset, length)
+        orders = greedy_orders(objective, length, prefix=prefix)
+    else:
+        orders = {}
+        for c, members in enumerate(objective.class_index):
+            local = PICKERS[method](_class_features(objective, c), min(len(members), length))
+            orders[c] = members[torch.tensor(local, dtype=torch.long)]
+    seconds = before + time.perf_counter() - t0
     if path is not None:
         from .errors import MgddError
         from .io import save_tensors
@@ -143,12 +168,15 @@ def order_seconds(objective, method: str) -> float:
 
 def class_order(objective, c: int, ipc: int, method: str) -> torch.Tensor:
     """Training-set indices of the first ``ipc`` picks of ``method`` in class c. Every class's
-    order is computed (or read from the cache) at once, up to max(ipc, ORDER_LENGTH) picks; a
-    longer request recomputes, and the greedy prefix is the same."""
+    order is computed (or read from the cache) at once, up to order_length(method, ipc) picks; a
+    longer request recomputes (greedy: continues), and the prefix is the same."""
     cache = objective.__dict__.setdefault("_start_orders", {})
     order = cache.get((method, c))
     if order is None or len(order) < min(ipc, len(objective.class_index[c])):
-        made = compute_orders(objective, method, max(ipc, ORDER_LENGTH))
+        prefix = None
+        if method == "greedy" and all((method, k) in cache for k in range(len(objective.class_index))):
+            prefix = {k: cache[(method, k)] for k in range(len(objective.class_index))}
+        made = compute_orders(objective, method, order_length(method, ipc), prefix)
         cache.update({(method, k): v for k, v in made["orders"].items()})
         objective.__dict__.setdefault("_order_seconds", {})[method] = made["seconds"]
         order = cache[(method, c)]

@@ -49,7 +49,8 @@ def test_a_size_never_adapted_on_runs_its_generator_cells_before_its_curves(tmp_
         names = block_cells(fm, ipc)
         first_curve, k0 = names.index(f"krr-pixel-ipc{ipc}-step{fm.krr_snapshots[str(ipc)][0]}"), names.index("mgdd-k0-adapt")
         assert (first_curve < k0) == (ipc in fm.adapt_ipcs), ipc
-        assert names[:4] == [f"random-ipc{ipc}", f"random+ls-ipc{ipc}", f"herding-ipc{ipc}", f"kmeans-ipc{ipc}"]
+        assert names[:5] == [f"random-ipc{ipc}", f"random+ls-ipc{ipc}", f"herding-ipc{ipc}", f"kmeans-ipc{ipc}",
+                             f"greedy-ipc{ipc}"]
 
 
 def test_robust_rows_score_each_method_against_random_ls_and_the_real_data():
@@ -106,11 +107,12 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     saved = json.loads((out / "results.json").read_text())
     assert set(saved["accuracy"]) == {"1", "5"}
     for ipc, row in saved["accuracy"].items():
-        for m in ("random", "random+ls", "herding", "kmeans", "scratch", "mgdd"):
+        for m in ("random", "random+ls", "herding", "kmeans", "greedy", "scratch", "mgdd"):
             assert 0 <= row[m]["mean"] <= 1 and row[m]["seconds"] >= 0
-        # the one-shot k-means row is the kmeans baseline with least-squares labels
+        # the one-shot rows are the kmeans and greedy baselines with least-squares labels
         from mgdd.distilled import DistilledSet as _DS
         assert _DS.load(out / "sets" / f"kmeans-ipc{ipc}.safetensors").meta["method"] == "kmeans+ls"
+        assert _DS.load(out / "sets" / f"greedy-ipc{ipc}.safetensors").meta["method"] == "greedy+ls"
         assert [p["steps"] for p in row["krr-pixel"]] == [0, 5, 10]
         # the unoptimised start of the krr curve is the random+ls set itself
         assert row["krr-pixel"][0] == {"steps": 0, **row["random+ls"]}

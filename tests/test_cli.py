@@ -103,7 +103,7 @@ def test_an_interrupted_evaluation_continues_with_resume(tmp_path, tiny_npz, cap
     assert not ckpts.exists()
 
 
-@pytest.mark.parametrize("name", ["random+ls", "herding", "kcenter"])
+@pytest.mark.parametrize("name", ["random+ls", "herding", "kcenter", "greedy"])
 def test_other_baselines(tmp_path, tiny_npz, capsys, name):
     out = tmp_path / "b.safetensors"
     code, _, err = run(capsys, "baseline", name, "--dataset", f"npz:{tiny_npz}", "--ipc", "3", "--out", str(out), *OBJ)
@@ -279,10 +279,10 @@ def test_krr_fresh_default_lr_follows_the_size(tmp_path, tiny_npz, capsys):
 
 
 @pytest.mark.parametrize("method,label", [("krr-pixel", "krr-pixel"), ("krr-fresh", "krr-fresh"),
-                                          ("herding", "herding+ls")])
+                                          ("herding", "herding+ls"), ("greedy", "greedy+ls")])
 def test_distill_with_another_method(tmp_path, tiny_npz, capsys, method, label):
-    """`mgdd distill --method` makes every IPC with krr-pixel or the herding coreset (least-squares
-    labels), writes no generator, and removes its checkpoints unless asked to keep them."""
+    """`mgdd distill --method` makes every IPC with krr-pixel or the herding or greedy coreset
+    (least-squares labels), writes no generator, and removes its checkpoints unless asked to keep them."""
     from mgdd.distilled import DistilledSet
     steps = ["--steps", "2"] if method.startswith("krr-") else []
     for out, keep in (("D", []), ("K", ["--keep-checkpoints"])):

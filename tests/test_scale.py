@@ -292,6 +292,14 @@ def test_mgdd_precompute_fills_the_cache_that_later_commands_read(tiny_npz, tmp_
     assert calls == []  # read, not recomputed
     assert main(["precompute", *obj, "--no-cache"]) == 2
     assert "only fills the cache" in capsys.readouterr().err
+    # greedy's orders to --start-ipc picks a class, beside the moments; --start-ipc needs --start greedy
+    assert main(["precompute", *obj, "--start", "greedy", "--start-ipc", "2"]) == 0
+    assert "greedy orders" in capsys.readouterr().out
+    from mgdd.io import load_tensors
+    tensors, _ = load_tensors(next((tmp_path / "cache" / "features").glob("*-greedy-*-orders.safetensors")))
+    assert sorted(tensors) == ["c0", "c1", "c2"] and all(len(t) == 2 for t in tensors.values())
+    assert main(["precompute", *obj, "--start", "herding", "--start-ipc", "2"]) == 2
+    assert "needs --start greedy" in capsys.readouterr().err
 
 
 @pytest.mark.slow

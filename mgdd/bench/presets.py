@@ -51,7 +51,9 @@ class Preset:
     # timing only (no evaluation): generator passes, a pixel step and the label solve at these IPCs
     scaling_ipcs: list = field(default_factory=list)
     # one-shot rows beside herding+ls, least-squares labels (issue #39): "kmeans" (pixel-space
-    # k-means centroids per class; at IPC 1 the class-mean images). Runs from before it read [].
+    # k-means centroids per class; at IPC 1 the class-mean images), "greedy" (real images picked on
+    # the pool's KRR loss, greedy.py; its orders are computed once, to the largest IPC, in the
+    # "orders-greedy" cell). Runs from before it read [].
     one_shot: list = field(default_factory=list)
     # DD-Ranking's scores (issue #40, scores.py): every set of hard_sources() evaluated again with
     # hard labels (its "-hard" cell, the block's last), and the whole training split with hard labels
@@ -89,7 +91,7 @@ PRESETS = {
     "quick": Preset(dataset="digits", ipcs=[1, 5], unseen={"adapt": [1], "generate": 5},
                     feature={"width": 16, "depth": 2}, pool_size=2, krr_snapshots={"1": [5, 10], "5": [5, 10]},
                     krr_fresh_snapshots={"5": [2, 4]}, adapt_steps=5, k_sweep=[0, 2], pass_sweep=[2],
-                    scaling_ipcs=[1, 3], adapt_ipcs=[1, 5], one_shot=["kmeans"], robust=True, robust_aug=True,
+                    scaling_ipcs=[1, 3], adapt_ipcs=[1, 5], one_shot=["kmeans", "greedy"], robust=True, robust_aug=True,
                     eval_epochs=20, runs=2, cross_model="mlp", cross_ipc=5, lr_pixel=0.03, lr_adapt=1e-3,
                     eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM, ridge=DEFAULT_RIDGE,
                     label_mu=DEFAULT_LABEL_MU),
@@ -117,7 +119,7 @@ PRESETS = {
                      # the shipped generator runs 4 passes; 1 and 2 show what fewer cost and give;
                      # scaling_ipcs times a pass and a pixel step up to IPC 500 (no evaluation)
                      adapt_steps=200, k_sweep=[0, 25], pass_sweep=[1, 2], adapt_ipcs=[1, 10, 50], eval_epochs=300,
-                     scaling_ipcs=[1, 10, 50, 100, 200, 500], one_shot=["kmeans"], robust=True, robust_aug=True,
+                     scaling_ipcs=[1, 10, 50, 100, 200, 500], one_shot=["kmeans", "greedy"], robust=True, robust_aug=True,
                      runs=3, cross_model="mlp", cross_ipc=10, lr_pixel=0.03, lr_adapt=1e-3,
                      eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM, ridge=DEFAULT_RIDGE,
                      label_mu=DEFAULT_LABEL_MU),
@@ -133,7 +135,7 @@ PRESETS = {
                                       "50": [5, 10, 25, 200]},
                        krr_fresh_snapshots={"1": [1, 5, 25, 100], "10": [1, 5, 25, 200], "50": [1, 5, 25, 200]},
                        adapt_steps=200, k_sweep=[0, 25], pass_sweep=[1, 2], adapt_ipcs=[1, 10, 50],
-                       scaling_ipcs=[1, 10, 50, 100], one_shot=["kmeans"], robust=True, robust_aug=True,
+                       scaling_ipcs=[1, 10, 50, 100], one_shot=["kmeans", "greedy"], robust=True, robust_aug=True,
                        eval_epochs=300, runs=3,
                        cross_model="mlp", cross_ipc=10, lr_pixel=0.03, lr_adapt=1e-3,
                        eval_temperature=DEFAULT_TEMPERATURE, lam=DEFAULT_LAM, ridge=DEFAULT_RIDGE,

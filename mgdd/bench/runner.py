@@ -46,14 +46,15 @@ from ..generator import MetaGenerator
 from ..objective import FreshObjective, KRRObjective
 from ..pipeline import adapted_generator, adapted_metadata, load_generator
 from ..protocols import hard_copy
-from ..start import ORDER_LENGTH, coreset_indices, order_seconds
+from ..start import coreset_indices, order_length, order_seconds
 from .cells import CellStore, from_lead, pass_seconds, read_cells, timed
 from .folder import RunFolder
 from .presets import REAL_RUNS, VARIANTS, aug_sources, cross_sources, get_preset, hard_sources, preset_sizes
 from .report import write_report
 from .retime import retime
 
-ONE_SHOT = {"kmeans": kmeans}  # Preset.one_shot: name -> builder(objective, ipc, seed, soft_labels)
+# Preset.one_shot: name -> builder(objective, ipc, seed, soft_labels)
+ONE_SHOT = {"kmeans": kmeans, "greedy": lambda obj, ipc, seed, soft: coreset(obj, ipc, "greedy", seed, soft)}
 PENDING_BYTES = 2 * 2**30  # under torchrun: pending cells' sets held before their evaluations run (flush)
 
 
@@ -68,10 +69,11 @@ def evaluation_fields(res: dict) -> dict:
 PRECOMPUTED_ORDERS = "orders-herding"  # the cell recording the one-time herding orders
 
 
-def precompute_orders(objective, method: str) -> dict:
-    """Compute (or read from the cache) every class's ``method`` order: the precompute cell."""
-    coreset_indices(objective, 1, method)
-    return {"method": method, "length": ORDER_LENGTH, "seconds": order_seconds(objective, method)}
+def precompute_orders(objective, method: str, ipc: int = 1) -> dict:
+    """Compute (or read from the cache) every class's ``method`` order, long enough for ``ipc``:
+    the precompute cell."""
+    coreset_indices(objective, ipc, method)
+    return {"method": method, "length": order_length(method, ipc), "seconds": order_seconds(objective, method)}
 
 
 class Bench:
@@ -148,6 +150,8 @@ class Bench:
             # the herding orders (herding+ls, the shipped generator's start): one-time, like the
             # moments, and reported beside them; cells read them and pay nothing for them
             self.cell(PRECOMPUTED_ORDERS, lambda: precompute_orders(obj, "herding"))
+            if "greedy" in self.cfg.one_shot:  # its orders to the preset's largest size, once
+                self.cell("orders-greedy", lambda: precompute_orders(obj, "greedy", max(self.cfg.ipcs)))
             self._objective = obj
         return self._objective
 

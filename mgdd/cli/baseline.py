@@ -7,7 +7,8 @@ from . import common
 
 
 def cmd_baseline(args):
-    from ..baselines import BASELINES, DEFAULT_STEPS, PIXEL_METHODS, baseline_outputs, default_lr, run_baseline
+    from ..baselines import (BASELINES, DEFAULT_STEPS, PIXEL_METHODS, SOFT_LABEL_METHODS, baseline_outputs, default_lr,
+                             run_baseline)
     from ..data import check_ipc
     from ..distilled import save_grid
     from ..errors import unknown_name
@@ -25,8 +26,8 @@ def cmd_baseline(args):
     if args.steps is None:
         args.steps = DEFAULT_STEPS.get(args.name, 0)
     snaps = sorted(set(args.snapshots or [])) if krr else []
-    if args.soft_labels and args.name not in ("herding", "kcenter", "kmeans"):
-        raise UsageError(f"--soft-labels is for herding, kcenter and kmeans; {args.name} takes none. Drop it.")
+    if args.soft_labels and args.name not in SOFT_LABEL_METHODS:
+        raise UsageError(f"--soft-labels is for {', '.join(SOFT_LABEL_METHODS)}; {args.name} takes none. Drop it.")
     bad = [s for s in snaps if s > args.steps]
     if bad:
         raise UsageError(f"--snapshots {','.join(map(str, bad))} lie past --steps {args.steps}.")
@@ -60,8 +61,8 @@ def cmd_baseline(args):
 
 def add_parsers(sub):
     s = sub.add_parser("baseline", help="build a baseline distilled set (random, random+ls, krr-pixel, krr-fresh, "
-                                        "herding, kcenter, kmeans)")
-    s.add_argument("name", help="random | random+ls | krr-pixel | krr-fresh | herding | kcenter | kmeans")
+                                        "herding, kcenter, greedy, kmeans)")
+    s.add_argument("name", help="random | random+ls | krr-pixel | krr-fresh | herding | kcenter | greedy | kmeans")
     common.add_data(s)
     s.add_argument("--ipc", type=common.positive_int, required=True, help="images per class")
     s.add_argument("--steps", type=common.positive_int, default=None,
@@ -72,9 +73,9 @@ def add_parsers(sub):
                    help="krr-pixel / krr-fresh: Adam learning rate (krr-pixel 0.03, the best of results/ablation; "
                         "krr-fresh 0.03 below IPC 10, 0.01 from it, results/krr-fresh)")
     s.add_argument("--init", default=None,
-                   help="krr-pixel: start from random real images (random, the default) or a feature-space "
-                        "coreset (herding, kcenter)")
-    s.add_argument("--soft-labels", action="store_true", help="herding/kcenter/kmeans: least-squares labels")
+                   help="krr-pixel: start from random real images (random, the default) or a coreset "
+                        "(herding, kcenter, greedy)")
+    s.add_argument("--soft-labels", action="store_true", help="herding/kcenter/greedy/kmeans: least-squares labels")
     s.add_argument("--resume", action="store_true",
                    help="krr-pixel / krr-fresh: continue from the checkpoint beside --out")
     common.add_objective(s)

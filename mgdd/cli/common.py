@@ -308,7 +308,8 @@ def check_guide_nets(args):
                          "use at most --pool-size.")
 
 
-START_HELP = ("where X_0 starts: random real images, or a herding / kcenter coreset in pool network 0's feature "
-               "space (default: the start the generator was meta-trained from, which it records)")
+START_HELP = ("where X_0 starts: random real images, a herding / kcenter coreset in pool network 0's feature "
+               "space, or greedy: real images picked on the pool's KRR loss (default: the start the generator was "
+               "meta-trained from, which it records)")
 
 

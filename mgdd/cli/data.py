@@ -43,13 +43,17 @@ def cmd_precompute(args):
     if args.no_cache:
         raise UsageError("--no-cache: precompute only fills the cache; drop --no-cache.")
     common.check_start(args)
+    if args.start_ipc is not None and args.start != "greedy":
+        raise UsageError("--start-ipc is how many greedy picks a class to cache; it needs --start greedy "
+                         "(herding and kcenter cache their first 100). Drop it or add --start greedy.")
     started = init_distributed()
     rank0 = not dist.is_initialized() or dist.get_rank() == 0
     t0 = time.perf_counter()
     dataset = common.load(args)
     objective = common.objective(args, dataset, class_subsets=args.class_subsets)
     if args.start not in (None, "random") and rank0:
-        coreset_indices(objective, 1, args.start)  # the orders of every class, cached beside the moments
+        # the orders of every class, cached beside the moments: greedy's to --start-ipc picks a class
+        coreset_indices(objective, args.start_ipc or 1, args.start)
     if rank0:
         world = dist.get_world_size() if dist.is_initialized() else 1
         m = objective.moments[0]
@@ -83,6 +87,9 @@ def add_parsers(sub):
     common.add_objective(s)
     s.add_argument("--class-subsets", action="store_true",
                    help="per-class Grams, as meta-training on this dataset needs (K times the memory)")
-    s.add_argument("--start", default=None, help="also cache this coreset start's orders (herding, kcenter)")
+    s.add_argument("--start", default=None, help="also cache this coreset start's orders (herding, kcenter, greedy)")
+    s.add_argument("--start-ipc", type=common.positive_int, default=None,
+                   help="with --start greedy: cache its picks up to this IPC (default 1; a larger size asked for "
+                        "later continues them)")
     common.add_common(s)
     s.set_defaults(func=cmd_precompute)
