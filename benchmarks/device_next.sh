@@ -34,7 +34,8 @@
 #   mkdir -p data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/fashion-mnist/
 #   python benchmarks/protocols.py sets --ipcs 1,10,50     # the sets RFAD's protocol scores
 # and the call: command "bash benchmarks/device_next.sh $OUT 540", carry ["data",
-# "runs/protocols/sets"], timeout_s 600. Unpack with `tar xzf device-next.tgz`; each part's
+# "runs/protocols/sets", "runs/meta-greedy"] (the last when it exists here: the greedy part then
+# scores it too), timeout_s 600. Unpack with `tar xzf device-next.tgz`; each part's
 # folder says where its cells belong (bench/fmnist -> results/<gpu>/fmnist-v3,
 # protocols/cells -> results/protocols/cells, shapes -> results/shapes-gpu,
 # ridge and fresh* -> results/extra/ridge-fresh, greedy/fashion-mnist/cells -> results/<gpu>/generator-view);

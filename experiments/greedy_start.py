@@ -34,6 +34,7 @@ import mgdd
 from mgdd.distilled import distilled_meta
 from mgdd.features import features
 from mgdd.generate import default_guide_nets, default_passes, synthesize
+from mgdd.greedy import candidate_pool
 from mgdd.start import ORDER_LENGTH, class_order
 
 CANDIDATES = 128
@@ -82,11 +83,7 @@ def greedy_indices(objective, ipc: int, candidates: int = CANDIDATES, sweeps: in
     ds = objective.dataset
     k_cls = ds.num_classes
     order = [class_order(objective, c, max(ipc, ORDER_LENGTH), "herding") for c in range(k_cls)]
-    g = torch.Generator().manual_seed(seed)
-    cand = []
-    for c in range(k_cls):
-        idx = objective.class_index[c]
-        cand.append(torch.cat([order[c], idx[torch.randperm(len(idx), generator=g)[:candidates]]]).unique())
+    cand = candidate_pool(objective, order, candidates, seed)
     flat = torch.cat(cand)
     x = ds.train_x[flat].float().to(objective.device)
     with torch.no_grad():

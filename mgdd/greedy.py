@@ -33,8 +33,9 @@ rank-two terms (row and column s):
 so a candidate costs a few M x M products instead of five M x M solves. The ridge scales lam'
 (lam * mean diag K_SS) and mu' (mu * mean diag B) are the held set's during a scan; the winner is
 then scored exactly, at its own scales, and kept only when its loss is lower, so the exact mean
-loss never rises. Cost per network and slot: O(M^3) once, O(M^2) per candidate; minutes at IPC
-10-50 on 2 cores (docs/experiments.md has the measured times).
+loss never rises. Cost per network and slot: O(M^3) per kept swap, O(M^2) per candidate; on
+Fashion-MNIST 23 s to IPC 10 and 21 min to IPC 50 on one thread of 2 shared cores
+(results/generator-view/greedy-orders.json).
 """
 
 from __future__ import annotations
@@ -141,6 +142,16 @@ def order_key(objective, candidates: int = CANDIDATES, sweeps: int = SWEEPS, see
     return f"greedy-l{objective.lam:g}-m{objective.mu:g}-{objective.ridge}-c{candidates}-w{sweeps}-s{seed}"
 
 
+def candidate_pool(objective, herding: list, candidates: int = CANDIDATES, seed: int = 0) -> list:
+    """Per class, the training-set indices a slot may take (sorted): the class's herding picks
+    ``herding[c]`` and ``candidates`` seeded random images of the class."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for c, idx in enumerate(objective.class_index):
+        out.append(torch.cat([herding[c], idx[torch.randperm(len(idx), generator=g)[:candidates]]]).unique())
+    return out
+
+
 def greedy_orders(objective, length: int, candidates: int = CANDIDATES, sweeps: int = SWEEPS, seed: int = 0,
                   prefix: dict | None = None, progress: bool = False) -> dict:
     """{class: training-set indices of its first ``length`` greedy picks} for every class, nested
@@ -152,11 +163,7 @@ def greedy_orders(objective, length: int, candidates: int = CANDIDATES, sweeps: 
         raise UsageError(f"greedy orders need sweeps >= 1 and candidates >= 0 (got {sweeps}, {candidates}).")
     ds, k_cls, pool = objective.dataset, objective.dataset.num_classes, objective.pool
     herd = [class_order(objective, c, max(length, ORDER_LENGTH), "herding") for c in range(k_cls)]
-    g = torch.Generator().manual_seed(seed)
-    cand = []
-    for c in range(k_cls):
-        idx = objective.class_index[c]
-        cand.append(torch.cat([herd[c], idx[torch.randperm(len(idx), generator=g)[:candidates]]]).unique())
+    cand = candidate_pool(objective, herd, candidates, seed)
     flat = torch.cat(cand)
     n_feat, m = len(flat), length * k_cls
     # per network: F and F Gram (N x d, float64), then per slot M x M blocks and O x M x 6 pieces
