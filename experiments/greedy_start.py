@@ -172,7 +172,8 @@ def time_orders(objective, length: int, out: str) -> None:
     buf = io.StringIO()
     t0 = time.perf_counter()
     with redirect_stdout(buf):
-        greedy_orders(objective, length, progress=True)
+        greedy_orders(objective, length, [class_order(objective, c, max(length, ORDER_LENGTH), "herding")
+                                          for c in range(objective.dataset.num_classes)], progress=True)
     total = time.perf_counter() - t0
     levels = []
     for line in buf.getvalue().splitlines():  # "greedy start: level k/L, loss X, T s"

@@ -1,7 +1,7 @@
 """The greedy start: real images picked on the KRR loss itself, level by level (issue #39).
 
-    orders = greedy_orders(objective, length=10)     # {class: training indices}, nested
-    x0, y0 = start_set(objective, 10, "greedy")      # start.py reads them (cached on disk)
+    x0, y0 = start_set(objective, 10, "greedy")      # start.py: the orders, computed once and cached
+    orders = greedy_orders(objective, 10, herding)   # {class: training indices}, nested (no cache)
 
 Herding (start.py) picks the images whose running feature mean tracks the class mean in pool
 network 0; it never reads the loss that the generator and krr-pixel minimise. This picks on that
@@ -15,8 +15,8 @@ most ``sweeps`` times, stopping early when a sweep changes nothing) over the lev
 by class, setting each slot to the candidate of its class with the lowest mean loss, the other
 slots held. The first k - 1 picks of a class are never moved at level k, so the first k picks are
 the IPC-k set: one order serves every size up to ``length``, and a longer order continues a
-shorter one. Candidates of a class: herding's first max(length, ORDER_LENGTH) picks and
-``candidates`` seeded random images of the class.
+shorter one. Candidates of a class: its herding picks (start.py passes the first
+max(length, ORDER_LENGTH)) and ``candidates`` seeded random images of the class.
 
 Scoring a slot (SwapScan) is the dual form in the set's M x M space, with every candidate at once
 and no network pass (the candidates' features are computed once). For the set S held, with
@@ -30,7 +30,9 @@ rank-two terms (row and column s):
     Y* = (B' + mu' I)^-1 c' = Mi c' - Mi V E (I + V^T Mi V E)^-1 V^T Mi c'
     L  = (yy - <Y*, c'> - mu' ||Y*||^2) / n            (as (B' + mu' I) Y* = c')
 
-so a candidate costs a few M x M products instead of five M x M solves. The ridge scales lam'
+with V and E replaced by Z and T E T^T (V = Z T, Z orthonormal): V's columns differ in scale by
+orders of magnitude and repeat G e_s, and the capacitance I + V^T Mi V E is well conditioned only
+in such a basis. A candidate costs a few M x M products instead of five M x M solves. The ridge scales lam'
 (lam * mean diag K_SS) and mu' (mu * mean diag B) are the held set's during a scan; the winner is
 then scored exactly, at its own scales, and kept only when its loss is lower, so the exact mean
 loss never rises. Cost per network and slot: O(M^3) per kept swap, O(M^2) per candidate; on
@@ -152,18 +154,18 @@ def candidate_pool(objective, herding: list, candidates: int = CANDIDATES, seed:
     return out
 
 
-def greedy_orders(objective, length: int, candidates: int = CANDIDATES, sweeps: int = SWEEPS, seed: int = 0,
-                  prefix: dict | None = None, progress: bool = False) -> dict:
+def greedy_orders(objective, length: int, herding: list, candidates: int = CANDIDATES, sweeps: int = SWEEPS,
+                  seed: int = 0, prefix: dict | None = None, progress: bool = False) -> dict:
     """{class: training-set indices of its first ``length`` greedy picks} for every class, nested
-    (module docstring). ``prefix``: orders already computed by the same settings, continued."""
+    (module docstring). ``herding[c]``: class c's herding order, at least ``length`` picks (each
+    level adds the next one; all are candidates). ``prefix``: orders already computed by the same
+    settings, continued."""
     from .features import features
-    from .start import ORDER_LENGTH, class_order
 
     if sweeps < 1 or candidates < 0:
         raise UsageError(f"greedy orders need sweeps >= 1 and candidates >= 0 (got {sweeps}, {candidates}).")
     ds, k_cls, pool = objective.dataset, objective.dataset.num_classes, objective.pool
-    herd = [class_order(objective, c, max(length, ORDER_LENGTH), "herding") for c in range(k_cls)]
-    cand = candidate_pool(objective, herd, candidates, seed)
+    cand = candidate_pool(objective, herding, candidates, seed)
     flat = torch.cat(cand)
     n_feat, m = len(flat), length * k_cls
     # per network: F and F Gram (N x d, float64), then per slot M x M blocks and O x M x 6 pieces
@@ -187,7 +189,7 @@ def greedy_orders(objective, length: int, candidates: int = CANDIDATES, sweeps: 
     for level in range(start_level, length):
         lam = objective.lam_for((level + 1) * k_cls)
         for c in range(k_cls):
-            per_class[c].append(next(pos[int(i)] for i in herd[c] if pos[int(i)] not in per_class[c]))
+            per_class[c].append(next(pos[int(i)] for i in herding[c] if pos[int(i)] not in per_class[c]))
         rows = torch.tensor([r for p in per_class for r in p], device=scans[0].f.device)
         held_loss = sum(sc.hold(rows, lam) for sc in scans) / len(scans)
         for _ in range(sweeps):

@@ -143,7 +143,9 @@ def compute_orders(objective, method: str, length: int = ORDER_LENGTH, prefix: d
     if method == "greedy":
         from .greedy import greedy_orders
         check_ipc(objective.dataset, length)
-        orders = greedy_orders(objective, length, prefix=prefix)
+        herding = [class_order(objective, c, max(length, ORDER_LENGTH), "herding")
+                   for c in range(len(objective.class_index))]
+        orders = greedy_orders(objective, length, herding, prefix=prefix)
     else:
         orders = {}
         for c, members in enumerate(objective.class_index):

@@ -5,9 +5,16 @@ import torch
 
 from mgdd import krr
 from mgdd.features import FeatureConfig, features
-from mgdd.greedy import SwapScan, greedy_orders
+from mgdd.greedy import SwapScan
 from mgdd.objective import KRRObjective
-from mgdd.start import coreset_indices, forget_orders, start_set
+from mgdd.start import class_order, coreset_indices, forget_orders, start_set
+
+
+def greedy_orders(objective, length, **kw):
+    """greedy.greedy_orders with herding's orders, as start.py passes them (no cache)."""
+    from mgdd import greedy
+    herding = [class_order(objective, c, max(length, 100), "herding") for c in range(len(objective.class_index))]
+    return greedy.greedy_orders(objective, length, herding, **kw)
 
 
 def direct_loss(f, moments, rows, lam_abs, mu_abs):
@@ -80,8 +87,8 @@ def test_greedy_start_is_cached_continued_and_used(tmp_path, tiny_dataset, monke
     assert len(list(tmp_path.glob("*greedy*-orders.safetensors"))) == 1
     calls = []
     real = greedy.greedy_orders
-    monkeypatch.setattr(greedy, "greedy_orders", lambda o, n, **kw: (calls.append((n, kw.get("prefix"))),
-                                                                     real(o, n, **kw))[1])
+    monkeypatch.setattr(greedy, "greedy_orders", lambda o, n, h, **kw: (calls.append((n, kw.get("prefix"))),
+                                                                        real(o, n, h, **kw))[1])
     assert torch.equal(start_set(make(), 2, "greedy")[0], x2) and calls == []
     three = coreset_indices(make(), 3, "greedy")
     assert len(calls) == 1 and calls[0][0] == 3 and calls[0][1] is not None  # continued from 2 levels
@@ -98,7 +105,6 @@ def test_a_swap_that_raises_the_exact_loss_is_never_kept(tiny_objective, monkeyp
     upside down every proposed swap is the worst candidate, so each is rejected, the held
     factorisation is restored, and the orders stay herding's."""
     import mgdd.greedy as greedy
-    from mgdd.start import class_order
     real = greedy.SwapScan.scan
     monkeypatch.setattr(greedy.SwapScan, "scan", lambda self, slot, options: -real(self, slot, options))
     orders = greedy_orders(tiny_objective, 3)
