@@ -34,10 +34,8 @@ import mgdd
 from mgdd.distilled import distilled_meta
 from mgdd.features import features
 from mgdd.generate import default_guide_nets, default_passes, synthesize
-from mgdd.greedy import candidate_pool
+from mgdd.greedy import CANDIDATES, candidate_pool
 from mgdd.start import ORDER_LENGTH, class_order
-
-CANDIDATES = 128
 
 
 class SetLosses:
