@@ -199,6 +199,10 @@ def main():
     p.add_argument("--label-mu", default=None, metavar="MU|gcv",
                    help="the final labels' ridge (KRRObjective(label_mu=...); issue #40); its cells go to "
                         "OUT/NAME-label-MU/ so the default's stay apart")
+    p.add_argument("--cached-orders", action="store_true",
+                   help="read coreset orders from mgdd's disk cache (as `mgdd precompute --start greedy --start-ipc N` "
+                        "writes them) instead of each row computing its own; the cells' seconds then count the "
+                        "cached search's recorded seconds")
     p.add_argument("--table", action="store_true", help="print the table from the finished cells and stop")
     args = p.parse_args()
     label_mu = None if args.label_mu is None else (args.label_mu if args.label_mu == "gcv" else float(args.label_mu))
@@ -211,7 +215,7 @@ def main():
     cells_dir.mkdir(parents=True, exist_ok=True)
     dataset = mgdd.load_dataset(args.dataset, image_size=args.image_size)
     objective = mgdd.KRRObjective(dataset, label_mu=label_mu, device=args.device)
-    objective.cache = False  # coreset orders are not read from the disk cache: each row times its own selection
+    objective.cache = args.cached_orders  # by default each row times its own coreset selection (no disk cache)
     for ipc in [int(i) for i in args.ipcs.split(",")]:
         for row in args.rows.split(","):
             path = cells_dir / f"ipc{ipc}-{row.replace(':', '_').replace('+', '-').replace('@', '_at_')}.json"
@@ -219,7 +223,7 @@ def main():
             if cell is not None and len(cell["accuracies"]) >= args.runs:
                 continue
             torch.manual_seed(0)
-            forget_orders(objective)  # every row pays for its own coreset selection (no disk cache: below)
+            forget_orders(objective)  # every row pays for its own coreset selection (unless --cached-orders)
             t0 = time.perf_counter()
             ds = build(row, objective, ipc, Path(args.runs_dir))
             wall = time.perf_counter() - t0
@@ -235,6 +239,7 @@ def main():
                     "start": ds.meta.get("start", ds.meta.get("init", "random")), "passes": ds.meta.get("passes", 1),
                     **({"label_mu": label_mu, "label_mu_picked": ds.meta["objective"].get("label_mu_picked")}
                        if label_mu is not None else {}),
+                    **({"cached_orders": True} if args.cached_orders else {}),
                     "protocol": f"ConvNet-3, {args.epochs} epochs, CE at T=0.25, runs seeded 0..{len(done) - 1}",
                     "devices": f"objective {args.device}, evaluation {default_device()}"}
             path.write_text(json.dumps(cell, indent=1) + "\n")

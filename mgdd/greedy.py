@@ -155,11 +155,13 @@ def candidate_pool(objective, herding: list, candidates: int = CANDIDATES, seed:
 
 
 def greedy_orders(objective, length: int, herding: list, candidates: int = CANDIDATES, sweeps: int = SWEEPS,
-                  seed: int = 0, prefix: dict | None = None, progress: bool = False) -> dict:
+                  seed: int = 0, prefix: dict | None = None, progress: bool = False, on_level=None) -> dict:
     """{class: training-set indices of its first ``length`` greedy picks} for every class, nested
     (module docstring). ``herding[c]``: class c's herding order, at least ``length`` picks (each
     level adds the next one; all are candidates). ``prefix``: orders already computed by the same
-    settings, continued."""
+    settings, continued. ``on_level(orders, seconds)``, when given, is called after every level with
+    the orders so far and the seconds since the call began (start.py saves them: a long search
+    resumes from its last level)."""
     from .features import features
 
     if sweeps < 1 or candidates < 0:
@@ -219,4 +221,10 @@ def greedy_orders(objective, length: int, herding: list, candidates: int = CANDI
         if progress:
             print(f"greedy start: level {level + 1}/{length}, loss {held_loss:.4f}, "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
+        if on_level is not None and level + 1 < length:
+            on_level(_orders(flat, per_class), time.perf_counter() - t0)
+    return _orders(flat, per_class)
+
+
+def _orders(flat: torch.Tensor, per_class: list) -> dict:
     return {c: flat[torch.tensor(p, dtype=torch.long)] for c, p in enumerate(per_class)}

@@ -83,6 +83,7 @@ class KRRObjective:
         self.dataset, self.lam, self.mu, self.ridge = dataset, lam, mu, ridge
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.cache = cache  # the moments, and start.py's coreset orders, are kept on disk
+        self.progress = progress  # the moments' callback; set, long precomputes (greedy's search) report too
         self.feature_config = feature_config or FeatureConfig()
         self.pool = FeaturePool(self.feature_config, dataset.channels, dataset.image_size, pool_size, seed,
                                 cache_dir=cache_dir).to(device)

@@ -31,6 +31,7 @@ import torch
 
 from .data import check_ipc, sample_init
 from .errors import unknown_name
+from .progress import Progress
 
 STARTS = ("random", "herding", "kcenter", "greedy")
 
@@ -145,22 +146,40 @@ def compute_orders(objective, method: str, length: int = ORDER_LENGTH, prefix: d
         check_ipc(objective.dataset, length)
         herding = [class_order(objective, c, max(length, ORDER_LENGTH), "herding")
                    for c in range(len(objective.class_index))]
-        orders = greedy_orders(objective, length, herding, prefix=prefix)
+        done = min((len(o) for o in (prefix or {}).values()), default=0)
+        bar = Progress(length, "greedy start (levels a class)", enabled=bool(getattr(objective, "progress", None)),
+                       initial=done)
+
+        def on_level(partial, sec):     # each level saved: a search stopped part-way resumes from it
+            _save_orders(path, method, partial, before + sec)
+            bar.update(1)
+        orders = greedy_orders(objective, length, herding, prefix=prefix, on_level=on_level)
+        bar.update(1)
+        bar.close()
     else:
         orders = {}
         for c, members in enumerate(objective.class_index):
             local = PICKERS[method](_class_features(objective, c), min(len(members), length))
             orders[c] = members[torch.tensor(local, dtype=torch.long)]
     seconds = before + time.perf_counter() - t0
-    if path is not None:
-        from .errors import MgddError
-        from .io import save_tensors
-        try:
-            save_tensors(path, {f"c{c}": o for c, o in orders.items()},
-                         {"kind": "coreset-orders", "method": method, "length": length, "seconds": seconds}, force=True)
-        except (OSError, MgddError):
-            pass  # caching is an optimisation (features.py warns about an unwritable cache once)
+    _save_orders(path, method, orders, seconds)
     return {"orders": orders, "seconds": seconds, "cached": False}
+
+
+def _save_orders(path, method: str, orders: dict, seconds: float) -> None:
+    """Write ``orders`` to the disk cache (atomically; nothing when the objective keeps no cache).
+    Greedy's search saves every level this way, so a search stopped part-way serves the sizes it
+    reached and a later call continues it (the cache check above)."""
+    if path is None:
+        return
+    from .errors import MgddError
+    from .io import save_tensors
+    length = min(len(o) for o in orders.values())
+    try:
+        save_tensors(path, {f"c{c}": o for c, o in orders.items()},
+                     {"kind": "coreset-orders", "method": method, "length": length, "seconds": seconds}, force=True)
+    except (OSError, MgddError):
+        pass  # caching is an optimisation (features.py warns about an unwritable cache once)
 
 
 def order_seconds(objective, method: str) -> float:

@@ -110,3 +110,35 @@ def test_a_swap_that_raises_the_exact_loss_is_never_kept(tiny_objective, monkeyp
     orders = greedy_orders(tiny_objective, 3)
     for c in range(3):
         assert torch.equal(orders[c], class_order(tiny_objective, c, 3, "herding"))
+
+
+def test_an_interrupted_search_resumes_from_its_last_level(tmp_path, tiny_dataset, monkeypatch):
+    """Every finished level is saved to the cache: a search to IPC 4 stopped after level 2 leaves
+    a cache that serves IPC 2 without a search, and the next call to IPC 4 continues from level 2
+    (not from scratch) to the orders a search from scratch makes."""
+    import pytest
+
+    import mgdd.greedy as greedy
+    make = lambda: KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=2,  # noqa: E731
+                                cache=True, cache_dir=tmp_path)
+    real = greedy.greedy_orders
+
+    def stopped(o, n, h, on_level=None, **kw):
+        def hook(orders, seconds):
+            on_level(orders, seconds)
+            if min(len(v) for v in orders.values()) == 2:
+                raise KeyboardInterrupt
+        return real(o, n, h, on_level=hook, **kw)
+    monkeypatch.setattr(greedy, "greedy_orders", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        coreset_indices(make(), 4, "greedy")
+    calls = []
+    monkeypatch.setattr(greedy, "greedy_orders", lambda o, n, h, **kw: (calls.append((n, kw.get("prefix"))),
+                                                                        real(o, n, h, **kw))[1])
+    two = coreset_indices(make(), 2, "greedy")
+    assert calls == []                                            # served by the saved levels
+    four = coreset_indices(make(), 4, "greedy")
+    assert len(calls) == 1 and all(len(p) == 2 for p in calls[0][1].values())
+    scratch = KRRObjective(tiny_dataset, FeatureConfig(width=8, depth=2), pool_size=2, cache=False)
+    assert torch.equal(four, coreset_indices(scratch, 4, "greedy"))
+    assert torch.equal(two, coreset_indices(scratch, 2, "greedy"))
