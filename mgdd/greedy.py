@@ -39,7 +39,7 @@ loss never rises. Cost per network and slot: O(M^3) per kept swap, O(M^2) per ca
 products by the held M x M matrices done as single GEMMs over every candidate (``_left``; 4x / 7x
 faster than broadcast batched products at M = 500 / 1,000, benchmarks/greedy_scan.py). On
 Fashion-MNIST, one thread of 2 shared cores: 13 s to IPC 10, 318 s to IPC 50
-(results/generator-view/greedy-orders.json), about 24 min more to IPC 100.
+(results/generator-view/greedy-orders.json); levels 59-100 took 23 min more (greedy-orders-100.json).
 """
 
 from __future__ import annotations
