@@ -52,6 +52,15 @@ def test_swap_scan_against_a_direct_solve(tiny_dataset):
             assert abs(value - ref) < 1e-6 * abs(ref), (slot, j, value, ref)
     same = scan.scan(4, torch.tensor([int(rows[4])]))
     assert abs(float(same) - scan.loss) < 1e-9 * scan.loss
+    # a one-slot change updates K_SS and P in place of recomputing them: the same loss and factors
+    trial = rows.clone()
+    trial[5] = 20
+    got = scan.hold(trial, lam)
+    fresh = SwapScan(f, moments, obj.mu)
+    want = fresh.hold(trial, lam)
+    assert abs(got - want) < 1e-9 * abs(want)
+    assert torch.allclose(scan.k, fresh.k, rtol=1e-12) and torch.allclose(scan.p, fresh.p, rtol=1e-10)
+    assert torch.allclose(scan.mi, fresh.mi, rtol=1e-8)
 
 
 def test_greedy_orders_are_nested_continue_and_lower_the_loss(tiny_objective, tiny_dataset):
