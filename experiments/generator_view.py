@@ -87,15 +87,16 @@ def real_means_swapped(generator, objective):
     return generator
 
 
-def adapted_shipped(objective, steps: int, runs_dir: Path):
-    """The shipped generator adapted ``steps`` steps on IPC 1, 10 and 50 (seed 0), saved once in
-    runs_dir/adapted-shipped-kSTEPS and loaded from there afterwards."""
-    path = runs_dir / f"adapted-shipped-k{steps}"
+def adapted_shipped(objective, steps: int, runs_dir: Path, start: str | None = None):
+    """The shipped generator adapted ``steps`` steps on IPC 1, 10 and 50 (seed 0), from ``start``
+    (default: its recorded start), saved once in runs_dir/adapted-shipped-kSTEPS[-START] and loaded
+    from there afterwards."""
+    path = runs_dir / (f"adapted-shipped-k{steps}" + (f"-{start}" if start else ""))
     if (path / "model.safetensors").is_file():
         return mgdd.MetaGenerator.from_pretrained(path).eval()
     generator = shipped(objective.dataset.channels)
     origin = "shipped:" + mgdd.default_meta_generator(objective.dataset.channels).name
-    log = mgdd.adapt(generator, objective, steps=steps, ipcs=[1, 10, 50], seed=0, progress=False)
+    log = mgdd.adapt(generator, objective, steps=steps, ipcs=[1, 10, 50], seed=0, progress=False, start=start)
     generator.save_pretrained(path, metadata=adapted_metadata(log, origin, objective.dataset.name, objective))
     return mgdd.MetaGenerator.from_pretrained(path).eval()
 
@@ -133,8 +134,10 @@ def build(row: str, objective, ipc: int, runs_dir: Path) -> mgdd.DistilledSet:
         return kmeans(objective, ipc, soft_labels=True)
     if row == "shipped":
         return mgdd.generate(shipped(objective.dataset.channels), objective, ipc)
-    if row.startswith("shipped-k"):
-        return mgdd.generate(adapted_shipped(objective, int(row[len("shipped-k"):]), runs_dir), objective, ipc)
+    if row.startswith("shipped-k"):  # shipped-kN[@START]: adapted N steps from START, generated from it
+        steps, _, start = row[len("shipped-k"):].partition("@")
+        return mgdd.generate(adapted_shipped(objective, int(steps), runs_dir, start or None), objective, ipc,
+                             start=start or None)
     if row.startswith("krr-pixel@"):  # krr-pixel@START-sN: N pixel steps from the START coreset (same selection)
         start, steps = row[len("krr-pixel@"):].rsplit("-s", 1)
         return mgdd.krr_pixel(objective, ipc, steps=int(steps), init=start, progress=False)
@@ -232,7 +235,8 @@ def main():
                 res = mgdd.evaluate(ds, dataset, runs=1, seed=r, epochs=args.epochs, progress=False)
                 done.append(100 * res["accuracy_mean"])
             adapt_seconds = ds.meta.get("adapt_seconds") or (
-                json.loads((Path(args.runs_dir) / f"adapted-{row}" / "config.json").read_text())["metadata"]["seconds"]
+                json.loads((Path(args.runs_dir) / f"adapted-{row.replace('@', '-')}" / "config.json").read_text())
+                ["metadata"]["seconds"]
                 if row.startswith("shipped-k") else None)
             cell = {"ipc": ipc, "row": row, "accuracies": done, "seconds": set_seconds(ds), "wall_seconds": wall,
                     **({"adapt_seconds": adapt_seconds} if adapt_seconds is not None else {}),
