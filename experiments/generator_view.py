@@ -204,8 +204,8 @@ def main():
                         "OUT/NAME-label-MU/ so the default's stay apart")
     p.add_argument("--cached-orders", action="store_true",
                    help="read coreset orders from mgdd's disk cache (as `mgdd precompute --start greedy --start-ipc N` "
-                        "writes them) instead of each row computing its own; the cells' seconds then count the "
-                        "cached search's recorded seconds")
+                        "writes them) instead of each row computing its own; the cells' seconds then leave out a "
+                        "search an earlier run or row made")
     p.add_argument("--table", action="store_true", help="print the table from the finished cells and stop")
     args = p.parse_args()
     label_mu = None if args.label_mu is None else (args.label_mu if args.label_mu == "gcv" else float(args.label_mu))

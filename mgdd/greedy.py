@@ -241,7 +241,7 @@ def greedy_orders(objective, length: int, herding: list, candidates: int = CANDI
         if progress:
             print(f"greedy start: level {level + 1}/{length}, loss {held_loss:.4f}, "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
-        if on_level is not None and level + 1 < length:
+        if on_level is not None:
             on_level(_orders(flat, per_class), time.perf_counter() - t0)
     return _orders(flat, per_class)
 

@@ -154,7 +154,6 @@ def compute_orders(objective, method: str, length: int = ORDER_LENGTH, prefix: d
             _save_orders(path, method, partial, before + sec)
             bar.update(1)
         orders = greedy_orders(objective, length, herding, prefix=prefix, on_level=on_level)
-        bar.update(1)
         bar.close()
     else:
         orders = {}
