@@ -10,7 +10,8 @@
 The sets are the bench's methods at seed 0 on Fashion-MNIST (runs/protocols/sets, remade
 when absent): random (hard labels), random+ls, herding+ls, the shipped generator at K = 0
 and krr-pixel at its bench step count. Each (set, protocol) is one resumable cell,
-results/protocols/cells/<method>-ipc<I>-<protocol>.json: a cut run goes on where it stopped.
+results/protocols/cells/<method>-ipc<I>-<protocol>.json: a cut run goes on where it stopped
+(its training state in results/protocols/checkpoints/, git-ignored, written every minute).
 The table puts every protocol's accuracy side by side, and DD-Ranking's scores from them:
 Acc(syn, hard) is the dc protocol's accuracy, Acc(syn, any) the mgdd protocol's, the random
 subset is random+ls under the same protocol, and Acc(real, hard) comes from the `real` cell.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -95,10 +97,13 @@ def cmd_run(args):
                     print(f"{method} IPC {ipc} {name}: the evaluation of {same.name}", flush=True)
                     continue
                 t0 = time.perf_counter()
-                res = evaluate_protocol(ds, dataset, name, runs=args.runs, seed=0, progress=False)
+                ckpts = OUT / "checkpoints" / cell.stem  # a cut cell continues where it stopped (git-ignored)
+                res = evaluate_protocol(ds, dataset, name, runs=args.runs, seed=0, progress=False,
+                                        checkpoint_dir=ckpts, resume=True)
                 res.update(method=method, ipc=ipc, wall_seconds=time.perf_counter() - t0, torch_threads=
                            __import__("torch").get_num_threads(), hard_digest=set_digest(hard_copy(ds)))
                 write_json(cell, res, force=True)
+                shutil.rmtree(ckpts, ignore_errors=True)
                 print(f"{method} IPC {ipc} {name}: {100 * res['accuracy_mean']:.2f} ± {100 * res['accuracy_std']:.2f} "
                       f"({res['runs']} runs, {res['wall_seconds']:.0f} s)", flush=True)
 

@@ -105,9 +105,8 @@ def evaluate_protocol(ds, dataset, name: str, runs: int = 1, seed: int = 0, devi
     """Score ``ds`` under the named protocol (``PROTOCOLS``). ``overrides`` change a protocol's
     settings (mgdd: any evaluate() keyword; dc/dsa: epochs; rfad: the keys of RFAD_LOOP and lr,
     label_scale, weight_decay, valid_per_class); every change is recorded under "deviations".
-    ``checkpoint_dir``: the runs of mgdd, dc and dsa keep their training state in its subfolder
-    named after the protocol, and ``resume`` continues them (evaluate.evaluate); rfad's
-    early-stopped loop is short and starts over."""
+    ``checkpoint_dir``: each protocol's runs keep their training state in its subfolder named
+    after the protocol, and ``resume`` continues them exactly (evaluate.evaluate; evaluate_rfad)."""
     from .evaluate import evaluate, sub_checkpoints
     check_names([name])
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -126,7 +125,7 @@ def evaluate_protocol(ds, dataset, name: str, runs: int = 1, seed: int = 0, devi
         deviations = {"epochs": epochs} if epochs != (1000 if name == "dsa" else 300) else {}
     else:
         res, deviations = evaluate_rfad(ds, dataset, runs=runs, seed=seed, device=device, progress=progress,
-                                        **overrides)
+                                        **ckpt, **overrides)
     res.update(protocol=name, protocol_source=PROTOCOLS[name].source, deviations=deviations)
     return res
 
@@ -173,11 +172,19 @@ def rfad_bytes(batch: int, width: int, image_size, channels: int) -> float:
 
 
 def evaluate_rfad(ds, dataset, runs: int = 1, seed: int = 0, device="cpu", progress: bool = True,
-                  **overrides) -> tuple:
-    """RFAD's finite-network evaluation (module docstring). Returns (result, deviations)."""
+                  checkpoint_dir=None, resume: bool = False, **overrides) -> tuple:
+    """RFAD's finite-network evaluation (module docstring). Returns (result, deviations).
+
+    ``checkpoint_dir``: run r keeps its state in ``seed<seed + r>.safetensors`` there (the network,
+    the momentum, the best validated network so far, the batch sampler's state, the iteration),
+    written once CHECKPOINT_SECONDS have passed and when the run ends; with ``resume`` each run
+    continues from its file, exactly: a run's only randomness is its seeded initialisation and
+    batch sampler. On a CPU one run is an hour or more (results/protocols/rfad-cpu-cost-ipc1.json)."""
+    from pathlib import Path
+
+    from .distilled import set_digest
     from .evaluate import check_compatible, images_to_test
     from .memory import check_fits
-    from .progress import Progress
     lr_s_wd, source = rfad_settings(dataset.name, ds.meta.get("ipc"))
     settings = dict(RFAD_LOOP, lr=lr_s_wd[0], label_scale=float(lr_s_wd[1]), weight_decay=lr_s_wd[2],
                     valid_per_class=500 if dataset.num_classes == 10 else 100)
@@ -199,56 +206,97 @@ def evaluate_rfad(ds, dataset, runs: int = 1, seed: int = 0, device="cpu", progr
               file=sys.stderr, flush=True)
     x = ds.images.to(device)
     targets = ds.labels.float() if ds.soft else F.one_hot(ds.labels, ds.num_classes).float()
-    s = settings["label_scale"]
-    y = (s * targets).to(device)
+    y = (settings["label_scale"] * targets).to(device)
     vx, vy = _validation_split(dataset, settings["valid_per_class"], seed)
-    vx, vy = vx.to(device), vy.to(device)
-    test_x, test_y = images_to_test(ds, dataset).to(device), dataset.test_y.to(device)
+    valid = (vx.to(device), vy.to(device))
+    test = (images_to_test(ds, dataset).to(device), dataset.test_y.to(device))
+    record = {"protocol": "rfad", **settings, "dataset": dataset.name, "set": set_digest(ds)}
     per_run = []
     for r in range(runs):
-        torch.manual_seed(seed + r)
-        g = torch.Generator().manual_seed(seed + r)
-        net = _rfad_network(dataset.channels, dataset.num_classes, dataset.image_size, settings["width"]).to(device)
-        net0 = copy.deepcopy(net).eval()
-        for p in net0.parameters():
-            p.requires_grad_(False)
-        opt = torch.optim.SGD(net.parameters(), lr=settings["lr"], momentum=0.9)
-        best_acc, best_it, best_state = -1.0, -1, None
-        start = time.perf_counter()
-        bar = Progress(settings["max_iterations"], f"rfad seed {seed + r}", enabled=progress, leave=False)
-        steps = 0
-        for it in range(settings["max_iterations"]):
-            if it % settings["eval_every"] == 0:
-                acc = _centred_accuracy(net, net0, vx, vy)
-                if acc > best_acc:
-                    best_acc, best_it = acc, it
-                    best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            if it >= best_it + settings["patience"]:
-                break
-            steps += 1
-            idx = None if batch == n else torch.randint(n, (batch,), generator=g).to(device)
-            xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-            with torch.no_grad():
-                out0 = net0(xb)
-            loss = ((net(xb) - out0 - yb) ** 2).mean() / s ** 2
-            if settings["weight_decay"]:
-                loss = loss + settings["weight_decay"] * sum(((p - p0) ** 2).sum() for p, p0 in
-                                                             zip(net.parameters(), net0.parameters()))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if not torch.isfinite(loss):
-                raise UsageError(f"rfad evaluation training diverged (loss {loss.item()}) at iteration {it}; the "
-                                 "set's labels or images may be extreme.")
-            bar.update(1, loss=f"{loss.item():.4f}")
-        bar.close()
-        net.load_state_dict(best_state)
-        per_run.append({"seed": seed + r, "accuracy": _centred_accuracy(net, net0, test_x, test_y),
-                        "valid_accuracy": best_acc, "best_iteration": best_it, "iterations": steps,
-                        "train_seconds": time.perf_counter() - start})
+        ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / f"seed{seed + r}.safetensors"
+        per_run.append(_rfad_run(x, y, batch, settings, dataset, seed + r, valid, test, device, progress,
+                                 ckpt, resume, {**record, "seed": seed + r}))
     accs = torch.tensor([p["accuracy"] for p in per_run])
     res = {"model": f"convnet width {settings['width']}, no norm (RFAD)", "runs": runs,
-           "label_kind": "soft" if ds.soft else "hard", "images": n, "soft_loss": f"mse on labels x {s:g}, centred",
+           "label_kind": "soft" if ds.soft else "hard", "images": n,
+           "soft_loss": f"mse on labels x {settings['label_scale']:g}, centred",
            "settings": settings, "settings_from": source, "accuracy_mean": accs.mean().item(),
            "accuracy_std": accs.std().item() if runs > 1 else 0.0, "per_run": per_run, "device": str(device)}
     return res, deviations
+
+
+def _rfad_run(x, y, batch: int, settings: dict, dataset, seed: int, valid: tuple, test: tuple, device,
+              progress: bool, checkpoint, resume: bool, record: dict) -> dict:
+    """One early-stopped run of the rfad protocol: train f - f_0 on (x, y) by MSE, validate every
+    ``eval_every`` iterations, stop ``patience`` iterations after the best, test the best network.
+    ``checkpoint`` / ``resume`` / ``record`` (the settings a resume must match): evaluate_rfad."""
+    from pathlib import Path
+
+    from .checkpoint import load_state, load_weights, save_state
+    from .evaluate import CHECKPOINT_SECONDS
+    from .progress import Progress
+    n, s = len(x), settings["label_scale"]
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    net = _rfad_network(dataset.channels, dataset.num_classes, dataset.image_size, settings["width"]).to(device)
+    net0 = copy.deepcopy(net).eval()   # f_0: the seeded initialisation, made again on a resume
+    for p in net0.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.SGD(net.parameters(), lr=settings["lr"], momentum=0.9)
+    best_acc, best_it, best_state, first, steps, before = -1.0, -1, None, 0, 0, 0.0
+    if checkpoint is not None and resume and Path(checkpoint).exists():
+        tensors, info = load_state(checkpoint, opt, settings=record)
+        g.set_state(tensors.pop("sampler_rng"))
+        best_state = {k[len("best."):]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
+        load_weights(net, {k: v for k, v in tensors.items() if not k.startswith("best.")}, checkpoint)
+        first, before = info["step"], info["seconds"]
+        best_acc, best_it, steps = info["best_accuracy"], info["best_iteration"], info["iterations"]
+        if info.get("finished"):
+            net.load_state_dict(best_state)
+            return {"seed": seed, "accuracy": _centred_accuracy(net, net0, *test), "valid_accuracy": best_acc,
+                    "best_iteration": best_it, "iterations": steps, "train_seconds": before,
+                    "resumed_at_iteration": first}
+
+    def save(it: int, finished: bool = False) -> None:
+        save_state(checkpoint, {**net.state_dict(), **{f"best.{k}": v for k, v in best_state.items()},
+                                "sampler_rng": g.get_state()}, opt,
+                   {"step": it, "seconds": before + time.perf_counter() - start, "settings": record,
+                    "best_accuracy": best_acc, "best_iteration": best_it, "iterations": steps, "finished": finished})
+
+    start = last_save = time.perf_counter()
+    bar = Progress(settings["max_iterations"], f"rfad seed {seed}", enabled=progress, leave=False, initial=first)
+    for it in range(first, settings["max_iterations"]):
+        if it % settings["eval_every"] == 0:
+            acc = _centred_accuracy(net, net0, *valid)
+            if acc > best_acc:
+                best_acc, best_it = acc, it
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        if it >= best_it + settings["patience"]:
+            break
+        steps += 1
+        idx = None if batch == n else torch.randint(n, (batch,), generator=g).to(device)
+        xb, yb = (x, y) if idx is None else (x[idx], y[idx])
+        with torch.no_grad():
+            out0 = net0(xb)
+        loss = ((net(xb) - out0 - yb) ** 2).mean() / s ** 2
+        if settings["weight_decay"]:
+            loss = loss + settings["weight_decay"] * sum(((p - p0) ** 2).sum() for p, p0 in
+                                                         zip(net.parameters(), net0.parameters()))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if not torch.isfinite(loss):
+            raise UsageError(f"rfad evaluation training diverged (loss {loss.item()}) at iteration {it}; the "
+                             "set's labels or images may be extreme.")
+        if checkpoint is not None and time.perf_counter() - last_save >= CHECKPOINT_SECONDS:
+            save(it + 1)
+            last_save = time.perf_counter()
+        bar.update(1, loss=f"{loss.item():.4f}")
+    bar.close()
+    if checkpoint is not None:
+        save(steps, finished=True)
+    seconds = before + time.perf_counter() - start
+    net.load_state_dict(best_state)
+    return {"seed": seed, "accuracy": _centred_accuracy(net, net0, *test), "valid_accuracy": best_acc,
+            "best_iteration": best_it, "iterations": steps, "train_seconds": seconds,
+            **({"resumed_at_iteration": first} if first else {})}

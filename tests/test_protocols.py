@@ -114,3 +114,51 @@ def test_a_set_scored_under_two_protocols_records_both(tmp_path, tiny_npz, capsy
     res = json.loads(small.read_text())
     assert res["batch_size"] == 4 and res["deviations"] == {"batch_size": 4, "epochs": 2}
     assert main(["evaluate", str(s), "--protocol", "dc", "--batch-size", "4", "--quiet"]) == 2
+
+
+def test_an_interrupted_rfad_run_resumes_exactly_and_a_finished_one_is_only_tested_again(
+        soft_set, tiny_dataset, tmp_path, monkeypatch):
+    """rfad's runs keep their state like the other protocols' (an hour or more a run on a CPU):
+    cut after iteration 25 and resumed, a run ends with the same best iteration, validation and
+    test accuracy as the uninterrupted run; batches are sampled here (over full_batch_up_to), so
+    the sampler's state must carry over. A finished run's file is only tested again, and a resume
+    with another setting is refused."""
+    import importlib
+
+    from mgdd.io import load_tensors
+    ev, pr = importlib.import_module("mgdd.evaluate"), importlib.import_module("mgdd.progress")
+    tiny = dict(TINY_RFAD, full_batch_up_to=3, batch=4, max_iterations=60, patience=60)
+    assert len(soft_set.images) > 4
+    whole = evaluate_protocol(soft_set, tiny_dataset, "rfad", progress=False, checkpoint_dir=tmp_path / "whole",
+                              **tiny)["per_run"][0]
+
+    class Stop(Exception):
+        pass
+
+    class StopAt(pr.Progress):  # killed right after the checkpoint of iteration 25
+        def update(self, n=1, **postfix):
+            super().update(n, **postfix)
+            if self.n == 25:
+                raise Stop()
+
+    monkeypatch.setattr(ev, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(pr, "Progress", StopAt)
+    with pytest.raises(Stop):
+        evaluate_protocol(soft_set, tiny_dataset, "rfad", progress=False, checkpoint_dir=tmp_path / "cut", **tiny)
+    monkeypatch.setattr(pr, "Progress", StopAt.__mro__[1])
+    resumed = evaluate_protocol(soft_set, tiny_dataset, "rfad", progress=False, checkpoint_dir=tmp_path / "cut",
+                                resume=True, **tiny)["per_run"][0]
+    assert resumed["resumed_at_iteration"] == 25
+    for key in ("accuracy", "valid_accuracy", "best_iteration", "iterations"):
+        assert resumed[key] == whole[key], key
+    # the last and the best networks, the momentum and the sampler's state, bit for bit
+    (a, _), (b, _) = (load_tensors(tmp_path / d / "rfad" / "seed0.safetensors") for d in ("whole", "cut"))
+    assert a.keys() == b.keys() and any(k.startswith("param.best.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    again = evaluate_protocol(soft_set, tiny_dataset, "rfad", progress=False, checkpoint_dir=tmp_path / "cut",
+                              resume=True, **tiny)["per_run"][0]
+    assert again["resumed_at_iteration"] == whole["iterations"] and again["accuracy"] == whole["accuracy"]
+    with pytest.raises(UsageError, match="other settings"):
+        evaluate_protocol(soft_set, tiny_dataset, "rfad", progress=False, checkpoint_dir=tmp_path / "cut",
+                          resume=True, **dict(tiny, lr=0.5))
