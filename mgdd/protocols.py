@@ -202,7 +202,8 @@ def evaluate_rfad(ds, dataset, runs: int = 1, seed: int = 0, device="cpu", progr
                "run it on a GPU, or score this set with --protocol mgdd, dc or dsa")
     if progress and str(device) == "cpu" and settings["width"] >= 512:
         print(f"mgdd: note: the rfad protocol trains a width-{settings['width']} network; on a CPU a run takes an hour "
-              "or more (measured on 2 cores: results/protocols/rfad-cpu-cost-ipc1.json). A GPU is the place for it.",
+              "or more (measured on 2 cores: results/protocols/rfad-cpu-cost-ipc1.json). A GPU is the place for it"
+              + ("." if checkpoint_dir is not None else "; with --out a cut run continues with --resume."),
               file=sys.stderr, flush=True)
     x = ds.images.to(device)
     targets = ds.labels.float() if ds.soft else F.one_hot(ds.labels, ds.num_classes).float()
