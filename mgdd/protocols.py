@@ -29,6 +29,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -180,8 +181,6 @@ def evaluate_rfad(ds, dataset, runs: int = 1, seed: int = 0, device="cpu", progr
     written once CHECKPOINT_SECONDS have passed and when the run ends; with ``resume`` each run
     continues from its file, exactly: a run's only randomness is its seeded initialisation and
     batch sampler. On a CPU one run is an hour or more (results/protocols/rfad-cpu-cost-ipc1.json)."""
-    from pathlib import Path
-
     from .distilled import set_digest
     from .evaluate import check_compatible, images_to_test
     from .memory import check_fits
@@ -231,8 +230,6 @@ def _rfad_run(x, y, batch: int, settings: dict, dataset, seed: int, valid: tuple
     """One early-stopped run of the rfad protocol: train f - f_0 on (x, y) by MSE, validate every
     ``eval_every`` iterations, stop ``patience`` iterations after the best, test the best network.
     ``checkpoint`` / ``resume`` / ``record`` (the settings a resume must match): evaluate_rfad."""
-    from pathlib import Path
-
     from .checkpoint import load_state, load_weights, save_state
     from .evaluate import CHECKPOINT_SECONDS
     from .progress import Progress
@@ -245,6 +242,13 @@ def _rfad_run(x, y, batch: int, settings: dict, dataset, seed: int, valid: tuple
         p.requires_grad_(False)
     opt = torch.optim.SGD(net.parameters(), lr=settings["lr"], momentum=0.9)
     best_acc, best_it, best_state, first, steps, before = -1.0, -1, None, 0, 0, 0.0
+
+    def result(seconds: float) -> dict:  # the best validated network, tested
+        net.load_state_dict(best_state)
+        return {"seed": seed, "accuracy": _centred_accuracy(net, net0, *test), "valid_accuracy": best_acc,
+                "best_iteration": best_it, "iterations": steps, "train_seconds": seconds,
+                **({"resumed_at_iteration": first} if first else {})}
+
     if checkpoint is not None and resume and Path(checkpoint).exists():
         tensors, info = load_state(checkpoint, opt, settings=record)
         g.set_state(tensors.pop("sampler_rng"))
@@ -253,10 +257,7 @@ def _rfad_run(x, y, batch: int, settings: dict, dataset, seed: int, valid: tuple
         first, before = info["step"], info["seconds"]
         best_acc, best_it, steps = info["best_accuracy"], info["best_iteration"], info["iterations"]
         if info.get("finished"):
-            net.load_state_dict(best_state)
-            return {"seed": seed, "accuracy": _centred_accuracy(net, net0, *test), "valid_accuracy": best_acc,
-                    "best_iteration": best_it, "iterations": steps, "train_seconds": before,
-                    "resumed_at_iteration": first}
+            return result(before)
 
     def save(it: int, finished: bool = False) -> None:
         save_state(checkpoint, {**net.state_dict(), **{f"best.{k}": v for k, v in best_state.items()},
@@ -296,8 +297,4 @@ def _rfad_run(x, y, batch: int, settings: dict, dataset, seed: int, valid: tuple
     bar.close()
     if checkpoint is not None:
         save(steps, finished=True)
-    seconds = before + time.perf_counter() - start
-    net.load_state_dict(best_state)
-    return {"seed": seed, "accuracy": _centred_accuracy(net, net0, *test), "valid_accuracy": best_acc,
-            "best_iteration": best_it, "iterations": steps, "train_seconds": seconds,
-            **({"resumed_at_iteration": first} if first else {})}
+    return result(before + time.perf_counter() - start)
