@@ -17,7 +17,7 @@ from .errors import UsageError, check_range
 from .distilled import DistilledSet, distilled_meta
 from .generator import MetaGenerator, check_channels
 from .objective import KRRObjective
-from .start import check_start, start_set
+from .start import resolve_start, start_set
 
 GUIDE_NETS = 2  # pool networks whose mean loss gradient is the generator's guide input
 
@@ -111,8 +111,12 @@ def default_passes(generator: MetaGenerator) -> int:
 
 
 def default_start(generator: MetaGenerator) -> str:
-    """The start X_0 a generator was meta-trained from (recorded when not "random"), else "random"."""
-    return str(getattr(generator, "metadata", {}).get("start", "random"))
+    """The start a generator generates from by default: its recorded ``generate_start`` (the shipped
+    generator records "auto": meta-trained from herding, it measured better from the greedy start,
+    start.py), else the start it was meta-trained or adapted from (recorded when not "random"),
+    else "random"."""
+    meta = getattr(generator, "metadata", {})
+    return str(meta.get("generate_start", meta.get("start", "random")))
 
 
 def default_guide_nets(generator: MetaGenerator) -> int:
@@ -183,8 +187,8 @@ def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: 
     """A distilled set of ``ipc`` images per class: X_0, ``passes`` generator passes (default: as
     many as the generator was trained for), least-squares labels. ``guide_nets``: the pool
     networks each pass's guide averages over (see synthesize; default: as the generator was
-    trained). ``start``: where X_0 comes from (start.py; default: the start the generator was
-    meta-trained from, else "random")."""
+    trained). ``start``: where X_0 comes from (start.py; default: default_start). The set records
+    the start it used ("auto" resolved at this size, with ``start_rule: "auto"``)."""
     dataset = objective.dataset
     check_ipc(dataset, ipc)
     check_channels(generator, dataset)
@@ -194,8 +198,8 @@ def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: 
                          "does not apply to it; leave it out.")
     guide_nets = default_guide_nets(generator) if guide_nets is None else guide_nets
     check_range("passes", passes, 1)
-    start = default_start(generator) if start is None else start
-    check_start(start)
+    asked = default_start(generator) if start is None else start
+    start = resolve_start(asked, objective, ipc)
     generator.to(objective.device).eval()
     t0 = time.perf_counter()  # a coreset start's selection is part of the method's time
     x0, y0 = start_set(objective, ipc, start, seed)
@@ -213,5 +217,7 @@ def generate(generator: MetaGenerator, objective: KRRObjective, ipc: int, seed: 
         extra_meta["guide_nets"] = guide_nets
     if start != "random":  # absent means random: sets from before the option read the same
         extra_meta["start"] = start
+    if asked == "auto":
+        extra_meta["start_rule"] = "auto"
     return DistilledSet(x_s.float().cpu(), labels, distilled_meta(dataset, ipc, method, seed, objective, timing,
                                                                   **extra_meta), dataset.zca)

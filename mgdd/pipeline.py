@@ -84,7 +84,9 @@ def adapted_generator(source: str, objective: KRRObjective, steps: int, ipcs, lr
                 checkpoint_every=checkpoint_every, resume=resume, progress=progress, source=origin, passes=passes,
                 start=start)
     # an adapted generator generates with the passes and from the start it was adapted with, by default
-    generator.metadata = {**getattr(generator, "metadata", {}), "passes": log["passes"], "start": log["start"]}
+    # (its base's generate_start was the default that adaptation already took, or was overridden)
+    base = {k: v for k, v in getattr(generator, "metadata", {}).items() if k != "generate_start"}
+    generator.metadata = {**base, "passes": log["passes"], "start": log["start"]}
     return generator, origin, log
 
 

@@ -123,6 +123,7 @@ CASES = [
     ("precompute-no-cache", ["precompute", "--dataset", DS, "--no-cache"], 2, "only fills the cache"),
     ("precompute-unknown-start", ["precompute", "--dataset", DS, "--start", "kmeans"], 2, "unknown start"),
     ("precompute-start-ipc-not-greedy", ["precompute", "--dataset", DS, "--start-ipc", "5"], 2, "needs --start greedy"),
+    ("precompute-start-auto", ["precompute", "--dataset", DS, "--start", "auto"], 2, "chosen per size"),
     ("ipc-range-downwards", ["distill", "--dataset", DS, "--ipc", "5-1", "--out", "{t}/D"], 2, "runs downwards"),
     ("ipc-empty-entry", ["distill", "--dataset", DS, "--ipc", "1,,2", "--out", "{t}/D"], 2, "an empty entry in '1,,2'"),
     ("seed-huge", ["baseline", "random", "--dataset", DS, "--ipc", "1", "--seed", "99999999999999999999",

@@ -132,6 +132,10 @@ def test_quick_bench_writes_results_and_resumes(tmp_path, monkeypatch):
     from mgdd.distilled import DistilledSet
     assert DistilledSet.load(out / "sets" / "krr-fresh-ipc5-step4.safetensors").meta["objective"]["mode"] == "fresh"
     assert "krr-fresh" in (out / "results.md").read_text() and "kmeans+ls" in (out / "results.md").read_text()
+    # the shipped generator starts from auto: greedy at these sizes (10 classes x IPC 5 <= 500 images),
+    # whose orders are the bench's one-time precompute, reported beside the moments
+    k0 = DistilledSet.load(out / "sets" / "mgdd-k0-ipc5.safetensors").meta
+    assert (k0["start"], k0["start_rule"]) == ("greedy", "auto") and "Greedy orders" in (out / "results.md").read_text()
     assert saved["unseen"]["ipc"] == 5 and saved["unseen"]["adapt_ipcs"] == [1]
     # sizes never adapted on: here only the unseen cell (adapted on IPC 1, generating IPC 5), set
     # against its start and inside the shipped generator's meta-training range, which run.json records
@@ -564,7 +568,16 @@ def test_resume_with_another_shipped_generator_is_refused(tmp_path, monkeypatch)
     bench.Bench("tiny", out).run()
     recorded = json.loads((out / "run.json").read_text())["meta_generator"]
     assert recorded["name"] == pipeline.SHIPPED[1] and len(recorded["sha256"]) == 64
+    assert recorded["generate_start"] == "auto"  # its default start: the mgdd cells' sets depend on it
     bench.Bench("tiny", out, resume=True).run()  # the same generator resumes
+    # a run recorded before the generator named its default start made its cells from another one
+    run = json.loads((out / "run.json").read_text())
+    run["meta_generator"].pop("generate_start")
+    (out / "run.json").write_text(json.dumps(run))
+    with pytest.raises(UsageError, match="generating from its meta-training start"):
+        bench.Bench("tiny", out, resume=True).run()
+    run["meta_generator"] = recorded
+    (out / "run.json").write_text(json.dumps(run))
     other = tmp_path / "pretrained" / "meta-mnist"
     MetaGenerator(GeneratorConfig(channels=1)).save_pretrained(other)
     monkeypatch.setattr(pipeline, "PRETRAINED_DIR", tmp_path / "pretrained")

@@ -75,6 +75,41 @@ def test_generate_from_the_start_the_generator_records(tmp_path, tiny_objective)
     assert generation_defaults({"passes": 1, "start": "random"}) == {}
 
 
+def test_auto_start_is_greedy_up_to_its_size_then_herding(tiny_objective, monkeypatch):
+    """"auto" is greedy while classes x ipc <= AUTO_GREEDY_IMAGES, herding above, by size alone; the
+    set records what it used, and equals the set made from that start by name."""
+    import mgdd.start as start
+    monkeypatch.setattr(start, "AUTO_GREEDY_IMAGES", 6)              # 3 classes: greedy to IPC 2
+    assert [start.resolve_start("auto", tiny_objective, k) for k in (1, 2, 3)] == ["greedy", "greedy", "herding"]
+    assert start.resolve_start("kcenter", tiny_objective, 3) == "kcenter"
+    for ipc, used in ((2, "greedy"), (3, "herding")):
+        assert torch.equal(start_set(tiny_objective, ipc, "auto")[0], start_set(tiny_objective, ipc, used)[0])
+    g = small_gen()
+    g.metadata = {"start": "herding", "generate_start": "auto"}  # as the shipped generator records it
+    assert default_start(g) == "auto"
+    for ipc, used in ((2, "greedy"), (3, "herding")):
+        ds = generate(g, tiny_objective, ipc)
+        assert ds.meta["start"] == used and ds.meta["start_rule"] == "auto"
+        torch.testing.assert_close(ds.images, generate(g, tiny_objective, ipc, start=used).images)
+        assert "start_rule" not in generate(g, tiny_objective, ipc, start=used).meta
+    # the default shipped: 500 images, so a 10-class set is greedy to IPC 50 and herding at 100
+    monkeypatch.undo()
+    ten = type("Ten", (), {"class_index": [None] * 10})()
+    assert [start.resolve_start("auto", ten, k) for k in (1, 50, 51, 100)] == ["greedy", "greedy", "herding", "herding"]
+
+
+def test_adapting_the_shipped_generator_keeps_auto_unless_told(tiny_objective):
+    """An adapted generator generates from the start it was adapted from: the shipped generator's
+    generate_start ("auto") by default, another one when asked, never its stale generate_start."""
+    from mgdd.pipeline import adapted_generator, load_generator
+    shipped, _ = load_generator("meta", 1)
+    assert default_start(shipped) == "auto" and shipped.metadata["start"] == "herding"
+    g, _, log = adapted_generator("meta", tiny_objective, 1, [1], progress=False)
+    assert log["start"] == "auto" and default_start(g) == "auto" and "generate_start" not in g.metadata
+    g, _, log = adapted_generator("meta", tiny_objective, 1, [1], progress=False, start="kcenter")
+    assert default_start(g) == "kcenter" and generation_defaults(log) == {"passes": 4, "start": "kcenter"}
+
+
 def test_meta_train_records_its_start_and_refuses_another_on_resume(tmp_path, tiny_meta_objective):
     from mgdd.errors import MgddError
     g = small_gen()

@@ -68,9 +68,10 @@ class RunFolder:
         new_gen = self.meta_generator_record()
         if old_gen is not None and old_gen != new_gen:
             if not self.new_generator:
+                start = f", generating from {old_gen.get('generate_start', 'its meta-training start')}"
                 raise UsageError(f"{self.out} was made with another shipped meta generator ({old_gen.get('name')}, "
-                                 f"sha256 {str(old_gen.get('sha256'))[:12]}); use a new --out, --force to start "
-                                 "over, or --new-generator to redo only the cells that use the meta generator.")
+                                 f"sha256 {str(old_gen.get('sha256'))[:12]}{start}); use a new --out, --force to "
+                                 "start over, or --new-generator to redo only the cells that use the meta generator.")
             self.supersede(recorded)
 
     # the cells (and their sets, generators, checkpoints) made from the shipped meta generator;
@@ -97,12 +98,15 @@ class RunFolder:
               "its cells are redone", file=sys.stderr, flush=True)
 
     def meta_generator_record(self) -> dict | None:
-        """Which shipped meta generator the mgdd cells adapt: its folder name and weights digest."""
+        """Which shipped meta generator the mgdd cells adapt: its folder name, weights digest and,
+        when it records one, the start it generates from by default (its config's generate_start:
+        a new default makes other sets from the same weights)."""
         path = default_meta_generator(self.dataset().channels)
         if path is None:
             return None
         digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
-        return {"name": path.name, "sha256": digest}
+        start = read_json(path / "config.json").get("metadata", {}).get("generate_start")
+        return {"name": path.name, "sha256": digest, **({"generate_start": start} if start else {})}
 
     def meta_training_record(self) -> dict | None:
         """What the shipped meta generator was meta-trained on (its source and IPC range), so the

@@ -125,6 +125,7 @@ def summarise(cells: dict, cfg: dict, done, run: dict) -> dict:
                         + f", hard -> cross-entropy; {cfg['runs']} runs; full test set",
             "meta_training": run.get("meta_training"), "features": cells["features"],
             **({"orders": cells["orders-herding"]} if "orders-herding" in cells else {}),
+            **({"greedy_orders": cells["orders-greedy"]} if "orders-greedy" in cells else {}),
             "adapt": {k[:-len("-adapt")]: v for k, v in cells.items() if k.endswith("-adapt")},
             "accuracy": acc, "all_sizes": all_sizes,
             **({"real_hard": _real(cells["real-hard"])} if "real-hard" in cells else {}), "bench_cost": _bench_cost(cells),
@@ -158,7 +159,10 @@ def markdown(r: dict) -> str:
                                                        else "") if cfg.get("label_mu") is not None else "") + "."
              + (f" Herding orders (every class's first {r['orders']['length']} picks in pool network 0's feature "
                 f"space): {_s(r['orders']['seconds'])} s, one-time like the moments, shared by herding+ls and "
-                "every herding-start generator and not counted below." if r.get("orders") else ""), "",
+                "every herding-start generator and not counted below." if r.get("orders") else "")
+             + (f" Greedy orders (every class's first {r['greedy_orders']['length']} picks on the pool's KRR loss): "
+                f"{_s(r['greedy_orders']['seconds'])} s, one-time, shared by greedy+ls and by the generator "
+                "wherever it starts from greedy, and not counted below." if r.get("greedy_orders") else ""), "",
              "## Test accuracy (%)", "",
              f"scratch and mgdd: {cfg['adapt_steps']} adaptation steps (fewer steps: the K table below).", "",
              "| IPC | random | random+ls | herding+ls | " + "".join(f"{m}+ls | " for m in cfg.get("one_shot", []))

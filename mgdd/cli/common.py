@@ -309,7 +309,8 @@ def check_guide_nets(args):
 
 
 START_HELP = ("where X_0 starts: random real images, a herding / kcenter coreset in pool network 0's feature "
-               "space, or greedy: real images picked on the pool's KRR loss (default: the start the generator was "
-               "meta-trained from, which it records)")
+               "space, greedy: real images picked on the pool's KRR loss, or auto: greedy up to 500 images in the "
+               "set (classes x IPC), else herding (default: the start the generator records; the shipped one's "
+               "is auto)")
 
 

@@ -43,6 +43,9 @@ def cmd_precompute(args):
     if args.no_cache:
         raise UsageError("--no-cache: precompute only fills the cache; drop --no-cache.")
     common.check_start(args)
+    if args.start == "auto":
+        raise UsageError("--start auto is chosen per size when a set is made (greedy up to 500 images, else herding); "
+                         "precompute caches one start's orders: use --start greedy --start-ipc N, or --start herding.")
     if args.start_ipc is not None and args.start != "greedy":
         raise UsageError("--start-ipc is how many greedy picks a class to cache; it needs --start greedy "
                          "(herding and kcenter cache their first 100). Drop it or add --start greedy.")

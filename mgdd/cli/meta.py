@@ -66,8 +66,9 @@ def add_parsers(sub):
                         "recorded, so generation uses it by default")
     s.add_argument("--start", default="random",
                    help="where each task's X_0 comes from: random real images, a herding / kcenter coreset in "
-                        "pool network 0's feature space, or greedy (real images picked on the pool's KRR loss) "
-                        "(recorded; generation starts there by default)")
+                        "pool network 0's feature space, greedy (real images picked on the pool's KRR loss), or auto "
+                        "(greedy up to 500 images in the task's set, else herding) (recorded; generation starts "
+                        "there by default)")
     s.add_argument("--meta-steps", type=common.positive_int, default=200)
     s.add_argument("--tasks-per-step", type=common.positive_int, default=4, help="tasks per meta-step (over all ranks)")
     s.add_argument("--inner-steps", type=common.positive_int, default=5)
