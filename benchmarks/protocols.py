@@ -53,7 +53,9 @@ def make_set(method: str, ipc: int, objective) -> mgdd.DistilledSet:
         ds = mgdd.coreset(objective, ipc, "herding", seed=0, soft_labels=True)
     elif method == "generator-k0":
         gen = mgdd.MetaGenerator.from_pretrained(mgdd.default_meta_generator())
-        ds = mgdd.generate(gen, objective, ipc=ipc, seed=0)
+        # the herding start every committed generator-k0 cell was made from (the shipped default
+        # before start="auto"), kept so the pending cells score the same sets
+        ds = mgdd.generate(gen, objective, ipc=ipc, seed=0, start="herding")
     else:
         ds = mgdd.krr_pixel(objective, ipc, steps=KRR_STEPS[ipc], seed=0, progress=False)
     print(f"{method} IPC {ipc}: made in {time.perf_counter() - t0:.1f} s", flush=True)

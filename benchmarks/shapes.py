@@ -70,6 +70,11 @@ def data_dir() -> Path:
     return user_data_dir() / "shapes"
 
 
+# the generator's start in every cell: the shipped generator's default when they were measured,
+# kept so a rerun makes the same sets (its default is now "auto": greedy up to 500 images a set)
+HERDING = "herding"
+
+
 def cache_dir(shape: str) -> Path:
     from mgdd.io import cache_root
     return cache_root() / "shapes" / shape
@@ -204,7 +209,8 @@ def cell(shape: str, stage: str, ipc: int, args) -> dict:
         from mgdd.adapt import adapt
         from mgdd.pipeline import load_generator
         gen, origin = load_generator("meta", dataset.channels, seed=0)
-        log = adapt(gen, obj, steps=args.adapt_steps, ipcs=[ipc], progress=False)
+        # HERDING: the start every committed cell was made from (the shipped default before start="auto")
+        log = adapt(gen, obj, steps=args.adapt_steps, ipcs=[ipc], progress=False, start=HERDING)
         out.update(steps=args.adapt_steps, seconds=log["seconds"], seconds_per_step=log["seconds"] / args.adapt_steps,
                    generator=origin, rebuild_guides=log["rebuild_guides"],
                    memory_limit=os.environ.get("MGDD_MEMORY_LIMIT"))
@@ -212,7 +218,7 @@ def cell(shape: str, stage: str, ipc: int, args) -> dict:
         from mgdd.generate import generate
         from mgdd.pipeline import load_generator
         gen, origin = load_generator("meta", dataset.channels, seed=0)
-        ds = generate(gen, obj, ipc, seed=0)
+        ds = generate(gen, obj, ipc, seed=0, start=HERDING)
         ds.save(sets / f"{shape}-generate-ipc{ipc}.safetensors", force=True)
         shutil.rmtree(OUT / "checkpoints" / f"{shape}-eval-generate-ipc{ipc}", ignore_errors=True)  # a new set
         t = ds.meta["timing"]
@@ -359,7 +365,7 @@ def grid(train_images: int = 10000) -> dict:
                     ds = random_ls(obj, ipc, seed=0)
                 else:
                     gen, _ = load_generator("meta", dataset.channels, seed=0)
-                    ds = generate(gen, obj, ipc, seed=0)
+                    ds = generate(gen, obj, ipc, seed=0, start=HERDING)
                 seconds = time.perf_counter() - t0
                 res = evaluate(ds, dataset, epochs=300, runs=runs, progress=False)
                 cell_out = {"grid": g, "feature_dim": obj.pool.dim, "row": row, "ipc": ipc,

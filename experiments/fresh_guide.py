@@ -45,15 +45,15 @@ def fresh_guide(fresh: FreshObjective, x, draws: int, rng: random.Random) -> tor
 
 
 def make_set(row: str, objective, gen, ipc: int) -> mgdd.DistilledSet:
-    if row == "shipped":
-        return generate(gen, objective, ipc, seed=0)
+    if row == "shipped":  # from herding, as below (the product's default start is now auto)
+        return generate(gen, objective, ipc, seed=0, start="herding")
     draws = int(row.split("-")[1])
     fresh, rng = FreshObjective.sharing(objective), random.Random(0)
     x, y0 = start_set(objective, ipc, "herding", 0)
     with torch.no_grad():
         for _ in range(default_passes(gen)):
             x = gen(x, y0, objective.dataset.num_classes, guide=fresh_guide(fresh, x, draws, rng))
-    base = generate(gen, objective, ipc, seed=0)  # the same meta (start, passes), then this row's images
+    base = generate(gen, objective, ipc, seed=0, start="herding")  # the same meta (start, passes), then this row's images
     return mgdd.DistilledSet(x.float().cpu(), objective.labels(x), {**base.meta, "method": f"mgdd@{row}"})
 
 

@@ -11,7 +11,8 @@ Rows (every one ends in the exact least-squares label solve):
                                        set's own (its pixel-context inputs swapped; no retraining)
   meta:NAME                            a generator folder runs/meta-NAME (meta-trained by the commands
                                        in results/generator-view/README.md), from its recorded start
-  shipped                              the installed meta generator (since #39: meta-herding)
+  shipped                              the installed meta generator (since #39: meta-herding), from herding
+                                       (its default start until start="auto"; pinned so the cells stand)
   shipped-kK                           the same adapted K steps on IPC 1, 10, 50 (seed 0, as `mgdd distill`),
                                        kept in runs/adapted-shipped-kK/ so later sizes reuse it; the
                                        cell's "adapt_seconds" is the adaptation, shared by every size
@@ -89,14 +90,15 @@ def real_means_swapped(generator, objective):
 
 def adapted_shipped(objective, steps: int, runs_dir: Path, start: str | None = None):
     """The shipped generator adapted ``steps`` steps on IPC 1, 10 and 50 (seed 0), from ``start``
-    (default: its recorded start), saved once in runs_dir/adapted-shipped-kSTEPS[-START] and loaded
+    (default: herding, as the cells were made), saved once in runs_dir/adapted-shipped-kSTEPS[-START] and loaded
     from there afterwards."""
     path = runs_dir / (f"adapted-shipped-k{steps}" + (f"-{start}" if start else ""))
     if (path / "model.safetensors").is_file():
         return mgdd.MetaGenerator.from_pretrained(path).eval()
     generator = shipped(objective.dataset.channels)
     origin = "shipped:" + mgdd.default_meta_generator(objective.dataset.channels).name
-    log = mgdd.adapt(generator, objective, steps=steps, ipcs=[1, 10, 50], seed=0, progress=False, start=start)
+    log = mgdd.adapt(generator, objective, steps=steps, ipcs=[1, 10, 50], seed=0, progress=False,
+                     start=start or "herding")
     generator.save_pretrained(path, metadata=adapted_metadata(log, origin, objective.dataset.name, objective))
     return mgdd.MetaGenerator.from_pretrained(path).eval()
 
@@ -123,8 +125,7 @@ def refine(objective, ds: mgdd.DistilledSet, steps: int, lr: float = 0.03, seed:
 
 
 def build(row: str, objective, ipc: int, runs_dir: Path) -> mgdd.DistilledSet:
-    """A row's set: a one-shot baseline, ``shipped`` (the installed meta generator, from its recorded
-    start), or ``meta:NAME[@START][@real]``: the generator folder runs/meta-NAME, from START (default:
+    """A row's set: a one-shot baseline, ``shipped`` (the installed meta generator, from herding), or ``meta:NAME[@START][@real]``: the generator folder runs/meta-NAME, from START (default:
     its recorded start), with @real its pixel context swapped for the real means."""
     if row == "random+ls":
         return mgdd.random_ls(objective, ipc)
@@ -132,12 +133,12 @@ def build(row: str, objective, ipc: int, runs_dir: Path) -> mgdd.DistilledSet:
         return mgdd.coreset(objective, ipc, "herding", soft_labels=True)
     if row == "kmeans+ls":
         return kmeans(objective, ipc, soft_labels=True)
-    if row == "shipped":
-        return mgdd.generate(shipped(objective.dataset.channels), objective, ipc)
+    if row == "shipped":  # from herding, its start when these cells were made (the product's default is now auto)
+        return mgdd.generate(shipped(objective.dataset.channels), objective, ipc, start="herding")
     if row.startswith("shipped-k"):  # shipped-kN[@START]: adapted N steps from START, generated from it
         steps, _, start = row[len("shipped-k"):].partition("@")
         return mgdd.generate(adapted_shipped(objective, int(steps), runs_dir, start or None), objective, ipc,
-                             start=start or None)
+                             start=start or "herding")
     if row.startswith("krr-pixel@"):  # krr-pixel@START-sN: N pixel steps from the START coreset (same selection)
         start, steps = row[len("krr-pixel@"):].rsplit("-s", 1)
         return mgdd.krr_pixel(objective, ipc, steps=int(steps), init=start, progress=False)
