@@ -214,7 +214,7 @@ def distill(dataset, ipcs=(1, 10, 50), steps: int | None = None, adapt_ipcs=None
             ds = generate(generator, objective, ipc, seed=seed, passes=adapt_log["passes"], start=adapt_log["start"],
                           adapted_from=origin, adapt_steps=steps, adapt_ipcs=adapt_ipcs,
                           adapt_seconds=adapt_log["seconds"])
-            entry = {"seen_in_adaptation": ipc in adapt_ipcs}
+            entry = {"seen_in_adaptation": ipc in adapt_ipcs, "start": ds.meta.get("start", "random")}
         elif method in PIXEL_METHODS:
             ckpt = out_dir / f"ipc{ipc}.checkpoint.safetensors" if out_dir else None
             checkpoints.append(ckpt)

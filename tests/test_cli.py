@@ -249,11 +249,13 @@ def test_adapt_generate_distill(tmp_path, tiny_npz, capsys):
                           "--out", str(tmp_path / "x.safetensors"), *OBJ)
     assert code == 0, err
     code, text, err = run(capsys, "distill", "--dataset", ds, "--ipc", "1,3", "--steps", "2", "--from", "scratch",
-                          "--out", str(tmp_path / "D"), "--evaluate", "--epochs", "2", *OBJ)
+                          "--out", str(tmp_path / "D"), "--evaluate", "--epochs", "2", "--start", "auto", *OBJ)
     assert code == 0, err
     assert "(1 run)" in text and "+-" not in text  # no spread from a single run
     summary = json.loads((tmp_path / "D" / "summary.json").read_text())
     assert set(summary["sets"]) == {"1", "3"} and "evaluation" in summary["sets"]["3"]
+    # auto at 3 classes x IPC 3 is the greedy start, and the table says so
+    assert summary["sets"]["3"]["start"] == "greedy" and "start" in text.splitlines()[1] and "greedy" in text
     assert (tmp_path / "D" / "ipc3.png").exists() and (tmp_path / "D" / "generator" / "model.safetensors").exists()
     assert not (tmp_path / "D" / "adapt-checkpoint.safetensors").exists()  # a finished run leaves its outputs only
 

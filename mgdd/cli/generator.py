@@ -28,15 +28,16 @@ def cmd_distill(args):
                      keep_checkpoints=args.keep_checkpoints, inputs=common.input_paths(args),
                      epochs=args.epochs, runs=args.runs)
     summary = result["summary"]
-    rows = [[ipc, e["images"], f"{e['seconds']:.2f}",
+    generator = args.method == "generator"
+    rows = [[ipc, e["images"], *([e["start"]] if generator else []), f"{e['seconds']:.2f}",
              common.accuracy_text(e["evaluation"]) if "evaluation" in e else "-", e["file"]]
             for ipc, e in summary["sets"].items()]
-    if args.method == "generator":
+    if generator:
         print(f"adapted from {summary['source']} for {summary['adapt_steps']} steps in {summary['adapt_seconds']:.1f}s "
               f"(feature moments {summary['feature_seconds']:.1f}s)")
     else:
         print(f"{args.method} (feature moments {summary['feature_seconds']:.1f}s)")
-    common.table(rows, ["ipc", "images", "seconds", "accuracy %", "file"])
+    common.table(rows, ["ipc", "images", *(["start"] if generator else []), "seconds", "accuracy %", "file"])
     print(f"wrote {out}/ (summary.json, ipc*.safetensors, ipc*.png{', generator/' if args.method == 'generator' else ''})")
 
 
