@@ -2,14 +2,17 @@
 
     python benchmarks/protocols.py run --ipcs 1 --runs 3 --protocols mgdd,dc,dsa
     python benchmarks/protocols.py run --ipcs 10 --runs 1 --protocols mgdd,dc,dsa
+    python benchmarks/protocols.py run --ipcs 1 --runs 3 --protocols mgdd-aug   # ARS: own labels with DSA
     python benchmarks/protocols.py real --epochs 10          # Acc(real, hard) for HLR: the whole training split
     python benchmarks/protocols.py table                     # results/protocols/table.md
     python benchmarks/protocols.py cost --ipc 1              # what the rfad protocol costs on this CPU
     python benchmarks/protocols.py sets --ipcs 1,10,50       # only make the sets (a GPU run carries them)
 
 The sets are the bench's methods at seed 0 on Fashion-MNIST (runs/protocols/sets, remade
-when absent): random (hard labels), random+ls, herding+ls, the shipped generator at K = 0
-and krr-pixel at its bench step count. Each (set, protocol) is one resumable cell,
+when absent): random (hard labels), random+ls, herding+ls, greedy+ls, the shipped generator at
+K = 0 from the herding start (generator-k0, the default before start="auto") and from the start
+it ships with (generator-auto: greedy up to 500 images), and krr-pixel at its bench step count.
+Each (set, protocol) is one resumable cell,
 results/protocols/cells/<method>-ipc<I>-<protocol>.json: a cut run goes on where it stopped
 (its training state in results/protocols/checkpoints/, git-ignored, written every minute).
 The table puts every protocol's accuracy side by side, and DD-Ranking's scores from them:
@@ -36,7 +39,10 @@ from mgdd.scores import robust_scores
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(os.environ.get("MGDD_PROTOCOLS_OUT", ROOT / "results" / "protocols"))  # a device run writes elsewhere
 SETS = ROOT / "runs" / "protocols" / "sets"
-METHODS = ["random", "random+ls", "herding+ls", "generator-k0", "krr-pixel"]
+METHODS = ["random", "random+ls", "herding+ls", "greedy+ls", "generator-k0", "generator-auto", "krr-pixel"]
+# the set's own labels with DSA augmentation, the mgdd protocol's 300 epochs: with the mgdd column, what
+# DD-Ranking's augmentation-robust score (ARS) reads, as the bench's "-aug" cells (Preset.robust_aug)
+AUG = "mgdd-aug"
 KRR_STEPS = {1: 400, 10: 200, 50: 25}  # the bench's best step counts (docs/results.md §3)
 
 
@@ -51,11 +57,16 @@ def make_set(method: str, ipc: int, objective) -> mgdd.DistilledSet:
         ds = mgdd.random_ls(objective, ipc, seed=0)
     elif method == "herding+ls":
         ds = mgdd.coreset(objective, ipc, "herding", seed=0, soft_labels=True)
+    elif method == "greedy+ls":
+        ds = mgdd.coreset(objective, ipc, "greedy", seed=0, soft_labels=True)
     elif method == "generator-k0":
         gen = mgdd.MetaGenerator.from_pretrained(mgdd.default_meta_generator())
         # the herding start every committed generator-k0 cell was made from (the shipped default
         # before start="auto"), kept so the pending cells score the same sets
         ds = mgdd.generate(gen, objective, ipc=ipc, seed=0, start="herding")
+    elif method == "generator-auto":  # as it ships: the start its config names (auto: greedy up to 500 images)
+        ds = mgdd.generate(mgdd.MetaGenerator.from_pretrained(mgdd.default_meta_generator()), objective, ipc=ipc,
+                           seed=0)
     else:
         ds = mgdd.krr_pixel(objective, ipc, steps=KRR_STEPS[ipc], seed=0, progress=False)
     print(f"{method} IPC {ipc}: made in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -69,19 +80,29 @@ def same_evaluation(ds, name: str, ipc: int, runs: int):
     hard-labelled set, a set is scored as its images with hard labels by ConvNet-3 for 300
     epochs, seeded 0..runs-1: two sets with the same images and classes (random and random+ls)
     get the same computation, and a hard set gets the same under mgdd and dc."""
-    if name == "dsa" or (name == "mgdd" and ds.soft) or name == "rfad":
+    if name in ("dsa", "rfad", AUG) or (name == "mgdd" and ds.soft):
         return None
     digest = set_digest(hard_copy(ds))
     for p in sorted((OUT / "cells").glob(f"*-ipc{ipc}-*.json")):
         c = json.loads(p.read_text())
         if (c.get("hard_digest") == digest and c.get("runs") == runs and "same_evaluation_as" not in c
+                and not c.get("deviations")  # an augmented (mgdd-aug) cell is another computation
                 and (c["protocol"] == "dc" or (c["protocol"] == "mgdd" and c["label_kind"] == "hard"))):
             return p
     return None
 
 
+def columns(text: str) -> list:
+    """The protocol names asked for: registered protocols (mgdd.protocols), and AUG."""
+    names = text.split(",")
+    check_names([n for n in names if n != AUG] or ["mgdd"])
+    if names.count(AUG) > 1:
+        raise SystemExit(f"{AUG} listed twice in {text}; name each once.")
+    return names
+
+
 def cmd_run(args):
-    protocols = check_names(args.protocols.split(","))
+    protocols = columns(args.protocols)
     dataset = mgdd.load_dataset("fashion-mnist")
     objective = mgdd.KRRObjective(dataset)
     for ipc in args.ipcs:
@@ -100,10 +121,12 @@ def cmd_run(args):
                     continue
                 t0 = time.perf_counter()
                 ckpts = OUT / "checkpoints" / cell.stem  # a cut cell continues where it stopped (git-ignored)
-                res = evaluate_protocol(ds, dataset, name, runs=args.runs, seed=0, progress=False,
-                                        checkpoint_dir=ckpts, resume=True)
+                extra = {"dsa": True} if name == AUG else {}  # AUG: the mgdd protocol with DSA augmentation
+                res = evaluate_protocol(ds, dataset, "mgdd" if name == AUG else name, runs=args.runs, seed=0,
+                                        progress=False, checkpoint_dir=ckpts, resume=True, **extra)
                 res.update(method=method, ipc=ipc, wall_seconds=time.perf_counter() - t0, torch_threads=
-                           __import__("torch").get_num_threads(), hard_digest=set_digest(hard_copy(ds)))
+                           __import__("torch").get_num_threads(), hard_digest=set_digest(hard_copy(ds)),
+                           digest=set_digest(ds))
                 write_json(cell, res, force=True)
                 shutil.rmtree(ckpts, ignore_errors=True)
                 print(f"{method} IPC {ipc} {name}: {100 * res['accuracy_mean']:.2f} ± {100 * res['accuracy_std']:.2f} "
@@ -181,12 +204,13 @@ def cmd_table(args):
     reals = sorted((OUT / "cells").glob("real-hard-e*.json"))
     real = json.loads(reals[-1].read_text()) if reals else None
     ipcs = sorted({int(p.stem.split("-ipc")[1].split("-")[0]) for p in (OUT / "cells").glob("*-ipc*-*.json")})
-    names = ["mgdd", "dc", "dsa", "rfad"]
+    names = ["mgdd", "dc", "dsa", "rfad", AUG]
     lines = ["# Every method under every protocol (Fashion-MNIST, seed-0 sets)", "",
              "Made by `python benchmarks/protocols.py run|real|table` (see its docstring); cells in `cells/`.",
              "Accuracy % as mean ± std (runs). mgdd: the set's own labels, soft by cross-entropy at T = 0.25; "
              "dc: hard labels, 300 epochs; dsa: hard labels, DSA augmentation, 1000 epochs; rfad: RFAD's "
-             "finite-network evaluation (mgdd/protocols.py). A cell whose JSON has `same_evaluation_as` is the "
+             "finite-network evaluation (mgdd/protocols.py); mgdd-aug: the mgdd protocol (the set's own labels, "
+             "300 epochs) with DSA augmentation. A cell whose JSON has `same_evaluation_as` is the "
              "very computation of the cell it names (a hard-labelled set under mgdd and dc, or random and "
              "random+ls under dc: the same images, classes, network and seeds), copied, not rerun.", ""]
     if real is not None:
@@ -195,23 +219,31 @@ def cmd_table(args):
                   "2 CPU cores), used for HLR and LRS.", ""]
     for ipc in ipcs:
         lines += [f"## IPC {ipc}", "",
-                  "| method | " + " | ".join(names) + " | HLR | IOR | LRS |", "|---" * (len(names) + 4) + "|"]
+                  "| method | " + " | ".join(names) + " | HLR | IOR | LRS | ARS |", "|---" * (len(names) + 5) + "|"]
         for method in METHODS:
             cells = {n: _cell(method, ipc, n) for n in names}
             if not any(cells.values()):
                 continue
-            hlr = ior = lrs = "—"
-            rdm = _cell("random" if method == "random" else "random+ls", ipc, "mgdd")
+            hlr = ior = lrs = ars = "—"
+            subset = "random" if method == "random" else "random+ls"
+            rdm, rdm_aug = _cell(subset, ipc, "mgdd"), _cell(subset, ipc, AUG)
             if cells["mgdd"] and cells["dc"] and rdm and real:
+                other = {}
+                if cells[AUG] and rdm_aug:
+                    other = {"syn_other": cells[AUG]["accuracy_mean"], "rdm_other": rdm_aug["accuracy_mean"]}
                 s = robust_scores(cells["mgdd"]["accuracy_mean"], rdm["accuracy_mean"], cells["dc"]["accuracy_mean"],
-                                  real["accuracy_mean"])
+                                  real["accuracy_mean"], **other)
                 hlr, ior, lrs = f"{100 * s['hlr']:.2f}", f"{100 * s['ior']:.2f}", f"{s['lrs']:.2f}"
-            lines.append(f"| {method} | " + " | ".join(_acc(cells[n]) for n in names) + f" | {hlr} | {ior} | {lrs} |")
+                ars = f"{s['ars']:.2f}" if "ars" in s else "—"
+            lines.append(f"| {method} | " + " | ".join(_acc(cells[n]) for n in names)
+                         + f" | {hlr} | {ior} | {lrs} | {ars} |")
         lines.append("")
     lines += ["HLR = Acc(real, hard) − Acc(set, hard) (the dc column; lower is better). IOR = Acc(set, its labels) − "
               "Acc(random subset, the same labels) under the mgdd protocol: random+ls for sets with least-squares "
               "labels, random for the hard-label random set (its IOR is 0 by definition). LRS = 100 (e^α − e^−1) / "
-              "(e − e^−1), α = (IOR − HLR) / 2 (DD-Ranking, arXiv 2505.13300; mgdd/scores.py).", ""]
+              "(e − e^−1), α = (IOR − HLR) / 2. ARS = 100 (e^β − e^−1) / (e − e^−1), β = (IOR with DSA + IOR "
+              "without) / 2, IOR with DSA read from the mgdd-aug column the same way (DD-Ranking, arXiv 2505.13300; "
+              "mgdd/scores.py). 26.89 is the score of IOR = HLR = 0 (β = 0): the random set's ARS by definition.", ""]
     (OUT / "table.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

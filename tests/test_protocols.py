@@ -162,3 +162,62 @@ def test_an_interrupted_rfad_run_resumes_exactly_and_a_finished_one_is_only_test
     with pytest.raises(UsageError, match="other settings"):
         evaluate_protocol(soft_set, tiny_dataset, "rfad", progress=False, checkpoint_dir=tmp_path / "cut",
                           resume=True, **dict(tiny, lr=0.5))
+
+
+def _protocols_script(monkeypatch, out):
+    """benchmarks/protocols.py with its cells in ``out`` (MGDD_PROTOCOLS_OUT)."""
+    import importlib.util
+    from pathlib import Path
+    monkeypatch.setenv("MGDD_PROTOCOLS_OUT", str(out))
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "protocols.py"
+    spec = importlib.util.spec_from_file_location("protocols_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_protocol_table_reads_ars_from_the_augmented_column(tmp_path, monkeypatch, capsys):
+    """The table's ARS is DD-Ranking's, from the set and random+ls with and without DSA; a row
+    without its augmented cell (or its subset's) gets none; HLR / IOR / LRS as before."""
+    import json
+    from mgdd.scores import augmentation_robust_score, label_robust_score
+    script = _protocols_script(monkeypatch, tmp_path)
+    (tmp_path / "cells").mkdir()
+
+    def cell(method, protocol, acc, runs=1):
+        (tmp_path / "cells" / f"{method}-ipc1-{protocol}.json").write_text(json.dumps(
+            {"accuracy_mean": acc, "accuracy_std": 0.0, "runs": runs, "protocol": protocol}))
+    (tmp_path / "cells" / "real-hard-e10.json").write_text(json.dumps({"accuracy_mean": 0.9, "epochs": 10}))
+    cell("random+ls", "mgdd", 0.64), cell("random+ls", "dc", 0.51), cell("random+ls", script.AUG, 0.60)
+    cell("greedy+ls", "mgdd", 0.72), cell("greedy+ls", "dc", 0.66), cell("greedy+ls", script.AUG, 0.70)
+    cell("herding+ls", "mgdd", 0.70), cell("herding+ls", "dc", 0.67)  # no augmented cell
+    script.main(["table"])
+    rows = {r.split(" | ")[0].strip("| "): r.split(" | ") for r in (tmp_path / "table.md").read_text().splitlines()
+            if r.startswith("| ") and "+ls" in r}
+    ars = augmentation_robust_score(0.70, 0.60, 0.72, 0.64)
+    assert rows["greedy+ls"][-1].strip(" |") == f"{ars:.2f}"
+    assert rows["greedy+ls"][-2] == f"{label_robust_score(0.9 - 0.66, 0.72 - 0.64):.2f}"
+    assert rows["herding+ls"][-1].strip(" |") == "—"
+    assert rows["random+ls"][-1].strip(" |") == f"{augmentation_robust_score(0.6, 0.6, 0.64, 0.64):.2f}" == "26.89"
+    capsys.readouterr()
+
+
+def test_protocol_cells_copy_no_augmented_evaluation(tmp_path, monkeypatch, soft_set):
+    """A hard-labelled set's dc evaluation may be copied from an identical mgdd or dc cell, but
+    never from a cell that ran with augmentation (the mgdd-aug column), nor for that column."""
+    import json
+    from mgdd.distilled import set_digest
+    script = _protocols_script(monkeypatch, tmp_path)
+    (tmp_path / "cells").mkdir()
+    hard = hard_copy(soft_set)
+    digest = set_digest(hard)
+    aug = {"hard_digest": digest, "runs": 1, "protocol": "mgdd", "label_kind": "hard", "deviations": {"dsa": True}}
+    (tmp_path / "cells" / f"random-ipc2-{script.AUG}.json").write_text(json.dumps(aug))
+    assert script.same_evaluation(hard, "dc", 2, 1) is None
+    plain = dict(aug, deviations={})
+    (tmp_path / "cells" / "random-ipc2-mgdd.json").write_text(json.dumps(plain))
+    assert script.same_evaluation(hard, "dc", 2, 1).name == "random-ipc2-mgdd.json"
+    assert script.same_evaluation(hard, script.AUG, 2, 1) is None
+    assert script.columns(f"mgdd,{script.AUG}") == ["mgdd", script.AUG]
+    with pytest.raises(UsageError):
+        script.columns("mgdd,nope")
