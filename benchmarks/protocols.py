@@ -59,14 +59,11 @@ def make_set(method: str, ipc: int, objective) -> mgdd.DistilledSet:
         ds = mgdd.coreset(objective, ipc, "herding", seed=0, soft_labels=True)
     elif method == "greedy+ls":
         ds = mgdd.coreset(objective, ipc, "greedy", seed=0, soft_labels=True)
-    elif method == "generator-k0":
+    elif method in ("generator-k0", "generator-auto"):
         gen = mgdd.MetaGenerator.from_pretrained(mgdd.default_meta_generator())
-        # the herding start every committed generator-k0 cell was made from (the shipped default
-        # before start="auto"), kept so the pending cells score the same sets
-        ds = mgdd.generate(gen, objective, ipc=ipc, seed=0, start="herding")
-    elif method == "generator-auto":  # as it ships: the start its config names (auto: greedy up to 500 images)
-        ds = mgdd.generate(mgdd.MetaGenerator.from_pretrained(mgdd.default_meta_generator()), objective, ipc=ipc,
-                           seed=0)
+        # generator-k0: the herding start every committed generator-k0 cell was made from (the shipped
+        # default before start="auto"); generator-auto: the start the generator ships with (None)
+        ds = mgdd.generate(gen, objective, ipc=ipc, seed=0, start="herding" if method == "generator-k0" else None)
     else:
         ds = mgdd.krr_pixel(objective, ipc, steps=KRR_STEPS[ipc], seed=0, progress=False)
     print(f"{method} IPC {ipc}: made in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -95,7 +92,9 @@ def same_evaluation(ds, name: str, ipc: int, runs: int):
 def columns(text: str) -> list:
     """The protocol names asked for: registered protocols (mgdd.protocols), and AUG."""
     names = text.split(",")
-    check_names([n for n in names if n != AUG] or ["mgdd"])
+    registered = [n for n in names if n != AUG]
+    if registered:
+        check_names(registered)
     if names.count(AUG) > 1:
         raise SystemExit(f"{AUG} listed twice in {text}; name each once.")
     return names
