@@ -2,7 +2,9 @@
 
 On a TTY this is a tqdm bar. Without one (``make demo > log``, CI, nohup) a bar would print
 nothing useful, so it writes one line each time another 10% is done or ``every`` seconds
-have passed, whichever comes first: a log shows that a long job is alive and how far it is.
+have passed, whichever comes first: a log shows that a long job is alive, how far it is and,
+from the rate since this process started (a resumed job's earlier steps are not counted), about
+how long it has left.
 """
 
 from __future__ import annotations
@@ -11,6 +13,19 @@ import sys
 import time
 
 from tqdm.auto import tqdm
+
+
+def remaining(elapsed: float, done: int, left: int) -> str:
+    """", about T left" at the rate so far (``done`` steps in ``elapsed`` s), or "" when nothing is
+    left or no step has finished yet (no rate to go by)."""
+    if left <= 0 or done <= 0:
+        return ""
+    t = elapsed / done * left
+    if t < 90:
+        return f", about {t:.0f} s left"
+    if t < 5400:
+        return f", about {t / 60:.0f} min left"
+    return f", about {t / 3600:.1f} h left"
 
 
 class Progress:
@@ -23,7 +38,7 @@ class Progress:
         if enabled and self.stream.isatty():
             self.bar = tqdm(total=total, initial=initial, desc=desc, leave=leave, file=self.stream)
         self._last_time, self._last_tenth = time.monotonic(), self._tenth(initial)
-        self._t0 = time.monotonic()
+        self._t0, self._n0 = time.monotonic(), initial
 
     def _tenth(self, n: int) -> int:
         return (10 * n) // self.total if self.total else 10
@@ -41,7 +56,9 @@ class Progress:
         if tenth > self._last_tenth or now - self._last_time >= self.every or self.n == self.total:
             self._last_time, self._last_tenth = now, tenth
             extra = "".join(f" {k} {v}" for k, v in postfix.items())
-            print(f"[{self.desc}] {self.n}/{self.total}{extra} ({now - self._t0:.0f} s)", file=self.stream, flush=True)
+            elapsed = now - self._t0
+            left = remaining(elapsed, self.n - self._n0, self.total - self.n)
+            print(f"[{self.desc}] {self.n}/{self.total}{extra} ({elapsed:.0f} s{left})", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -319,6 +319,22 @@ def test_progress_writes_lines_in_a_log():
     assert quiet.getvalue() == ""
 
 
+def test_progress_estimates_the_time_left_from_this_process_rate():
+    from mgdd.progress import Progress, remaining
+    assert remaining(10.0, 0, 5) == ""                # no step done yet: no rate
+    assert remaining(10.0, 5, 0) == ""                # finished
+    assert remaining(10.0, 5, 5) == ", about 10 s left"
+    assert remaining(60.0, 1, 30) == ", about 30 min left"
+    assert remaining(60.0, 1, 300) == ", about 5.0 h left"
+    log = FakeLog()
+    bar = Progress(300, "train", stream=log, initial=200)  # a resumed job: 200 steps done before
+    bar._t0 -= 100.0                                      # 100 s into this process ...
+    bar.update(50)                                        # ... and 50 steps: 2 s a step, 50 left
+    assert log.getvalue().splitlines()[-1] == "[train] 250/300 (100 s, about 2 min left)"
+    bar.update(50)
+    assert log.getvalue().splitlines()[-1] == "[train] 300/300 (100 s)"
+
+
 def module_graph():
     root = Path(__file__).resolve().parents[1] / "mgdd"
     mods = {}
