@@ -15,17 +15,21 @@ import time
 from tqdm.auto import tqdm
 
 
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them in a log: "40 s", "30 min", "5.0 h"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def remaining(elapsed: float, done: int, left: int) -> str:
     """", about T left" at the rate so far (``done`` steps in ``elapsed`` s), or "" when nothing is
     left or no step has finished yet (no rate to go by)."""
     if left <= 0 or done <= 0:
         return ""
-    t = elapsed / done * left
-    if t < 90:
-        return f", about {t:.0f} s left"
-    if t < 5400:
-        return f", about {t / 60:.0f} min left"
-    return f", about {t / 3600:.1f} h left"
+    return f", about {duration(elapsed / done * left)} left"
 
 
 class Progress:

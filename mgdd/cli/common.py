@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
+from ..progress import duration
 
 
 def ints(text: str) -> list:
@@ -187,17 +188,9 @@ def moments_progress(pool_size: int, stream=None, clock=None):
     def say(i: int, n: int) -> None:
         spent = clock() - t0
         left = spent / i * (n - i)
-        tail = f" ({_duration(spent)} so far, about {_duration(left)} left)" if i < n and left >= 30 else ""
+        tail = f" ({duration(spent)} so far, about {duration(left)} left)" if i < n and left >= 30 else ""
         print(f"  feature moments {i}/{n}{tail}", file=stream, flush=True)
     return say
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def device(args) -> str:
