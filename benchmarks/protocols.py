@@ -40,8 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(os.environ.get("MGDD_PROTOCOLS_OUT", ROOT / "results" / "protocols"))  # a device run writes elsewhere
 SETS = ROOT / "runs" / "protocols" / "sets"
 METHODS = ["random", "random+ls", "herding+ls", "greedy+ls", "generator-k0", "generator-auto", "krr-pixel"]
-# the set's own labels with DSA augmentation, the mgdd protocol's 300 epochs: with the mgdd column, what
-# DD-Ranking's augmentation-robust score (ARS) reads, as the bench's "-aug" cells (Preset.robust_aug)
+# the set's own labels with DSA augmentation, for 1000 epochs (evaluate()'s length with augmentation, as
+# DSA's; every mgdd-aug cell records it): with the mgdd column (300 epochs), what DD-Ranking's
+# augmentation-robust score (ARS) reads. The bench's "-aug" cells (Preset.robust_aug) keep the preset's
+# epochs instead, so there ARS compares the same length with and without augmentation.
 AUG = "mgdd-aug"
 KRR_STEPS = {1: 400, 10: 200, 50: 25}  # the bench's best step counts (docs/results.md §3)
 
@@ -208,8 +210,9 @@ def cmd_table(args):
              "Made by `python benchmarks/protocols.py run|real|table` (see its docstring); cells in `cells/`.",
              "Accuracy % as mean ± std (runs). mgdd: the set's own labels, soft by cross-entropy at T = 0.25; "
              "dc: hard labels, 300 epochs; dsa: hard labels, DSA augmentation, 1000 epochs; rfad: RFAD's "
-             "finite-network evaluation (mgdd/protocols.py); mgdd-aug: the mgdd protocol (the set's own labels, "
-             "300 epochs) with DSA augmentation. A cell whose JSON has `same_evaluation_as` is the "
+             "finite-network evaluation (mgdd/protocols.py); mgdd-aug: the mgdd protocol (the set's own labels) "
+             "with DSA augmentation, 1000 epochs (the augmented length; the bench's -aug cells keep 300), so "
+             "ARS here reads augmentation and the longer training together. A cell whose JSON has `same_evaluation_as` is the "
              "very computation of the cell it names (a hard-labelled set under mgdd and dc, or random and "
              "random+ls under dc: the same images, classes, network and seeds), copied, not rerun.", ""]
     if real is not None:
