@@ -78,15 +78,23 @@ def same_evaluation(ds, name: str, ipc: int, runs: int):
     """A cell that already ran this exact evaluation, or None. Under dc, and under mgdd for a
     hard-labelled set, a set is scored as its images with hard labels by ConvNet-3 for 300
     epochs, seeded 0..runs-1: two sets with the same images and classes (random and random+ls)
-    get the same computation, and a hard set gets the same under mgdd and dc."""
-    if name in ("dsa", "rfad", AUG) or (name == "mgdd" and ds.soft):
+    get the same computation, and a hard set gets the same under mgdd and dc. Under dsa a set
+    is scored as its images with hard labels too (1000 augmented epochs, the augmentation
+    seeded with the run), so two sets with the same images share a dsa cell; dsa is never
+    copied from or to another protocol. (Measured: random and random+ls, each run separately
+    under dsa, gave identical per-run accuracies at IPC 1, 3 runs, and IPC 10.)"""
+    if name in ("rfad", AUG) or (name == "mgdd" and ds.soft):
         return None
     digest = set_digest(hard_copy(ds))
     for p in sorted((OUT / "cells").glob(f"*-ipc{ipc}-*.json")):
         c = json.loads(p.read_text())
-        if (c.get("hard_digest") == digest and c.get("runs") == runs and "same_evaluation_as" not in c
-                and not c.get("deviations")  # an augmented (mgdd-aug) cell is another computation
-                and (c["protocol"] == "dc" or (c["protocol"] == "mgdd" and c["label_kind"] == "hard"))):
+        if not (c.get("hard_digest") == digest and c.get("runs") == runs and "same_evaluation_as" not in c
+                and not c.get("deviations")):  # an augmented (mgdd-aug) or shortened cell is another computation
+            continue
+        if name == "dsa":
+            if c["protocol"] == "dsa":
+                return p
+        elif c["protocol"] == "dc" or (c["protocol"] == "mgdd" and c["label_kind"] == "hard"):
             return p
     return None
 
@@ -194,11 +202,13 @@ def _cell(method, ipc, name):
     return json.loads(p.read_text()) if p.is_file() else None
 
 
-def _acc(c):
+def _acc(c, reference: str | None = None):
+    """A cell's accuracy; a dagger when it scored other images than ``reference`` (a hard digest)."""
     if c is None:
         return "—"
+    remade = reference is not None and c.get("hard_digest") not in (None, reference)
     return f"{100 * c['accuracy_mean']:.2f}" + (f" ± {100 * c['accuracy_std']:.2f}" if c["runs"] > 1 else "") + \
-        f" ({c['runs']})"
+        f" ({c['runs']})" + (" †" if remade else "")
 
 
 def cmd_table(args):
@@ -214,11 +224,12 @@ def cmd_table(args):
              "with DSA augmentation, 1000 epochs (the augmented length; the bench's -aug cells keep 300), so "
              "ARS here reads augmentation and the longer training together. A cell whose JSON has `same_evaluation_as` is the "
              "very computation of the cell it names (a hard-labelled set under mgdd and dc, or random and "
-             "random+ls under dc: the same images, classes, network and seeds), copied, not rerun.", ""]
+             "random+ls under dc or dsa: the same images, classes, network and seeds), copied, not rerun.", ""]
     if real is not None:
         lines += [f"Acc(real, hard) = {100 * real['accuracy_mean']:.2f}: ConvNet-3 on the whole training split, hard "
                   f"labels, {real['epochs']} epochs (`{reals[-1].name}`; the dc protocol's 300 epochs did not fit "
                   "2 CPU cores), used for HLR and LRS.", ""]
+    marks = set()
     for ipc in ipcs:
         lines += [f"## IPC {ipc}", "",
                   "| method | " + " | ".join(names) + " | HLR | IOR | LRS | ARS |", "|---" * (len(names) + 5) + "|"]
@@ -237,7 +248,10 @@ def cmd_table(args):
                                   real["accuracy_mean"], **other)
                 hlr, ior, lrs = f"{100 * s['hlr']:.2f}", f"{100 * s['ior']:.2f}", f"{s['lrs']:.2f}"
                 ars = f"{s['ars']:.2f}" if "ars" in s else "—"
-            lines.append(f"| {method} | " + " | ".join(_acc(cells[n]) for n in names)
+            # the images the mgdd cell scored (else the first cell's): a cell on other images is marked
+            reference = next((c["hard_digest"] for c in cells.values() if c and c.get("hard_digest")), None)
+            marks |= {n for n in names if _acc(cells[n], reference).endswith("†")}
+            lines.append(f"| {method} | " + " | ".join(_acc(cells[n], reference) for n in names)
                          + f" | {hlr} | {ior} | {lrs} | {ars} |")
         lines.append("")
     lines += ["HLR = Acc(real, hard) − Acc(set, hard) (the dc column; lower is better). IOR = Acc(set, its labels) − "
@@ -246,6 +260,12 @@ def cmd_table(args):
               "(e − e^−1), α = (IOR − HLR) / 2. ARS = 100 (e^β − e^−1) / (e − e^−1), β = (IOR with DSA + IOR "
               "without) / 2, IOR with DSA read from the mgdd-aug column the same way (DD-Ranking, arXiv 2505.13300; "
               "mgdd/scores.py). 26.89 is the score of IOR = HLR = 0 (β = 0): the random set's ARS by definition.", ""]
+    if marks:
+        lines += ["† Scored other images than the row's first cell that records them (`hard_digest` in the cell): "
+                  "the same method and seed, remade on another machine or in another checkout (the sets in "
+                  "runs/protocols/sets are git-ignored). Random sets and coresets remake the very same images; "
+                  "the generator's and krr-pixel's images move with the recomputed feature moments, the thread "
+                  "count and the device, so such a cell compares with its row only up to that change.", ""]
     (OUT / "table.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

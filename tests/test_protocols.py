@@ -202,9 +202,37 @@ def test_protocol_table_reads_ars_from_the_augmented_column(tmp_path, monkeypatc
     capsys.readouterr()
 
 
+def test_protocol_table_marks_a_cell_that_scored_other_images(tmp_path, monkeypatch, capsys):
+    """A row's cells that recorded other images (hard_digest) than its first are marked, with the
+    footnote; cells on the same images, or recording none, are not."""
+    import json
+    script = _protocols_script(monkeypatch, tmp_path)
+    (tmp_path / "cells").mkdir()
+
+    def cell(method, protocol, acc, digest=None):
+        c = {"accuracy_mean": acc, "accuracy_std": 0.0, "runs": 1, "protocol": protocol}
+        if digest:
+            c["hard_digest"] = digest
+        (tmp_path / "cells" / f"{method}-ipc1-{protocol}.json").write_text(json.dumps(c))
+    cell("krr-pixel", "mgdd", 0.77), cell("krr-pixel", "dc", 0.68, "aaa"), cell("krr-pixel", "dsa", 0.59, "bbb")
+    cell("greedy+ls", "mgdd", 0.72, "ccc"), cell("greedy+ls", "dsa", 0.60, "ccc")
+    script.main(["table"])
+    rows = {r.split(" | ")[0].strip("| "): r.split(" | ") for r in (tmp_path / "table.md").read_text().splitlines()
+            if r.startswith(("| krr-pixel |", "| greedy+ls |"))}
+    assert rows["krr-pixel"][1] == "77.00 (1)" and rows["krr-pixel"][2] == "68.00 (1)"
+    assert rows["krr-pixel"][3] == "59.00 (1) †"
+    assert "†" not in " ".join(rows["greedy+ls"])
+    assert "† Scored other images" in (tmp_path / "table.md").read_text()
+    cell("krr-pixel", "dsa", 0.59, "aaa")
+    script.main(["table"])
+    assert "†" not in (tmp_path / "table.md").read_text()
+    capsys.readouterr()
+
+
 def test_protocol_cells_copy_no_augmented_evaluation(tmp_path, monkeypatch, soft_set):
-    """A hard-labelled set's dc evaluation may be copied from an identical mgdd or dc cell, but
-    never from a cell that ran with augmentation (the mgdd-aug column), nor for that column."""
+    """A hard-labelled set's dc evaluation may be copied from an identical mgdd or dc cell, and a
+    set's dsa evaluation from a dsa cell with the same images, but never across dsa and the
+    others, never from a cell that ran with augmentation (the mgdd-aug column), nor for that column."""
     import json
     from mgdd.distilled import set_digest
     script = _protocols_script(monkeypatch, tmp_path)
@@ -218,6 +246,14 @@ def test_protocol_cells_copy_no_augmented_evaluation(tmp_path, monkeypatch, soft
     (tmp_path / "cells" / "random-ipc2-mgdd.json").write_text(json.dumps(plain))
     assert script.same_evaluation(hard, "dc", 2, 1).name == "random-ipc2-mgdd.json"
     assert script.same_evaluation(hard, script.AUG, 2, 1) is None
+    assert script.same_evaluation(hard, "dsa", 2, 1) is None  # dsa is never copied from dc or mgdd
+    dsa = dict(plain, protocol="dsa")
+    (tmp_path / "cells" / "random-ipc2-dsa.json").write_text(json.dumps(dsa))
+    assert script.same_evaluation(hard, "dsa", 2, 1).name == "random-ipc2-dsa.json"
+    assert script.same_evaluation(soft_set, "dsa", 2, 1).name == "random-ipc2-dsa.json"  # scored hard: same images
+    assert script.same_evaluation(hard, "dsa", 2, 3) is None  # another run count is another computation
+    (tmp_path / "cells" / "random-ipc2-mgdd.json").unlink()
+    assert script.same_evaluation(hard, "dc", 2, 1) is None  # dc is never copied from dsa
     assert script.columns(f"mgdd,{script.AUG}") == ["mgdd", script.AUG]
     with pytest.raises(UsageError):
         script.columns("mgdd,nope")
