@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -99,9 +100,15 @@ def _acc(name: str):
 
 
 def _view_acc(ipc: str):
-    """random+ls under --label-mu gcv from experiments/generator_view.py's cells (the same seed-0 images)."""
+    """random+ls under --label-mu gcv from experiments/generator_view.py's cells (the same seed-0 images):
+    run 0, or the mean ± sample std of the runs seeded 0..n-1 and its run 0."""
     p = ROOT / "results" / "generator-view" / "fashion-mnist-label-gcv" / "cells" / f"ipc{ipc}-random-ls.json"
-    return f"{json.loads(p.read_text())['accuracies'][0]:.2f}" if p.is_file() else None
+    if not p.is_file():
+        return None
+    a = json.loads(p.read_text())["accuracies"]
+    if len(a) == 1:
+        return f"{a[0]:.2f}"
+    return f"{statistics.mean(a):.2f} ± {statistics.stdev(a):.2f} ({len(a)}; run 0 {a[0]:.2f})"
 
 
 def cmd_table(args) -> None:
