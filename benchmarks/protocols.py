@@ -248,7 +248,7 @@ def cmd_table(args):
                                   real["accuracy_mean"], **other)
                 hlr, ior, lrs = f"{100 * s['hlr']:.2f}", f"{100 * s['ior']:.2f}", f"{s['lrs']:.2f}"
                 ars = f"{s['ars']:.2f}" if "ars" in s else "—"
-            # the images the mgdd cell scored (else the first cell's): a cell on other images is marked
+            # the images of the first cell that records them, in column order: a cell on other images is marked
             reference = next((c["hard_digest"] for c in cells.values() if c and c.get("hard_digest")), None)
             marks |= {n for n in names if _acc(cells[n], reference).endswith("†")}
             lines.append(f"| {method} | " + " | ".join(_acc(cells[n], reference) for n in names)
