@@ -229,7 +229,7 @@ def cmd_table(args):
         lines += [f"Acc(real, hard) = {100 * real['accuracy_mean']:.2f}: ConvNet-3 on the whole training split, hard "
                   f"labels, {real['epochs']} epochs (`{reals[-1].name}`; the dc protocol's 300 epochs did not fit "
                   "2 CPU cores), used for HLR and LRS.", ""]
-    marks = set()
+    marked = False  # some cell scored other images than its row: the table gets the † footnote
     for ipc in ipcs:
         lines += [f"## IPC {ipc}", "",
                   "| method | " + " | ".join(names) + " | HLR | IOR | LRS | ARS |", "|---" * (len(names) + 5) + "|"]
@@ -250,8 +250,9 @@ def cmd_table(args):
                 ars = f"{s['ars']:.2f}" if "ars" in s else "—"
             # the images of the first cell that records them, in column order: a cell on other images is marked
             reference = next((c["hard_digest"] for c in cells.values() if c and c.get("hard_digest")), None)
-            marks |= {n for n in names if _acc(cells[n], reference).endswith("†")}
-            lines.append(f"| {method} | " + " | ".join(_acc(cells[n], reference) for n in names)
+            accs = [_acc(cells[n], reference) for n in names]
+            marked = marked or any(a.endswith("†") for a in accs)
+            lines.append(f"| {method} | " + " | ".join(accs)
                          + f" | {hlr} | {ior} | {lrs} | {ars} |")
         lines.append("")
     lines += ["HLR = Acc(real, hard) − Acc(set, hard) (the dc column; lower is better). IOR = Acc(set, its labels) − "
@@ -260,7 +261,7 @@ def cmd_table(args):
               "(e − e^−1), α = (IOR − HLR) / 2. ARS = 100 (e^β − e^−1) / (e − e^−1), β = (IOR with DSA + IOR "
               "without) / 2, IOR with DSA read from the mgdd-aug column the same way (DD-Ranking, arXiv 2505.13300; "
               "mgdd/scores.py). 26.89 is the score of IOR = HLR = 0 (β = 0): the random set's ARS by definition.", ""]
-    if marks:
+    if marked:
         lines += ["† Scored other images than the row's first cell that records them (`hard_digest` in the cell): "
                   "the same method and seed, remade on another machine or in another checkout (the sets in "
                   "runs/protocols/sets are git-ignored). Random sets and coresets remake the very same images; "
