@@ -1,6 +1,6 @@
 """Why least-squares labels fall under hard labels at IPC 500, and which label ridge would not (issue #40).
 
-On one H100 (results/extra/ridge-fresh/), the seed-0 random images of Fashion-MNIST at IPC 500
+On one H100 (results/h100/run2-ridge.log), the seed-0 random images of Fashion-MNIST at IPC 500
 score 89.61 with hard labels and 86.67 with least-squares labels under the default ridges
 (`capped` kernel ridge, label ridge mu = 1e-3). This script looks at the labels themselves,
 without training a network, on the same images at every size:
@@ -24,8 +24,8 @@ without training a network, on the same images at every size:
         --cache-dir $HOME/.cache/mgdd/shapes/c100-32 --ridges capped,feature --ipcs 10 --tag c100-32
                                                               # results/extra/label-gcv-c100-32.json
 
-The table sets the label statistics beside the trained accuracies of
-results/extra/ridge-fresh/ and docs/results.md §5 (1 run each, the bench's protocol).
+The table sets the label statistics beside trained accuracies (the bench's protocol), each read from
+the committed cell or log that HARD, DEFAULT_MU and _acc name.
 Solving in M x M limits this script to M <= the pool's rank (8 x 1,024 at the defaults).
 """
 
@@ -100,25 +100,66 @@ def _acc(name: str):
 
 
 def _view_acc(ipc: str):
-    """random+ls under --label-mu gcv from experiments/generator_view.py's cells (the same seed-0 images):
-    run 0, or the mean ± sample std of the runs seeded 0..n-1 and its run 0."""
+    """random+ls under --label-mu gcv from experiments/generator_view.py's cells (the same seed-0 images)."""
     p = ROOT / "results" / "generator-view" / "fashion-mnist-label-gcv" / "cells" / f"ipc{ipc}-random-ls.json"
-    if not p.is_file():
+    return _fmt(json.loads(p.read_text())["accuracies"]) if p.is_file() else None
+
+
+def _fmt(runs: list) -> str:
+    """One run as is; several as mean ± sample std (n; run 0 r0), run 0 being the figure paired with the
+    1-run cells (the same seed-0 images and evaluation seed)."""
+    if len(runs) == 1:
+        return f"{runs[0]:.2f}"
+    return f"{statistics.mean(runs):.2f} ± {statistics.stdev(runs):.2f} ({len(runs)}; run 0 {runs[0]:.2f})"
+
+
+def _cell(path: str):
+    """Test accuracies (%) run by run from a committed `mgdd evaluate` / bench cell, formatted by _fmt."""
+    d = json.loads((ROOT / path).read_text())
+    runs = [r["accuracy"] for r in d["per_run"]] if "per_run" in d else d.get("accuracies") or [d["accuracy_mean"]]
+    return _fmt([100 * a for a in runs])
+
+
+def _log(path: str, method: str, ipc: int):
+    """The figure `mgdd evaluate` printed for METHOD at IPC in a committed log, where no cell was kept:
+    "87.24 +- 0.12" (runs > 1, mean ± std) or "89.61 (1 run)"."""
+    import re
+    pat = re.compile(rf"^{re.escape(method)}\s+{ipc}\s+\S+\s+\d+\s+(\d+)\s.*?(\d+\.\d+)(?: \+- (\d+\.\d+))?\s*(?:\(1 run\))?\s*$")
+    for line in (ROOT / path).read_text().splitlines():
+        m = pat.match(line)
+        if m:
+            return f"{m[2]} ± {m[3]} ({m[1]})" if m[3] else m[2]
+    raise SystemExit(f"{path}: no {method} IPC {ipc} line")
+
+
+# Where each trained accuracy comes from (ConvNet-3, 300 epochs, the bench's protocol, seed-0 images):
+# hard labels, and least-squares labels under mu = 1e-3 with the `capped` kernel ridge (which is the
+# `feature` rule up to M = 512, a kernel-scale 0.05 above).
+HARD = {"1": (_cell, "results/protocols/cells/random-ipc1-mgdd.json"),
+        "10": (_cell, "results/protocols/cells/random-ipc10-mgdd.json"),
+        "20": (_cell, "results/fmnist-v2/cells/random-ipc20.json"),
+        "50": (_cell, "results/protocols/cells/random-ipc50-mgdd.json"),
+        "100": (_cell, "results/fmnist-v2/cells/random-ipc100.json"),
+        "200": (_log, "results/extra/unseen-sizes/h200/device_scale.log", "random", 200),
+        "500": (_log, "results/h100/run2-ridge.log", "random", 500)}
+DEFAULT_MU = {"1": (_cell, "results/protocols/cells/random+ls-ipc1-mgdd.json"),
+              "10": (_cell, "results/protocols/cells/random+ls-ipc10-mgdd.json"),
+              "20": (_cell, "results/fmnist-v2/cells/random+ls-ipc20.json"),
+              "50": (_cell, "results/protocols/cells/random+ls-ipc50-mgdd.json"),
+              "100": (_cell, "results/extra/unseen-sizes/ridge/random+ls-kernel0.05-ipc100-runs1.json"),
+              "200": (_cell, "results/extra/unseen-sizes/ridge/random+ls-kernel0.05-ipc200-runs1.json"),
+              "500": (_cell, "results/extra/ridge-fresh/random+ls-capped-ipc500.json")}
+
+
+def _source(table: dict, ipc: str):
+    if ipc not in table:
         return None
-    a = json.loads(p.read_text())["accuracies"]
-    if len(a) == 1:
-        return f"{a[0]:.2f}"
-    return f"{statistics.mean(a):.2f} ± {statistics.stdev(a):.2f} ({len(a)}; run 0 {a[0]:.2f})"
+    read, *where = table[ipc]
+    return read(*where)
 
 
 def cmd_table(args) -> None:
     done = json.loads((OUT / "label-gcv.json").read_text())
-    # trained accuracies, 1 run, seed-0 images: docs/results.md §5 and results/extra/ridge-fresh/
-    # (IPC 1 and 20: results/protocols and results/fmnist-v2, 3 runs; their run 0 is the paired figure)
-    hard = {"1": "51.54 ± 0.22 (3)", "10": "74.29", "20": "78.14 ± 0.15 (3)", "50": "83.31", "100": "84.95 ± 0.17 (3)",
-            "200": "87.24 ± 0.12 (3)", "500": _acc("random-ipc500")}
-    default = {"1": "64.44 ± 0.26 (3; run 0 64.41)", "10": "80.53", "20": "83.18 ± 0.06 (3; run 0 83.18)", "50": "86.72",
-               "100": "87.44", "200": "88.77", "500": _acc("random+ls-capped-ipc500")}
     lines = ["# Least-squares labels against the label ridge (Fashion-MNIST, random images at seed 0)", "",
              "Made by `python experiments/label_ridge_gcv.py --ipcs 1,10,20,50,100,200,500` then `--table` "
              "(its docstring defines every column). agree: share of images whose label's argmax is their class; "
@@ -126,7 +167,8 @@ def cmd_table(args) -> None:
              f"{MUS} with the least generalised cross-validation error. Accuracies: ConvNet-3, 300 epochs, "
              "1 run unless (3); the kernel ridge is `capped`; mu = 1e-3 was the label ridge's default until the "
              "default became `auto`, GCV's pick from 100 images a class (docs/experiments.md); hard labels and "
-             "mu = 1e-3 at IPC 500 on one H100, the rest on 2 CPU cores.", "",
+             "mu = 1e-3 at IPC 500 on one H100, hard labels at IPC 200 on one H200, the rest on 2 CPU cores; "
+             "each figure is read from the cell or log named in the script's HARD and DEFAULT_MU.", "",
              "| IPC | M | agree, mu = 1e-3 | agree, GCV pick | GCV pick | true prob 1e-3 / pick | hard labels | LS, mu = 1e-3 | LS, mu = GCV pick (`auto` from IPC 100) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for ipc in sorted((k for k in done if k.isdigit()), key=int):
@@ -134,10 +176,11 @@ def cmd_table(args) -> None:
         base = next(r for r in d["rows"] if r["mu"] == 1e-3)
         pick = next(r for r in d["rows"] if r["mu"] == d["gcv_pick"])
         mu = d["gcv_pick"]
-        picked = (_acc(f"random+ls-capped-mu{mu:g}-ipc{ipc}") or _view_acc(ipc)) if mu != 1e-3 else default.get(ipc)
+        default = _source(DEFAULT_MU, ipc)
+        picked = (_acc(f"random+ls-capped-mu{mu:g}-ipc{ipc}") or _view_acc(ipc)) if mu != 1e-3 else default
         lines.append(f"| {ipc} | {10 * int(ipc)} | {base['agree']:.3f} | {pick['agree']:.3f} | {mu:g} | "
-                     f"{base['true_prob']:.3f} / {pick['true_prob']:.3f} | {hard.get(ipc) or '—'} | "
-                     f"{default.get(ipc) or '—'} | {picked or '—'} |")
+                     f"{base['true_prob']:.3f} / {pick['true_prob']:.3f} | {_source(HARD, ipc) or '—'} | "
+                     f"{default or '—'} | {picked or '—'} |")
     lines.append("")
     (OUT / "label-gcv.md").write_text("\n".join(lines))
     print("\n".join(lines))
