@@ -22,9 +22,10 @@
 # Measured before a device was lent (2026-12-07, docs/experiments.md "More tasks a step"): this recipe
 # at 8 tasks a step for 150 steps on 2 CPU cores (3,558 s) lowered the meta-training loss faster than
 # 2 tasks a step and scored under the shipped generator on Fashion-MNIST at every size (1.8 / 0.7 /
-# 1.3 points under it from the greedy start at IPC 1 / 10 / 50). An H200 makes about 72 such steps in
-# 241 s (results/extra/meta-sweep-h200), so this call's 60% of 540 s reaches about the same point:
-# spend a lent device on the cells of #40 / #41 (device_next.sh, device_shapes.sh) before this one.
+# 1.3 points under it from the greedy start at IPC 1 / 10 / 50). On one H200 shared by four runs, such
+# a run made 72 steps in 241 s (results/extra/meta-sweep-h200), so this call's 324 s of meta-training
+# reaches a few hundred steps at most, where the 150- and 300-step CPU generators end level: spend a
+# lent device on the cells of #40 / #41 (device_next.sh, device_shapes.sh) before this one.
 set -u -o pipefail
 out=${1:?OUT}; budget=${2:?SECONDS}; tasks=${3:-8}; DEVICE=${DEVICE:-cuda}
 t0=$(date +%s)
