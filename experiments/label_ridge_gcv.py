@@ -1,6 +1,6 @@
 """Why least-squares labels fall under hard labels at IPC 500, and which label ridge would not (issue #40).
 
-On one H100 (results/h100/run2-ridge.log), the seed-0 random images of Fashion-MNIST at IPC 500
+On one H100 (results/extra/ridge-fresh/), the seed-0 random images of Fashion-MNIST at IPC 500
 score 89.61 with hard labels and 86.67 with least-squares labels under the default ridges
 (`capped` kernel ridge, label ridge mu = 1e-3). This script looks at the labels themselves,
 without training a network, on the same images at every size:
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -95,8 +96,9 @@ def cmd_run(args) -> None:
 
 
 def _acc(name: str):
+    """A results/extra/ridge-fresh/ cell, or None where that label ridge was not trained."""
     p = OUT / "ridge-fresh" / f"{name}.json"
-    return f"{100 * json.loads(p.read_text())['accuracy_mean']:.2f}" if p.is_file() else None
+    return _cell(str(p)) if p.is_file() else None
 
 
 def _view_acc(ipc: str):
@@ -123,7 +125,6 @@ def _cell(path: str):
 def _log(path: str, method: str, ipc: int):
     """The figure `mgdd evaluate` printed for METHOD at IPC in a committed log, where no cell was kept:
     "87.24 +- 0.12" (runs > 1, mean ± std) or "89.61 (1 run)"."""
-    import re
     pat = re.compile(rf"^{re.escape(method)}\s+{ipc}\s+\S+\s+\d+\s+(\d+)\s.*?(\d+\.\d+)(?: \+- (\d+\.\d+))?\s*(?:\(1 run\))?\s*$")
     for line in (ROOT / path).read_text().splitlines():
         m = pat.match(line)
@@ -141,7 +142,7 @@ HARD = {"1": (_cell, "results/protocols/cells/random-ipc1-mgdd.json"),
         "50": (_cell, "results/protocols/cells/random-ipc50-mgdd.json"),
         "100": (_cell, "results/fmnist-v2/cells/random-ipc100.json"),
         "200": (_log, "results/extra/unseen-sizes/h200/device_scale.log", "random", 200),
-        "500": (_log, "results/h100/run2-ridge.log", "random", 500)}
+        "500": (_cell, "results/extra/ridge-fresh/random-ipc500.json")}
 DEFAULT_MU = {"1": (_cell, "results/protocols/cells/random+ls-ipc1-mgdd.json"),
               "10": (_cell, "results/protocols/cells/random+ls-ipc10-mgdd.json"),
               "20": (_cell, "results/fmnist-v2/cells/random+ls-ipc20.json"),
