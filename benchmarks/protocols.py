@@ -11,7 +11,8 @@
 The sets are the bench's methods at seed 0 on Fashion-MNIST (runs/protocols/sets, remade
 when absent): random (hard labels), random+ls, herding+ls, greedy+ls, the shipped generator at
 K = 0 from the herding start (generator-k0, the default before start="auto") and from the start
-it ships with (generator-auto: greedy up to 500 images), and krr-pixel at its bench step count.
+it ships with (generator-auto: greedy up to 500 images), krr-pixel at its bench step count, and
+krr-fresh as `mgdd baseline krr-fresh` makes it (2,000 steps, its default lr).
 Each (set, protocol) is one resumable cell,
 results/protocols/cells/<method>-ipc<I>-<protocol>.json: a cut run goes on where it stopped
 (its training state in results/protocols/checkpoints/, git-ignored, written every minute).
@@ -39,7 +40,8 @@ from mgdd.scores import robust_scores
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(os.environ.get("MGDD_PROTOCOLS_OUT", ROOT / "results" / "protocols"))  # a device run writes elsewhere
 SETS = ROOT / "runs" / "protocols" / "sets"
-METHODS = ["random", "random+ls", "herding+ls", "greedy+ls", "generator-k0", "generator-auto", "krr-pixel"]
+METHODS = ["random", "random+ls", "herding+ls", "greedy+ls", "generator-k0", "generator-auto", "krr-pixel",
+           "krr-fresh"]
 # the set's own labels with DSA augmentation, for 1000 epochs (evaluate()'s length with augmentation, as
 # DSA's; every mgdd-aug cell records it): with the mgdd column (300 epochs), what DD-Ranking's
 # augmentation-robust score (ARS) reads. The bench's "-aug" cells (Preset.robust_aug) keep the preset's
@@ -66,6 +68,12 @@ def make_set(method: str, ipc: int, objective) -> mgdd.DistilledSet:
         # generator-k0: the herding start every committed generator-k0 cell was made from (the shipped
         # default before start="auto"); generator-auto: the start the generator ships with (None)
         ds = mgdd.generate(gen, objective, ipc=ipc, seed=0, start="herding" if method == "generator-k0" else None)
+    elif method == "krr-fresh":  # what `mgdd baseline krr-fresh --ipc I` makes: its default steps and lr, seed 0
+        from mgdd.baselines import DEFAULT_STEPS, default_lr
+        SETS.mkdir(parents=True, exist_ok=True)
+        ds = mgdd.run_baseline("krr-fresh", objective.dataset, ipc, 0, objective, steps=DEFAULT_STEPS["krr-fresh"],
+                               lr=default_lr("krr-fresh", ipc), progress=False, resume=True,
+                               checkpoint=SETS / f"{method}-ipc{ipc}.checkpoint.safetensors")
     else:
         ds = mgdd.krr_pixel(objective, ipc, steps=KRR_STEPS[ipc], seed=0, progress=False)
     print(f"{method} IPC {ipc}: made in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -172,27 +180,29 @@ def cmd_cost(args):
 
     import torch
 
-    from mgdd.protocols import RFAD_LOOP, _centred_accuracy, _rfad_network
+    from mgdd.protocols import RFAD_LOOP, _centred_accuracy, _outputs, _rfad_network
     net = _rfad_network(1, 10, (28, 28), RFAD_LOOP["width"])
     net0 = copy.deepcopy(net)
     x, y = torch.randn(10 * args.ipc, 1, 28, 28), torch.randn(10 * args.ipc, 10)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    out0 = _outputs(net0, x)  # f_0's outputs, once a run (protocols._rfad_run)
     t0 = time.perf_counter()
     for _ in range(3):
-        with torch.no_grad():
-            out0 = net0(x)
         loss = ((net(x) - out0 - y) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     step = (time.perf_counter() - t0) / 3
+    vx = torch.randn(512, 1, 28, 28)
     t0 = time.perf_counter()
-    _centred_accuracy(net, net0, torch.randn(512, 1, 28, 28), torch.randint(0, 10, (512,)))
-    valid = time.perf_counter() - t0
+    _centred_accuracy(net, vx, torch.randint(0, 10, (512,)), torch.zeros(512, 10))
+    valid = time.perf_counter() - t0  # one forward of 512 images: a check, f_0's outputs being kept
+    # the shortest run: the best network at iteration 0, `patience` steps, a check every `eval_every`
+    # on 5,000 validation images, f_0 once on them, and the 10,000 test images through f and f_0
+    checks = RFAD_LOOP["patience"] // RFAD_LOOP["eval_every"] + 1
     res = {"ipc": args.ipc, "width": RFAD_LOOP["width"], "step_seconds": step, "valid_512_seconds": valid,
-           "threads": torch.get_num_threads(), "device": "cpu",
-           "least_run_seconds": RFAD_LOOP["patience"] * step + (RFAD_LOOP["patience"] // RFAD_LOOP["eval_every"] + 1)
-           * valid * 5000 / 512}
+           "threads": torch.get_num_threads(), "device": "cpu", "f0_outputs_kept": True,
+           "least_run_seconds": RFAD_LOOP["patience"] * step + (checks + 1 + 2 * 2) * valid * 5000 / 512}
     write_json(OUT / f"rfad-cpu-cost-ipc{args.ipc}.json", res, force=True)
     print(json.dumps(res, indent=1))
 

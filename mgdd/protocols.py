@@ -143,13 +143,21 @@ def _rfad_network(channels: int, num_classes: int, image_size, width: int) -> nn
     return net
 
 
-def _centred_accuracy(net, net0, x, y, batch: int = 512) -> float:
-    """Accuracy of the centred outputs f(x) - f_0(x) (the networks' train/eval mode untouched:
+def _outputs(net, x, batch: int = 512) -> torch.Tensor:
+    """net(x) in batches of ``batch``, without autograd (the network's train/eval mode untouched:
     RFAD's has no norm or dropout)."""
+    with torch.no_grad():
+        return torch.cat([net(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def _centred_accuracy(net, x, y, out0, batch: int = 512) -> float:
+    """Accuracy of the centred outputs f(x) - f_0(x), with ``out0`` = f_0(x) computed once
+    (``_outputs``): f_0 is frozen, so its outputs on the validation and test images are the same
+    at every check, and the same batches give them to the bit."""
     correct = 0
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            out = net(x[i:i + batch]) - net0(x[i:i + batch])
+            out = net(x[i:i + batch]) - out0[i:i + batch]
             correct += (out.argmax(1) == y[i:i + batch]).sum().item()
     return correct / max(len(x), 1)
 
@@ -180,7 +188,7 @@ def evaluate_rfad(ds, dataset, runs: int = 1, seed: int = 0, device="cpu", progr
     the momentum, the best validated network so far, the batch sampler's state, the iteration),
     written once CHECKPOINT_SECONDS have passed and when the run ends; with ``resume`` each run
     continues from its file, exactly: a run's only randomness is its seeded initialisation and
-    batch sampler. On a CPU one run is an hour or more (results/protocols/rfad-cpu-cost-ipc1.json)."""
+    batch sampler. On a CPU one run is half an hour at the least (results/protocols/rfad-cpu-cost-ipc1.json)."""
     from .distilled import set_digest
     from .evaluate import check_compatible, images_to_test
     from .memory import check_fits
@@ -200,8 +208,8 @@ def evaluate_rfad(ds, dataset, runs: int = 1, seed: int = 0, device="cpu", progr
                f"the rfad protocol's training step ({batch} images, width {settings['width']})",
                "run it on a GPU, or score this set with --protocol mgdd, dc or dsa")
     if progress and str(device) == "cpu" and settings["width"] >= 512:
-        print(f"mgdd: note: the rfad protocol trains a width-{settings['width']} network; on a CPU a run takes an hour "
-              "or more (measured on 2 cores: results/protocols/rfad-cpu-cost-ipc1.json). A GPU is the place for it"
+        print(f"mgdd: note: the rfad protocol trains a width-{settings['width']} network; on a CPU a run takes half an "
+              "hour or more (measured on 2 cores: results/protocols/rfad-cpu-cost-ipc1.json). A GPU is the place for it"
               + ("." if checkpoint_dir is not None else "; with --out a cut run continues with --resume."),
               file=sys.stderr, flush=True)
     x = ds.images.to(device)
@@ -245,8 +253,8 @@ def _rfad_run(x, y, batch: int, settings: dict, dataset, seed: int, valid: tuple
 
     def result(seconds: float) -> dict:  # the best validated network, tested
         net.load_state_dict(best_state)
-        return {"seed": seed, "accuracy": _centred_accuracy(net, net0, *test), "valid_accuracy": best_acc,
-                "best_iteration": best_it, "iterations": steps, "train_seconds": seconds,
+        return {"seed": seed, "accuracy": _centred_accuracy(net, *test, _outputs(net0, test[0])),
+                "valid_accuracy": best_acc, "best_iteration": best_it, "iterations": steps, "train_seconds": seconds,
                 **({"resumed_at_iteration": first} if first else {})}
 
     if checkpoint is not None and resume and Path(checkpoint).exists():
@@ -266,10 +274,13 @@ def _rfad_run(x, y, batch: int, settings: dict, dataset, seed: int, valid: tuple
                     "best_accuracy": best_acc, "best_iteration": best_it, "iterations": steps, "finished": finished})
 
     start = last_save = time.perf_counter()
+    # f_0 is frozen: its outputs on the training and validation images, once a run (a step reads its
+    # batch's rows; with the full batch, the very tensor net0(x) gives), as the test's in result()
+    out0_train, out0_valid = _outputs(net0, x), _outputs(net0, valid[0])
     bar = Progress(settings["max_iterations"], f"rfad seed {seed}", enabled=progress, leave=False, initial=first)
     for it in range(first, settings["max_iterations"]):
         if it % settings["eval_every"] == 0:
-            acc = _centred_accuracy(net, net0, *valid)
+            acc = _centred_accuracy(net, *valid, out0_valid)
             if acc > best_acc:
                 best_acc, best_it = acc, it
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -277,9 +288,7 @@ def _rfad_run(x, y, batch: int, settings: dict, dataset, seed: int, valid: tuple
             break
         steps += 1
         idx = None if batch == n else torch.randint(n, (batch,), generator=g).to(device)
-        xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-        with torch.no_grad():
-            out0 = net0(xb)
+        xb, yb, out0 = (x, y, out0_train) if idx is None else (x[idx], y[idx], out0_train[idx])
         loss = ((net(xb) - out0 - yb) ** 2).mean() / s ** 2
         if settings["weight_decay"]:
             loss = loss + settings["weight_decay"] * sum(((p - p0) ** 2).sum() for p, p0 in

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mgdd.errors import UsageError
-from mgdd.protocols import (PROTOCOLS, RFAD_SETTINGS, _centred_accuracy, _rfad_network, evaluate_protocol,
-                            hard_copy, rfad_settings)
+from mgdd.protocols import (PROTOCOLS, RFAD_SETTINGS, _centred_accuracy, _outputs, _rfad_network, _validation_split,
+                            evaluate_protocol, hard_copy, rfad_settings)
 
 TINY_RFAD = dict(width=8, max_iterations=40, eval_every=10, patience=20, valid_per_class=3)
 
@@ -33,7 +33,7 @@ def test_rfad_network_starts_centred_at_zero():
     torch.manual_seed(0)
     net = _rfad_network(1, 3, (12, 12), 8)
     x, y = torch.randn(9, 1, 12, 12), torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 2])
-    assert _centred_accuracy(net, copy.deepcopy(net), x, y) == pytest.approx(2 / 9)
+    assert _centred_accuracy(net, x, y, _outputs(copy.deepcopy(net), x)) == pytest.approx(2 / 9)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(m.padding == (1, 1) for m in convs) and not any(isinstance(m, torch.nn.GroupNorm) for m in net.modules())
 
@@ -46,6 +46,60 @@ def test_rfad_stops_after_patience_and_tests_the_best_validated_network(soft_set
         assert run["iterations"] == min(40, run["best_iteration"] + 20)  # patience 20 after the best, or the cap
         assert 0 <= run["accuracy"] <= 1
     assert res["settings"]["label_scale"] == 8.0 and res["label_kind"] == "soft"
+
+
+def _rfad_reference(ds, dataset, seed: int, settings: dict) -> dict:
+    """The rfad loop written plainly: f_0 run again on every batch and at every check, one batch
+    of every image at once; the second formulation of protocols._rfad_run, which computes f_0's
+    outputs once a run."""
+    from mgdd.evaluate import images_to_test
+    x, y, s = ds.images, settings["label_scale"] * ds.labels.float(), settings["label_scale"]
+    n = len(x)
+    batch = n if n <= settings["full_batch_up_to"] else settings["batch"]
+    vx, vy = _validation_split(dataset, settings["valid_per_class"], seed)
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    net = _rfad_network(dataset.channels, dataset.num_classes, dataset.image_size, settings["width"])
+    net0 = copy.deepcopy(net)
+    opt = torch.optim.SGD(net.parameters(), lr=settings["lr"], momentum=0.9)
+
+    def accuracy(xs, ys):
+        with torch.no_grad():
+            return (net(xs) - net0(xs)).argmax(1).eq(ys).sum().item() / len(ys)
+    best, best_it, best_state, steps = -1.0, -1, None, 0
+    for it in range(settings["max_iterations"]):
+        if it % settings["eval_every"] == 0 and accuracy(vx, vy) > best:
+            best, best_it, best_state = accuracy(vx, vy), it, copy.deepcopy(net.state_dict())
+        if it >= best_it + settings["patience"]:
+            break
+        steps += 1
+        idx = torch.arange(n) if batch == n else torch.randint(n, (batch,), generator=g)
+        with torch.no_grad():
+            out0 = net0(x[idx])
+        loss = ((net(x[idx]) - out0 - y[idx]) ** 2).mean() / s ** 2 + settings["weight_decay"] * sum(
+            ((p - p0) ** 2).sum() for p, p0 in zip(net.parameters(), net0.parameters()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.load_state_dict(best_state)
+    return {"accuracy": accuracy(images_to_test(ds, dataset), dataset.test_y), "valid_accuracy": best,
+            "best_iteration": best_it, "iterations": steps}
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_rfad_run_matches_the_loop_that_runs_f0_every_time(soft_set, tiny_dataset, batched):
+    """f_0's outputs computed once a run give what running f_0 on every batch and check gives:
+    the same best iteration, iteration count and accuracies, full batch and sampled batches."""
+    tiny = dict(TINY_RFAD, max_iterations=60, patience=30, weight_decay=1e-3)
+    if batched:
+        tiny.update(full_batch_up_to=3, batch=4)
+    res = evaluate_protocol(soft_set, tiny_dataset, "rfad", runs=1, seed=1, progress=False, **tiny)
+    ref = _rfad_reference(soft_set, tiny_dataset, 1, res["settings"])
+    got = res["per_run"][0]
+    for key in ("best_iteration", "iterations"):
+        assert got[key] == ref[key], key
+    for key in ("accuracy", "valid_accuracy"):
+        assert got[key] == pytest.approx(ref[key], abs=1e-9), key
 
 
 def test_dc_and_dsa_score_hard_labels_and_record_a_changed_epoch_count(soft_set, tiny_dataset):
@@ -118,7 +172,7 @@ def test_a_set_scored_under_two_protocols_records_both(tmp_path, tiny_npz, capsy
 
 def test_an_interrupted_rfad_run_resumes_exactly_and_a_finished_one_is_only_tested_again(
         soft_set, tiny_dataset, tmp_path, monkeypatch):
-    """rfad's runs keep their state like the other protocols' (an hour or more a run on a CPU):
+    """rfad's runs keep their state like the other protocols' (half an hour or more a run on a CPU):
     cut after iteration 25 and resumed, a run ends with the same best iteration, validation and
     test accuracy as the uninterrupted run; batches are sampled here (over full_batch_up_to), so
     the sampler's state must carry over. A finished run's file is only tested again, and a resume
