@@ -6,8 +6,8 @@
 #           PRESETS=fmnist, no smoke checks), into results/<gpu>/fmnist-v3; resumable: cells
 #           committed from a cut-off run are copied in first and continued;
 #   protocols  issue #40's unmeasured goal row: the bench's sets under RFAD's own evaluation,
-#           krr-pixel first (against RFAD's published 78.6 / 87.0 / 88.8), then the generator and
-#           random+ls (benchmarks/device_protocols.sh);
+#           krr-pixel first (against RFAD's published 78.6 / 87.0 / 88.8), then the generator,
+#           krr-fresh and random+ls (benchmarks/device_protocols.sh);
 #   shapes  issue #41's shapes table on a GPU (benchmarks/device_shapes.sh);
 #   ridge   issue #40's label ridge at IPC 500, 200 and 100 (benchmarks/device_ridge_fresh.sh, PART=ridge);
 #   fresh1, fresh10, fresh50  krr-fresh to 10,000 steps at IPC 1, 10 and 50, one process each
@@ -32,7 +32,8 @@
 # (the device tool brings back 8 files at most), so OUT must be the tool's $OUT. Before the
 # call, here:
 #   mkdir -p data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/fashion-mnist/
-#   python benchmarks/protocols.py sets --ipcs 1,10,50     # the sets RFAD's protocol scores
+#   python benchmarks/protocols.py sets --ipcs 1,10,50 --methods random+ls,generator-auto,krr-pixel
+#                          # the sets RFAD's protocol scores (krr-fresh's are made on the GPU unless here)
 # and the call: command "bash benchmarks/device_next.sh $OUT 540", carry ["data",
 # "runs/protocols/sets", "runs/meta-greedy"] (the last when it exists here: the greedy part then
 # scores it too), timeout_s 600. Unpack with `tar xzf device-next.tgz`; each part's
