@@ -311,3 +311,19 @@ def test_protocol_cells_copy_no_augmented_evaluation(tmp_path, monkeypatch, soft
     assert script.columns(f"mgdd,{script.AUG}") == ["mgdd", script.AUG]
     with pytest.raises(UsageError):
         script.columns("mgdd,nope")
+
+
+def test_protocols_script_makes_krr_fresh_as_the_baseline_command_does(tmp_path, monkeypatch, tiny_objective):
+    """benchmarks/protocols.py's krr-fresh set is `mgdd baseline krr-fresh`'s (its default steps and
+    lr, seed 0): the same images; a second call reads the saved set instead of making it again."""
+    import mgdd.baselines as baselines
+    script = _protocols_script(monkeypatch, tmp_path)
+    monkeypatch.setattr(script, "SETS", tmp_path / "sets")
+    monkeypatch.setitem(baselines.DEFAULT_STEPS, "krr-fresh", 3)
+    made = script.make_set("krr-fresh", 2, tiny_objective)
+    ref = baselines.run_baseline("krr-fresh", tiny_objective.dataset, 2, 0, tiny_objective, steps=3,
+                                 lr=baselines.default_lr("krr-fresh", 2), progress=False)
+    assert made.meta["method"] == "krr-fresh" and made.meta["objective"]["mode"] == "fresh"
+    assert torch.equal(made.images, ref.images) and torch.allclose(made.labels, ref.labels)
+    monkeypatch.setitem(baselines.DEFAULT_STEPS, "krr-fresh", 5)  # not made again: the saved set is read
+    assert torch.equal(script.make_set("krr-fresh", 2, tiny_objective).images, made.images)
